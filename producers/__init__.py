@@ -1,0 +1,1 @@
+"""Event producers (kafka-python): the synthetic generator and the CSV replayer."""

@@ -1,0 +1,312 @@
+"""The `rtba` command line. With --json, stdout carries JSON only; logs and
+progress go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+# -- stack ---------------------------------------------------------------------------
+
+
+def cmd_stack(args, settings: Settings) -> int:
+    from streams import stack
+
+    try:
+        if args.action == "install":
+            stack.install()
+            result = {
+                "kafka_jars": str(stack.kafka_jars()),
+                "redis_server": stack.ensure_redis_server(),
+            }
+        elif args.action == "up":
+            result = stack.up(settings)
+        elif args.action == "down":
+            result = stack.down(settings)
+        else:
+            result = stack.status(settings)
+    except stack.StackError as exc:
+        _log(f"rtba stack {args.action}: {exc}")
+        return 2
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:16} {value}")
+    return 0
+
+
+# -- worker --------------------------------------------------------------------------
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from faust import Worker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    app = create_app(settings)
+    _log(
+        f"rtba worker: {settings.events_topic} on {settings.kafka_bootstrap}, {settings.redis_url}"
+    )
+    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    return 0
+
+
+# -- producers -----------------------------------------------------------------------
+
+
+def cmd_produce(args, settings: Settings) -> int:
+    from producers import synthetic
+    from producers.kafka import make_producer, watermark
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    end_ms = int(time.time() * 1000)
+    days = args.days or min(
+        3 * 365, max(30, args.events / synthetic.expected_events_per_day(args.customers))
+    )
+    start_ms = end_ms - int(days * synthetic.MS_PER_DAY)
+    if args.truth:
+        truth = synthetic.personas(args.seed, args.customers)
+        Path(args.truth).write_text(
+            "customer_id,persona\n" + "".join(f"{c},{p}\n" for c, p in truth.items())
+        )
+    producer = make_producer(settings.kafka_bootstrap)
+    sent = 0
+    last_ts = None
+    started = time.monotonic()
+    for event in synthetic.generate(args.seed, args.customers, args.events, start_ms, end_ms):
+        producer.send(settings.events_topic, key=event["customer_id"], value=event)
+        sent += 1
+        last_ts = event["ts"]
+        if sent % 1000 == 0:
+            producer.send(settings.events_topic, value=watermark(last_ts))
+            _log(f"produced {sent} events (event time {last_ts})")
+        if args.rate:
+            ahead = sent / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    if last_ts:
+        producer.send(settings.events_topic, value=watermark(last_ts))
+    producer.flush()
+    producer.close()
+    _log(f"produced {sent} events over {days:.0f} days of event time")
+    return 0
+
+
+def cmd_replay(args, settings: Settings) -> int:
+    from producers.kafka import make_producer, send_all, watermark
+    from producers.replay import ReplaySpec, end_watermark, read_file
+    from streams.topics import ensure_topics
+
+    spec = ReplaySpec(
+        customer_col=args.customer_col,
+        time_col=args.time_col,
+        amount_col=args.amount_col,
+        time_format=args.time_format,
+        sep=args.sep,
+        header=not args.no_header,
+    )
+    try:
+        events, problems = read_file(Path(args.file), spec)
+    except (OSError, ValueError) as exc:
+        _log(f"rtba replay: {exc}")
+        return 2
+    for problem in problems[:20]:
+        _log(f"rtba replay: unreadable row sent to the DLQ path: {problem}")
+    end = end_watermark(events, args.end_time)
+    ensure_topics(settings)
+    producer = make_producer(settings.kafka_bootstrap)
+    sent = send_all(producer, settings.events_topic, events)
+    if end:
+        send_all(producer, settings.events_topic, [watermark(end)])
+    producer.close()
+    _log(f"rtba replay: sent {sent} purchases ({len(problems)} unreadable), watermark {end}")
+    return 0
+
+
+# -- reading state -------------------------------------------------------------------
+
+
+def _as_of_ms(args, settings: Settings, client) -> int:
+    from streams.keys import Keys
+    from streams.schemas import to_epoch_ms
+    from streams.store import read_marks
+
+    if getattr(args, "as_of", None):
+        return to_epoch_ms(args.as_of)
+    wm = read_marks(client, Keys(settings.namespace)).watermark(
+        int(settings.allowed_lateness_s * 1000)
+    )
+    return wm if wm is not None else int(time.time() * 1000)
+
+
+def cmd_profile(args, settings: Settings) -> int:
+    from streams.keys import Keys
+    from streams.store import all_customer_ids, connect, read_states
+    from streams.views import profile
+
+    if not args.all and not args.customer_ids:
+        _log("rtba profile: name customer ids or use --all")
+        return 2
+    client = connect(settings.redis_url)
+    keys = Keys(settings.namespace)
+    as_of = _as_of_ms(args, settings, client)
+    ids = all_customer_ids(client, keys) if args.all else args.customer_ids
+    states = read_states(client, keys, ids)
+    found = {s.customer_id for s in states}
+    for missing in [i for i in ids if i not in found]:
+        _log(f"rtba profile: no state for customer {missing!r}")
+    scorer = settings.scorer()
+    for state in states:
+        row = profile(state, as_of, scorer)
+        if args.json:
+            _print_json(row)
+        else:
+            print(
+                f"{row['customer_id']:>12}  {row['segment'] or '-':20} purchases={row['purchases']}"
+                f" monetary={row['monetary']:.2f} recency_days={row['recency_days']}"
+            )
+    return 0 if len(found) == len(set(ids)) else 1
+
+
+def cmd_segments(args, settings: Settings) -> int:
+    from streams.keys import Keys
+    from streams.store import all_customer_ids, connect, read_states
+    from streams.views import segment_summary
+
+    client = connect(settings.redis_url)
+    keys = Keys(settings.namespace)
+    as_of = _as_of_ms(args, settings, client)
+    summary = segment_summary(
+        read_states(client, keys, all_customer_ids(client, keys)), as_of, settings.scorer()
+    )
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"as of {summary['as_of']}: {summary['customers']} customers "
+          f"({summary['without_purchase']} without a purchase)")  # fmt: skip
+    for row in summary["rfm"]:
+        if row["customers"]:
+            print(f"  {row['segment']:20} {row['customers']:>8}  "
+                  f"R={row['mean_recency_days']:.0f}d F={row['mean_frequency']:.1f} "
+                  f"M={row['mean_monetary']:.2f}")  # fmt: skip
+    return 0
+
+
+def cmd_stats(args, settings: Settings) -> int:
+    from streams.keys import Keys
+    from streams.store import connect, read_marks, read_stats
+
+    client = connect(settings.redis_url)
+    keys = Keys(settings.namespace)
+    marks = read_marks(client, keys)
+    out = {
+        "counters": read_stats(client, keys),
+        "max_event_ts": marks.max_event_ts,
+        "watermark": marks.watermark(int(settings.allowed_lateness_s * 1000)),
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+# -- parser --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtba", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stack", help="local real Kafka (KRaft) and Redis on loopback")
+    s.add_argument("action", choices=["up", "down", "status", "install"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stack)
+
+    s = sub.add_parser("worker", help="run a Faust worker (any number may run)")
+    s.add_argument("-l", "--loglevel", default="warn",
+                   choices=["crit", "error", "warn", "info", "debug"])  # fmt: skip
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("produce", help="produce events")
+    s.add_argument("source", choices=["synthetic"])
+    s.add_argument("--customers", type=int, required=True)
+    s.add_argument("--events", type=int, required=True)
+    s.add_argument(
+        "--rate", type=float, default=0, help="events per second (0 = as fast as possible)"
+    )
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument(
+        "--days", type=float, default=None, help="span of event time (default: fits --events)"
+    )
+    s.add_argument("--truth", help="write customer_id,persona CSV here")
+    s.set_defaults(func=cmd_produce)
+
+    s = sub.add_parser("replay", help="replay a purchase file in time order")
+    s.add_argument("file")
+    s.add_argument("--customer-col", required=True)
+    s.add_argument("--time-col", required=True)
+    s.add_argument("--amount-col", required=True)
+    s.add_argument("--time-format")
+    s.add_argument("--sep", default=",", help="a delimiter, 'tab' or 'whitespace'")
+    s.add_argument("--no-header", action="store_true")
+    s.add_argument("--end-time", help="ISO time of the final watermark (default: last row)")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("profile", help="customer profiles")
+    s.add_argument("customer_ids", nargs="*")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--as-of")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("segments", help="RFM segment sizes and profiles")
+    s.add_argument("--as-of")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_segments)
+
+    s = sub.add_parser("stats", help="worker counters and event-time marks")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("demo", help="stack, worker, synthetic producer, live segment changes")
+    s.add_argument("--customers", type=int, default=300)
+    s.add_argument("--events", type=int, default=200_000)
+    s.add_argument("--rate", type=float, default=300)
+    s.add_argument("--duration", type=float, default=0, help="stop after N seconds (0 = Ctrl-C)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args, Settings.from_env())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

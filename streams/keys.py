@@ -1,0 +1,39 @@
+"""Every Redis key name rtba uses, built in this one place.
+
+A customer's keys share the hash tag ``{customer_id}`` so that one script call
+touching all of them stays in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+
+    def customer(self, customer_id: str) -> str:
+        """Hash: the customer's RFM and behaviour state."""
+        return f"{self.namespace}:c:{{{customer_id}}}"
+
+    def dedup(self, customer_id: str) -> str:
+        """Set: order ids (``o:``) and refund keys (``r:``) already counted."""
+        return f"{self.namespace}:c:{{{customer_id}}}:dedup"
+
+    def purchase_days(self, customer_id: str) -> str:
+        """Set: UTC day numbers with at least one purchase."""
+        return f"{self.namespace}:c:{{{customer_id}}}:days"
+
+    @property
+    def customers(self) -> str:
+        """Set: every customer id with state (for --all and segment summaries)."""
+        return f"{self.namespace}:customers"
+
+    @property
+    def watermark(self) -> str:
+        """Hash: max_event_ts and explicit watermark, epoch ms."""
+        return f"{self.namespace}:watermark"
+
+    @property
+    def stats(self) -> str:
+        """Hash: counters (events applied, duplicates, dlq and dlq:<reason>)."""
+        return f"{self.namespace}:stats"

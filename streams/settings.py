@@ -1,0 +1,114 @@
+"""Every setting, with its default and its environment variable.
+
+Connection addresses resolve in this order: the environment variable, then the
+local stack started by `rtba stack up` (its state file under RTBA_HOME), then
+the conventional localhost ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from online_models.rfm import RFMScorer
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+def stack_state_file(home: Path) -> Path:
+    return home / "stack.json"
+
+
+def read_stack_state(home: Path) -> dict:
+    try:
+        return json.loads(stack_state_file(home).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "behavior"
+    home: Path = field(default_factory=lambda: Path(".rtba"))
+    partitions: int = 6
+    replication_factor: int = 1
+    allowed_lateness_s: float = 300.0
+    max_future_s: float = 86_400.0
+    max_amount: float = 1_000_000.0
+    max_event_bytes: int = 65_536
+    batch_size: int = 500
+    batch_within_s: float = 0.2
+    recency_edges: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0)
+    frequency_edges: tuple[float, ...] = (2, 3, 5, 8)
+    monetary_edges: tuple[float, ...] = (100.0, 300.0, 750.0, 2000.0)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("RTBA_HOME", ".rtba"))
+        stack = read_stack_state(home)
+        d = cls()
+        return cls(
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP")
+            or stack.get("kafka_bootstrap", d.kafka_bootstrap),
+            redis_url=env.get("REDIS_URL") or stack.get("redis_url", d.redis_url),
+            namespace=env.get("RTBA_NAMESPACE", d.namespace),
+            home=home,
+            partitions=int(env.get("RTBA_PARTITIONS", d.partitions)),
+            replication_factor=int(env.get("RTBA_REPLICATION_FACTOR", d.replication_factor)),
+            allowed_lateness_s=float(env.get("RTBA_ALLOWED_LATENESS_S", d.allowed_lateness_s)),
+            max_future_s=float(env.get("RTBA_MAX_FUTURE_S", d.max_future_s)),
+            max_amount=float(env.get("RTBA_MAX_AMOUNT", d.max_amount)),
+            max_event_bytes=int(env.get("RTBA_MAX_EVENT_BYTES", d.max_event_bytes)),
+            batch_size=int(env.get("RTBA_BATCH_SIZE", d.batch_size)),
+            batch_within_s=float(env.get("RTBA_BATCH_WITHIN_S", d.batch_within_s)),
+            recency_edges=_floats(env["RTBA_RECENCY_EDGES"])
+            if "RTBA_RECENCY_EDGES" in env
+            else d.recency_edges,
+            frequency_edges=_floats(env["RTBA_FREQUENCY_EDGES"])
+            if "RTBA_FREQUENCY_EDGES" in env
+            else d.frequency_edges,
+            monetary_edges=_floats(env["RTBA_MONETARY_EDGES"])
+            if "RTBA_MONETARY_EDGES" in env
+            else d.monetary_edges,
+        )
+
+    def scorer(self) -> RFMScorer:
+        return RFMScorer(self.recency_edges, self.frequency_edges, self.monetary_edges)
+
+    # Topic names: every one carries the namespace, so pipelines sharing a broker never meet.
+    @property
+    def events_topic(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.namespace}.dlq"
+
+    @property
+    def segment_changes_topic(self) -> str:
+        return f"{self.namespace}.segment-changes"
+
+    @property
+    def churn_risk_topic(self) -> str:
+        return f"{self.namespace}.churn-risk"
+
+    @property
+    def all_topics(self) -> tuple[str, ...]:
+        return (
+            self.events_topic,
+            self.dlq_topic,
+            self.segment_changes_topic,
+            self.churn_risk_topic,
+        )
+
+    @property
+    def app_id(self) -> str:
+        return f"rtba-{self.namespace}"

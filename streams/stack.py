@@ -1,0 +1,354 @@
+"""The local stack: a real Apache Kafka broker (KRaft, from Maven Central jars)
+and Debian's redis-server, both on 127.0.0.1, started and stopped by rtba.
+
+State (ports, pids) is kept in RTBA_HOME/stack.json; data lives under RTBA_HOME
+(git-ignored). Jars are cached under RTBA_CACHE (default .cache/ in the repo).
+When KAFKA_BOOTSTRAP and REDIS_URL are both set, nothing is started: the stack
+is the one they name.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from streams.settings import Settings, read_stack_state, stack_state_file
+from streams.topics import admin_client, ensure_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INFRA = REPO_ROOT / "infra" / "kafka"
+
+
+class StackError(RuntimeError):
+    """A clear, user-facing reason the stack cannot start."""
+
+
+def _say(message: str) -> None:
+    print(f"[rtba stack] {message}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RTBA_CACHE", REPO_ROOT / ".cache"))
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", (INFRA / "pom.xml").read_text())
+    assert match, "infra/kafka/pom.xml names no kafka.version"
+    return match.group(1)
+
+
+def kafka_jars() -> Path:
+    return cache_dir() / f"kafka-{kafka_version()}" / "jars"
+
+
+# -- install -------------------------------------------------------------------
+
+
+def ensure_java() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise StackError("Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless")
+    return java
+
+
+def ensure_kafka_jars() -> Path:
+    """Fetch the broker's jars from Maven Central once (cached)."""
+    jars = kafka_jars()
+    done = jars.parent / ".complete"
+    if done.exists():
+        return jars
+    ensure_java()
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise StackError("Maven is needed once to fetch the Kafka jars: apt-get install maven")
+    _say(f"fetching Apache Kafka {kafka_version()} jars from Maven Central into {jars} ...")
+    staging = jars.parent / "jars.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(INFRA / "pom.xml"), "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise StackError("fetching the Kafka jars from Maven Central failed:\n" + "\n".join(tail))
+    shutil.rmtree(jars, ignore_errors=True)
+    staging.rename(jars)
+    done.touch()
+    return jars
+
+
+def ensure_redis_server() -> str:
+    """Path of redis-server, installing Debian's package when missing (as root)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise StackError(
+            "redis-server is missing: install it (Debian: apt-get install redis-server)"
+        )
+    _say("installing redis-server with apt-get ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise StackError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    # Debian starts its own service on 6379; rtba runs its own server, so leave that one alone.
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(found).exists():
+        raise StackError("apt-get installed redis-server but it is not on PATH")
+    return found
+
+
+def install() -> None:
+    ensure_kafka_jars()
+    ensure_redis_server()
+
+
+# -- processes -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _choose_port(env_name: str, previous: int | None) -> int:
+    wanted = os.environ.get(env_name)
+    if wanted:
+        if not port_free(int(wanted)):
+            raise StackError(f"port {wanted} ({env_name}) is already in use on 127.0.0.1")
+        return int(wanted)
+    if previous and port_free(previous):
+        return previous
+    return free_port()
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie child still answers kill(0); look at its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def redis_healthy(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    try:
+        admin = admin_client(bootstrap, timeout_s)
+    except Exception:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except Exception:
+        return False
+    finally:
+        admin.close()
+
+
+def _wait(check, what: str, pid: int, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not alive(pid):
+            tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+            raise StackError(f"{what} exited during start-up; last log lines:\n" + "\n".join(tail))
+        time.sleep(0.3)
+    raise StackError(f"{what} did not become healthy within {timeout_s:.0f}s (log: {log})")
+
+
+def start_redis(home: Path, port: int) -> int:
+    binary = ensure_redis_server()
+    data = home / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / "redis.log"
+    cmd = [
+        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    _wait(lambda: redis_healthy(f"redis://127.0.0.1:{port}/0"), "redis-server", proc.pid, log, 20)
+    return proc.pid
+
+
+def _server_properties(data: Path, port: int, controller_port: int, partitions: int) -> str:
+    return f"""# written by rtba stack up
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+num.partitions={partitions}
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+"""
+
+
+def start_kafka(home: Path, port: int, controller_port: int, partitions: int) -> int:
+    java = ensure_java()
+    jars = ensure_kafka_jars()
+    base = home / "kafka"
+    data = base / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    props = base / "server.properties"
+    props.write_text(_server_properties(data, port, controller_port, partitions))
+    classpath = f"{jars}/*"
+    if not (data / "meta.properties").exists():
+        # Kafka wants its cluster id as a url-safe base64 UUID.
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        fmt = subprocess.run(
+            [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(props)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if fmt.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+    log = base / "server.log"
+    out = open(base / "kafka.out", "ab")
+    cmd = [
+        java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={INFRA / 'log4j2.yaml'}", f"-Drtba.kafka.logfile={log}",
+        "-cp", classpath, "kafka.Kafka", str(props),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                            start_new_session=True)  # fmt: skip
+    _wait(lambda: kafka_healthy(f"127.0.0.1:{port}"), "Kafka", proc.pid, base / "kafka.out", 90)
+    return proc.pid
+
+
+def stop_pid(pid: int | None, timeout_s: float = 30.0) -> None:
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.2)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# -- the commands ------------------------------------------------------------------
+
+
+def external(settings: Settings) -> bool:
+    return bool(os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL"))
+
+
+def status(settings: Settings) -> dict:
+    state = read_stack_state(settings.home)
+    managed = not external(settings) and bool(state)
+    return {
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "redis_url": settings.redis_url,
+        "namespace": settings.namespace,
+        "managed": managed,
+        "kafka": "up" if kafka_healthy(settings.kafka_bootstrap) else "down",
+        "redis": "up" if redis_healthy(settings.redis_url) else "down",
+        "kafka_pid": state.get("kafka_pid") if managed else None,
+        "redis_pid": state.get("redis_pid") if managed else None,
+        "home": str(settings.home.resolve()),
+    }
+
+
+def up(settings: Settings) -> dict:
+    """Start (or reuse) the stack, create the namespace's topics, return its status."""
+    started = time.monotonic()
+    if external(settings):
+        if not redis_healthy(settings.redis_url):
+            raise StackError(f"REDIS_URL={settings.redis_url} does not answer PING")
+        ensure_topics(settings)
+        _say(f"using the external stack: {settings.kafka_bootstrap}, {settings.redis_url}")
+        return status(settings)
+    home = settings.home.resolve()  # redis-server chdirs to its --dir: paths must be absolute
+    home.mkdir(parents=True, exist_ok=True)
+    state = read_stack_state(home)
+    if not (alive(state.get("redis_pid")) and redis_healthy(state.get("redis_url", ""))):
+        port = _choose_port("RTBA_REDIS_PORT", state.get("redis_port"))
+        state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
+        state["redis_pid"] = start_redis(home, port)
+        _say(f"redis-server up on 127.0.0.1:{port} (pid {state['redis_pid']})")
+    if not (alive(state.get("kafka_pid")) and kafka_healthy(state.get("kafka_bootstrap", ""))):
+        port = _choose_port("RTBA_KAFKA_PORT", state.get("kafka_port"))
+        cport = _choose_port("RTBA_KAFKA_CONTROLLER_PORT", state.get("kafka_controller_port"))
+        if cport == port:
+            cport = free_port()
+        state.update(kafka_port=port, kafka_controller_port=cport,
+                     kafka_bootstrap=f"127.0.0.1:{port}")  # fmt: skip
+        state["kafka_pid"] = start_kafka(home, port, cport, settings.partitions)
+        _say(f"Kafka {kafka_version()} (KRaft) up on 127.0.0.1:{port} (pid {state['kafka_pid']})")
+    stack_state_file(home).write_text(json.dumps(state, indent=2))
+    resolved = Settings.from_env({**os.environ, "RTBA_HOME": str(home)})
+    ensure_topics(resolved)
+    _say(f"stack ready in {time.monotonic() - started:.1f}s")
+    return status(resolved)
+
+
+def down(settings: Settings) -> dict:
+    """Stop what `up` started (never an external stack)."""
+    state = read_stack_state(settings.home)
+    if external(settings) or not state:
+        _say("nothing to stop: this stack was not started by rtba")
+        return status(settings)
+    stop_pid(state.get("kafka_pid"))
+    stop_pid(state.get("redis_pid"))
+    state.update(kafka_pid=None, redis_pid=None)
+    stack_state_file(settings.home).write_text(json.dumps(state, indent=2))
+    _say("stack stopped")
+    return status(settings)

@@ -1,0 +1,217 @@
+"""Customer state in Redis: the hash codec, the worker's async store and the
+CLI's read helpers.
+
+A worker's batch costs two round trips: one pipelined read of the customers it
+touches, one pipelined write (one atomic, single-slot script call per customer,
+plus counters and the watermark).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+
+import redis
+import redis.asyncio as aioredis
+
+from online_models.customer import CustomerState
+from streams.keys import Keys
+
+_INT_FIELDS = {
+    "fp": "first_purchase_ms",
+    "lp": "last_purchase_ms",
+    "n": "purchases",
+    "nd": "purchase_days",
+    "fd": "first_day",
+    "le": "last_event_ms",
+    "ap": "applied_partition",
+    "ao": "applied_offset",
+    "v": "version",
+}
+_DECIMAL_FIELDS = {"fda": "first_day_amount", "gross": "gross", "ref": "refunds"}
+
+
+def lua(name: str) -> str:
+    return resources.files("streams").joinpath("lua", f"{name}.lua").read_text()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def state_to_fields(state: CustomerState) -> dict[str, str]:
+    """Hash fields of a state (the version `v` is the script's to set)."""
+    fields: dict[str, str] = {}
+    for short, attr in _INT_FIELDS.items():
+        if short != "v":
+            value = getattr(state, attr)
+            fields[short] = "" if value is None else str(value)
+    for short, attr in _DECIMAL_FIELDS.items():
+        fields[short] = str(getattr(state, attr))
+    fields["seg"] = state.segment or ""
+    fields.update({f"clk:{a}": str(n) for a, n in state.clicks.items()})
+    fields.update({f"cat:{c}": str(n) for c, n in state.categories.items()})
+    return fields
+
+
+def state_from_fields(customer_id: str, raw: dict) -> CustomerState:
+    state = CustomerState(customer_id)
+    for key, value in raw.items():
+        key, value = _text(key), _text(value)
+        if key in _INT_FIELDS:
+            setattr(state, _INT_FIELDS[key], int(value))
+        elif key in _DECIMAL_FIELDS:
+            setattr(state, _DECIMAL_FIELDS[key], Decimal(value))
+        elif key == "seg":
+            state.segment = value or None
+        elif key.startswith("clk:"):
+            state.clicks[key[4:]] = int(value)
+        elif key.startswith("cat:"):
+            state.categories[key[4:]] = int(value)
+    return state
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Shared event-time marks, epoch ms."""
+
+    max_event_ts: int | None
+    explicit: int | None
+
+    def watermark(self, allowed_lateness_ms: int) -> int | None:
+        """max(max event ts - allowed lateness, explicit producer watermark)."""
+        candidates = []
+        if self.max_event_ts is not None:
+            candidates.append(self.max_event_ts - allowed_lateness_ms)
+        if self.explicit is not None:
+            candidates.append(self.explicit)
+        return max(candidates) if candidates else None
+
+    @classmethod
+    def parse(cls, max_event_ts, explicit) -> Marks:
+        def num(v):
+            return int(_text(v)) if v not in (None, b"", "") else None
+
+        return cls(num(max_event_ts), num(explicit))
+
+
+@dataclass
+class SaveResult:
+    conflicts: list[str]
+    marks: Marks
+
+
+class StateStore:
+    """The worker's view of Redis (asyncio client, scripts registered once)."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys):
+        self.client = client
+        self.keys = keys
+        self._apply = client.register_script(lua("apply_customer"))
+        self._advance = client.register_script(lua("advance_watermark"))
+
+    @classmethod
+    def from_url(cls, url: str, keys: Keys) -> StateStore:
+        return cls(aioredis.Redis.from_url(url), keys)
+
+    async def load(self, needed: dict[str, tuple[set[str], set[int]]]) -> dict[str, CustomerState]:
+        """Load each customer's state and which of the given dedup keys / days it already has."""
+        order = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for cid, (dedup, days) in needed.items():
+                dedup_l, days_l = sorted(dedup), sorted(days)
+                order.append((cid, dedup_l, days_l))
+                pipe.hgetall(self.keys.customer(cid))
+                if dedup_l:
+                    pipe.smismember(self.keys.dedup(cid), dedup_l)
+                if days_l:
+                    pipe.smismember(self.keys.purchase_days(cid), days_l)
+            replies = iter(await pipe.execute())
+        states = {}
+        for cid, dedup_l, days_l in order:
+            state = state_from_fields(cid, next(replies))
+            if dedup_l:
+                state.seen_keys = {k for k, hit in zip(dedup_l, next(replies), strict=True) if hit}
+            if days_l:
+                state.seen_days = {d for d, hit in zip(days_l, next(replies), strict=True) if hit}
+            states[cid] = state
+        return states
+
+    async def save(
+        self,
+        states: dict[str, CustomerState],
+        counters: dict[str, int],
+        max_event_ts: int | None,
+        explicit_watermark: int | None,
+    ) -> SaveResult:
+        """Write changed states, counters and event-time marks in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            order = []
+            for cid, state in states.items():
+                fields = state_to_fields(state)
+                args: list = [state.version, len(fields)]
+                for f, v in fields.items():
+                    args += [f, v]
+                args += [len(state.new_keys), *sorted(state.new_keys)]
+                args += [len(state.new_days), *sorted(state.new_days)]
+                keys = [
+                    self.keys.customer(cid),
+                    self.keys.dedup(cid),
+                    self.keys.purchase_days(cid),
+                ]
+                await self._apply(keys=keys, args=args, client=pipe)
+                order.append(cid)
+            if states:
+                pipe.sadd(self.keys.customers, *states)
+            for name, n in counters.items():
+                if n:
+                    pipe.hincrby(self.keys.stats, name, n)
+            await self._advance(
+                keys=[self.keys.watermark],
+                args=[
+                    "" if max_event_ts is None else max_event_ts,
+                    "" if explicit_watermark is None else explicit_watermark,
+                ],
+                client=pipe,
+            )
+            replies = await pipe.execute()
+        conflicts = [
+            cid
+            for cid, version in zip(order, replies[: len(order)], strict=True)
+            if int(version) < 0
+        ]
+        return SaveResult(conflicts, Marks.parse(*replies[-1]))
+
+
+# -- read helpers for the CLI (synchronous client) ---------------------------
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def read_marks(client: redis.Redis, keys: Keys) -> Marks:
+    return Marks.parse(*client.hmget(keys.watermark, "max_event_ts", "explicit"))
+
+
+def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> list[CustomerState]:
+    """States of the given customers, in the given order (absent ones are skipped)."""
+    out = []
+    for start in range(0, len(customer_ids), 1000):
+        chunk = customer_ids[start : start + 1000]
+        with client.pipeline(transaction=False) as pipe:
+            for cid in chunk:
+                pipe.hgetall(keys.customer(cid))
+            for cid, raw in zip(chunk, pipe.execute(), strict=True):
+                if raw:
+                    out.append(state_from_fields(cid, raw))
+    return out
+
+
+def all_customer_ids(client: redis.Redis, keys: Keys) -> list[str]:
+    return sorted(_text(m) for m in client.sscan_iter(keys.customers, count=1000))
+
+
+def read_stats(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}

@@ -1,0 +1,85 @@
+"""What `rtba profile` and `rtba segments` show: pure functions of customer
+states and an as-of time."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from online_models.customer import CustomerState
+from online_models.rfm import SEGMENTS, RFMScorer
+from streams.pipeline import rfm_features
+from streams.schemas import iso
+
+
+def profile(state: CustomerState, as_of_ms: int, scorer: RFMScorer) -> dict:
+    """One customer's profile as of ``as_of_ms`` (keys as DESIGN.md lists them).
+
+    Churn and cluster fields stay null until the models that fill them exist.
+    """
+    features = rfm_features(state, as_of_ms, scorer)
+    scores = None
+    segment = None
+    if features:
+        scores = {k: features[k] for k in ("r", "f", "m")}
+        segment = scorer.segment(features["recency_days"], state.purchases, state.monetary)
+    top = sorted(state.categories.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    return {
+        "customer_id": state.customer_id,
+        "as_of": iso(as_of_ms),
+        "first_purchase": iso(state.first_purchase_ms),
+        "last_purchase": iso(state.last_purchase_ms),
+        "last_event": iso(state.last_event_ms),
+        "purchases": state.purchases,
+        "purchase_days": state.purchase_days,
+        "monetary": float(state.monetary),
+        "repeat_value": float(state.repeat_value),
+        "recency_days": state.recency_days(as_of_ms),
+        "btyd": state.btyd(as_of_ms),
+        "scores": scores,
+        "segment": segment,
+        "cluster": {"id": None, "label": None},
+        "p_alive": None,
+        "churn_risk": None,
+        "expected_purchases_30d": None,
+        "expected_purchases_90d": None,
+        "predicted_clv_365d": None,
+        "clicks": dict(sorted(state.clicks.items())),
+        "top_categories": [c for c, _ in top],
+    }
+
+
+def segment_summary(states: list[CustomerState], as_of_ms: int, scorer: RFMScorer) -> dict:
+    """Size and mean R/F/M of every named segment, as of ``as_of_ms``."""
+    sizes: Counter[str] = Counter()
+    sums: dict[str, list[float]] = {s: [0.0, 0.0, 0.0] for s in SEGMENTS}
+    no_purchase = 0
+    for state in states:
+        features = rfm_features(state, as_of_ms, scorer)
+        if features is None:
+            no_purchase += 1
+            continue
+        segment = scorer.segment(features["recency_days"], state.purchases, state.monetary)
+        sizes[segment] += 1
+        acc = sums[segment]
+        acc[0] += features["recency_days"]
+        acc[1] += features["frequency"]
+        acc[2] += features["monetary"]
+    rows = []
+    for name in SEGMENTS:
+        n = sizes[name]
+        rows.append(
+            {
+                "segment": name,
+                "customers": n,
+                "mean_recency_days": sums[name][0] / n if n else None,
+                "mean_frequency": sums[name][1] / n if n else None,
+                "mean_monetary": sums[name][2] / n if n else None,
+            }
+        )
+    return {
+        "as_of": iso(as_of_ms),
+        "customers": len(states),
+        "without_purchase": no_purchase,
+        "rfm": rows,
+        "clusters": [],
+    }
