@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install stack-install clean
+.PHONY: demo test lint install stack-install compose-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: stack-install lint
+# The compose test needs a Compose CLI; where only the docker client is here, Debian's
+# docker-compose provides one (no engine is needed to validate the file).
+compose-cli:
+	@if command -v docker >/dev/null && ! docker compose version >/dev/null 2>&1 \
+	    && ! command -v docker-compose >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing docker-compose (Debian) to validate docker-compose.yml"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null); \
+	fi
+
+test: stack-install compose-cli lint
 	$(BIN)/pytest
 
 clean:

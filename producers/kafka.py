@@ -6,6 +6,19 @@ import json
 from collections.abc import Iterable
 
 from kafka import KafkaProducer
+from kafka.serializer import Serializer
+
+
+class KeySerializer(Serializer):
+    def serialize(self, topic, headers, data):
+        return data.encode() if isinstance(data, str) else data
+
+
+class JsonSerializer(Serializer):
+    """dicts as compact JSON; bytes pass through untouched (for raw or hostile payloads)."""
+
+    def serialize(self, topic, headers, data):
+        return data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
 
 
 def make_producer(bootstrap: str) -> KafkaProducer:
@@ -13,9 +26,8 @@ def make_producer(bootstrap: str) -> KafkaProducer:
         bootstrap_servers=bootstrap.split(","),
         acks="all",
         linger_ms=5,
-        retries=10,
-        key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
-        value_serializer=lambda v: v if isinstance(v, bytes) else json.dumps(v).encode(),
+        key_serializer=KeySerializer(),
+        value_serializer=JsonSerializer(),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 
 import faust
 
@@ -26,7 +27,18 @@ def dlq_headers(source_topic: str, record: Record, reason: str, detail: str) -> 
     ]
 
 
-def create_app(settings: Settings) -> faust.App:
+@dataclass(frozen=True)
+class Pipeline:
+    """The app and its topics and agent, so tests and the CLI reach them without globals."""
+
+    app: faust.App
+    events: faust.TopicT
+    dlq: faust.TopicT
+    segment_changes: faust.TopicT
+    apply_events: faust.types.AgentT
+
+
+def create_app(settings: Settings) -> Pipeline:
     datadir = (settings.home / "faust" / settings.namespace).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -80,5 +92,4 @@ def create_app(settings: Settings) -> faust.App:
             # Wait for the broker's acks before take() acks (commits) the batch.
             await asyncio.gather(*sent)
 
-    app.apply_events = apply_events
-    return app
+    return Pipeline(app, events, dlq, segment_changes, apply_events)

@@ -61,7 +61,7 @@ def cmd_worker(args, settings: Settings) -> int:
     from streams.topics import ensure_topics
 
     ensure_topics(settings)
-    app = create_app(settings)
+    app = create_app(settings).app
     _log(
         f"rtba worker: {settings.events_topic} on {settings.kafka_bootstrap}, {settings.redis_url}"
     )

@@ -167,7 +167,19 @@ def redis_healthy(url: str) -> bool:
         return False
 
 
+def _port_answers(host_port: str) -> bool:
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    # A closed port answers at once; kafka-python would spend its whole bootstrap timeout on it.
+    if not any(_port_answers(hp) for hp in bootstrap.split(",") if hp):
+        return False
     try:
         admin = admin_client(bootstrap, timeout_s)
     except Exception:

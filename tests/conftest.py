@@ -1,0 +1,155 @@
+"""Shared fixtures. Integration tests use a real Kafka broker and a real Redis:
+the ones named by KAFKA_BOOTSTRAP and REDIS_URL when both are set, otherwise a
+stack this session starts on free ports (and stops at the end)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from streams import stack
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def real_stack(tmp_path_factory):
+    """{kafka_bootstrap, redis_url} of a running real stack."""
+    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL"):
+        yield {
+            "kafka_bootstrap": os.environ["KAFKA_BOOTSTRAP"],
+            "redis_url": os.environ["REDIS_URL"],
+        }
+        return
+    home = tmp_path_factory.mktemp("rtba-home")
+    settings = Settings.from_env({"RTBA_HOME": str(home)})
+    started = time.monotonic()
+    info = stack.up(settings)
+    print(f"\nstack up in {time.monotonic() - started:.1f}s: {info}", file=sys.stderr)
+    try:
+        yield info
+    finally:
+        stack.down(Settings.from_env({"RTBA_HOME": str(home)}))
+
+
+@pytest.fixture
+def rtba_env(real_stack, tmp_path):
+    """Environment for rtba processes: the real stack and a namespace of this test's own."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": real_stack["kafka_bootstrap"],
+        "REDIS_URL": real_stack["redis_url"],
+        "RTBA_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
+        "RTBA_HOME": str(tmp_path / "home"),
+        "RTBA_PARTITIONS": "3",
+        "RTBA_BATCH_WITHIN_S": "0.1",
+    }
+    return env
+
+
+@pytest.fixture
+def settings(rtba_env) -> Settings:
+    return Settings.from_env(rtba_env)
+
+
+@pytest.fixture
+def redis_client(settings):
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
+
+
+def run_rtba(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env, capture_output=True, text=True, check=check, cwd=REPO, timeout=300,
+    )  # fmt: skip
+
+
+class WorkerProcess:
+    def __init__(self, env: dict, log_path: Path):
+        self.env, self.log_path = env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+@pytest.fixture
+def worker(rtba_env, tmp_path):
+    """Start with worker.start(); stopped at the end of the test."""
+    w = WorkerProcess(rtba_env, tmp_path / "worker.log")
+    yield w
+    w.stop()
+
+
+def wait_for_records(client, settings: Settings, expected: int, worker: WorkerProcess, timeout=120):
+    """Wait until the worker has taken `expected` records off behavior.events."""
+    key = f"{settings.namespace}:stats"
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = int(client.hget(key, "records") or 0)
+        if seen >= expected:
+            return seen
+        if worker.proc is not None and worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited:\n{worker.log_tail()}")
+        time.sleep(0.3)
+    raise AssertionError(
+        f"worker took {seen}/{expected} records in {timeout}s:\n{worker.log_tail()}"
+    )
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list:
+    """Every record on `topic` from the beginning, waiting for at least `expected`."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                out.extend(records)
+            if len(out) >= expected:
+                # one more short poll: anything beyond `expected` is a failure to see
+                for records in consumer.poll(timeout_ms=1000).values():
+                    out.extend(records)
+                return out
+        return out
+    finally:
+        consumer.close()
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

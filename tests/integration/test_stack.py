@@ -1,0 +1,68 @@
+"""`rtba stack`: the real local Kafka and Redis, their status, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import redis
+
+from streams import stack
+from streams.topics import admin_client
+from tests.conftest import run_rtba
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_json_names_a_live_stack(rtba_env):
+    out = json.loads(run_rtba(rtba_env, "stack", "status", "--json").stdout)
+    assert out["kafka"] == "up" and out["redis"] == "up"
+    assert out["kafka_bootstrap"] == rtba_env["KAFKA_BOOTSTRAP"]
+    assert out["redis_url"] == rtba_env["REDIS_URL"]
+
+
+def test_up_against_a_given_stack_starts_nothing_and_creates_the_topics(rtba_env, settings):
+    out = json.loads(run_rtba(rtba_env, "stack", "up", "--json").stdout)
+    assert out["managed"] is False
+    admin = admin_client(settings.kafka_bootstrap)
+    try:
+        topics = set(admin.list_topics())
+    finally:
+        admin.close()
+    assert set(settings.all_topics) <= topics
+
+
+def test_up_down_up_keeps_redis_data(tmp_path, real_stack):
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL")}
+    env["RTBA_HOME"] = str(tmp_path / "own-stack")
+    first = json.loads(run_rtba(env, "stack", "up", "--json").stdout)
+    try:
+        assert first["managed"] and first["kafka"] == "up" and first["redis"] == "up"
+        assert first["kafka_bootstrap"] != real_stack["kafka_bootstrap"]  # its own free ports
+        redis.Redis.from_url(first["redis_url"]).set("survives", "yes")
+        down = json.loads(run_rtba(env, "stack", "down", "--json").stdout)
+        assert down["kafka"] == "down" and down["redis"] == "down"
+        assert not stack.alive(first["kafka_pid"]) and not stack.alive(first["redis_pid"])
+        again = json.loads(run_rtba(env, "stack", "up", "--json").stdout)
+        assert (
+            redis.Redis.from_url(again["redis_url"]).get("survives") == b"yes"
+        )  # append-only file
+    finally:
+        run_rtba(env, "stack", "down", check=False)
+
+
+def test_a_taken_port_is_a_clear_error(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        monkeypatch.setenv("RTBA_REDIS_PORT", str(s.getsockname()[1]))
+        with pytest.raises(stack.StackError, match="already in use"):
+            stack._choose_port("RTBA_REDIS_PORT", None)
+
+
+def test_missing_java_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(stack.shutil, "which", lambda name: None)
+    with pytest.raises(stack.StackError, match="Java"):
+        stack.ensure_java()
