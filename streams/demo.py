@@ -16,8 +16,15 @@ from streams import stack
 from streams.settings import Settings
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=os.environ.copy())
+def _spawn(env: dict, *args: str, log=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+    )  # fmt: skip
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -50,16 +57,21 @@ def run_demo(settings: Settings, args) -> int:
     except stack.StackError as exc:
         print(f"rtba demo: {exc}", file=sys.stderr)
         return 2
-    os.environ.update(KAFKA_BOOTSTRAP=info["kafka_bootstrap"], REDIS_URL=info["redis_url"])
-    settings = Settings.from_env()
-    consumer = _tail_from_now(settings)
-    worker = _spawn("worker")
+    # The children get the stack's address; this process keeps its own environment so
+    # that `stack.down` still knows the stack as one it started.
+    env = {**os.environ, "KAFKA_BOOTSTRAP": info["kafka_bootstrap"], "REDIS_URL": info["redis_url"]}
+    live = Settings.from_env(env)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop everything on `kill` as on Ctrl-C
+    consumer = _tail_from_now(live)
+    worker_log = live.home / "demo-worker.log"
+    worker = _spawn(env, "worker", log=open(worker_log, "ab"))
     producer = _spawn(
+        env,
         "produce", "synthetic", "--customers", str(args.customers),
         "--events", str(args.events), "--rate", str(args.rate),
     )  # fmt: skip
-    print(f"rtba demo: Kafka {info['kafka_bootstrap']}, Redis {info['redis_url']}; "
-          "segment changes follow (Ctrl-C stops)", flush=True)  # fmt: skip
+    print(f"rtba demo: Kafka {info['kafka_bootstrap']}, Redis {info['redis_url']}, worker log "
+          f"{worker_log}; segment changes follow (Ctrl-C stops)", flush=True)  # fmt: skip
     seen = 0
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
@@ -77,6 +89,9 @@ def run_demo(settings: Settings, args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C or kill usually reaches the whole process group: one signal is enough.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(producer)
         _stop(worker)
         consumer.close()
