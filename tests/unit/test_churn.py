@@ -1,0 +1,106 @@
+"""The BTYD estimators against independent computations: the closed-form
+likelihoods against numerical integration of the model's story, expectations
+against Monte Carlo simulation, and parameter recovery from simulated data."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from online_models.churn import BGNBD, GammaGamma, ModifiedBGNBD
+
+PARAMS = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
+# Shapes above 1 keep the mixing densities finite at 0, so plain quadrature converges fast;
+# the closed forms hold for any positive parameters.
+SMOOTH = {"r": 1.6, "alpha": 3.0, "a": 1.5, "b": 2.2}
+
+
+def integrated_likelihood(params, x, t_x, T, modified):
+    """Integrate the individual-level likelihood over lambda ~ Gamma and p ~ Beta."""
+    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
+    log_gamma_norm = r * math.log(alpha) - math.lgamma(r)
+    log_beta_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+
+    def lam_pdf(lam):
+        return math.exp(log_gamma_norm + (r - 1) * math.log(lam) - alpha * lam)
+
+    def p_pdf(p):
+        return math.exp(log_beta_norm + (a - 1) * math.log(p) + (b - 1) * math.log1p(-p))
+
+    def individual(p, lam):
+        alive = (1 - p) ** (x + modified) * lam**x * math.exp(-lam * T)
+        dropped = 0.0
+        if x > 0 or modified:
+            dropped = p * (1 - p) ** (x - 1 + modified) * lam**x * math.exp(-lam * t_x)
+        return (alive + dropped) * lam_pdf(lam) * p_pdf(p)
+
+    value, _ = integrate.dblquad(individual, 1e-12, 40, 1e-12, 1 - 1e-12, epsabs=1e-12, epsrel=1e-8)
+    return value
+
+
+@pytest.mark.parametrize("model", [BGNBD, ModifiedBGNBD])
+@pytest.mark.parametrize(("x", "t_x", "T"), [(0, 0.0, 10.0), (1, 2.0, 10.0), (4, 7.5, 12.0)])
+def test_closed_form_likelihood_matches_numerical_integration(model, x, t_x, T):
+    closed = math.exp(model().log_likelihood_of(SMOOTH, [x], [t_x], [T]))
+    numeric = integrated_likelihood(SMOOTH, x, t_x, T, modified=model is ModifiedBGNBD)
+    assert closed == pytest.approx(numeric, rel=1e-4)
+
+
+def test_bgnbd_recovers_simulated_parameters():
+    truth = {"r": 0.25, "alpha": 4.4, "a": 0.8, "b": 2.4}  # CDNOW-like, in weeks
+    T = np.random.default_rng(5).uniform(27, 39, 6000)
+    x, t_x, T = BGNBD.simulate(truth, T, seed=9)
+    model = BGNBD().fit(x, t_x, T)
+    assert model.converged
+    for name, value in truth.items():
+        assert model.params[name] == pytest.approx(value, rel=0.3), name
+    assert model.log_likelihood > BGNBD().log_likelihood_of(
+        {"r": 1, "alpha": 1, "a": 1, "b": 1}, x, t_x, T
+    )
+
+
+def test_expected_purchases_of_a_new_customer_match_simulation():
+    model = BGNBD()
+    model.params = dict(PARAMS)
+    horizon = 20.0
+    x, _, _ = BGNBD.simulate(PARAMS, np.full(20_000, horizon), seed=2)
+    predicted = float(model.expected_purchases(horizon, 0, 0.0, 0.0))
+    assert predicted == pytest.approx(x.mean(), rel=0.04)
+
+
+def test_p_alive_behaves():
+    bg, mbg = BGNBD(), ModifiedBGNBD()
+    bg.params = mbg.params = dict(PARAMS)
+    assert float(bg.p_alive(0, 0, 100)) == 1.0  # BG/NBD: no repeat purchase, never "dead"
+    assert float(mbg.p_alive(0, 0, 100)) < float(mbg.p_alive(0, 0, 5)) < 1.0  # one-timers fade
+    ages = bg.p_alive(3, 4.0, np.array([5.0, 10.0, 40.0]))
+    assert np.all(np.diff(ages) < 0)  # silence lowers P(alive)
+    assert float(bg.p_alive(3, 9.0, 10)) > float(bg.p_alive(3, 2.0, 10))  # recent buyers live
+
+
+def test_bad_summaries_are_refused():
+    with pytest.raises(ValueError):
+        BGNBD().fit([1], [5.0], [3.0])  # t_x > T
+    with pytest.raises(ValueError):
+        BGNBD().fit([0], [1.0], [3.0])  # no repeat purchase but t_x > 0
+    with pytest.raises(RuntimeError, match="not fitted"):
+        BGNBD().p_alive(1, 1, 2)
+
+
+def test_gamma_gamma_likelihood_matches_integration():
+    p, q, gamma = 3.0, 4.0, 30.0
+    x, m = 3, 12.0
+    closed = math.exp(GammaGamma._ll(p, q, gamma, np.array([x]), np.array([m]))[0])
+    # mean of x Gamma(p, nu) values is Gamma(p x, x nu); nu ~ Gamma(q, gamma)
+    mean_pdf = lambda nu: stats.gamma(p * x, scale=1 / (x * nu)).pdf(m)  # noqa: E731
+    numeric, _ = integrate.quad(lambda nu: mean_pdf(nu) * stats.gamma(q, scale=1 / gamma).pdf(nu),
+                                0, np.inf)  # fmt: skip
+    assert closed == pytest.approx(numeric, rel=1e-6)
+
+
+def test_round_trip_of_fitted_parameters():
+    model = ModifiedBGNBD()
+    model.params, model.log_likelihood, model.customers = dict(PARAMS), -12.5, 3
+    back = ModifiedBGNBD.from_dict(model.to_dict())
+    assert back.params == model.params and back.to_dict() == model.to_dict()
