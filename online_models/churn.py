@@ -42,7 +42,7 @@ def _arrays(*columns):
     return [np.asarray(c, dtype=float) for c in columns]
 
 
-class _BTYD:
+class BTYDModel:
     """Shared fitting machinery of the BG/NBD family."""
 
     name = ""
@@ -65,7 +65,7 @@ class _BTYD:
         x, t_x, T = _arrays(x, t_x, T)
         return float(np.sum(self._ll(*(params[n] for n in self.param_names), x, t_x, T)))
 
-    def fit(self, x, t_x, T) -> _BTYD:
+    def fit(self, x, t_x, T) -> BTYDModel:
         x, t_x, T = _arrays(x, t_x, T)
         if len(x) == 0:
             raise ValueError("cannot fit on no customers")
@@ -110,7 +110,7 @@ class _BTYD:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> _BTYD:
+    def from_dict(cls, data: dict) -> BTYDModel:
         model = cls()
         model.params = {k: float(v) for k, v in data["params"].items()}
         model.log_likelihood = data.get("log_likelihood")
@@ -119,7 +119,7 @@ class _BTYD:
         return model
 
 
-class BGNBD(_BTYD):
+class BGNBD(BTYDModel):
     """The BG/NBD model."""
 
     name = "bgnbd"
@@ -154,7 +154,9 @@ class BGNBD(_BTYD):
         x, t_x, T = _arrays(x, t_x, T)
         z = t / (alpha + T + t)
         head = (a + b + x - 1) / (a - 1)
-        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
+        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(
+            r + x, b + x, a + b + x - 1, z
+        )
         return head * body * self.p_alive(x, t_x, T)
 
     @staticmethod
@@ -179,7 +181,7 @@ class BGNBD(_BTYD):
         return x, t_x, T
 
 
-class ModifiedBGNBD(_BTYD):
+class ModifiedBGNBD(BTYDModel):
     """The MBG/NBD model: drop-out is possible right after the first purchase too."""
 
     name = "mbgnbd"
@@ -203,7 +205,9 @@ class ModifiedBGNBD(_BTYD):
         x, t_x, T = _arrays(x, t_x, T)
         z = t / (alpha + T + t)
         head = (a + b + x) / (a - 1)
-        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x + 1, a + b + x, z)
+        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(
+            r + x, b + x + 1, a + b + x, z
+        )
         return head * body * self.p_alive(x, t_x, T)
 
 

@@ -104,3 +104,23 @@ def test_round_trip_of_fitted_parameters():
     model.params, model.log_likelihood, model.customers = dict(PARAMS), -12.5, 3
     back = ModifiedBGNBD.from_dict(model.to_dict())
     assert back.params == model.params and back.to_dict() == model.to_dict()
+
+
+def test_risk_crossing_time_is_where_risk_reaches_the_threshold():
+    from decimal import Decimal
+
+    from online_models.churn_risk import MS_PER_WEEK, ChurnScorer
+    from online_models.customer import CustomerState
+
+    for cls in (BGNBD, ModifiedBGNBD):
+        model = cls()
+        model.params = dict(PARAMS)
+        scorer = ChurnScorer(model, threshold=0.7)
+        state = CustomerState("c")
+        t0 = 1_700_000_000_000
+        for week in (0, 2, 3, 7):
+            state.apply_purchase(t0 + week * MS_PER_WEEK, Decimal("10"), f"o{week}")
+        crossing = scorer.risk_crossing_ms(state)
+        assert crossing > state.last_purchase_ms
+        assert scorer.score(state, crossing)["churn_risk"] == pytest.approx(0.7, abs=1e-6)
+        assert scorer.score(state, crossing - 3_600_000)["churn_risk"] < 0.7

@@ -1,0 +1,142 @@
+"""Per-customer churn risk from a fitted BTYD model, and when it will cross.
+
+Models are fitted in weeks (the unit of the BTYD literature); state times are
+epoch milliseconds. ``risk_crossing_ms`` is the closed-form event time at which
+a silent customer's churn risk reaches the threshold: P(alive) only falls with
+silence, so that is the single time worth waking the customer up for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from online_models.churn import MODELS, BTYDModel, GammaGamma
+from online_models.customer import MS_PER_DAY, CustomerState
+
+MS_PER_WEEK = 7 * MS_PER_DAY
+
+
+def btyd_weeks(state: CustomerState, as_of_ms: int) -> tuple[int, float, float] | None:
+    """(x, t_x, T) in weeks as of ``as_of_ms``; None before the first purchase."""
+    if state.first_purchase_ms is None:
+        return None
+    t_x = (state.last_purchase_ms - state.first_purchase_ms) / MS_PER_WEEK
+    big_t = max(
+        as_of_ms - state.first_purchase_ms, state.last_purchase_ms - state.first_purchase_ms
+    )
+    return state.purchase_days - 1, t_x, big_t / MS_PER_WEEK
+
+
+def population(states, as_of_ms: int):
+    """Arrays for fitting: BTYD (x, t_x, T) and Gamma-Gamma (x, mean repeat value)."""
+    rows = [(btyd_weeks(s, as_of_ms), s) for s in states]
+    rows = [(b, s) for b, s in rows if b is not None]
+    x = np.array([b[0] for b, _ in rows], dtype=float)
+    t_x = np.array([b[1] for b, _ in rows], dtype=float)
+    big_t = np.array([b[2] for b, _ in rows], dtype=float)
+    spend = np.array([float(s.repeat_value) / b[0] if b[0] > 0 else 0.0 for b, s in rows])
+    return x, t_x, big_t, spend
+
+
+@dataclass
+class ChurnScorer:
+    """A fitted churn model (and spend model), with the alert thresholds.
+
+    Parameters
+    ----------
+    model
+        A fitted BG/NBD or MBG/NBD model (weeks).
+    spend
+        A fitted Gamma-Gamma model, or None (then no CLV).
+    threshold
+        A churn-risk event fires when risk rises to at least this.
+    rearm_below
+        ...and may fire again only after risk has fallen below this.
+    """
+
+    model: BTYDModel
+    spend: GammaGamma | None = None
+    threshold: float = 0.7
+    rearm_below: float = 0.5
+    version: int = 0
+
+    def score(self, state: CustomerState, as_of_ms: int) -> dict | None:
+        summary = btyd_weeks(state, as_of_ms)
+        if summary is None:
+            return None
+        x, t_x, big_t = summary
+        p_alive = float(self.model.p_alive(x, t_x, big_t))
+        e30 = float(self.model.expected_purchases(30 / 7, x, t_x, big_t))
+        e90 = float(self.model.expected_purchases(90 / 7, x, t_x, big_t))
+        clv = None
+        if self.spend is not None and self.spend.params is not None:
+            mean_repeat = float(state.repeat_value) / x if x > 0 else 0.0
+            spend = float(self.spend.expected_spend(x, mean_repeat))
+            year = float(self.model.expected_purchases(365 / 7, x, t_x, big_t))
+            clv = year * spend if math.isfinite(spend) else None
+        return {
+            "p_alive": p_alive,
+            "churn_risk": 1.0 - p_alive,
+            "expected_purchases_30d": e30,
+            "expected_purchases_90d": e90,
+            "predicted_clv_365d": clv,
+            "expected_next_purchase_ms": self._next_purchase_ms(x, big_t, as_of_ms),
+        }
+
+    def _next_purchase_ms(self, x: int, big_t: float, as_of_ms: int) -> int | None:
+        # Alive: lambda ~ Gamma(r + x, alpha + T), so E[1/lambda] = (alpha + T) / (r + x - 1).
+        r, alpha = self.model.params["r"], self.model.params["alpha"]
+        if r + x <= 1:
+            return None
+        return as_of_ms + round((alpha + big_t) / (r + x - 1) * MS_PER_WEEK)
+
+    def risk_crossing_ms(self, state: CustomerState) -> int | None:
+        """Event time at which churn risk reaches ``threshold`` if the customer stays silent."""
+        if state.first_purchase_ms is None:
+            return None
+        p = self.model.params
+        x = state.purchase_days - 1
+        if self.model.name == "bgnbd":
+            if x == 0:
+                return None  # BG/NBD: a customer with no repeat purchase never "dies"
+            k = p["a"] / (p["b"] + x - 1)
+        else:
+            k = p["a"] / (p["b"] + x)
+        t_x = (state.last_purchase_ms - state.first_purchase_ms) / MS_PER_WEEK
+        odds = self.threshold / (1 - self.threshold)
+        # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds
+        big_t = (p["alpha"] + t_x) * (odds / k) ** (1 / (p["r"] + x)) - p["alpha"]
+        big_t = max(big_t, t_x)
+        return state.first_purchase_ms + math.ceil(big_t * MS_PER_WEEK)
+
+    def to_dict(self) -> dict:
+        return {
+            "churn": self.model.to_dict(),
+            "spend": self.spend.to_dict() if self.spend is not None else None,
+            "threshold": self.threshold,
+            "rearm_below": self.rearm_below,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, version: int = 0) -> ChurnScorer:
+        model = MODELS[data["churn"]["model"]].from_dict(data["churn"])
+        spend = GammaGamma.from_dict(data["spend"]) if data.get("spend") else None
+        return cls(model, spend, data["threshold"], data["rearm_below"], version)
+
+
+def fit(
+    states, as_of_ms: int, model_name: str = "mbgnbd", threshold: float = 0.7,
+    rearm_below: float = 0.5,
+) -> ChurnScorer:  # fmt: skip
+    """Fit the churn model (and Gamma-Gamma where possible) on a population as of a time."""
+    x, t_x, big_t, spend = population(states, as_of_ms)
+    if len(x) < 10:
+        raise ValueError(f"need at least 10 customers with a purchase to fit, have {len(x)}")
+    model = MODELS[model_name]().fit(x, t_x, big_t)
+    gamma_gamma = None
+    if np.sum((x > 0) & (spend > 0)) >= 10:
+        gamma_gamma = GammaGamma().fit(x, spend)
+    return ChurnScorer(model, gamma_gamma, threshold, rearm_below)
