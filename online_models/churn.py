@@ -33,9 +33,30 @@ import math
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import gammaln, hyp2f1
+from scipy.special import gammaln, roots_jacobi
 
 _STARTS = ((1.0, 1.0, 1.0, 1.0), (0.3, 5.0, 0.8, 2.5), (2.0, 20.0, 0.5, 5.0))
+_NODES = 48
+
+
+def expected_while_alive(t: float, r, alpha, a, b):
+    """E[purchases in the next ``t``] for a customer alive now, with lambda ~ Gamma(r, alpha)
+    and drop-out chance p ~ Beta(a, b) after each purchase.
+
+    Given lambda and p the expectation is (1 - exp(-lambda p t)) / p; averaging over lambda
+    gives (1 - (alpha / (alpha + p t)) ** r) / p, a smooth bounded function of p, which is
+    averaged over the Beta by Gauss-Jacobi quadrature. This stays finite where the
+    hypergeometric closed form overflows (large r and alpha: near-homogeneous rates).
+    """
+    r, alpha, a, b = np.broadcast_arrays(*_arrays(r, alpha, a, b))
+    out = np.empty(r.shape)
+    for idx in np.ndindex(r.shape):
+        # weight (1 - u)^(b - 1) (1 + u)^(a - 1) on [-1, 1], i.e. p = (1 + u) / 2 ~ Beta(a, b)
+        u, w = roots_jacobi(_NODES, b[idx] - 1, a[idx] - 1)
+        p = (1 + u) / 2
+        g = -np.expm1(r[idx] * np.log1p(-p * t / (alpha[idx] + p * t))) / p
+        out[idx] = np.sum(w * g) / np.sum(w)
+    return out if out.ndim else out[()]
 
 
 def _arrays(*columns):
@@ -149,15 +170,13 @@ class BGNBD(BTYDModel):
         return np.where(x > 0, 1.0 / (1.0 + np.exp(np.minimum(log_ratio, 700))), 1.0)
 
     def expected_purchases(self, t, x, t_x, T):
-        """E[purchases in (T, T + t] | x, t_x, T]."""
+        """E[purchases in (T, T + t] | x, t_x, T]: P(alive) times the expectation while alive.
+
+        Alive after x repeat purchases: p ~ Beta(a, b + x), lambda ~ Gamma(r + x, alpha + T).
+        """
         r, alpha, a, b = self._require_fit()
         x, t_x, T = _arrays(x, t_x, T)
-        z = t / (alpha + T + t)
-        head = (a + b + x - 1) / (a - 1)
-        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(
-            r + x, b + x, a + b + x - 1, z
-        )
-        return head * body * self.p_alive(x, t_x, T)
+        return self.p_alive(x, t_x, T) * expected_while_alive(t, r + x, alpha + T, a, b + x)
 
     @staticmethod
     def simulate(params: dict, T, seed: int = 0):
@@ -201,14 +220,10 @@ class ModifiedBGNBD(BTYDModel):
         return 1.0 / (1.0 + np.exp(np.minimum(log_ratio, 700)))
 
     def expected_purchases(self, t, x, t_x, T):
+        """As BG/NBD, but alive means surviving x + 1 drop-out chances: p ~ Beta(a, b + x + 1)."""
         r, alpha, a, b = self._require_fit()
         x, t_x, T = _arrays(x, t_x, T)
-        z = t / (alpha + T + t)
-        head = (a + b + x) / (a - 1)
-        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(
-            r + x, b + x + 1, a + b + x, z
-        )
-        return head * body * self.p_alive(x, t_x, T)
+        return self.p_alive(x, t_x, T) * expected_while_alive(t, r + x, alpha + T, a, b + x + 1)
 
 
 MODELS = {m.name: m for m in (BGNBD, ModifiedBGNBD)}

@@ -110,7 +110,14 @@ class ChurnScorer:
         # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds
         big_t = (p["alpha"] + t_x) * (odds / k) ** (1 / (p["r"] + x)) - p["alpha"]
         big_t = max(big_t, t_x)
-        return state.first_purchase_ms + math.ceil(big_t * MS_PER_WEEK)
+        crossing = state.first_purchase_ms + math.ceil(big_t * MS_PER_WEEK)
+        # The closed form is exact; floats are not. Step to the first millisecond at which the
+        # computed risk really is >= threshold, so the alert's time and its risk agree.
+        for _ in range(1000):
+            if self.score(state, crossing)["churn_risk"] >= self.threshold:
+                break
+            crossing += 1
+        return crossing
 
     def to_dict(self) -> dict:
         return {

@@ -70,6 +70,8 @@ class CustomerState:
     clicks: dict[str, int] = field(default_factory=dict)
     categories: dict[str, int] = field(default_factory=dict)
     segment: str | None = None
+    evaluated_ms: int | None = None  # latest time-driven evaluation (watermark timer)
+    churn_armed: bool = True  # a churn-risk event may fire (hysteresis)
     applied_partition: int | None = None
     applied_offset: int | None = None
     version: int = 0
@@ -79,6 +81,15 @@ class CustomerState:
     new_days: set[int] = field(default_factory=set, repr=False)
 
     # -- derived values -------------------------------------------------------
+
+    @property
+    def clock_ms(self) -> int | None:
+        """The customer's own "now": latest of its events and its time-driven evaluations."""
+        if self.evaluated_ms is None:
+            return self.last_event_ms
+        if self.last_event_ms is None:
+            return self.evaluated_ms
+        return max(self.last_event_ms, self.evaluated_ms)
 
     @property
     def monetary(self) -> Decimal:

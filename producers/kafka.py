@@ -43,3 +43,16 @@ def send_all(producer: KafkaProducer, topic: str, events: Iterable[dict]) -> int
 
 def watermark(ts_iso: str) -> dict:
     return {"type": "watermark", "ts": ts_iso}
+
+
+def send_watermark(producer: KafkaProducer, topic: str, ts_iso: str) -> int:
+    """Tell every partition that event time has reached ``ts_iso`` (after what was sent before).
+
+    The workers' watermark is the least partition mark, so a heartbeat on one partition
+    alone would not move it.
+    """
+    partitions = sorted(producer.partitions_for(topic))
+    for partition in partitions:
+        producer.send(topic, value=watermark(ts_iso), partition=partition)
+    producer.flush()
+    return len(partitions)

@@ -1,22 +1,27 @@
 """The Faust app: one agent that reads behavior.events in batches, applies them
-to Redis and emits segment changes and DLQ records. Kept thin: the logic is in
-streams.pipeline and online_models.
+to Redis and emits segment changes, churn alerts and DLQ records; two
+leader-only timers for the work that must happen once per cluster (re-scoring
+customers as event time passes, refitting the churn model). Kept thin: the
+logic is in streams.pipeline, streams.worker and online_models.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 
 import faust
 
 from streams.keys import Keys
-from streams.pipeline import Record
+from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore
-from streams.worker import BatchProcessor
+from streams.worker import BatchProcessor, Rescorer, refit_churn
+
+log = logging.getLogger(__name__)
 
 
 def dlq_headers(source_topic: str, record: Record, reason: str, detail: str) -> list:
@@ -29,13 +34,15 @@ def dlq_headers(source_topic: str, record: Record, reason: str, detail: str) -> 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """The app and its topics and agent, so tests and the CLI reach them without globals."""
+    """The app and its topics, agent and timers, so tests and the CLI reach them without globals."""
 
     app: faust.App
     events: faust.TopicT
     dlq: faust.TopicT
     segment_changes: faust.TopicT
+    churn_risk: faust.TopicT
     apply_events: faust.types.AgentT
+    emit: object
 
 
 def create_app(settings: Settings) -> Pipeline:
@@ -55,41 +62,67 @@ def create_app(settings: Settings) -> Pipeline:
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     segment_changes = app.topic(settings.segment_changes_topic, key_type=bytes, value_type=bytes)
+    churn_risk = app.topic(settings.churn_risk_topic, key_type=bytes, value_type=bytes)
     limits = Limits(
         max_event_bytes=settings.max_event_bytes,
         max_amount=settings.max_amount,
         max_future_ms=int(settings.max_future_s * 1000),
     )
+    # One Redis client per worker process; its scripts are registered once, here.
+    processor = BatchProcessor(
+        StateStore.from_url(settings.redis_url, Keys(settings.namespace)),
+        settings.scorer(),
+        limits,
+        allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
+    )
+    rescorer = Rescorer(processor)
+
+    async def emit(outcome: BatchOutcome) -> None:
+        sent = [
+            await dlq.send(
+                key=record.key,
+                value=record.value,
+                headers=dlq_headers(events.get_topic_name(), record, why.reason, why.detail),
+            )
+            for record, why in outcome.rejected
+        ]
+        for topic, items in ((segment_changes, outcome.changes), (churn_risk, outcome.alerts)):
+            sent += [
+                await topic.send(
+                    key=item.customer_id.encode(), value=json.dumps(item.to_json()).encode()
+                )
+                for item in items
+            ]
+        # Wait for the broker's acks before the batch counts as done.
+        await asyncio.gather(*sent)
 
     @app.agent(events)
     async def apply_events(stream):
-        # One Redis client per agent, made at start-up; its scripts are registered once.
-        processor = BatchProcessor(
-            StateStore.from_url(settings.redis_url, Keys(settings.namespace)),
-            settings.scorer(),
-            limits,
-        )
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             records = [
                 Record(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in batch
             ]
-            outcome = await processor.process(records)
-            sent = [
-                await dlq.send(
-                    key=record.key,
-                    value=record.value,
-                    headers=dlq_headers(events.get_topic_name(), record, why.reason, why.detail),
-                )
-                for record, why in outcome.rejected
-            ]
-            sent += [
-                await segment_changes.send(
-                    key=change.customer_id.encode(), value=json.dumps(change.to_json()).encode()
-                )
-                for change in outcome.changes
-            ]
-            # Wait for the broker's acks before take() acks (commits) the batch.
-            await asyncio.gather(*sent)
+            await emit(await processor.process(records))
 
-    return Pipeline(app, events, dlq, segment_changes, apply_events)
+    # A timer that raises takes the whole worker down with it; a failed tick loses nothing
+    # (the due index and the model stay as they were), so log it and let the next one retry.
+    @app.timer(settings.tick_s, on_leader=True)
+    async def rescore_due_customers():
+        try:
+            await emit(await rescorer.tick())
+        except Exception:
+            log.exception("re-scoring tick failed; the next tick retries")
+
+    @app.timer(settings.churn_refit_s, on_leader=True)
+    async def refit_churn_model():
+        try:
+            # The optimiser and the population scan are blocking: off the event loop.
+            fitted = await asyncio.to_thread(refit_churn, settings)
+        except Exception:
+            log.exception("churn refit failed; the next one retries")
+            return
+        if fitted:
+            log.info("churn model refitted: %s", fitted)
+
+    return Pipeline(app, events, dlq, segment_changes, churn_risk, apply_events, emit)

@@ -74,7 +74,7 @@ def cmd_worker(args, settings: Settings) -> int:
 
 def cmd_produce(args, settings: Settings) -> int:
     from producers import synthetic
-    from producers.kafka import make_producer, watermark
+    from producers.kafka import make_producer, send_watermark
     from streams.topics import ensure_topics
 
     ensure_topics(settings)
@@ -97,14 +97,14 @@ def cmd_produce(args, settings: Settings) -> int:
         sent += 1
         last_ts = event["ts"]
         if sent % 1000 == 0:
-            producer.send(settings.events_topic, value=watermark(last_ts))
+            send_watermark(producer, settings.events_topic, last_ts)
             _log(f"produced {sent} events (event time {last_ts})")
         if args.rate:
             ahead = sent / args.rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
     if last_ts:
-        producer.send(settings.events_topic, value=watermark(last_ts))
+        send_watermark(producer, settings.events_topic, last_ts)
     producer.flush()
     producer.close()
     _log(f"produced {sent} events over {days:.0f} days of event time")
@@ -112,7 +112,7 @@ def cmd_produce(args, settings: Settings) -> int:
 
 
 def cmd_replay(args, settings: Settings) -> int:
-    from producers.kafka import make_producer, send_all, watermark
+    from producers.kafka import make_producer, send_all, send_watermark
     from producers.replay import ReplaySpec, end_watermark, read_file
     from streams.topics import ensure_topics
 
@@ -136,7 +136,7 @@ def cmd_replay(args, settings: Settings) -> int:
     producer = make_producer(settings.kafka_bootstrap)
     sent = send_all(producer, settings.events_topic, events)
     if end:
-        send_all(producer, settings.events_topic, [watermark(end)])
+        send_watermark(producer, settings.events_topic, end)
     producer.close()
     _log(f"rtba replay: sent {sent} purchases ({len(problems)} unreadable), watermark {end}")
     return 0
@@ -152,15 +152,13 @@ def _as_of_ms(args, settings: Settings, client) -> int:
 
     if getattr(args, "as_of", None):
         return to_epoch_ms(args.as_of)
-    wm = read_marks(client, Keys(settings.namespace)).watermark(
-        int(settings.allowed_lateness_s * 1000)
-    )
+    wm = read_marks(client, Keys(settings.namespace)).watermark()
     return wm if wm is not None else int(time.time() * 1000)
 
 
 def cmd_profile(args, settings: Settings) -> int:
     from streams.keys import Keys
-    from streams.store import all_customer_ids, connect, read_states
+    from streams.store import all_customer_ids, connect, read_churn_model, read_states
     from streams.views import profile
 
     if not args.all and not args.customer_ids:
@@ -175,8 +173,9 @@ def cmd_profile(args, settings: Settings) -> int:
     for missing in [i for i in ids if i not in found]:
         _log(f"rtba profile: no state for customer {missing!r}")
     scorer = settings.scorer()
+    churn = read_churn_model(client, keys)
     for state in states:
-        row = profile(state, as_of, scorer)
+        row = profile(state, as_of, scorer, churn)
         if args.json:
             _print_json(row)
         else:
@@ -185,6 +184,26 @@ def cmd_profile(args, settings: Settings) -> int:
                 f" monetary={row['monetary']:.2f} recency_days={row['recency_days']}"
             )
     return 0 if len(found) == len(set(ids)) else 1
+
+
+def cmd_churn(args, settings: Settings) -> int:
+    from streams.schemas import iso, to_epoch_ms
+    from streams.worker import refit_churn
+
+    as_of = to_epoch_ms(args.as_of) if args.as_of else None
+    fitted = refit_churn(settings, as_of, args.model)
+    if fitted is None:
+        _log("rtba churn fit: nothing to fit yet (no event time, or fewer than 10 buyers)")
+        return 1
+    fitted["as_of"] = iso(fitted.pop("as_of_ms"))
+    if args.json:
+        _print_json(fitted)
+    else:
+        p = fitted["params"]
+        print(f"{fitted['model']} v{fitted['version']} on {fitted['customers']} customers as of "
+              f"{fitted['as_of']}: r={p['r']:.4g} alpha={p['alpha']:.4g} a={p['a']:.4g} "
+              f"b={p['b']:.4g}  log-likelihood {fitted['log_likelihood']:.2f}")  # fmt: skip
+    return 0
 
 
 def cmd_segments(args, settings: Settings) -> int:
@@ -221,7 +240,8 @@ def cmd_stats(args, settings: Settings) -> int:
     out = {
         "counters": read_stats(client, keys),
         "max_event_ts": marks.max_event_ts,
-        "watermark": marks.watermark(int(settings.allowed_lateness_s * 1000)),
+        "partition_marks": marks.partitions,
+        "watermark": marks.watermark(),
     }
     if args.json:
         _print_json(out)
@@ -284,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("churn", help="churn model")
+    s.add_argument("action", choices=["fit"])
+    s.add_argument("--model", choices=["bgnbd", "mbgnbd"], default=None,
+                   help="default: RTBA_CHURN_MODEL (mbgnbd)")  # fmt: skip
+    s.add_argument("--as-of", help="fit as of this time (default: the watermark)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_churn)
 
     s = sub.add_parser("segments", help="RFM segment sizes and profiles")
     s.add_argument("--as-of")

@@ -34,6 +34,16 @@ class Keys:
         return f"{self.namespace}:watermark"
 
     @property
+    def due(self) -> str:
+        """Sorted set: customer id scored by the event time (ms) it is next due for re-scoring."""
+        return f"{self.namespace}:due"
+
+    @property
+    def churn_model(self) -> str:
+        """Hash: ``version`` and ``json`` of the fitted churn and spend models."""
+        return f"{self.namespace}:model:churn"
+
+    @property
     def stats(self) -> str:
         """Hash: counters (events applied, duplicates, dlq and dlq:<reason>)."""
         return f"{self.namespace}:stats"

@@ -1,6 +1,7 @@
-"""The per-batch logic of a worker as plain functions: decode, fold, detect
-segment changes. No Kafka, no Redis: the agent feeds records in and writes what
-comes out, so all of this is testable without a broker.
+"""The per-batch logic of a worker as plain functions: decode, fold, evaluate
+segments and churn risk, and say when each customer is next due. No Kafka, no
+Redis: the agent and the timer feed states in and write what comes out, so all
+of this is testable without a broker.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from online_models.customer import CustomerState, utc_day
+from online_models.churn_risk import ChurnScorer
+from online_models.customer import MS_PER_DAY, CustomerState, utc_day
 from online_models.rfm import RFMScorer
 from streams.schemas import (
     Click,
@@ -34,6 +36,26 @@ class Record:
     value: bytes | None
 
 
+def _event_id(*parts) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Cause:
+    """What made an evaluation happen: a Kafka record, or event time passing."""
+
+    reason: str  # the event type, or "time"
+    key: str  # "p<partition>o<offset>" or "t<at_ms>": makes output ids deterministic
+
+    @classmethod
+    def record(cls, record: Record, reason: str) -> Cause:
+        return cls(reason, f"p{record.partition}o{record.offset}")
+
+    @classmethod
+    def time(cls, at_ms: int) -> Cause:
+        return cls("time", f"t{at_ms}")
+
+
 @dataclass(frozen=True)
 class SegmentChange:
     customer_id: str
@@ -41,16 +63,12 @@ class SegmentChange:
     from_segment: str | None
     to_segment: str | None
     at_ms: int
-    reason: str
+    cause: Cause
     features: dict
-    partition: int
-    offset: int
 
     @property
     def event_id(self) -> str:
-        # Derived from the record that caused it: re-processing it gives the same id.
-        seed = f"{self.customer_id}|{self.kind}|{self.partition}|{self.offset}"
-        return hashlib.sha256(seed.encode()).hexdigest()[:32]
+        return _event_id(self.customer_id, self.kind, self.cause.key)
 
     def to_json(self) -> dict:
         return {
@@ -60,8 +78,37 @@ class SegmentChange:
             "from": self.from_segment,
             "to": self.to_segment,
             "at": iso(self.at_ms),
-            "reason": self.reason,
+            "reason": self.cause.reason,
             "features": self.features,
+        }
+
+
+@dataclass(frozen=True)
+class ChurnAlert:
+    customer_id: str
+    at_ms: int
+    score: dict
+    model: str
+    threshold: float
+    recency_days: float
+
+    @property
+    def event_id(self) -> str:
+        # One alert per upward crossing: the crossing time identifies it.
+        return _event_id(self.customer_id, "churn", self.at_ms)
+
+    def to_json(self) -> dict:
+        return {
+            "event_id": self.event_id,
+            "customer_id": self.customer_id,
+            "churn_risk": self.score["churn_risk"],
+            "p_alive": self.score["p_alive"],
+            "model": self.model,
+            "threshold": self.threshold,
+            "at": iso(self.at_ms),
+            "recency_days": self.recency_days,
+            "expected_next_purchase": iso(self.score["expected_next_purchase_ms"]),
+            "expected_purchases_30d": self.score["expected_purchases_30d"],
         }
 
 
@@ -69,12 +116,32 @@ class SegmentChange:
 class BatchOutcome:
     states: dict[str, CustomerState] = field(default_factory=dict)  # changed customers only
     changes: list[SegmentChange] = field(default_factory=list)
+    alerts: list[ChurnAlert] = field(default_factory=list)
+    due: dict[str, int | None] = field(default_factory=dict)  # next due time per changed customer
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     redelivered: int = 0
-    max_event_ts: int | None = None
-    explicit_watermark: int | None = None
+    # per customer: [applied, duplicates, redelivered], so a lost write can be taken back
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
+    explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
+
+    def partition_marks(self, allowed_lateness_ms: int) -> dict[int, int]:
+        """Each source partition's event-time mark: max(max event ts - allowed lateness,
+        producer watermark). The shared watermark is the least of them (see store.Marks)."""
+        marks = {p: ts - allowed_lateness_ms for p, ts in self.max_event_ts.items()}
+        for p, ts in self.explicit_watermark.items():
+            marks[p] = max(marks.get(p, ts), ts)
+        return marks
+
+
+@dataclass(frozen=True)
+class Models:
+    """What a customer is evaluated with: the RFM scorer and, once fitted, the churn model."""
+
+    rfm: RFMScorer
+    churn: ChurnScorer | None = None
 
 
 def decode_batch(
@@ -120,19 +187,55 @@ def rfm_features(state: CustomerState, now_ms: int, scorer: RFMScorer) -> dict |
     }
 
 
-def segment_now(state: CustomerState, scorer: RFMScorer) -> tuple[str | None, dict | None]:
-    """The customer's RFM segment as of their own latest event time.
-
-    Using the customer's own clock (not the worker's watermark) makes the
-    segment sequence a function of the customer's events alone, so a replay
-    gives the same changes however the records are batched or partitioned.
-    """
-    if state.last_event_ms is None:
-        return None, None
-    features = rfm_features(state, state.last_event_ms, scorer)
+def evaluate(
+    state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
+) -> None:
+    """Re-evaluate a customer's segment and churn risk as of ``now_ms``; record what changed."""
+    features = rfm_features(state, now_ms, models.rfm)
     if features is None:
-        return None, None
-    return scorer.segment(features["recency_days"], state.purchases, state.monetary), features
+        return
+    segment = models.rfm.segment(features["recency_days"], state.purchases, state.monetary)
+    if segment != state.segment:
+        out.changes.append(SegmentChange(
+            state.customer_id, "rfm", state.segment, segment, now_ms, cause, features,
+        ))  # fmt: skip
+        state.segment = segment
+    churn = models.churn
+    if churn is None:
+        return
+    score = churn.score(state, now_ms)
+    # At the crossing instant float rounding can leave risk a hair under the threshold; the
+    # crossing time itself is the authority, or the alert would slip to the next due time.
+    crossing = churn.risk_crossing_ms(state) if state.churn_armed else None
+    reached = score["churn_risk"] >= churn.threshold or (
+        crossing is not None and now_ms >= crossing
+    )
+    if state.churn_armed and reached:
+        out.alerts.append(ChurnAlert(
+            state.customer_id, now_ms, score, churn.model.name, churn.threshold,
+            features["recency_days"],
+        ))  # fmt: skip
+        state.churn_armed = False
+    elif not state.churn_armed and score["churn_risk"] < churn.rearm_below:
+        state.churn_armed = True
+
+
+def next_due_ms(state: CustomerState, models: Models) -> int | None:
+    """The next event time at which this customer's evaluation can change with no new event:
+    the next recency-score edge, or the churn-risk crossing while an alert is armed."""
+    clock = state.clock_ms
+    if state.last_purchase_ms is None or clock is None:
+        return None
+    candidates = [
+        state.last_purchase_ms + round(edge * MS_PER_DAY) + 1  # recency > edge lowers R
+        for edge in models.rfm.recency_edges
+    ]
+    if models.churn is not None and state.churn_armed:
+        crossing = models.churn.risk_crossing_ms(state)
+        if crossing is not None:
+            candidates.append(crossing)
+    later = [t for t in candidates if t > clock]
+    return min(later) if later else None
 
 
 def _apply(state: CustomerState, event: Event) -> bool:
@@ -149,43 +252,53 @@ def _apply(state: CustomerState, event: Event) -> bool:
 def fold_batch(
     valid: Iterable[tuple[Record, Event]],
     states: Mapping[str, CustomerState],
-    scorer: RFMScorer,
+    models: Models,
 ) -> BatchOutcome:
     """Apply decoded events, in record order, to the loaded customer states.
 
+    After each applied event the customer is evaluated as of its own clock (its
+    latest event or time-driven evaluation), never the worker's watermark, so the
+    output depends on each customer's events alone, however records are batched.
     Records already reflected in a state (same partition, offset not above the
     last applied one) are skipped, so redelivery after a crash changes nothing.
     """
     out = BatchOutcome()
     for record, event in valid:
-        out.max_event_ts = max(out.max_event_ts or event.ts, event.ts)
+        p = record.partition
+        out.max_event_ts[p] = max(out.max_event_ts.get(p, event.ts), event.ts)
         if isinstance(event, Watermark):
-            out.explicit_watermark = max(out.explicit_watermark or event.ts, event.ts)
+            out.explicit_watermark[p] = max(out.explicit_watermark.get(p, event.ts), event.ts)
             continue
         state = states[event.customer_id]
+        counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
         if state.already_applied(record.partition, record.offset):
             out.redelivered += 1
+            counts[2] += 1
             continue
         state.mark_applied(record.partition, record.offset)
         out.states[event.customer_id] = state
         if not _apply(state, event):
             out.duplicates += 1
+            counts[1] += 1
             continue
         out.applied += 1
-        segment, features = segment_now(state, scorer)
-        if segment != state.segment:
-            out.changes.append(
-                SegmentChange(
-                    customer_id=event.customer_id,
-                    kind="rfm",
-                    from_segment=state.segment,
-                    to_segment=segment,
-                    at_ms=state.last_event_ms,
-                    reason=event.type,
-                    features=features or {},
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-            )
-            state.segment = segment
+        counts[0] += 1
+        evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
+    for cid, state in out.states.items():
+        out.due[cid] = next_due_ms(state, models)
+    return out
+
+
+def rescore_due(states: Iterable[CustomerState], watermark_ms: int, models: Models) -> BatchOutcome:
+    """Walk each customer through every due time up to the watermark, in order, so a
+    silent customer passes through each intermediate segment at its exact time."""
+    out = BatchOutcome()
+    for state in states:
+        due = next_due_ms(state, models)
+        while due is not None and due <= watermark_ms:
+            state.evaluated_ms = due
+            evaluate(state, due, models, Cause.time(due), out)
+            due = next_due_ms(state, models)
+        out.states[state.customer_id] = state
+        out.due[state.customer_id] = due
     return out

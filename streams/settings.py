@@ -48,6 +48,11 @@ class Settings:
     recency_edges: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0)
     frequency_edges: tuple[float, ...] = (2, 3, 5, 8)
     monetary_edges: tuple[float, ...] = (100.0, 300.0, 750.0, 2000.0)
+    churn_model: str = "mbgnbd"
+    churn_threshold: float = 0.7
+    churn_rearm_below: float = 0.5
+    churn_refit_s: float = 300.0
+    tick_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +83,11 @@ class Settings:
             monetary_edges=_floats(env["RTBA_MONETARY_EDGES"])
             if "RTBA_MONETARY_EDGES" in env
             else d.monetary_edges,
+            churn_model=env.get("RTBA_CHURN_MODEL", d.churn_model),
+            churn_threshold=float(env.get("RTBA_CHURN_THRESHOLD", d.churn_threshold)),
+            churn_rearm_below=float(env.get("RTBA_CHURN_REARM_BELOW", d.churn_rearm_below)),
+            churn_refit_s=float(env.get("RTBA_CHURN_REFIT_S", d.churn_refit_s)),
+            tick_s=float(env.get("RTBA_TICK_S", d.tick_s)),
         )
 
     def scorer(self) -> RFMScorer:

@@ -8,6 +8,7 @@ plus counters and the watermark).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -15,6 +16,7 @@ from importlib import resources
 import redis
 import redis.asyncio as aioredis
 
+from online_models.churn_risk import ChurnScorer
 from online_models.customer import CustomerState
 from streams.keys import Keys
 
@@ -25,6 +27,7 @@ _INT_FIELDS = {
     "nd": "purchase_days",
     "fd": "first_day",
     "le": "last_event_ms",
+    "ev": "evaluated_ms",
     "ap": "applied_partition",
     "ao": "applied_offset",
     "v": "version",
@@ -50,6 +53,7 @@ def state_to_fields(state: CustomerState) -> dict[str, str]:
     for short, attr in _DECIMAL_FIELDS.items():
         fields[short] = str(getattr(state, attr))
     fields["seg"] = state.segment or ""
+    fields["ca"] = "1" if state.churn_armed else "0"
     fields.update({f"clk:{a}": str(n) for a, n in state.clicks.items()})
     fields.update({f"cat:{c}": str(n) for c, n in state.categories.items()})
     return fields
@@ -59,12 +63,16 @@ def state_from_fields(customer_id: str, raw: dict) -> CustomerState:
     state = CustomerState(customer_id)
     for key, value in raw.items():
         key, value = _text(key), _text(value)
+        if value == "":  # an unset field (the script deletes these; tolerate them anyway)
+            continue
         if key in _INT_FIELDS:
             setattr(state, _INT_FIELDS[key], int(value))
         elif key in _DECIMAL_FIELDS:
             setattr(state, _DECIMAL_FIELDS[key], Decimal(value))
         elif key == "seg":
             state.segment = value or None
+        elif key == "ca":
+            state.churn_armed = value == "1"
         elif key.startswith("clk:"):
             state.clicks[key[4:]] = int(value)
         elif key.startswith("cat:"):
@@ -74,32 +82,30 @@ def state_from_fields(customer_id: str, raw: dict) -> CustomerState:
 
 @dataclass(frozen=True)
 class Marks:
-    """Shared event-time marks, epoch ms."""
+    """Event-time marks, epoch ms: one per source partition, and the max event time seen.
 
+    The watermark is the least partition mark (as in Flink): a partition the workers
+    have fallen behind on holds time back, so no customer is re-scored as of a time
+    whose events have not all been applied. Partitions that never carried a record
+    do not count (producers' heartbeats go to every partition, see producers.kafka).
+    """
+
+    partitions: dict[int, int]
     max_event_ts: int | None
-    explicit: int | None
 
-    def watermark(self, allowed_lateness_ms: int) -> int | None:
-        """max(max event ts - allowed lateness, explicit producer watermark)."""
-        candidates = []
-        if self.max_event_ts is not None:
-            candidates.append(self.max_event_ts - allowed_lateness_ms)
-        if self.explicit is not None:
-            candidates.append(self.explicit)
-        return max(candidates) if candidates else None
+    def watermark(self) -> int | None:
+        return min(self.partitions.values()) if self.partitions else None
 
     @classmethod
-    def parse(cls, max_event_ts, explicit) -> Marks:
-        def num(v):
-            return int(_text(v)) if v not in (None, b"", "") else None
-
-        return cls(num(max_event_ts), num(explicit))
+    def parse(cls, raw: dict) -> Marks:
+        fields = {_text(k): int(_text(v)) for k, v in raw.items()}
+        parts = {int(k[2:]): v for k, v in fields.items() if k.startswith("p:")}
+        return cls(parts, fields.get("max_event_ts"))
 
 
 @dataclass
 class SaveResult:
     conflicts: list[str]
-    marks: Marks
 
 
 class StateStore:
@@ -115,10 +121,14 @@ class StateStore:
     def from_url(cls, url: str, keys: Keys) -> StateStore:
         return cls(aioredis.Redis.from_url(url), keys)
 
-    async def load(self, needed: dict[str, tuple[set[str], set[int]]]) -> dict[str, CustomerState]:
-        """Load each customer's state and which of the given dedup keys / days it already has."""
+    async def load(
+        self, needed: dict[str, tuple[set[str], set[int]]]
+    ) -> tuple[dict[str, CustomerState], int]:
+        """Each customer's state, which of the given dedup keys / days it already has, and the
+        version of the stored churn model (all in one round trip)."""
         order = []
         async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.churn_model, "version")
             for cid, (dedup, days) in needed.items():
                 dedup_l, days_l = sorted(dedup), sorted(days)
                 order.append((cid, dedup_l, days_l))
@@ -128,6 +138,7 @@ class StateStore:
                 if days_l:
                     pipe.smismember(self.keys.purchase_days(cid), days_l)
             replies = iter(await pipe.execute())
+        model_version = int(next(replies) or 0)
         states = {}
         for cid, dedup_l, days_l in order:
             state = state_from_fields(cid, next(replies))
@@ -136,16 +147,31 @@ class StateStore:
             if days_l:
                 state.seen_days = {d for d, hit in zip(days_l, next(replies), strict=True) if hit}
             states[cid] = state
-        return states
+        return states, model_version
+
+    async def churn_model(self) -> ChurnScorer | None:
+        version, text = await self.client.hmget(self.keys.churn_model, "version", "json")
+        return None if text is None else ChurnScorer.from_dict(json.loads(text), int(version))
+
+    async def due_customers(self, until_ms: int, limit: int) -> list[str]:
+        members = await self.client.zrangebyscore(self.keys.due, "-inf", until_ms, 0, limit)
+        return [_text(m) for m in members]
+
+    async def marks(self) -> Marks:
+        return Marks.parse(await self.client.hgetall(self.keys.watermark))
 
     async def save(
         self,
         states: dict[str, CustomerState],
+        due: dict[str, int | None],
         counters: dict[str, int],
+        marks: dict[int, int],
         max_event_ts: int | None,
-        explicit_watermark: int | None,
     ) -> SaveResult:
-        """Write changed states, counters and event-time marks in one round trip."""
+        """Write changed states, their next due times, counters and event-time marks in one
+        round trip. A due time written for a customer whose write then conflicts is harmless:
+        the winner's write (or the next tick) sets it again, and a spurious wake-up changes
+        nothing."""
         async with self.client.pipeline(transaction=False) as pipe:
             order = []
             for cid, state in states.items():
@@ -164,24 +190,28 @@ class StateStore:
                 order.append(cid)
             if states:
                 pipe.sadd(self.keys.customers, *states)
+            scheduled = {cid: t for cid, t in due.items() if t is not None}
+            if scheduled:
+                pipe.zadd(self.keys.due, scheduled)
+            unscheduled = [cid for cid, t in due.items() if t is None]
+            if unscheduled:
+                pipe.zrem(self.keys.due, *unscheduled)
             for name, n in counters.items():
                 if n:
                     pipe.hincrby(self.keys.stats, name, n)
-            await self._advance(
-                keys=[self.keys.watermark],
-                args=[
-                    "" if max_event_ts is None else max_event_ts,
-                    "" if explicit_watermark is None else explicit_watermark,
-                ],
-                client=pipe,
-            )
+            raise_marks = [(f"p:{p}", ts) for p, ts in marks.items()]
+            if max_event_ts is not None:
+                raise_marks.append(("max_event_ts", max_event_ts))
+            if raise_marks:
+                args = [v for pair in raise_marks for v in pair]
+                await self._advance(keys=[self.keys.watermark], args=args, client=pipe)
             replies = await pipe.execute()
         conflicts = [
             cid
             for cid, version in zip(order, replies[: len(order)], strict=True)
             if int(version) < 0
         ]
-        return SaveResult(conflicts, Marks.parse(*replies[-1]))
+        return SaveResult(conflicts)
 
 
 # -- read helpers for the CLI (synchronous client) ---------------------------
@@ -192,7 +222,7 @@ def connect(url: str) -> redis.Redis:
 
 
 def read_marks(client: redis.Redis, keys: Keys) -> Marks:
-    return Marks.parse(*client.hmget(keys.watermark, "max_event_ts", "explicit"))
+    return Marks.parse(client.hgetall(keys.watermark))
 
 
 def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> list[CustomerState]:
@@ -211,6 +241,20 @@ def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> lis
 
 def all_customer_ids(client: redis.Redis, keys: Keys) -> list[str]:
     return sorted(_text(m) for m in client.sscan_iter(keys.customers, count=1000))
+
+
+def read_churn_model(client: redis.Redis, keys: Keys) -> ChurnScorer | None:
+    version, text = client.hmget(keys.churn_model, "version", "json")
+    return None if text is None else ChurnScorer.from_dict(json.loads(text), int(version))
+
+
+def publish_churn_model(client: redis.Redis, keys: Keys, scorer: ChurnScorer, meta: dict) -> int:
+    """Store a newly fitted model as the next version (one key, one transaction)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hincrby(keys.churn_model, "version", 1)
+        pipe.hset(keys.churn_model, "json", json.dumps({**scorer.to_dict(), **meta}))
+        version, _ = pipe.execute()
+    return int(version)
 
 
 def read_stats(client: redis.Redis, keys: Keys) -> dict[str, int]:

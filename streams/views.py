@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from collections import Counter
 
+from online_models.churn_risk import ChurnScorer
 from online_models.customer import CustomerState
 from online_models.rfm import SEGMENTS, RFMScorer
 from streams.pipeline import rfm_features
 from streams.schemas import iso
 
 
-def profile(state: CustomerState, as_of_ms: int, scorer: RFMScorer) -> dict:
+def profile(
+    state: CustomerState, as_of_ms: int, scorer: RFMScorer, churn: ChurnScorer | None = None
+) -> dict:
     """One customer's profile as of ``as_of_ms`` (keys as DESIGN.md lists them).
 
-    Churn and cluster fields stay null until the models that fill them exist.
+    Churn fields stay null until a churn model has been fitted; cluster fields
+    until clustering exists.
     """
+    risk = churn.score(state, as_of_ms) if churn is not None else None
     features = rfm_features(state, as_of_ms, scorer)
     scores = None
     segment = None
@@ -38,11 +43,12 @@ def profile(state: CustomerState, as_of_ms: int, scorer: RFMScorer) -> dict:
         "scores": scores,
         "segment": segment,
         "cluster": {"id": None, "label": None},
-        "p_alive": None,
-        "churn_risk": None,
-        "expected_purchases_30d": None,
-        "expected_purchases_90d": None,
-        "predicted_clv_365d": None,
+        "p_alive": risk["p_alive"] if risk else None,
+        "churn_risk": risk["churn_risk"] if risk else None,
+        "expected_purchases_30d": risk["expected_purchases_30d"] if risk else None,
+        "expected_purchases_90d": risk["expected_purchases_90d"] if risk else None,
+        "predicted_clv_365d": risk["predicted_clv_365d"] if risk else None,
+        "churn_model": f"{churn.model.name} v{churn.version}" if churn else None,
         "clicks": dict(sorted(state.clicks.items())),
         "top_categories": [c for c, _ in top],
     }

@@ -1,19 +1,16 @@
--- advance_watermark.lua: raise the shared event-time marks; never lowers them.
+-- advance_watermark.lua: raise event-time marks; never lowers one.
 --
--- KEYS[1]  watermark hash ({ns}:watermark)
--- ARGV[1]  max event ts seen in a batch, epoch ms ('' if none)
--- ARGV[2]  max explicit watermark from producers, epoch ms ('' if none)
--- returns  {max_event_ts, explicit} after the update ('' where never set)
+-- KEYS[1]  watermark hash ({ns}:watermark): fields `p:<partition>` (each partition's
+--          mark, epoch ms) and `max_event_ts`
+-- ARGV     field, value, field, value, ... (epoch ms)
+-- returns  the number of fields raised
 
-local fields = {'max_event_ts', 'explicit'}
-local out = {}
-for j = 1, 2 do
-  local stored = redis.call('HGET', KEYS[1], fields[j])
-  local given = ARGV[j]
-  if given ~= '' and (not stored or tonumber(given) > tonumber(stored)) then
-    redis.call('HSET', KEYS[1], fields[j], given)
-    stored = given
+local raised = 0
+for j = 1, #ARGV, 2 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[j])
+  if not stored or tonumber(ARGV[j + 1]) > tonumber(stored) then
+    redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1])
+    raised = raised + 1
   end
-  out[j] = stored or ''
 end
-return out
+return raised

@@ -100,7 +100,10 @@ def bad_records() -> list[tuple[bytes, str]]:
     ]
 
 
-def test_stream_state_equals_batch_computation(settings, worker, redis_client):
+def test_stream_state_equals_batch_computation(rtba_env, settings, worker, redis_client):
+    # Event-driven results only: the time-driven tick (tests/integration/test_time_driven.py)
+    # would also decay the silent customers of this shuffled, year-long set.
+    rtba_env["RTBA_TICK_S"] = "3600"
     events = known_events()
     sent_bad = bad_records()
     from streams.topics import ensure_topics

@@ -74,7 +74,7 @@ def test_replay_profiles_match_batch(rtba_env, settings, worker, redis_client, t
     ]  # fmt: skip
     worker.start()
     run_rtba(rtba_env, *args)
-    sent = len(rows) + 2  # + the zero-amount row + the final watermark
+    sent = len(rows) + 1 + settings.partitions  # + the zero-amount row + a watermark per partition
     wait_for_records(redis_client, settings, sent, worker)
     # Replaying the same file again must count nothing twice.
     run_rtba(rtba_env, *args)

@@ -123,4 +123,33 @@ def test_risk_crossing_time_is_where_risk_reaches_the_threshold():
         crossing = scorer.risk_crossing_ms(state)
         assert crossing > state.last_purchase_ms
         assert scorer.score(state, crossing)["churn_risk"] == pytest.approx(0.7, abs=1e-6)
+        assert scorer.score(state, crossing)["churn_risk"] >= 0.7  # the first such millisecond
         assert scorer.score(state, crossing - 3_600_000)["churn_risk"] < 0.7
+
+
+@pytest.mark.parametrize("model", [BGNBD, ModifiedBGNBD])
+def test_expected_purchases_match_the_hypergeometric_closed_form(model):
+    """Quadrature against the published closed forms, where those are well-conditioned."""
+    from scipy.special import hyp2f1
+
+    r, alpha, a, b = PARAMS["r"], PARAMS["alpha"], PARAMS["a"], PARAMS["b"]
+    m = model()
+    m.params = dict(PARAMS)
+    for x, t_x, T, t in [(0, 0.0, 5.0, 4.0), (2, 3.0, 8.0, 13.0), (6, 20.0, 30.0, 52.0)]:
+        z = t / (alpha + T + t)
+        decay = ((alpha + T) / (alpha + T + t)) ** (r + x)
+        if model is BGNBD:
+            closed = (
+                (a + b + x - 1) / (a - 1) * (1 - decay * hyp2f1(r + x, b + x, a + b + x - 1, z))
+            )
+        else:
+            closed = (a + b + x) / (a - 1) * (1 - decay * hyp2f1(r + x, b + x + 1, a + b + x, z))
+        closed *= float(m.p_alive(x, t_x, T))
+        assert float(m.expected_purchases(t, x, t_x, T)) == pytest.approx(closed, rel=1e-6)
+
+
+def test_expected_purchases_stay_finite_for_near_homogeneous_rates():
+    m = ModifiedBGNBD()
+    m.params = {"r": 29188.7, "alpha": 29356.7, "a": 0.136, "b": 270.4}  # a real degenerate fit
+    value = float(m.expected_purchases(30 / 7, 9, 9.0, 60.0))
+    assert np.isfinite(value) and value >= 0

@@ -1,7 +1,21 @@
 import json
+from decimal import Decimal
 
+import pytest
+
+from online_models.churn import ModifiedBGNBD
+from online_models.churn_risk import ChurnScorer
+from online_models.customer import CustomerState
 from online_models.rfm import RFMScorer
-from streams.pipeline import Record, decode_batch, fold_batch, lookups
+from streams.pipeline import (
+    Models,
+    Record,
+    decode_batch,
+    fold_batch,
+    lookups,
+    next_due_ms,
+    rescore_due,
+)
 from streams.schemas import Limits
 from streams.store import state_from_fields, state_to_fields
 
@@ -22,10 +36,8 @@ def purchase(i, cid="c1", amount="20", ts=1_700_000_000_000, order=None):
 def run(records, states=None):
     valid, rejected = decode_batch(records, NOW, Limits())
     if states is None:
-        from online_models.customer import CustomerState
-
         states = {cid: CustomerState(cid) for cid in lookups(valid)}
-    return fold_batch(valid, states, RFMScorer()), rejected
+    return fold_batch(valid, states, Models(RFMScorer())), rejected
 
 
 def test_first_assignment_then_only_real_changes():
@@ -64,10 +76,25 @@ def test_bad_records_are_set_aside_and_the_rest_applies():
     assert out.applied == 1
 
 
-def test_watermarks_raise_marks_but_touch_no_customer():
-    out, _ = run([rec(0, {"type": "watermark", "ts": 10}), rec(1, purchase(1, ts=5))])
-    assert (out.explicit_watermark, out.max_event_ts) == (10, 10)
-    assert list(out.states) == ["c1"]
+def test_marks_are_kept_per_partition_with_lateness_applied():
+    out, _ = run([
+        rec(0, {"type": "watermark", "ts": 10_000}, partition=0),
+        rec(1, purchase(1, ts=5_000), partition=0),
+        rec(0, purchase(2, ts=90_000), partition=1),
+    ])  # fmt: skip
+    assert out.explicit_watermark == {0: 10_000}
+    assert out.max_event_ts == {0: 10_000, 1: 90_000}
+    # partition 0: its producer watermark; partition 1: its max event time less lateness
+    assert out.partition_marks(allowed_lateness_ms=1_000) == {0: 10_000, 1: 89_000}
+    assert set(out.states) == {"c1"}
+
+
+def test_the_watermark_is_the_least_partition_mark():
+    from streams.store import Marks
+
+    marks = Marks.parse({b"p:0": b"500", b"p:1": b"200", b"max_event_ts": b"900"})
+    assert marks.watermark() == 200 and marks.max_event_ts == 900
+    assert Marks.parse({}).watermark() is None
 
 
 def test_state_round_trips_through_the_hash_codec():
@@ -81,3 +108,75 @@ def test_state_round_trips_through_the_hash_codec():
     for attr in ("first_purchase_ms", "purchases", "gross", "clicks", "categories", "segment",
                  "applied_offset", "first_day_amount"):  # fmt: skip
         assert getattr(back, attr) == getattr(state, attr)
+
+
+T0 = 1_700_000_000_000
+
+
+def champion() -> CustomerState:
+    """Ten purchases a week apart, 3,000 in total: R=5, F=5, M=5."""
+    state = CustomerState("champ")
+    for week in range(10):
+        state.apply_purchase(T0 + week * 7 * DAY, Decimal("300"), f"o{week}")
+    state.segment = "Champions"
+    return state
+
+
+def test_silent_champion_decays_through_each_segment_at_its_exact_time():
+    rfm = RFMScorer()  # recency edges 30, 90, 180, 365 days
+    state = champion()
+    last = state.last_purchase_ms
+    out = rescore_due([state], last + 400 * DAY, Models(rfm))
+    steps = [(c.from_segment, c.to_segment, c.at_ms, c.cause.reason) for c in out.changes]
+    assert steps == [
+        ("Champions", "Loyal", last + 30 * DAY + 1, "time"),  # R 5 -> 4
+        (
+            "Loyal",
+            "Can't Lose Them",
+            last + 180 * DAY + 1,
+            "time",
+        ),  # R 3 -> 2 (R 4 -> 3 stays Loyal)
+    ]
+    assert out.due["champ"] is None  # past the last edge: nothing left to wake up for
+    assert state.evaluated_ms == last + 365 * DAY + 1
+
+
+def test_rescoring_stops_at_the_watermark_and_schedules_the_next_edge():
+    state = champion()
+    last = state.last_purchase_ms
+    out = rescore_due([state], last + 100 * DAY, Models(RFMScorer()))
+    assert [c.to_segment for c in out.changes] == ["Loyal"]
+    assert out.due["champ"] == last + 180 * DAY + 1
+    again = rescore_due([state], last + 100 * DAY, Models(RFMScorer()))
+    assert again.changes == []  # ticking twice at the same watermark emits nothing new
+
+
+def scorer_with_churn() -> Models:
+    model = ModifiedBGNBD()
+    model.params = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
+    return Models(RFMScorer(), ChurnScorer(model, threshold=0.7, rearm_below=0.5))
+
+
+def test_churn_alert_fires_once_at_the_crossing_and_rearms_after_a_purchase():
+    models = scorer_with_churn()
+    state = champion()
+    crossing = models.churn.risk_crossing_ms(state)
+    assert next_due_ms(state, models) <= crossing
+    out = rescore_due([state], crossing + 500 * DAY, models)
+    assert [a.at_ms for a in out.alerts] == [crossing]
+    assert out.alerts[0].to_json()["churn_risk"] == pytest.approx(0.7, abs=1e-6)
+    assert not state.churn_armed
+    # A new purchase brings risk back down: armed again, and due at the new crossing.
+    later = crossing + 600 * DAY
+    fresh = rec(99, purchase(99, cid="champ", ts=later))
+    valid, _ = decode_batch([fresh], later + DAY, Limits())
+    again = fold_batch(valid, {"champ": state}, models)
+    assert state.churn_armed and again.alerts == []
+    assert again.due["champ"] > later
+
+
+def test_alert_ids_are_deterministic():
+    models = scorer_with_churn()
+    a = rescore_due([champion()], T0 + 2000 * DAY, models).alerts
+    b = rescore_due([champion()], T0 + 2000 * DAY, models).alerts
+    assert [x.event_id for x in a] == [x.event_id for x in b] and len(a) == 1

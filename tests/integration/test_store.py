@@ -1,0 +1,58 @@
+"""The Redis store under a concurrent writer: a lost write is re-folded, nothing is
+counted twice, and the state ends as if the batch had been applied once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis
+
+from online_models.rfm import RFMScorer
+from streams.keys import Keys
+from streams.pipeline import Record
+from streams.schemas import Limits
+from streams.store import StateStore, connect, read_states, read_stats
+from streams.worker import BatchProcessor
+
+pytestmark = pytest.mark.integration
+
+
+def purchase(i: int, cid: str, order: str) -> Record:
+    body = {"event_id": f"e{i}", "customer_id": cid, "type": "purchase", "order_id": order,
+            "amount": "10.00", "ts": 1_700_000_000_000 + i}  # fmt: skip
+    return Record(0, i, cid.encode(), json.dumps(body).encode())
+
+
+def test_a_lost_write_is_refolded_and_counted_once(settings):
+    keys = Keys(settings.namespace)
+    other_writer = redis.Redis.from_url(settings.redis_url)
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        real_load = store.load
+        interfered = []
+
+        async def load_then_interfere(needed):
+            loaded = await real_load(needed)
+            if not interfered:  # someone else writes c1 between our read and our write
+                other_writer.hincrby(keys.customer("c1"), "v", 1)
+                interfered.append(True)
+            return loaded
+
+        store.load = load_then_interfere
+        processor = BatchProcessor(store, RFMScorer(), Limits())
+        records = [purchase(0, "c1", "o1"), purchase(1, "c2", "o2"), purchase(2, "c1", "o1")]
+        return await processor.process(records)
+
+    outcome = asyncio.run(scenario())
+    assert (outcome.applied, outcome.duplicates) == (2, 1)
+    stats = read_stats(connect(settings.redis_url), keys)
+    assert (stats["applied"], stats["duplicates"], stats["records"]) == (2, 1, 3)
+    states = {
+        s.customer_id: s for s in read_states(connect(settings.redis_url), keys, ["c1", "c2"])
+    }
+    assert states["c1"].purchases == 1 and str(states["c1"].monetary) == "10.00"
+    assert states["c1"].version == 2  # the other writer's bump, then ours
+    assert [c.customer_id for c in outcome.changes].count("c1") == 1

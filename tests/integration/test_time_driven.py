@@ -1,0 +1,142 @@
+"""Time-driven evaluation through real Kafka and Redis: a cohort that stops buying
+raises churn-risk events once the watermark passes each customer's crossing, the
+active cohort (nearly) none; a silent Champion decays with no events of its own."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from online_models.customer import MS_PER_DAY
+from producers.kafka import make_producer, send_watermark
+from streams.keys import Keys
+from streams.schemas import iso, to_epoch_ms
+from streams.store import connect, read_churn_model, read_states
+from streams.topics import ensure_topics
+from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
+
+pytestmark = pytest.mark.integration
+
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+CHURN_AFTER, END_WEEK = 20, 60  # churners stop after week 20; the others buy to the end
+
+
+def purchases(seed: int = 5) -> tuple[list[dict], set[str], set[str]]:
+    rng = random.Random(seed)
+    events, active, churners = [], set(), set()
+    for c in range(120):
+        cid = f"k{c:03d}"
+        stop = CHURN_AFTER if c % 2 else END_WEEK
+        (churners if c % 2 else active).add(cid)
+        week = rng.uniform(0, 1)
+        while week < stop:
+            ts = BASE + timedelta(weeks=week)
+            oid = f"{cid}-{week:.4f}"
+            amount = f"{rng.uniform(20, 80):.2f}"
+            events.append({"event_id": oid, "customer_id": cid, "type": "purchase",
+                           "order_id": oid, "amount": amount, "ts": ts.isoformat()})  # fmt: skip
+            week += rng.uniform(0.5, 1.5)
+    for w in range(10):  # the champion: ten weekly orders of 300, then silence
+        ts = BASE + timedelta(weeks=w)
+        events.append({"event_id": f"champ-{w}", "customer_id": "champ", "type": "purchase",
+                       "order_id": f"champ-{w}", "amount": "300",
+                       "ts": ts.isoformat()})  # fmt: skip
+    events.sort(key=lambda e: e["ts"])
+    return events, active, churners
+
+
+def week_ms(week: float) -> int:
+    return int((BASE + timedelta(weeks=week)).timestamp() * 1000)
+
+
+def test_churners_alerted_after_crossing_and_champion_decays(rtba_env, settings, worker,
+                                                             redis_client, capsys):  # fmt: skip
+    # Watermark = max event time - 2 weeks: no purchase is ever processed behind it.
+    rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_ALLOWED_LATENESS_S="1209600")
+    events, active, churners = purchases()
+    churners.add("champ")  # it stopped buying too
+    ensure_topics(settings)
+    worker.start()
+    producer = make_producer(settings.kafka_bootstrap)
+    sent = 0
+
+    def send_until(week: float) -> None:
+        nonlocal sent
+        while events and to_epoch_ms(events[0]["ts"]) < week_ms(week):
+            event = events.pop(0)
+            producer.send(settings.events_topic, key=event["customer_id"], value=event)
+            sent += 1
+        # The watermark trails the events by two weeks: no event arrives behind it.
+        sent += send_watermark(producer, settings.events_topic, iso(week_ms(week - 2)))
+
+    # Phase 1: twenty weeks in which everybody buys; fit the churn model on them.
+    send_until(CHURN_AFTER + 2)
+    wait_for_records(redis_client, settings, sent, worker)
+    fitted = json.loads(run_rtba(rtba_env, "churn", "fit", "--json").stdout)
+    assert fitted["model"] == "mbgnbd" and fitted["customers"] == 121
+    assert set(fitted["params"]) == {"r", "alpha", "a", "b"}
+
+    # Phase 2: the rest of the year week by week, then eight silent weeks.
+    for week in range(CHURN_AFTER + 3, END_WEEK + 3):
+        send_until(week)
+    wait_for_records(redis_client, settings, sent, worker)
+    final_watermark = week_ms(END_WEEK)
+    keys = Keys(settings.namespace)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the leader's tick catches up with the watermark
+        if not redis_client.zcount(keys.due, "-inf", final_watermark):
+            break
+        time.sleep(0.3)
+
+    alerts = consume_all(settings.kafka_bootstrap, settings.churn_risk_topic, len(churners))
+    alerted = [json.loads(r.value) for r in alerts]
+    flagged = {a["customer_id"] for a in alerted}
+    true_positive = len(flagged & churners)
+    precision = true_positive / len(flagged) if flagged else 0.0
+    recall = true_positive / len(churners)
+    with capsys.disabled():
+        print(f"\nchurn alerts: {len(alerted)}, precision {precision:.3f}, recall {recall:.3f}")
+    assert recall >= 0.9 and precision >= 0.9
+    assert len(flagged) == len(alerted)  # one alert per customer: no re-arming without a purchase
+
+    # Each churner's alert sits exactly at its model crossing time, behind the watermark.
+    client = connect(settings.redis_url)
+    churn = read_churn_model(client, keys)
+    states = {s.customer_id: s for s in read_states(client, keys, sorted(flagged & churners))}
+    for alert in alerted:
+        if alert["customer_id"] in states:
+            state = states[alert["customer_id"]]
+            assert to_epoch_ms(alert["at"]) == churn.risk_crossing_ms(state)
+            assert to_epoch_ms(alert["at"]) <= final_watermark
+            assert alert["churn_risk"] >= alert["threshold"] == 0.7
+            assert alert["model"] == "mbgnbd"
+
+    # The champion went silent after week 9 and decays with no event of its own.
+    changes = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, 1, timeout=10)
+    champ = [json.loads(r.value) for r in changes if r.key == b"champ"]
+    timed = [(c["from"], c["to"], to_epoch_ms(c["at"])) for c in champ if c["reason"] == "time"]
+    last = week_ms(9)
+    scorer = settings.scorer()
+    expected = []
+    current = [c for c in champ if c["reason"] == "purchase"][-1]["to"]
+    assert current == "Champions"
+    for edge in scorer.recency_edges:
+        at = last + round(edge * MS_PER_DAY) + 1
+        if at > final_watermark:
+            break
+        segment = scorer.segment((at - last) / MS_PER_DAY, 10, 3000)
+        if segment != current:
+            expected.append((current, segment, at))
+            current = segment
+    assert timed == expected and len(expected) >= 2
+
+    profile = json_lines(run_rtba(rtba_env, "profile", "champ", "--json").stdout)[0]
+    assert profile["segment"] == expected[-1][1]
+    assert 0 <= profile["p_alive"] <= 1 and profile["churn_risk"] == pytest.approx(
+        1 - profile["p_alive"]
+    )
+    assert profile["expected_purchases_30d"] >= 0 and profile["predicted_clv_365d"] is not None
