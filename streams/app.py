@@ -19,7 +19,7 @@ from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore
-from streams.worker import BatchProcessor, Rescorer, refit_churn
+from streams.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
 
 log = logging.getLogger(__name__)
 
@@ -124,5 +124,17 @@ def create_app(settings: Settings) -> Pipeline:
             return
         if fitted:
             log.info("churn model refitted: %s", fitted)
+
+    if settings.rfm_adaptive:
+
+        @app.timer(settings.rfm_refresh_s, on_leader=True)
+        async def refresh_rfm_scores():
+            try:
+                refreshed = await asyncio.to_thread(refresh_rfm_edges, settings)
+            except Exception:
+                log.exception("RFM edge refresh failed; the next one retries")
+                return
+            if refreshed:
+                log.info("RFM edges refreshed: %s", refreshed)
 
     return Pipeline(app, events, dlq, segment_changes, churn_risk, apply_events, emit)

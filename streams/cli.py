@@ -158,8 +158,9 @@ def _as_of_ms(args, settings: Settings, client) -> int:
 
 def cmd_profile(args, settings: Settings) -> int:
     from streams.keys import Keys
-    from streams.store import all_customer_ids, connect, read_churn_model, read_states
+    from streams.store import all_customer_ids, connect, read_states
     from streams.views import profile
+    from streams.worker import current_models
 
     if not args.all and not args.customer_ids:
         _log("rtba profile: name customer ids or use --all")
@@ -172,10 +173,9 @@ def cmd_profile(args, settings: Settings) -> int:
     found = {s.customer_id for s in states}
     for missing in [i for i in ids if i not in found]:
         _log(f"rtba profile: no state for customer {missing!r}")
-    scorer = settings.scorer()
-    churn = read_churn_model(client, keys)
+    models = current_models(client, keys, settings)
     for state in states:
-        row = profile(state, as_of, scorer, churn)
+        row = profile(state, as_of, models.rfm, models.churn)
         if args.json:
             _print_json(row)
         else:
@@ -210,13 +210,18 @@ def cmd_segments(args, settings: Settings) -> int:
     from streams.keys import Keys
     from streams.store import all_customer_ids, connect, read_states
     from streams.views import segment_summary
+    from streams.worker import current_models
 
     client = connect(settings.redis_url)
     keys = Keys(settings.namespace)
     as_of = _as_of_ms(args, settings, client)
-    summary = segment_summary(
-        read_states(client, keys, all_customer_ids(client, keys)), as_of, settings.scorer()
-    )
+    rfm = current_models(client, keys, settings).rfm
+    summary = segment_summary(read_states(client, keys, all_customer_ids(client, keys)), as_of, rfm)
+    summary["rfm_edges"] = {
+        "recency_days": rfm.recency_edges,
+        "frequency": rfm.frequency_edges,
+        "monetary": rfm.monetary_edges,
+    }
     if args.json:
         _print_json(summary)
         return 0

@@ -43,6 +43,15 @@ class Keys:
         """Hash: ``version`` and ``json`` of the fitted churn and spend models."""
         return f"{self.namespace}:model:churn"
 
+    def histogram(self, name: str) -> str:
+        """Hash: bucket -> customers, one of the population histograms (lp, f, m)."""
+        return f"{self.namespace}:hist:{name}"
+
+    @property
+    def rfm_model(self) -> str:
+        """Hash: ``version`` and ``json`` of the adaptive RFM edges in force."""
+        return f"{self.namespace}:model:rfm"
+
     @property
     def stats(self) -> str:
         """Hash: counters (events applied, duplicates, dlq and dlq:<reason>)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from online_models.churn_risk import ChurnScorer
 from online_models.customer import MS_PER_DAY, CustomerState, utc_day
+from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
 from streams.schemas import (
     Click,
@@ -124,6 +125,8 @@ class BatchOutcome:
     redelivered: int = 0
     # per customer: [applied, duplicates, redelivered], so a lost write can be taken back
     counts: dict[str, list[int]] = field(default_factory=dict)
+    # per customer: population-histogram changes {(histogram, bucket): +-1}, likewise
+    histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
 
@@ -238,6 +241,29 @@ def next_due_ms(state: CustomerState, models: Models) -> int | None:
     return min(later) if later else None
 
 
+_HISTOGRAMS = rfm_histograms()
+
+
+def histogram_point(state: CustomerState) -> dict[str, int] | None:
+    """The buckets a customer occupies in the population histograms (None: no purchase)."""
+    if state.last_purchase_ms is None:
+        return None
+    return {
+        "lp": _HISTOGRAMS["lp"].bucket(utc_day(state.last_purchase_ms)),
+        "f": _HISTOGRAMS["f"].bucket(state.purchases),
+        "m": _HISTOGRAMS["m"].bucket(float(state.monetary)),
+    }
+
+
+def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, int], int]:
+    delta: dict[tuple[str, int], int] = {}
+    for point, sign in ((before, -1), (after, 1)):
+        for name, bucket in (point or {}).items():
+            key = (name, bucket)
+            delta[key] = delta.get(key, 0) + sign
+    return {k: v for k, v in delta.items() if v}
+
+
 def _apply(state: CustomerState, event: Event) -> bool:
     if isinstance(event, Purchase):
         return state.apply_purchase(
@@ -263,6 +289,7 @@ def fold_batch(
     last applied one) are skipped, so redelivery after a crash changes nothing.
     """
     out = BatchOutcome()
+    before: dict[str, dict | None] = {}
     for record, event in valid:
         p = record.partition
         out.max_event_ts[p] = max(out.max_event_ts.get(p, event.ts), event.ts)
@@ -271,6 +298,8 @@ def fold_batch(
             continue
         state = states[event.customer_id]
         counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
+        if event.customer_id not in before:
+            before[event.customer_id] = histogram_point(state)
         if state.already_applied(record.partition, record.offset):
             out.redelivered += 1
             counts[2] += 1
@@ -286,6 +315,7 @@ def fold_batch(
         evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
     for cid, state in out.states.items():
         out.due[cid] = next_due_ms(state, models)
+        out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state))
     return out
 
 

@@ -53,6 +53,8 @@ class Settings:
     churn_rearm_below: float = 0.5
     churn_refit_s: float = 300.0
     tick_s: float = 1.0
+    rfm_adaptive: bool = True
+    rfm_refresh_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +90,8 @@ class Settings:
             churn_rearm_below=float(env.get("RTBA_CHURN_REARM_BELOW", d.churn_rearm_below)),
             churn_refit_s=float(env.get("RTBA_CHURN_REFIT_S", d.churn_refit_s)),
             tick_s=float(env.get("RTBA_TICK_S", d.tick_s)),
+            rfm_adaptive=env.get("RTBA_RFM_ADAPTIVE", "1") not in ("0", "false", "no"),
+            rfm_refresh_s=float(env.get("RTBA_RFM_REFRESH_S", d.rfm_refresh_s)),
         )
 
     def scorer(self) -> RFMScorer:

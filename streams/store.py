@@ -123,12 +123,13 @@ class StateStore:
 
     async def load(
         self, needed: dict[str, tuple[set[str], set[int]]]
-    ) -> tuple[dict[str, CustomerState], int]:
+    ) -> tuple[dict[str, CustomerState], tuple[int, int]]:
         """Each customer's state, which of the given dedup keys / days it already has, and the
-        version of the stored churn model (all in one round trip)."""
+        versions of the stored churn model and RFM edges (all in one round trip)."""
         order = []
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.churn_model, "version")
+            pipe.hget(self.keys.rfm_model, "version")
             for cid, (dedup, days) in needed.items():
                 dedup_l, days_l = sorted(dedup), sorted(days)
                 order.append((cid, dedup_l, days_l))
@@ -138,7 +139,7 @@ class StateStore:
                 if days_l:
                     pipe.smismember(self.keys.purchase_days(cid), days_l)
             replies = iter(await pipe.execute())
-        model_version = int(next(replies) or 0)
+        model_versions = (int(next(replies) or 0), int(next(replies) or 0))
         states = {}
         for cid, dedup_l, days_l in order:
             state = state_from_fields(cid, next(replies))
@@ -147,7 +148,11 @@ class StateStore:
             if days_l:
                 state.seen_days = {d for d, hit in zip(days_l, next(replies), strict=True) if hit}
             states[cid] = state
-        return states, model_version
+        return states, model_versions
+
+    async def rfm_edges(self) -> tuple[dict | None, int]:
+        version, text = await self.client.hmget(self.keys.rfm_model, "version", "json")
+        return (json.loads(text)["edges"] if text else None), int(version or 0)
 
     async def churn_model(self) -> ChurnScorer | None:
         version, text = await self.client.hmget(self.keys.churn_model, "version", "json")
@@ -167,6 +172,7 @@ class StateStore:
         counters: dict[str, int],
         marks: dict[int, int],
         max_event_ts: int | None,
+        histogram_deltas: dict[tuple[str, int], int] | None = None,
     ) -> SaveResult:
         """Write changed states, their next due times, counters and event-time marks in one
         round trip. A due time written for a customer whose write then conflicts is harmless:
@@ -199,6 +205,9 @@ class StateStore:
             for name, n in counters.items():
                 if n:
                     pipe.hincrby(self.keys.stats, name, n)
+            for (name, bucket), n in (histogram_deltas or {}).items():
+                if n:
+                    pipe.hincrby(self.keys.histogram(name), bucket, n)
             raise_marks = [(f"p:{p}", ts) for p, ts in marks.items()]
             if max_event_ts is not None:
                 raise_marks.append(("max_event_ts", max_event_ts))
@@ -255,6 +264,34 @@ def publish_churn_model(client: redis.Redis, keys: Keys, scorer: ChurnScorer, me
         pipe.hset(keys.churn_model, "json", json.dumps({**scorer.to_dict(), **meta}))
         version, _ = pipe.execute()
     return int(version)
+
+
+def read_rfm_edges(client: redis.Redis, keys: Keys) -> dict | None:
+    text = client.hget(keys.rfm_model, "json")
+    return json.loads(text)["edges"] if text else None
+
+
+def publish_rfm_edges(client: redis.Redis, keys: Keys, edges: dict, meta: dict) -> int:
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hincrby(keys.rfm_model, "version", 1)
+        pipe.hset(keys.rfm_model, "json", json.dumps({"edges": edges, **meta}))
+        version, _ = pipe.execute()
+    return int(version)
+
+
+def read_histograms(client: redis.Redis, keys: Keys) -> dict:
+    """The population histograms (lp, f, m) as BucketHistograms."""
+    from online_models.quantiles import rfm_histograms
+
+    hists = rfm_histograms()
+    with client.pipeline(transaction=False) as pipe:
+        for name in hists:
+            pipe.hgetall(keys.histogram(name))
+        for hist, raw in zip(hists.values(), pipe.execute(), strict=True):
+            for bucket, n in raw.items():
+                if int(n):
+                    hist.counts[int(bucket)] = int(n)
+    return hists
 
 
 def read_stats(client: redis.Redis, keys: Keys) -> dict[str, int]:

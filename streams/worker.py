@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import redis.exceptions
 
 from online_models import churn_risk
+from online_models.customer import MS_PER_DAY
+from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
 from streams.keys import Keys
 from streams.pipeline import (
@@ -26,7 +28,17 @@ from streams.pipeline import (
 )
 from streams.schemas import Limits
 from streams.settings import Settings
-from streams.store import StateStore, all_customer_ids, connect, publish_churn_model, read_marks
+from streams.store import (
+    StateStore,
+    all_customer_ids,
+    connect,
+    publish_churn_model,
+    publish_rfm_edges,
+    read_churn_model,
+    read_histograms,
+    read_marks,
+    read_rfm_edges,
+)
 from streams.store import read_states as read_states_sync
 
 log = logging.getLogger(__name__)
@@ -52,19 +64,27 @@ async def retry_transient(step, what: str):
 
 
 class ModelCache:
-    """The churn model the worker scores with, reloaded when its stored version changes."""
+    """The models a worker evaluates with, reloaded when a stored version changes: the
+    churn model, and the adaptive RFM edges (the configured edges until there are some)."""
 
-    def __init__(self, store: StateStore, rfm: RFMScorer):
+    def __init__(self, store: StateStore, static_rfm: RFMScorer):
         self.store = store
-        self.models = Models(rfm)
-        self.version = 0
+        self.static_rfm = static_rfm
+        self.models = Models(static_rfm)
+        self.versions = (0, 0)
 
-    async def refresh(self, stored_version: int) -> Models:
-        if stored_version != self.version:
+    async def refresh(self, stored: tuple[int, int]) -> Models:
+        if stored == self.versions:
+            return self.models
+        churn, rfm = self.models.churn, self.models.rfm
+        if stored[0] != self.versions[0]:
             churn = await self.store.churn_model()
-            self.models = Models(self.models.rfm, churn)
-            self.version = churn.version if churn else 0
-            log.info("churn model version %s loaded", self.version)
+        if stored[1] != self.versions[1]:
+            edges, _ = await self.store.rfm_edges()
+            rfm = RFMScorer(**edges) if edges else self.static_rfm
+        self.models = Models(rfm, churn)
+        self.versions = stored
+        log.info("models loaded: churn v%s, rfm edges v%s", *stored)
         return self.models
 
 
@@ -95,20 +115,24 @@ class BatchProcessor:
         counters = {"records": len(records), "dlq": len(rejected)}
         for _, rejection in rejected:
             counters[f"dlq:{rejection.reason}"] = counters.get(f"dlq:{rejection.reason}", 0) + 1
-        lost: dict[str, list[int]] = {}  # counts already written for customers whose write lost
+        # what the last attempt wrote for customers whose write then lost: taken back next time
+        lost: dict[str, list[int]] = {}
+        lost_deltas: dict[str, dict] = {}
         for _ in range(self.max_conflict_retries):
-            states, model_version = await self.store.load(lookups(pending))
-            models = await self.models.refresh(model_version)
+            states, model_versions = await self.store.load(lookups(pending))
+            models = await self.models.refresh(model_versions)
             out = fold_batch(pending, states, models)
             for name, i in (("applied", 0), ("duplicates", 1), ("redelivered", 2)):
                 counters[name] = counters.get(name, 0) + sum(c[i] for c in out.counts.values())
                 counters[name] -= sum(c[i] for c in lost.values())
+            deltas = _sum_deltas(out.histogram_deltas.values(), lost_deltas.values())
             result = await self.store.save(
                 out.states,
                 out.due,
                 counters,
                 out.partition_marks(self.allowed_lateness_ms),
                 max(out.max_event_ts.values(), default=None),
+                deltas,
             )
             conflicts = _merge(total, out, set(result.conflicts))
             if not conflicts:
@@ -118,8 +142,18 @@ class BatchProcessor:
             log.info("write conflict on %d customers; re-folding", len(conflicts))
             pending = [(r, e) for r, e in pending if getattr(e, "customer_id", None) in conflicts]
             lost = {cid: out.counts.get(cid, [0, 0, 0]) for cid in conflicts}
+            lost_deltas = {cid: out.histogram_deltas.get(cid, {}) for cid in conflicts}
             counters = {}
         raise RuntimeError(f"gave up after {self.max_conflict_retries} write conflicts")
+
+
+def _sum_deltas(added, taken_back) -> dict[tuple[str, int], int]:
+    total: dict[tuple[str, int], int] = {}
+    for deltas, sign in ((added, 1), (taken_back, -1)):
+        for delta in deltas:
+            for key, n in delta.items():
+                total[key] = total.get(key, 0) + sign * n
+    return {k: n for k, n in total.items() if n}
 
 
 def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[str]:
@@ -154,8 +188,8 @@ class Rescorer:
         due = await self.store.due_customers(watermark, self.limit)
         if not due:
             return total
-        states, model_version = await self.store.load({cid: (set(), set()) for cid in due})
-        models = await self.processor.models.refresh(model_version)
+        states, model_versions = await self.store.load({cid: (set(), set()) for cid in due})
+        models = await self.processor.models.refresh(model_versions)
         # A due customer without state (erased, say) is simply dropped from the index.
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
         for cid in due:
@@ -177,6 +211,39 @@ def reschedule(client, keys: Keys, states, models: Models) -> int:
     for start in range(0, len(items), 1000):
         client.zadd(keys.due, dict(items[start : start + 1000]), lt=True)
     return len(due)
+
+
+def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models:
+    """The models in force, read synchronously (CLI, refits): stored edges and churn model."""
+    edges = read_rfm_edges(client, keys)
+    rfm = RFMScorer(**edges) if edges else settings.scorer()
+    return Models(rfm, churn if churn is not None else read_churn_model(client, keys))
+
+
+def refresh_rfm_edges(settings: Settings) -> dict | None:
+    """Re-derive the RFM edges from the population histograms as of the watermark; when
+    they moved, publish them as the next version and re-schedule due times under them.
+
+    Blocking (the re-schedule reads every customer): call it in a thread.
+    """
+    client = connect(settings.redis_url)
+    keys = Keys(settings.namespace)
+    as_of_ms = read_marks(client, keys).watermark()
+    if as_of_ms is None:
+        return None
+    hists = read_histograms(client, keys)
+    edges = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of_ms / MS_PER_DAY)
+    if edges is None:
+        return None
+    edges = {k: list(v) for k, v in edges.items()}
+    if edges == read_rfm_edges(client, keys):
+        return None
+    version = publish_rfm_edges(
+        client, keys, edges, {"as_of_ms": as_of_ms, "customers": hists["lp"].count}
+    )
+    states = read_states_sync(client, keys, all_customer_ids(client, keys))
+    reschedule(client, keys, states, current_models(client, keys, settings))
+    return {"version": version, "edges": edges, "customers": hists["lp"].count}
 
 
 def refit_churn(
@@ -204,7 +271,7 @@ def refit_churn(
         return None
     version = publish_churn_model(client, keys, scorer, {"as_of_ms": as_of_ms})
     scorer.version = version
-    reschedule(client, keys, states, Models(settings.scorer(), scorer))
+    reschedule(client, keys, states, current_models(client, keys, settings, churn=scorer))
     spend = scorer.spend.to_dict() if scorer.spend else None
     return {
         **scorer.model.to_dict(),

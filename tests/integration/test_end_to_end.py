@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from online_models.quantiles import rfm_histograms
 from producers.kafka import make_producer
 from streams.keys import Keys
-from streams.store import connect, read_states
+from streams.pipeline import histogram_point
+from streams.store import connect, read_histograms, read_states
 from tests.conftest import consume_all, wait_for_records
 from tests.reference import batch_state, expected_segment_changes
 
@@ -104,6 +106,7 @@ def test_stream_state_equals_batch_computation(rtba_env, settings, worker, redis
     # Event-driven results only: the time-driven tick (tests/integration/test_time_driven.py)
     # would also decay the silent customers of this shuffled, year-long set.
     rtba_env["RTBA_TICK_S"] = "3600"
+    rtba_env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
     events = known_events()
     sent_bad = bad_records()
     from streams.topics import ensure_topics
@@ -142,6 +145,15 @@ def test_stream_state_equals_batch_computation(rtba_env, settings, worker, redis
             "categories": state.categories,
         }
         assert actual == want, cid
+    # The population histograms behind adaptive scores are exact, bucket for bucket.
+    want_hists = rfm_histograms()
+    for state in got.values():
+        for name, bucket in (histogram_point(state) or {}).items():
+            want_hists[name].counts[bucket] += 1
+    got_hists = read_histograms(connect(settings.redis_url), keys)
+    assert {n: +h.counts for n, h in got_hists.items()} == {
+        n: +h.counts for n, h in want_hists.items()
+    }
     stats = {k.decode(): int(v) for k, v in redis_client.hgetall(keys.stats).items()}
     assert stats["records"] == total
     assert stats["dlq"] == len(sent_bad)

@@ -56,7 +56,8 @@ def week_ms(week: float) -> int:
 def test_churners_alerted_after_crossing_and_champion_decays(rtba_env, settings, worker,
                                                              redis_client, capsys):  # fmt: skip
     # Watermark = max event time - 2 weeks: no purchase is ever processed behind it.
-    rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_ALLOWED_LATENESS_S="1209600")
+    rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_ALLOWED_LATENESS_S="1209600",
+                    RTBA_RFM_ADAPTIVE="0")  # fmt: skip
     events, active, churners = purchases()
     churners.add("champ")  # it stopped buying too
     ensure_topics(settings)

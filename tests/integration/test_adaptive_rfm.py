@@ -1,0 +1,57 @@
+"""Adaptive RFM edges through real Kafka and Redis: the leader re-derives the
+quintile edges from the population histograms the workers keep, and every
+reader (profile, segments) scores with the published version."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from online_models.customer import MS_PER_DAY
+from online_models.quantiles import adaptive_edges, rfm_histograms
+from streams.keys import Keys
+from streams.pipeline import histogram_point
+from streams.store import all_customer_ids, connect, read_marks, read_rfm_edges, read_states
+from tests.conftest import json_lines, run_rtba, wait_for_records
+
+pytestmark = pytest.mark.integration
+
+
+def test_published_edges_are_the_population_quintiles(rtba_env, settings, worker, redis_client):
+    rtba_env.update(RTBA_RFM_REFRESH_S="0.5", RTBA_TICK_S="0.5")
+    worker.start()
+    events = 12_000
+    run_rtba(rtba_env, "produce", "synthetic", "--customers", "400", "--events", str(events),
+             "--seed", "7")  # fmt: skip
+    heartbeats = (events // 1000 + 1) * settings.partitions
+    wait_for_records(redis_client, settings, events + heartbeats, worker)
+
+    client = connect(settings.redis_url)
+    keys = Keys(settings.namespace)
+    deadline = time.monotonic() + 30
+    expected = None
+    while time.monotonic() < deadline:
+        states = read_states(client, keys, all_customer_ids(client, keys))
+        hists = rfm_histograms()
+        for state in states:
+            for name, bucket in (histogram_point(state) or {}).items():
+                hists[name].counts[bucket] += 1
+        as_of = read_marks(client, keys).watermark()
+        expected = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of / MS_PER_DAY)
+        expected = {k: list(v) for k, v in expected.items()}
+        if read_rfm_edges(client, keys) == expected:
+            break
+        time.sleep(0.5)
+    assert read_rfm_edges(client, keys) == expected
+    buyers = hists["lp"].count
+    assert buyers > 100
+
+    summary = json.loads(run_rtba(rtba_env, "segments", "--json").stdout)
+    assert list(summary["rfm_edges"]["recency_days"]) == expected["recency_edges"]
+    assert sum(row["customers"] for row in summary["rfm"]) == buyers
+    profiles = [p for p in json_lines(run_rtba(rtba_env, "profile", "--all", "--json").stdout)
+                if p["scores"]]  # fmt: skip
+    top_spenders = sum(1 for p in profiles if p["scores"]["m"] == 5) / len(profiles)
+    assert 0.15 <= top_spenders <= 0.25  # the top fifth, give or take ties and 1% buckets

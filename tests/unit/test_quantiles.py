@@ -1,0 +1,78 @@
+import random
+from decimal import Decimal
+
+from online_models.customer import MS_PER_DAY, CustomerState
+from online_models.quantiles import BucketHistogram, adaptive_edges, rfm_histograms
+from online_models.rfm import RFMScorer
+from streams.pipeline import histogram_point
+
+T0 = 1_700_000_000_000
+
+
+def population(n: int, seed: int = 1) -> list[CustomerState]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        s = CustomerState(f"c{i}")
+        for k in range(1 + int(rng.expovariate(0.5))):
+            ts = T0 + int(rng.uniform(0, 365) * MS_PER_DAY)
+            s.apply_purchase(ts, Decimal(f"{rng.lognormvariate(4, 1):.2f}"), f"o{k}")
+        out.append(s)
+    return out
+
+
+def histograms_of(states) -> dict[str, BucketHistogram]:
+    hists = rfm_histograms()
+    for s in states:
+        for name, bucket in histogram_point(s).items():
+            hists[name].counts[bucket] += 1
+    return hists
+
+
+def test_edges_mean_the_same_at_any_population_size():
+    """Ten thousand copies of a population have the very same quintile edges."""
+    small = histograms_of(population(1000))
+    huge = {name: BucketHistogram(h.kind, h.width, h.alpha) for name, h in small.items()}
+    for name, h in small.items():
+        for _ in range(10_000 // 100):
+            for _ in range(100):
+                huge[name] += h
+    assert huge["lp"].count == 10_000_000
+    as_of = T0 / MS_PER_DAY + 400
+    assert adaptive_edges(*small.values(), as_of) == adaptive_edges(*huge.values(), as_of)
+
+
+def test_monetary_scores_split_the_population_into_fifths():
+    states = population(5000)
+    edges = adaptive_edges(*histograms_of(states).values(), T0 / MS_PER_DAY + 400)
+    scorer = RFMScorer(**edges)
+    m_scores = [scorer.score(0, s.purchases, s.monetary)[2] for s in states]
+    for score in range(1, 6):
+        assert abs(m_scores.count(score) / len(states) - 0.2) < 0.02
+
+
+def test_fold_deltas_keep_the_population_histograms_exact():
+    from tests.unit.test_pipeline import purchase, rec, run
+
+    rng = random.Random(4)
+    history = {}
+    hists = rfm_histograms()
+    offset = 0
+    for _ in range(30):  # batches touching overlapping customers
+        batch = []
+        for _ in range(20):
+            cid = f"c{rng.randrange(15)}"
+            amount = f"{rng.randint(1, 900)}.00"
+            ts = T0 + rng.randrange(400) * MS_PER_DAY
+            batch.append(rec(offset, purchase(offset, cid=cid, amount=amount, ts=ts)))
+            offset += 1
+        states = {r: history.get(r) for r in {f"c{i}" for i in range(15)}}
+        states = {c: s if s is not None else CustomerState(c) for c, s in states.items()}
+        out, _ = run(batch, states)
+        for delta in out.histogram_deltas.values():
+            for (name, bucket), n in delta.items():
+                hists[name].counts[bucket] += n
+        history.update(out.states)
+    direct = histograms_of(history.values())
+    for name in hists:
+        assert +hists[name].counts == direct[name].counts  # unary + drops zero buckets
