@@ -66,6 +66,9 @@ class CustomerState:
     first_day_amount: Decimal = Decimal(0)
     gross: Decimal = Decimal(0)
     refunds: Decimal = Decimal(0)
+    items: int = 0  # item quantity over all purchases (basket size)
+    discounted: int = 0  # purchases that carried a discount
+    first_event_ms: int | None = None
     last_event_ms: int | None = None
     clicks: dict[str, int] = field(default_factory=dict)
     categories: dict[str, int] = field(default_factory=dict)
@@ -143,6 +146,7 @@ class CustomerState:
 
     def _touch(self, ts_ms: int) -> None:
         self.last_event_ms = _max(self.last_event_ms, ts_ms)
+        self.first_event_ms = _min(self.first_event_ms, ts_ms)
 
     def apply_purchase(
         self,
@@ -150,12 +154,16 @@ class CustomerState:
         amount: Decimal,
         order_id: str,
         categories: dict[str, int] | None = None,
+        discounted: bool = False,
+        items: int = 0,
     ) -> bool:
         """Count a purchase; returns False (and changes nothing) for a repeated order id."""
         if not self._first_time(f"o:{order_id}"):
             return False
         self._touch(ts_ms)
         self.purchases += 1
+        self.discounted += bool(discounted)
+        self.items += items
         self.gross += amount
         self.first_purchase_ms = _min(self.first_purchase_ms, ts_ms)
         self.last_purchase_ms = _max(self.last_purchase_ms, ts_ms)

@@ -267,7 +267,12 @@ def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, 
 def _apply(state: CustomerState, event: Event) -> bool:
     if isinstance(event, Purchase):
         return state.apply_purchase(
-            event.ts, event.amount, event.order_id, event.category_quantities()
+            event.ts,
+            event.amount,
+            event.order_id,
+            event.category_quantities(),
+            discounted=bool(event.discount),
+            items=sum(item.quantity for item in event.items),
         )
     if isinstance(event, Refund):
         return state.apply_refund(event.ts, event.amount, event.event_id)

@@ -1,0 +1,126 @@
+"""Which River clusterer for behavioural clusters? Measured on the synthetic personas.
+
+For each candidate: learn over every customer's feature vector (one pass, shuffled),
+snapshot, learn a second pass over the *same* data, snapshot again; report
+
+- ARI of the second snapshot's assignment against the true persona,
+- stability: share of customers whose cluster id changed between the two snapshots
+  although the data did not change (ids matched by StableClusterer),
+- microseconds per learn_one (median of 3 runs) and the ratio to KMeans's,
+- snapshot size (JSON bytes) and cluster count.
+
+Run: .venv/bin/python -m benchmarks.clustering [--customers N] [--events M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from decimal import Decimal
+
+import numpy as np
+from river import cluster
+
+from online_models.clusters import StableClusterer, adjusted_rand_index, kmeans
+from online_models.customer import CustomerState
+from online_models.features import FEATURES, behaviour_features
+from producers import synthetic
+from streams.schemas import to_epoch_ms
+
+CANDIDATES = {
+    "KMeans": lambda: kmeans(n_clusters=5, seed=42),
+    "STREAMKMeans": lambda: cluster.STREAMKMeans(chunk_size=100, n_clusters=5, seed=42),
+    "CluStream": lambda: cluster.CluStream(
+        n_macro_clusters=5, max_micro_clusters=50, time_gap=500, seed=42
+    ),  # fmt: skip
+    "DenStream": lambda: cluster.DenStream(
+        decaying_factor=0.01, beta=0.5, mu=2.5, epsilon=1.5, n_samples_init=300
+    ),  # fmt: skip
+    "DBSTREAM": lambda: cluster.DBSTREAM(
+        clustering_threshold=1.5, fading_factor=0.001, cleanup_interval=4, minimum_weight=1.0
+    ),  # fmt: skip
+}
+
+
+def population(seed: int, customers: int, events: int):
+    """Final states of synthetic customers (folded directly, no broker) and true personas."""
+    end = 1_760_000_000_000
+    start = end - 365 * synthetic.MS_PER_DAY
+    states: dict[str, CustomerState] = {}
+    for e in synthetic.generate(seed, customers, events, start, end):
+        s = states.setdefault(e["customer_id"], CustomerState(e["customer_id"]))
+        ts = to_epoch_ms(e["ts"])
+        if e["type"] == "purchase":
+            cats: dict[str, int] = {}
+            for item in e["items"]:
+                cats[item["category"]] = cats.get(item["category"], 0) + item["quantity"]
+            s.apply_purchase(ts, Decimal(e["amount"]), e["order_id"], cats,
+                             discounted=Decimal(e["discount"]) > 0,
+                             items=sum(i["quantity"] for i in e["items"]))  # fmt: skip
+        elif e["type"] == "refund":
+            s.apply_refund(ts, Decimal(e["amount"]), e["event_id"])
+        else:
+            s.apply_click(ts, e["action"], e.get("category"))
+    truth = synthetic.personas(seed, customers)
+    vectors = {cid: behaviour_features(s, end) for cid, s in states.items()}
+    ids = sorted(vectors)
+    return ids, [vectors[c] for c in ids], [truth[c] for c in ids]
+
+
+def evaluate(name: str, ids, vectors, truth, seed: int) -> dict:
+    rows = np.array([[v[f] for f in FEATURES] for v in vectors])
+    timings, result = [], {}
+    for run in range(3):
+        model = StableClusterer(CANDIDATES[name]())
+        order = list(range(len(vectors)))
+        random.Random(seed + run).shuffle(order)
+        began = time.perf_counter()
+        for i in order:
+            model.learn_one(vectors[i])
+        timings.append((time.perf_counter() - began) / len(order) * 1e6)
+        first = model.snapshot()
+        if not first.ids:
+            return {"algorithm": name, "clusters": 0, "ari": float("nan"),
+                    "changed": float("nan"), "us_per_sample": statistics.median(timings),
+                    "snapshot_bytes": 0}  # fmt: skip
+        before = first.assign_many(rows)
+        for i in order:
+            model.learn_one(vectors[i])
+        second = model.snapshot()
+        after = second.assign_many(rows)
+        if run == 0:
+            result = {
+                "algorithm": name,
+                "clusters": len(second.ids),
+                "ari": adjusted_rand_index(truth, after),
+                "changed": float(np.mean(before != after)),
+                "snapshot_bytes": len(json.dumps(second.to_dict())),
+            }
+    result["us_per_sample"] = statistics.median(timings)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1500)
+    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    ids, vectors, truth = population(args.seed, args.customers, args.events)
+    print(f"{len(ids)} customers, {args.events} events, personas: "
+          f"{ {p: truth.count(p) for p in sorted(set(truth))} }")  # fmt: skip
+    rows = [evaluate(name, ids, vectors, truth, args.seed) for name in CANDIDATES]
+    base = next(r["us_per_sample"] for r in rows if r["algorithm"] == "KMeans")
+    print(f"{'algorithm':14} {'clusters':>8} {'ARI':>6} {'id changed':>10} "
+          f"{'us/sample':>10} {'x KMeans':>8} {'snapshot B':>10}")  # fmt: skip
+    for r in rows:
+        print(f"{r['algorithm']:14} {r['clusters']:>8} {r['ari']:>6.3f} {r['changed']:>10.3f} "
+              f"{r['us_per_sample']:>10.1f} {r['us_per_sample'] / base:>8.2f} "
+              f"{r['snapshot_bytes']:>10}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""A customer's behaviour as a fixed vector of numbers, for clustering.
+
+Heavy-tailed counts and amounts enter as log1p, ratios as they are; the
+clustering model standardises them (online), so no feature dominates by its
+unit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from online_models.customer import MS_PER_DAY, CustomerState
+
+FEATURES = (
+    "recency",  # log1p(days since the last event)
+    "frequency",  # log1p(orders)
+    "monetary",  # log1p(purchases - refunds, floored at 0)
+    "view_to_cart",  # add-to-carts per view
+    "cart_to_purchase",  # orders per add-to-cart (capped at 1)
+    "basket_size",  # log1p(items per order)
+    "discount_share",  # share of orders with a discount
+    "category_spread",  # normalised entropy of category interest, 0..1
+    "rhythm",  # log1p(mean days between purchase days)
+    "browsing",  # log1p(clicks per order, or all clicks for non-buyers)
+)
+
+
+def behaviour_features(state: CustomerState, as_of_ms: int) -> dict[str, float] | None:
+    """The feature vector of a customer as of a time; None for a customer with no event.
+
+    >>> from decimal import Decimal
+    >>> s = CustomerState("c")
+    >>> for i in range(4):
+    ...     _ = s.apply_click(i * MS_PER_DAY, "view", "books")
+    >>> s.apply_click(5, "add_to_cart", "books")
+    True
+    >>> s.apply_purchase(MS_PER_DAY, Decimal("20"), "o1", {"books": 2}, discounted=True, items=2)
+    True
+    >>> f = behaviour_features(s, 10 * MS_PER_DAY)
+    >>> f["view_to_cart"], f["cart_to_purchase"], f["discount_share"], f["category_spread"]
+    (0.25, 1.0, 1.0, 0.0)
+    >>> sorted(f) == sorted(FEATURES)
+    True
+    """
+    if state.last_event_ms is None:
+        return None
+    views = state.clicks.get("view", 0)
+    carts = state.clicks.get("add_to_cart", 0)
+    clicks = sum(state.clicks.values())
+    orders = state.purchases
+    rhythm = 0.0
+    if state.purchase_days > 1:
+        span_days = (state.last_purchase_ms - state.first_purchase_ms) / MS_PER_DAY
+        rhythm = math.log1p(span_days / (state.purchase_days - 1))
+    return {
+        "recency": math.log1p(max(0, as_of_ms - state.last_event_ms) / MS_PER_DAY),
+        "frequency": math.log1p(orders),
+        "monetary": math.log1p(max(0.0, float(state.monetary))),
+        "view_to_cart": carts / views if views else 0.0,
+        "cart_to_purchase": min(1.0, orders / carts) if carts else float(orders > 0),
+        "basket_size": math.log1p(state.items / orders) if orders else 0.0,
+        "discount_share": state.discounted / orders if orders else 0.0,
+        "category_spread": _spread(state.categories),
+        "rhythm": rhythm,
+        "browsing": math.log1p(clicks / orders if orders else clicks),
+    }
+
+
+def _spread(counts: dict[str, int]) -> float:
+    total = sum(counts.values())
+    if total <= 0 or len(counts) < 2:
+        return 0.0
+    entropy = -sum((n / total) * math.log(n / total) for n in counts.values() if n > 0)
+    return entropy / math.log(len(counts))
