@@ -73,6 +73,7 @@ class CustomerState:
     clicks: dict[str, int] = field(default_factory=dict)
     categories: dict[str, int] = field(default_factory=dict)
     segment: str | None = None
+    cluster_id: int | None = None
     evaluated_ms: int | None = None  # latest time-driven evaluation (watermark timer)
     churn_armed: bool = True  # a churn-risk event may fire (hysteresis)
     applied_partition: int | None = None

@@ -19,7 +19,13 @@ from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore
-from streams.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
+from streams.worker import (
+    BatchProcessor,
+    ClusterTrainer,
+    Rescorer,
+    refit_churn,
+    refresh_rfm_edges,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ class Pipeline:
     dlq: faust.TopicT
     segment_changes: faust.TopicT
     churn_risk: faust.TopicT
+    features: faust.TopicT
     apply_events: faust.types.AgentT
     emit: object
 
@@ -63,6 +70,7 @@ def create_app(settings: Settings) -> Pipeline:
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     segment_changes = app.topic(settings.segment_changes_topic, key_type=bytes, value_type=bytes)
     churn_risk = app.topic(settings.churn_risk_topic, key_type=bytes, value_type=bytes)
+    features = app.topic(settings.features_topic, key_type=bytes, value_type=bytes, partitions=1)
     limits = Limits(
         max_event_bytes=settings.max_event_bytes,
         max_amount=settings.max_amount,
@@ -93,6 +101,11 @@ def create_app(settings: Settings) -> Pipeline:
                 )
                 for item in items
             ]
+        sent += [
+            await features.send(key=cid.encode(), value=json.dumps(sample).encode())
+            for cid, sample in outcome.samples.items()
+            if sample is not None
+        ]
         # Wait for the broker's acks before the batch counts as done.
         await asyncio.gather(*sent)
 
@@ -107,6 +120,13 @@ def create_app(settings: Settings) -> Pipeline:
 
     # A timer that raises takes the whole worker down with it; a failed tick loses nothing
     # (the due index and the model stay as they were), so log it and let the next one retry.
+    @app.agent(features)
+    async def train_clusters(stream):
+        # The features topic has one partition: exactly one worker runs this learner.
+        trainer = await ClusterTrainer.resume(processor.store, settings)
+        async for batch in stream.take(settings.cluster_snapshot_every, within=1.0):
+            await trainer.train([json.loads(value) for value in batch])
+
     @app.timer(settings.tick_s, on_leader=True)
     async def rescore_due_customers():
         try:
@@ -137,4 +157,4 @@ def create_app(settings: Settings) -> Pipeline:
             if refreshed:
                 log.info("RFM edges refreshed: %s", refreshed)
 
-    return Pipeline(app, events, dlq, segment_changes, churn_risk, apply_events, emit)
+    return Pipeline(app, events, dlq, segment_changes, churn_risk, features, apply_events, emit)

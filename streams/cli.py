@@ -175,7 +175,7 @@ def cmd_profile(args, settings: Settings) -> int:
         _log(f"rtba profile: no state for customer {missing!r}")
     models = current_models(client, keys, settings)
     for state in states:
-        row = profile(state, as_of, models.rfm, models.churn)
+        row = profile(state, as_of, models.rfm, models.churn, models.clusters)
         if args.json:
             _print_json(row)
         else:
@@ -215,8 +215,11 @@ def cmd_segments(args, settings: Settings) -> int:
     client = connect(settings.redis_url)
     keys = Keys(settings.namespace)
     as_of = _as_of_ms(args, settings, client)
-    rfm = current_models(client, keys, settings).rfm
-    summary = segment_summary(read_states(client, keys, all_customer_ids(client, keys)), as_of, rfm)
+    models = current_models(client, keys, settings)
+    rfm = models.rfm
+    states = read_states(client, keys, all_customer_ids(client, keys))
+    summary = segment_summary(states, as_of, rfm, models.clusters)
+    summary["cluster_snapshot"] = models.clusters.version if models.clusters else None
     summary["rfm_edges"] = {
         "recency_days": rfm.recency_edges,
         "frequency": rfm.frequency_edges,
@@ -232,6 +235,8 @@ def cmd_segments(args, settings: Settings) -> int:
             print(f"  {row['segment']:20} {row['customers']:>8}  "
                   f"R={row['mean_recency_days']:.0f}d F={row['mean_frequency']:.1f} "
                   f"M={row['mean_monetary']:.2f}")  # fmt: skip
+    for row in summary["clusters"]:
+        print(f"  cluster {row['id']:<3} {row['customers']:>8}  {row['label']}")
     return 0
 
 

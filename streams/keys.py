@@ -53,6 +53,18 @@ class Keys:
         return f"{self.namespace}:model:rfm"
 
     @property
+    def cluster_model(self) -> str:
+        """Hash: ``version``, ``json`` (the snapshot workers assign with) and ``learner``
+        (the trainer's pickled StableClusterer, so ids survive a restart)."""
+        return f"{self.namespace}:model:clusters"
+
+    @property
+    def cluster_sweep(self) -> str:
+        """Hash: the leader's progress assigning customers to a new cluster snapshot
+        (``sweeping`` version, SSCAN ``cursor``, last fully ``swept`` version)."""
+        return f"{self.namespace}:sweep:clusters"
+
+    @property
     def stats(self) -> str:
         """Hash: counters (events applied, duplicates, dlq and dlq:<reason>)."""
         return f"{self.namespace}:stats"

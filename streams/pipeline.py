@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from online_models.churn_risk import ChurnScorer
+from online_models.clusters import ClusterSnapshot
 from online_models.customer import MS_PER_DAY, CustomerState, utc_day
+from online_models.features import behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
 from streams.schemas import (
@@ -66,6 +68,7 @@ class SegmentChange:
     at_ms: int
     cause: Cause
     features: dict
+    seq: int = 0  # the customer-state version the write produces: consumers keep the highest
 
     @property
     def event_id(self) -> str:
@@ -81,6 +84,7 @@ class SegmentChange:
             "at": iso(self.at_ms),
             "reason": self.cause.reason,
             "features": self.features,
+            "seq": self.seq,
         }
 
 
@@ -125,6 +129,8 @@ class BatchOutcome:
     redelivered: int = 0
     # per customer: [applied, duplicates, redelivered], so a lost write can be taken back
     counts: dict[str, list[int]] = field(default_factory=dict)
+    # per changed customer: its behaviour features, for the cluster trainer
+    samples: dict[str, dict[str, float]] = field(default_factory=dict)
     # per customer: population-histogram changes {(histogram, bucket): +-1}, likewise
     histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
@@ -141,10 +147,12 @@ class BatchOutcome:
 
 @dataclass(frozen=True)
 class Models:
-    """What a customer is evaluated with: the RFM scorer and, once fitted, the churn model."""
+    """What a customer is evaluated with: the RFM scorer and, once there are some, the
+    churn model and the cluster snapshot."""
 
     rfm: RFMScorer
     churn: ChurnScorer | None = None
+    clusters: ClusterSnapshot | None = None
 
 
 def decode_batch(
@@ -190,10 +198,32 @@ def rfm_features(state: CustomerState, now_ms: int, scorer: RFMScorer) -> dict |
     }
 
 
+def assign_cluster(
+    state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
+) -> None:
+    """Nearest cluster of the snapshot in force; a change is a kind "cluster" segment change.
+    Ids are stable across snapshots, so a new snapshot relabels nobody by itself."""
+    if models.clusters is None or not models.clusters.ids:
+        return
+    features = behaviour_features(state, now_ms)
+    if features is None:
+        return
+    cluster_id = models.clusters.assign(features)
+    if cluster_id != state.cluster_id:
+        out.changes.append(SegmentChange(
+            state.customer_id, "cluster",
+            None if state.cluster_id is None else str(state.cluster_id), str(cluster_id),
+            now_ms, cause, features, state.version + 1,
+        ))  # fmt: skip
+        state.cluster_id = cluster_id
+
+
 def evaluate(
     state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
 ) -> None:
-    """Re-evaluate a customer's segment and churn risk as of ``now_ms``; record what changed."""
+    """Re-evaluate a customer's segment, cluster and churn risk as of ``now_ms``; record
+    what changed."""
+    assign_cluster(state, now_ms, models, cause, out)
     features = rfm_features(state, now_ms, models.rfm)
     if features is None:
         return
@@ -201,6 +231,7 @@ def evaluate(
     if segment != state.segment:
         out.changes.append(SegmentChange(
             state.customer_id, "rfm", state.segment, segment, now_ms, cause, features,
+            state.version + 1,
         ))  # fmt: skip
         state.segment = segment
     churn = models.churn
@@ -320,7 +351,23 @@ def fold_batch(
         evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
     for cid, state in out.states.items():
         out.due[cid] = next_due_ms(state, models)
+        out.samples[cid] = behaviour_features(state, state.clock_ms)
         out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state))
+    return out
+
+
+def reassign_clusters(states: Iterable[CustomerState], models: Models) -> BatchOutcome:
+    """Assign customers to the clusters of a new snapshot (the leader's sweep). Only the
+    customers whose id actually changes are written and announced."""
+    out = BatchOutcome()
+    if models.clusters is None:
+        return out
+    cause = Cause("snapshot", f"s{models.clusters.version}")
+    for state in states:
+        before = state.cluster_id
+        assign_cluster(state, state.clock_ms, models, cause, out)
+        if state.cluster_id != before:
+            out.states[state.customer_id] = state
     return out
 
 

@@ -55,6 +55,9 @@ class Settings:
     tick_s: float = 1.0
     rfm_adaptive: bool = True
     rfm_refresh_s: float = 60.0
+    clusters: int = 5
+    cluster_snapshot_every: int = 500
+    cluster_warmup: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +95,11 @@ class Settings:
             tick_s=float(env.get("RTBA_TICK_S", d.tick_s)),
             rfm_adaptive=env.get("RTBA_RFM_ADAPTIVE", "1") not in ("0", "false", "no"),
             rfm_refresh_s=float(env.get("RTBA_RFM_REFRESH_S", d.rfm_refresh_s)),
+            clusters=int(env.get("RTBA_CLUSTERS", d.clusters)),
+            cluster_snapshot_every=int(
+                env.get("RTBA_CLUSTER_SNAPSHOT_EVERY", d.cluster_snapshot_every)
+            ),
+            cluster_warmup=int(env.get("RTBA_CLUSTER_WARMUP", d.cluster_warmup)),
         )
 
     def scorer(self) -> RFMScorer:
@@ -113,6 +121,11 @@ class Settings:
     @property
     def churn_risk_topic(self) -> str:
         return f"{self.namespace}.churn-risk"
+
+    @property
+    def features_topic(self) -> str:
+        """Single partition: the cluster trainer's input, so exactly one worker learns."""
+        return f"{self.namespace}.features"
 
     @property
     def all_topics(self) -> tuple[str, ...]:

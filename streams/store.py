@@ -17,6 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from online_models.churn_risk import ChurnScorer
+from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
 from streams.keys import Keys
 
@@ -30,6 +31,7 @@ _INT_FIELDS = {
     "fe": "first_event_ms",
     "it": "items",
     "dc": "discounted",
+    "cl": "cluster_id",
     "ev": "evaluated_ms",
     "ap": "applied_partition",
     "ao": "applied_offset",
@@ -126,13 +128,14 @@ class StateStore:
 
     async def load(
         self, needed: dict[str, tuple[set[str], set[int]]]
-    ) -> tuple[dict[str, CustomerState], tuple[int, int]]:
+    ) -> tuple[dict[str, CustomerState], tuple[int, int, int]]:
         """Each customer's state, which of the given dedup keys / days it already has, and the
-        versions of the stored churn model and RFM edges (all in one round trip)."""
+        versions of the stored churn model, RFM edges and cluster snapshot (one round trip)."""
         order = []
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.churn_model, "version")
             pipe.hget(self.keys.rfm_model, "version")
+            pipe.hget(self.keys.cluster_model, "version")
             for cid, (dedup, days) in needed.items():
                 dedup_l, days_l = sorted(dedup), sorted(days)
                 order.append((cid, dedup_l, days_l))
@@ -142,7 +145,7 @@ class StateStore:
                 if days_l:
                     pipe.smismember(self.keys.purchase_days(cid), days_l)
             replies = iter(await pipe.execute())
-        model_versions = (int(next(replies) or 0), int(next(replies) or 0))
+        model_versions = tuple(int(next(replies) or 0) for _ in range(3))
         states = {}
         for cid, dedup_l, days_l in order:
             state = state_from_fields(cid, next(replies))
@@ -156,6 +159,35 @@ class StateStore:
     async def rfm_edges(self) -> tuple[dict | None, int]:
         version, text = await self.client.hmget(self.keys.rfm_model, "version", "json")
         return (json.loads(text)["edges"] if text else None), int(version or 0)
+
+    async def cluster_snapshot(self) -> ClusterSnapshot | None:
+        text = await self.client.hget(self.keys.cluster_model, "json")
+        return ClusterSnapshot.from_dict(json.loads(text)) if text else None
+
+    async def sweep_position(self) -> dict[str, int]:
+        raw = await self.client.hgetall(self.keys.cluster_sweep)
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def set_sweep_position(self, position: dict[str, int]) -> None:
+        await self.client.hset(self.keys.cluster_sweep, mapping=position)
+
+    async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        cursor, members = await self.client.sscan(self.keys.customers, cursor, count=count)
+        return int(cursor), [_text(m) for m in members]
+
+    async def cluster_learner(self) -> bytes | None:
+        return await self.client.hget(self.keys.cluster_model, "learner")
+
+    async def publish_clusters(self, snapshot: ClusterSnapshot, learner: bytes) -> None:
+        """The snapshot and the learner that made it, in one single-key write."""
+        await self.client.hset(
+            self.keys.cluster_model,
+            mapping={
+                "version": snapshot.version,
+                "json": json.dumps(snapshot.to_dict()),
+                "learner": learner,
+            },
+        )
 
     async def churn_model(self) -> ChurnScorer | None:
         version, text = await self.client.hmget(self.keys.churn_model, "version", "json")
@@ -267,6 +299,11 @@ def publish_churn_model(client: redis.Redis, keys: Keys, scorer: ChurnScorer, me
         pipe.hset(keys.churn_model, "json", json.dumps({**scorer.to_dict(), **meta}))
         version, _ = pipe.execute()
     return int(version)
+
+
+def read_cluster_snapshot(client: redis.Redis, keys: Keys) -> ClusterSnapshot | None:
+    text = client.hget(keys.cluster_model, "json")
+    return ClusterSnapshot.from_dict(json.loads(text)) if text else None
 
 
 def read_rfm_edges(client: redis.Redis, keys: Keys) -> dict | None:

@@ -31,11 +31,13 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     admin = admin_client(settings.kafka_bootstrap, timeout_s)
     try:
         existing = set(admin.list_topics())
-        missing = [name for name in settings.all_topics if name not in existing]
+        wanted = {name: settings.partitions for name in settings.all_topics}
+        wanted[settings.features_topic] = 1
+        missing = [name for name in wanted if name not in existing]
         if missing:
             spec = {
                 name: {
-                    "num_partitions": settings.partitions,
+                    "num_partitions": wanted[name],
                     "replication_factor": settings.replication_factor,
                 }
                 for name in missing

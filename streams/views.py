@@ -6,19 +6,33 @@ from __future__ import annotations
 from collections import Counter
 
 from online_models.churn_risk import ChurnScorer
+from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
 from online_models.rfm import SEGMENTS, RFMScorer
 from streams.pipeline import rfm_features
 from streams.schemas import iso
 
 
+def _cluster(state: CustomerState, clusters: ClusterSnapshot | None) -> dict:
+    if state.cluster_id is None:
+        return {"id": None, "label": None}
+    label = None
+    if clusters is not None and state.cluster_id in clusters.ids:
+        label = clusters.profile(state.cluster_id)["label"]
+    return {"id": state.cluster_id, "label": label}
+
+
 def profile(
-    state: CustomerState, as_of_ms: int, scorer: RFMScorer, churn: ChurnScorer | None = None
+    state: CustomerState,
+    as_of_ms: int,
+    scorer: RFMScorer,
+    churn: ChurnScorer | None = None,
+    clusters: ClusterSnapshot | None = None,
 ) -> dict:
     """One customer's profile as of ``as_of_ms`` (keys as DESIGN.md lists them).
 
-    Churn fields stay null until a churn model has been fitted; cluster fields
-    until clustering exists.
+    Churn fields stay null until a churn model has been fitted; the cluster is the one
+    assigned at the customer's last evaluation (null before the first snapshot).
     """
     risk = churn.score(state, as_of_ms) if churn is not None else None
     features = rfm_features(state, as_of_ms, scorer)
@@ -42,7 +56,7 @@ def profile(
         "btyd": state.btyd(as_of_ms),
         "scores": scores,
         "segment": segment,
-        "cluster": {"id": None, "label": None},
+        "cluster": _cluster(state, clusters),
         "p_alive": risk["p_alive"] if risk else None,
         "churn_risk": risk["churn_risk"] if risk else None,
         "expected_purchases_30d": risk["expected_purchases_30d"] if risk else None,
@@ -54,7 +68,12 @@ def profile(
     }
 
 
-def segment_summary(states: list[CustomerState], as_of_ms: int, scorer: RFMScorer) -> dict:
+def segment_summary(
+    states: list[CustomerState],
+    as_of_ms: int,
+    scorer: RFMScorer,
+    clusters: ClusterSnapshot | None = None,
+) -> dict:
     """Size and mean R/F/M of every named segment, as of ``as_of_ms``."""
     sizes: Counter[str] = Counter()
     sums: dict[str, list[float]] = {s: [0.0, 0.0, 0.0] for s in SEGMENTS}
@@ -87,5 +106,18 @@ def segment_summary(states: list[CustomerState], as_of_ms: int, scorer: RFMScore
         "customers": len(states),
         "without_purchase": no_purchase,
         "rfm": rows,
-        "clusters": [],
+        "clusters": _cluster_rows(states, clusters),
     }
+
+
+def _cluster_rows(states: list[CustomerState], clusters: ClusterSnapshot | None) -> list[dict]:
+    if clusters is None:
+        return []
+    sizes = Counter(s.cluster_id for s in states if s.cluster_id is not None)
+    rows = []
+    for cluster_id in sorted(set(clusters.ids) | set(sizes)):
+        row = clusters.profile(cluster_id) if cluster_id in clusters.ids else {
+            "id": cluster_id, "label": None, "centroid": None,  # died since, members not yet moved
+        }  # fmt: skip
+        rows.append({**row, "customers": sizes.get(cluster_id, 0)})
+    return rows

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Callable, Sequence
 
 import redis.exceptions
 
 from online_models import churn_risk
+from online_models.clusters import ClusterSnapshot, StableClusterer, kmeans
 from online_models.customer import MS_PER_DAY
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
@@ -24,6 +26,7 @@ from streams.pipeline import (
     fold_batch,
     lookups,
     next_due_ms,
+    reassign_clusters,
     rescore_due,
 )
 from streams.schemas import Limits
@@ -35,6 +38,7 @@ from streams.store import (
     publish_churn_model,
     publish_rfm_edges,
     read_churn_model,
+    read_cluster_snapshot,
     read_histograms,
     read_marks,
     read_rfm_edges,
@@ -71,20 +75,22 @@ class ModelCache:
         self.store = store
         self.static_rfm = static_rfm
         self.models = Models(static_rfm)
-        self.versions = (0, 0)
+        self.versions = (0, 0, 0)
 
-    async def refresh(self, stored: tuple[int, int]) -> Models:
+    async def refresh(self, stored: tuple[int, int, int]) -> Models:
         if stored == self.versions:
             return self.models
-        churn, rfm = self.models.churn, self.models.rfm
+        churn, rfm, clusters = self.models.churn, self.models.rfm, self.models.clusters
         if stored[0] != self.versions[0]:
             churn = await self.store.churn_model()
         if stored[1] != self.versions[1]:
             edges, _ = await self.store.rfm_edges()
             rfm = RFMScorer(**edges) if edges else self.static_rfm
-        self.models = Models(rfm, churn)
+        if stored[2] != self.versions[2]:
+            clusters = await self.store.cluster_snapshot()
+        self.models = Models(rfm, churn, clusters)
         self.versions = stored
-        log.info("models loaded: churn v%s, rfm edges v%s", *stored)
+        log.info("models loaded: churn v%s, rfm edges v%s, clusters v%s", *stored)
         return self.models
 
 
@@ -166,11 +172,13 @@ def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[s
     total.changes += [c for c in out.changes if c.customer_id not in conflicts]
     total.alerts += [a for a in out.alerts if a.customer_id not in conflicts]
     total.states.update({c: s for c, s in out.states.items() if c not in conflicts})
+    total.samples.update({c: x for c, x in out.samples.items() if c not in conflicts})
     return conflicts
 
 
 class Rescorer:
-    """The leader's tick: re-score exactly the customers due by the watermark."""
+    """The leader's tick: re-score exactly the customers due by the watermark, then move
+    one chunk of the sweep that assigns customers to a new cluster snapshot."""
 
     def __init__(self, processor: BatchProcessor, limit: int = 1000):
         self.processor = processor
@@ -182,12 +190,48 @@ class Rescorer:
 
     async def _tick_once(self) -> BatchOutcome:
         total = BatchOutcome()
+        await self._rescore_due(total)
+        await self._sweep_clusters(total)
+        return total
+
+    async def _sweep_clusters(self, total: BatchOutcome) -> None:
+        """Bounded work per tick: a customer who stays silent still gets the new snapshot's
+        cluster, and nobody is relabelled in one storm."""
+        _, versions = await self.store.load({})
+        snapshot = (await self.processor.models.refresh(versions)).clusters
+        if snapshot is None:
+            return
+        position = await self.store.sweep_position()
+        if position.get("swept", 0) >= snapshot.version:
+            return
+        if position.get("sweeping") != snapshot.version:
+            position = {
+                "sweeping": snapshot.version,
+                "cursor": 0,
+                "swept": position.get("swept", 0),
+            }
+        cursor, ids = await self.store.scan_customers(position["cursor"], self.limit)
+        if ids:
+            states, versions = await self.store.load({cid: (set(), set()) for cid in ids})
+            models = await self.processor.models.refresh(versions)
+            out = reassign_clusters([s for s in states.values() if s.version > 0], models)
+            result = await self.store.save(
+                out.states, {}, {"reassigned": len(out.states)}, {}, None
+            )
+            # A lost write: the owner just evaluated that customer with the same snapshot.
+            _merge(total, out, set(result.conflicts))
+        position["cursor"] = cursor
+        if cursor == 0:
+            position["swept"] = snapshot.version
+        await self.store.set_sweep_position(position)
+
+    async def _rescore_due(self, total: BatchOutcome) -> None:
         watermark = (await self.store.marks()).watermark()
         if watermark is None:
-            return total
+            return
         due = await self.store.due_customers(watermark, self.limit)
         if not due:
-            return total
+            return
         states, model_versions = await self.store.load({cid: (set(), set()) for cid in due})
         models = await self.processor.models.refresh(model_versions)
         # A due customer without state (erased, say) is simply dropped from the index.
@@ -197,7 +241,6 @@ class Rescorer:
         result = await self.store.save(out.states, out.due, {"rescored": len(out.states)}, {}, None)
         # A lost write means the owner just wrote the customer: its due time is current again.
         _merge(total, out, set(result.conflicts))
-        return total
 
 
 def reschedule(client, keys: Keys, states, models: Models) -> int:
@@ -214,10 +257,53 @@ def reschedule(client, keys: Keys, states, models: Models) -> int:
 
 
 def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models:
-    """The models in force, read synchronously (CLI, refits): stored edges and churn model."""
+    """The models in force, read synchronously (CLI, refits)."""
     edges = read_rfm_edges(client, keys)
     rfm = RFMScorer(**edges) if edges else settings.scorer()
-    return Models(rfm, churn if churn is not None else read_churn_model(client, keys))
+    churn = churn if churn is not None else read_churn_model(client, keys)
+    return Models(rfm, churn, read_cluster_snapshot(client, keys))
+
+
+class ClusterTrainer:
+    """The one learner: River clustering over the features workers send, snapshotting every
+    ``every`` samples. Its pickled state rides along with each snapshot in Redis, so a
+    restarted or moved trainer resumes with the same ids."""
+
+    def __init__(self, store: StateStore, learner: StableClusterer, every: int, warmup: int = 0):
+        self.store = store
+        self.learner = learner
+        self.every = every
+        self.warmup = warmup  # no snapshot before this many samples: early centroids wander
+        self.since_snapshot = 0
+
+    @classmethod
+    async def resume(cls, store: StateStore, settings: Settings) -> ClusterTrainer:
+        saved = await retry_transient(store.cluster_learner, "loading the cluster learner")
+        # Our own Redis, written by this class only: trusted like the rest of the state.
+        learner = pickle.loads(saved) if saved else StableClusterer(kmeans(settings.clusters))
+        return cls(store, learner, settings.cluster_snapshot_every, settings.cluster_warmup)
+
+    def learn(self, samples: list[dict[str, float]]) -> ClusterSnapshot | None:
+        """Blocking (River, numpy): call it in a thread."""
+        for x in samples:
+            self.learner.learn_one(x)
+        self.since_snapshot += len(samples)
+        if self.since_snapshot < self.every or self.learner.seen < self.warmup:
+            return None
+        self.since_snapshot = 0
+        return self.learner.snapshot()
+
+    async def train(self, samples: list[dict[str, float]]) -> ClusterSnapshot | None:
+        snapshot = await asyncio.to_thread(self.learn, samples)
+        if snapshot is not None:
+            blob = pickle.dumps(self.learner)
+            await retry_transient(
+                lambda: self.store.publish_clusters(snapshot, blob), "publishing clusters"
+            )
+            for event in snapshot.events:
+                log.info("cluster %s %s (snapshot v%s)", event["cluster"], event["event"],
+                         snapshot.version)  # fmt: skip
+        return snapshot
 
 
 def refresh_rfm_edges(settings: Settings) -> dict | None:

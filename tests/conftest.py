@@ -142,9 +142,10 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) 
             for records in consumer.poll(timeout_ms=300).values():
                 out.extend(records)
             if len(out) >= expected:
-                # one more short poll: anything beyond `expected` is a failure to see
-                for records in consumer.poll(timeout_ms=1000).values():
-                    out.extend(records)
+                # drain: keep reading until the topic has nothing more to give
+                while batch := consumer.poll(timeout_ms=1000):
+                    for records in batch.values():
+                        out.extend(records)
                 return out
         return out
     finally:

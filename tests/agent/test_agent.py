@@ -33,6 +33,7 @@ async def _drive(settings: Settings, payloads: list[bytes]) -> tuple[list, list]
     with (
         patch.object(pipeline.dlq, "send", dlq_send),
         patch.object(pipeline.segment_changes, "send", change_send),
+        patch.object(pipeline.features, "send", AsyncMock(side_effect=_delivered)),
     ):
         async with pipeline.apply_events.test_context() as agent:
             for raw in payloads:

@@ -56,3 +56,18 @@ def test_a_lost_write_is_refolded_and_counted_once(settings):
     assert states["c1"].purchases == 1 and str(states["c1"].monetary) == "10.00"
     assert states["c1"].version == 2  # the other writer's bump, then ours
     assert [c.customer_id for c in outcome.changes].count("c1") == 1
+
+
+def test_a_batch_result_carries_what_the_trainer_needs(settings):
+    """Every changed customer's feature vector reaches the outcome the app emits from."""
+    keys = Keys(settings.namespace)
+
+    async def scenario():
+        processor = BatchProcessor(
+            StateStore.from_url(settings.redis_url, keys), RFMScorer(), Limits()
+        )
+        return await processor.process([purchase(0, "a", "o1"), purchase(1, "b", "o2")])
+
+    outcome = asyncio.run(scenario())
+    assert set(outcome.samples) == {"a", "b"}
+    assert outcome.samples["a"]["frequency"] > 0

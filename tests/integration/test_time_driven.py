@@ -119,6 +119,7 @@ def test_churners_alerted_after_crossing_and_champion_decays(rtba_env, settings,
     # The champion went silent after week 9 and decays with no event of its own.
     changes = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, 1, timeout=10)
     champ = [json.loads(r.value) for r in changes if r.key == b"champ"]
+    champ = [c for c in champ if c["kind"] == "rfm"]
     timed = [(c["from"], c["to"], to_epoch_ms(c["at"])) for c in champ if c["reason"] == "time"]
     last = week_ms(9)
     scorer = settings.scorer()
