@@ -351,7 +351,8 @@ def fold_batch(
         evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
     for cid, state in out.states.items():
         out.due[cid] = next_due_ms(state, models)
-        out.samples[cid] = behaviour_features(state, state.clock_ms)
+        if out.counts[cid][0]:  # only applied events are new evidence for the trainer
+            out.samples[cid] = behaviour_features(state, state.clock_ms)
         out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state))
     return out
 

@@ -3,13 +3,17 @@ a batch computation on the file itself, for every customer."""
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from streams.keys import Keys
+from streams.store import connect, read_marks
 from tests.conftest import json_lines, run_rtba, wait_for_records
 
 pytestmark = pytest.mark.integration
@@ -106,3 +110,44 @@ def test_replay_profiles_match_batch(rtba_env, settings, worker, redis_client, t
     base = expected["00001"]["btyd"]
     assert later[0]["btyd"]["T_days"] == pytest.approx(base["T_days"] + 7)
     assert later[0]["btyd"]["x"] == base["x"]
+
+
+def test_replay_again_after_a_restart_changes_no_result(rtba_env, settings, worker, redis_client,
+                                                        tmp_path):  # fmt: skip
+    rtba_env.update(RTBA_CLUSTER_WARMUP="40", RTBA_CLUSTER_SNAPSHOT_EVERY="40", RTBA_TICK_S="0.3")
+    path = tmp_path / "purchases.txt"
+    rows = write_cdnow_like(path, seed=23)
+    args = [
+        "replay", str(path), "--customer-col", "0", "--time-col", "1", "--amount-col", "3",
+        "--time-format", "%Y%m%d", "--sep", "whitespace", "--no-header",
+        "--end-time", END.isoformat(),
+    ]  # fmt: skip
+    sent = len(rows) + 1 + settings.partitions
+    worker.start()
+    run_rtba(rtba_env, *args)
+    wait_for_records(redis_client, settings, sent, worker)
+    fitted = json.loads(run_rtba(rtba_env, "churn", "fit", "--json").stdout)
+    assert fitted["customers"] == len({r[0] for r in rows})
+
+    def results() -> dict:
+        """Once the leader is idle (nothing due, clusters swept): what a user reads back."""
+        keys = Keys(settings.namespace)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            snapshot = redis_client.hget(keys.cluster_model, "version")
+            swept = redis_client.hget(keys.cluster_sweep, "swept")
+            watermark = read_marks(connect(settings.redis_url), keys).watermark()
+            if snapshot and swept == snapshot and not redis_client.zcount(keys.due, 0, watermark):
+                break
+            time.sleep(0.3)
+        profiles = json_lines(run_rtba(rtba_env, "profile", "--all", "--json").stdout)
+        return {p["customer_id"]: (p["segment"], p["cluster"]["id"], p["churn_risk"])
+                for p in profiles}  # fmt: skip
+
+    first = results()
+    assert all(cluster is not None and risk is not None for _, cluster, risk in first.values())
+    worker.stop()
+    worker.start()  # a restarted worker, then the same file again
+    run_rtba(rtba_env, *args)
+    wait_for_records(redis_client, settings, 2 * sent, worker)
+    assert results() == first

@@ -67,6 +67,7 @@ def test_redelivered_records_change_nothing():
     stored.seen_keys, stored.seen_days = set(first.states["c1"].seen_keys), set()
     again, _ = run([rec(0, purchase(0)), rec(1, purchase(1))], {"c1": stored})
     assert again.redelivered == 2 and again.applied == 0 and not again.changes
+    assert again.samples == {}  # nothing new for the cluster trainer either
     assert stored.purchases == 2
 
 
