@@ -220,6 +220,8 @@ def cmd_segments(args, settings: Settings) -> int:
     states = read_states(client, keys, all_customer_ids(client, keys))
     summary = segment_summary(states, as_of, rfm, models.clusters)
     summary["cluster_snapshot"] = models.clusters.version if models.clusters else None
+    # clusters that appeared or died at that snapshot, versus the one before
+    summary["cluster_events"] = models.clusters.events if models.clusters else []
     summary["rfm_edges"] = {
         "recency_days": rfm.recency_edges,
         "frequency": rfm.frequency_edges,
