@@ -63,19 +63,69 @@ def _arrays(*columns):
     return [np.asarray(c, dtype=float) for c in columns]
 
 
-class BTYDModel:
-    """Shared fitting machinery of the BG/NBD family."""
+def _maximise(mean_log_likelihood, starts, penalizer: float):
+    """Maximum likelihood over positive parameters: L-BFGS-B on their logs, from each start,
+    keeping the best optimum (these likelihoods have flat ridges and local optima)."""
+
+    def objective(log_params):
+        params = np.exp(log_params)
+        value = -(mean_log_likelihood(params) - penalizer * np.sum(params**2))
+        return value if np.isfinite(value) else 1e12
+
+    best = None
+    for start in starts:
+        res = minimize(objective, np.log(start), method="L-BFGS-B", bounds=[(-12, 12)] * len(start))
+        if best is None or res.fun < best.fun:
+            best = res
+    return best
+
+
+class _FittedModel:
+    """Parameters, fit figures and their dict form, shared by the models here."""
 
     name = ""
-    param_names = ("r", "alpha", "a", "b")
+    param_names: tuple[str, ...] = ()
 
-    def __init__(self, penalizer: float = 0.0, seed: int = 0):
+    def __init__(self, penalizer: float = 0.0):
         self.penalizer = penalizer
-        self.seed = seed
         self.params: dict[str, float] | None = None
         self.log_likelihood: float | None = None
         self.customers = 0
         self.converged = False
+
+    def _store_fit(self, best, log_likelihood: float, customers: int) -> None:
+        self.params = dict(zip(self.param_names, map(float, np.exp(best.x)), strict=True))
+        self.log_likelihood = float(log_likelihood)
+        self.customers = int(customers)
+        self.converged = bool(best.success)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.name,
+            "params": self.params,
+            "log_likelihood": self.log_likelihood,
+            "customers": self.customers,
+            "converged": self.converged,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        model = cls()
+        model.params = {k: float(v) for k, v in data["params"].items()}
+        model.log_likelihood = data.get("log_likelihood")
+        model.customers = data.get("customers", 0)
+        model.converged = data.get("converged", True)
+        return model
+
+
+class BTYDModel(_FittedModel):
+    """Shared fitting machinery of the BG/NBD family."""
+
+    param_names = ("r", "alpha", "a", "b")
+
+    def __init__(self, penalizer: float = 0.0, seed: int = 0):
+        super().__init__(penalizer)
+        self.seed = seed
 
     # subclasses: per-customer log-likelihood of (x, t_x, T) under params
     @staticmethod
@@ -96,23 +146,11 @@ class BTYDModel:
         rows, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
         ux, ut_x, uT = rows.T
 
-        def objective(log_params):
-            params = np.exp(log_params)
-            ll = np.sum(counts * self._ll(*params, ux, ut_x, uT))
-            penalty = self.penalizer * np.sum(params**2)
-            value = -(ll - penalty) / counts.sum()
-            return value if np.isfinite(value) else 1e12
+        def mean_ll(params):
+            return np.sum(counts * self._ll(*params, ux, ut_x, uT)) / counts.sum()
 
-        best = None
-        for start in _STARTS:
-            res = minimize(objective, np.log(start), method="L-BFGS-B",
-                           bounds=[(-12, 12)] * 4)  # fmt: skip
-            if best is None or res.fun < best.fun:
-                best = res
-        self.params = dict(zip(self.param_names, map(float, np.exp(best.x)), strict=True))
-        self.log_likelihood = float(np.sum(counts * self._ll(*np.exp(best.x), ux, ut_x, uT)))
-        self.customers = int(counts.sum())
-        self.converged = bool(best.success)
+        best = _maximise(mean_ll, _STARTS, self.penalizer)
+        self._store_fit(best, mean_ll(np.exp(best.x)) * counts.sum(), counts.sum())
         return self
 
     def _require_fit(self):
@@ -120,24 +158,6 @@ class BTYDModel:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
         p = self.params
         return p["r"], p["alpha"], p["a"], p["b"]
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.name,
-            "params": self.params,
-            "log_likelihood": self.log_likelihood,
-            "customers": self.customers,
-            "converged": self.converged,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> BTYDModel:
-        model = cls()
-        model.params = {k: float(v) for k, v in data["params"].items()}
-        model.log_likelihood = data.get("log_likelihood")
-        model.customers = data.get("customers", 0)
-        model.converged = data.get("converged", True)
-        return model
 
 
 class BGNBD(BTYDModel):
@@ -229,7 +249,7 @@ class ModifiedBGNBD(BTYDModel):
 MODELS = {m.name: m for m in (BGNBD, ModifiedBGNBD)}
 
 
-class GammaGamma:
+class GammaGamma(_FittedModel):
     """Spend per transaction: Gamma(p, nu) values, nu ~ Gamma(q, gamma) across customers.
 
     Fitted on customers with x >= 1 repeat purchases and their mean repeat value.
@@ -248,13 +268,7 @@ class GammaGamma:
     """
 
     name = "gamma_gamma"
-
-    def __init__(self, penalizer: float = 0.0):
-        self.penalizer = penalizer
-        self.params: dict[str, float] | None = None
-        self.log_likelihood: float | None = None
-        self.customers = 0
-        self.converged = False
+    param_names = ("p", "q", "gamma")
 
     @staticmethod
     def _ll(p, q, gamma, x, m):
@@ -270,20 +284,12 @@ class GammaGamma:
         if len(x) < 2:
             raise ValueError("Gamma-Gamma needs at least two repeat customers with spend > 0")
 
-        def objective(log_params):
-            params = np.exp(log_params)
-            value = -(np.sum(self._ll(*params, x, m)) - self.penalizer * np.sum(params**2)) / len(x)
-            return value if np.isfinite(value) else 1e12
+        def mean_ll(params):
+            return np.sum(self._ll(*params, x, m)) / len(x)
 
-        best = None
-        for start in ((1.0, 1.0, 1.0), (5.0, 3.0, 20.0), (2.0, 10.0, 100.0)):
-            res = minimize(objective, np.log(start), method="L-BFGS-B", bounds=[(-12, 12)] * 3)
-            if best is None or res.fun < best.fun:
-                best = res
-        self.params = dict(zip(("p", "q", "gamma"), map(float, np.exp(best.x)), strict=True))
-        self.log_likelihood = float(np.sum(self._ll(*np.exp(best.x), x, m)))
-        self.customers = len(x)
-        self.converged = bool(best.success)
+        best = _maximise(mean_ll, ((1.0, 1.0, 1.0), (5.0, 3.0, 20.0), (2.0, 10.0, 100.0)),
+                         self.penalizer)  # fmt: skip
+        self._store_fit(best, mean_ll(np.exp(best.x)) * len(x), len(x))
         return self
 
     def expected_spend(self, x, m):
@@ -294,16 +300,3 @@ class GammaGamma:
         x, m = _arrays(x, m)
         population_mean = gamma * p / (q - 1) if q > 1 else math.nan
         return np.where(x > 0, (gamma + x * m) * p / (p * x + q - 1), population_mean)
-
-    def to_dict(self) -> dict:
-        return {"model": self.name, "params": self.params, "log_likelihood": self.log_likelihood,
-                "customers": self.customers, "converged": self.converged}  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GammaGamma:
-        model = cls()
-        model.params = {k: float(v) for k, v in data["params"].items()}
-        model.log_likelihood = data.get("log_likelihood")
-        model.customers = data.get("customers", 0)
-        model.converged = data.get("converged", True)
-        return model

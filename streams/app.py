@@ -134,27 +134,24 @@ def create_app(settings: Settings) -> Pipeline:
         except Exception:
             log.exception("re-scoring tick failed; the next tick retries")
 
+    async def in_background(job, what: str) -> None:
+        """Run a blocking leader job (population scan, optimiser) off the event loop."""
+        try:
+            result = await asyncio.to_thread(job, settings)
+        except Exception:
+            log.exception("%s failed; the next run retries", what)
+            return
+        if result:
+            log.info("%s: %s", what, result)
+
     @app.timer(settings.churn_refit_s, on_leader=True)
     async def refit_churn_model():
-        try:
-            # The optimiser and the population scan are blocking: off the event loop.
-            fitted = await asyncio.to_thread(refit_churn, settings)
-        except Exception:
-            log.exception("churn refit failed; the next one retries")
-            return
-        if fitted:
-            log.info("churn model refitted: %s", fitted)
+        await in_background(refit_churn, "churn refit")
 
     if settings.rfm_adaptive:
 
         @app.timer(settings.rfm_refresh_s, on_leader=True)
         async def refresh_rfm_scores():
-            try:
-                refreshed = await asyncio.to_thread(refresh_rfm_edges, settings)
-            except Exception:
-                log.exception("RFM edge refresh failed; the next one retries")
-                return
-            if refreshed:
-                log.info("RFM edges refreshed: %s", refreshed)
+            await in_background(refresh_rfm_edges, "RFM edge refresh")
 
     return Pipeline(app, events, dlq, segment_changes, churn_risk, features, apply_events, emit)
