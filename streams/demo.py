@@ -39,11 +39,24 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _tail_from_now(settings: Settings) -> KafkaConsumer:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","))
-    parts = consumer.partitions_for_topic(settings.segment_changes_topic) or set()
-    tps = [TopicPartition(settings.segment_changes_topic, p) for p in sorted(parts)]
+    tps = [
+        TopicPartition(topic, p)
+        for topic in (settings.segment_changes_topic, settings.churn_risk_topic)
+        for p in sorted(consumer.partitions_for_topic(topic) or set())
+    ]
     consumer.assign(tps)
     consumer.seek_to_end(*tps)
     return consumer
+
+
+def _line(event: dict) -> str:
+    when = event["at"][:19]
+    if "churn_risk" in event:
+        quiet = f"{event['recency_days']:.0f} days quiet"
+        return (f"{when}  {event['customer_id']}  CHURN RISK {event['churn_risk']:.2f} "
+                f"(p_alive {event['p_alive']:.2f}, {quiet})")  # fmt: skip
+    return (f"{when}  {event['customer_id']}  {event['kind']:7} "
+            f"{event['from'] or '(new)':>20} -> {event['to']:<20} [{event['reason']}]")  # fmt: skip
 
 
 def run_demo(settings: Settings, args) -> int:
@@ -60,6 +73,9 @@ def run_demo(settings: Settings, args) -> int:
     # The children get the stack's address; this process keeps its own environment so
     # that `stack.down` still knows the stack as one it started.
     env = {**os.environ, "KAFKA_BOOTSTRAP": info["kafka_bootstrap"], "REDIS_URL": info["redis_url"]}
+    # A demo compresses a year into minutes: refit and refresh often enough to be seen.
+    env.setdefault("RTBA_CHURN_REFIT_S", "20")
+    env.setdefault("RTBA_RFM_REFRESH_S", "10")
     live = Settings.from_env(env)
     signal.signal(signal.SIGTERM, _interrupt)  # stop everything on `kill` as on Ctrl-C
     consumer = _tail_from_now(live)
@@ -78,11 +94,8 @@ def run_demo(settings: Settings, args) -> int:
         while deadline is None or time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    change = json.loads(record.value)
                     seen += 1
-                    print(f"{change['at'][:19]}  {change['customer_id']}  "
-                          f"{change['from'] or '(new)':>20} -> {change['to']:<20} "
-                          f"[{change['reason']}]", flush=True)  # fmt: skip
+                    print(_line(json.loads(record.value)), flush=True)
             if worker.poll() is not None:
                 print("rtba demo: the worker exited", file=sys.stderr)
                 return 1
@@ -97,5 +110,5 @@ def run_demo(settings: Settings, args) -> int:
         consumer.close()
         if started_stack:
             stack.down(settings)
-    print(f"rtba demo: {seen} segment changes shown", file=sys.stderr)
+    print(f"rtba demo: {seen} segment changes and churn alerts shown", file=sys.stderr)
     return 0 if seen else 1
