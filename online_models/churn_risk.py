@@ -63,6 +63,11 @@ class ChurnScorer:
     rearm_below: float = 0.5
     version: int = 0
 
+    def risk(self, state: CustomerState, as_of_ms: int) -> float | None:
+        """1 - P(alive) alone: what the hot path needs (no expectations computed)."""
+        summary = btyd_weeks(state, as_of_ms)
+        return None if summary is None else 1.0 - float(self.model.p_alive(*summary))
+
     def score(self, state: CustomerState, as_of_ms: int) -> dict | None:
         summary = btyd_weeks(state, as_of_ms)
         if summary is None:
@@ -114,7 +119,7 @@ class ChurnScorer:
         # The closed form is exact; floats are not. Step to the first millisecond at which the
         # computed risk really is >= threshold, so the alert's time and its risk agree.
         for _ in range(1000):
-            if self.score(state, crossing)["churn_risk"] >= self.threshold:
+            if self.risk(state, crossing) >= self.threshold:
                 break
             crossing += 1
         return crossing

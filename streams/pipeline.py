@@ -237,20 +237,19 @@ def evaluate(
     churn = models.churn
     if churn is None:
         return
-    score = churn.score(state, now_ms)
+    # Only P(alive) here: the full score (three expectations) is for an alert that fires.
+    risk = churn.risk(state, now_ms)
     # At the crossing instant float rounding can leave risk a hair under the threshold; the
     # crossing time itself is the authority, or the alert would slip to the next due time.
     crossing = churn.risk_crossing_ms(state) if state.churn_armed else None
-    reached = score["churn_risk"] >= churn.threshold or (
-        crossing is not None and now_ms >= crossing
-    )
+    reached = risk >= churn.threshold or (crossing is not None and now_ms >= crossing)
     if state.churn_armed and reached:
         out.alerts.append(ChurnAlert(
-            state.customer_id, now_ms, score, churn.model.name, churn.threshold,
-            features["recency_days"],
+            state.customer_id, now_ms, churn.score(state, now_ms), churn.model.name,
+            churn.threshold, features["recency_days"],
         ))  # fmt: skip
         state.churn_armed = False
-    elif not state.churn_armed and score["churn_risk"] < churn.rearm_below:
+    elif not state.churn_armed and risk < churn.rearm_below:
         state.churn_armed = True
 
 
