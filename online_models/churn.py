@@ -29,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -37,6 +38,12 @@ from scipy.special import gammaln, roots_jacobi
 
 _STARTS = ((1.0, 1.0, 1.0, 1.0), (0.3, 5.0, 0.8, 2.5), (2.0, 20.0, 0.5, 5.0))
 _NODES = 48
+
+
+@functools.lru_cache(maxsize=4096)
+def _jacobi(b: float, a: float) -> tuple[np.ndarray, np.ndarray]:
+    # Nodes depend on (a, b + x) only: customers share them, and computing them dominates.
+    return roots_jacobi(_NODES, b - 1, a - 1)
 
 
 def expected_while_alive(t: float, r, alpha, a, b):
@@ -52,7 +59,7 @@ def expected_while_alive(t: float, r, alpha, a, b):
     out = np.empty(r.shape)
     for idx in np.ndindex(r.shape):
         # weight (1 - u)^(b - 1) (1 + u)^(a - 1) on [-1, 1], i.e. p = (1 + u) / 2 ~ Beta(a, b)
-        u, w = roots_jacobi(_NODES, b[idx] - 1, a[idx] - 1)
+        u, w = _jacobi(float(b[idx]), float(a[idx]))
         p = (1 + u) / 2
         g = -np.expm1(r[idx] * np.log1p(-p * t / (alpha[idx] + p * t))) / p
         out[idx] = np.sum(w * g) / np.sum(w)
