@@ -124,9 +124,6 @@ class BatchOutcome:
     alerts: list[ChurnAlert] = field(default_factory=list)
     due: dict[str, int | None] = field(default_factory=dict)  # next due time per changed customer
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
-    applied: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
     # per customer: [applied, duplicates, redelivered], so a lost write can be taken back
     counts: dict[str, list[int]] = field(default_factory=dict)
     # per changed customer: its behaviour features, for the cluster trainer
@@ -135,6 +132,18 @@ class BatchOutcome:
     histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
+
+    @property
+    def applied(self) -> int:
+        return sum(c[0] for c in self.counts.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(c[1] for c in self.counts.values())
+
+    @property
+    def redelivered(self) -> int:
+        return sum(c[2] for c in self.counts.values())
 
     def partition_marks(self, allowed_lateness_ms: int) -> dict[int, int]:
         """Each source partition's event-time mark: max(max event ts - allowed lateness,
@@ -336,16 +345,13 @@ def fold_batch(
         if event.customer_id not in before:
             before[event.customer_id] = histogram_point(state)
         if state.already_applied(record.partition, record.offset):
-            out.redelivered += 1
             counts[2] += 1
             continue
         state.mark_applied(record.partition, record.offset)
         out.states[event.customer_id] = state
         if not _apply(state, event):
-            out.duplicates += 1
             counts[1] += 1
             continue
-        out.applied += 1
         counts[0] += 1
         evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
     for cid, state in out.states.items():

@@ -164,11 +164,7 @@ def _sum_deltas(added, taken_back) -> dict[tuple[str, int], int]:
 
 def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[str]:
     """Add a fold's results to ``total``, except those of customers whose write lost."""
-    for cid, (applied, duplicates, redelivered) in out.counts.items():
-        if cid not in conflicts:
-            total.applied += applied
-            total.duplicates += duplicates
-            total.redelivered += redelivered
+    total.counts.update({c: n for c, n in out.counts.items() if c not in conflicts})
     total.changes += [c for c in out.changes if c.customer_id not in conflicts]
     total.alerts += [a for a in out.alerts if a.customer_id not in conflicts]
     total.states.update({c: s for c, s in out.states.items() if c not in conflicts})
