@@ -61,7 +61,7 @@ def population(seed: int, customers: int, events: int):
                              discounted=Decimal(e["discount"]) > 0,
                              items=sum(i["quantity"] for i in e["items"]))  # fmt: skip
         elif e["type"] == "refund":
-            s.apply_refund(ts, Decimal(e["amount"]), e["event_id"])
+            s.apply_refund(ts, Decimal(e["amount"]), e["order_id"], e["event_id"])
         else:
             s.apply_click(ts, e["action"], e.get("category"))
     truth = synthetic.personas(seed, customers)

@@ -81,10 +81,18 @@ def _maximise(mean_log_likelihood, starts, penalizer: float):
 
     best = None
     for start in starts:
-        res = minimize(objective, np.log(start), method="L-BFGS-B", bounds=[(-12, 12)] * len(start))
+        res = minimize(objective, np.log(start), method="L-BFGS-B", bounds=[_BOUNDS] * len(start))
         if best is None or res.fun < best.fun:
             best = res
     return best
+
+
+_BOUNDS = (-12.0, 12.0)  # log-parameters: e^-12 .. e^12
+
+
+def _on_bound(log_params) -> bool:
+    """An optimum at a box bound is the box's answer, not the likelihood's."""
+    return bool(np.any(np.abs(np.abs(np.asarray(log_params)) - _BOUNDS[1]) < 1e-3))
 
 
 class _FittedModel:
@@ -104,7 +112,7 @@ class _FittedModel:
         self.params = dict(zip(self.param_names, map(float, np.exp(best.x)), strict=True))
         self.log_likelihood = float(log_likelihood)
         self.customers = int(customers)
-        self.converged = bool(best.success)
+        self.converged = bool(best.success) and not _on_bound(best.x)
 
     def to_dict(self) -> dict:
         return {
@@ -290,13 +298,20 @@ class GammaGamma(_FittedModel):
         x, m = x[keep], m[keep]
         if len(x) < 2:
             raise ValueError("Gamma-Gamma needs at least two repeat customers with spend > 0")
+        # Fit in units of the median spend: p and q have no unit and gamma scales with the
+        # money, so the fit is the same in cents, dollars or rupiah (gamma is scaled back).
+        unit = float(np.median(m))
+        scaled = m / unit
 
         def mean_ll(params):
-            return np.sum(self._ll(*params, x, m)) / len(x)
+            return np.sum(self._ll(*params, x, scaled)) / len(x)
 
-        best = _maximise(mean_ll, ((1.0, 1.0, 1.0), (5.0, 3.0, 20.0), (2.0, 10.0, 100.0)),
+        best = _maximise(mean_ll, ((1.0, 1.0, 1.0), (5.0, 3.0, 0.5), (2.0, 10.0, 5.0)),
                          self.penalizer)  # fmt: skip
-        self._store_fit(best, mean_ll(np.exp(best.x)) * len(x), len(x))
+        # the likelihood of values in units of `unit` is the money likelihood times unit^n
+        log_likelihood = (mean_ll(np.exp(best.x)) - np.log(unit)) * len(x)
+        self._store_fit(best, log_likelihood, len(x))
+        self.params["gamma"] *= unit
         return self
 
     def expected_spend(self, x, m):

@@ -21,13 +21,11 @@ MS_PER_WEEK = 7 * MS_PER_DAY
 
 def btyd_weeks(state: CustomerState, as_of_ms: int) -> tuple[int, float, float] | None:
     """(x, t_x, T) in weeks as of ``as_of_ms``; None before the first purchase."""
-    if state.first_purchase_ms is None:
+    summary = state.btyd_ms(as_of_ms)
+    if summary is None:
         return None
-    t_x = (state.last_purchase_ms - state.first_purchase_ms) / MS_PER_WEEK
-    big_t = max(
-        as_of_ms - state.first_purchase_ms, state.last_purchase_ms - state.first_purchase_ms
-    )
-    return state.purchase_days - 1, t_x, big_t / MS_PER_WEEK
+    x, t_x, big_t = summary
+    return x, t_x / MS_PER_WEEK, big_t / MS_PER_WEEK
 
 
 def population(states, as_of_ms: int):
@@ -110,7 +108,7 @@ class ChurnScorer:
             k = p["a"] / (p["b"] + x - 1)
         else:
             k = p["a"] / (p["b"] + x)
-        t_x = (state.last_purchase_ms - state.first_purchase_ms) / MS_PER_WEEK
+        t_x = state.btyd_ms(state.first_purchase_ms)[1] / MS_PER_WEEK
         odds = self.threshold / (1 - self.threshold)
         # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds
         big_t = (p["alpha"] + t_x) * (odds / k) ** (1 / (p["r"] + x)) - p["alpha"]

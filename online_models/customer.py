@@ -1,14 +1,22 @@
 """One customer's behaviour state, folded event by event.
 
-Every update is commutative (min, max, sums, set membership), so the state
-after a set of events does not depend on the order they arrived in; only
-de-duplication (a repeated order id counts once) looks at arrival order, and
-keeps the first occurrence.
+Purchases and refunds are kept per order (:class:`Order`), and every purchase
+figure (orders, purchase days, first and last purchase, monetary and repeat
+value) is derived from the orders, so the state after a set of events does not
+depend on the order they arrived in; only de-duplication (a repeated order id
+counts once) looks at arrival order, and keeps the first occurrence.
+
+The refund rule (docs/decisions.md, "Orders and refunds"): a refund belongs to
+its order and lowers it by at most what is left of it; a refund that arrives
+before its order waits on the order and is applied when it comes; a fully
+refunded order (amount > 0, nothing left) is no purchase: it counts toward
+neither F nor x and sets neither first nor last purchase. A free order
+(amount 0) is a purchase.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 MS_PER_DAY = 86_400_000
@@ -31,14 +39,58 @@ def _min(a: int | None, b: int) -> int:
     return b if a is None or b < a else a
 
 
+@dataclass(frozen=True)
+class Order:
+    """One order id of a customer: placed (``ts_ms`` set) or only refunded so far.
+
+    ``refunded`` is what the refunds credited to it add up to: at most ``amount`` once the
+    order is placed; before that, everything its early refunds asked for.
+
+    >>> Order(5, Decimal("10"), Decimal("10")).counts, Order(5, Decimal("0")).counts
+    (False, True)
+    >>> Order.decode(Order(5, Decimal("9.5"), Decimal("1"), 2, True).encode())
+    Order(ts_ms=5, amount=Decimal('9.5'), refunded=Decimal('1'), items=2, discounted=True)
+    """
+
+    ts_ms: int | None = None
+    amount: Decimal = Decimal(0)
+    refunded: Decimal = Decimal(0)
+    items: int = 0
+    discounted: bool = False
+
+    @property
+    def placed(self) -> bool:
+        return self.ts_ms is not None
+
+    @property
+    def counts(self) -> bool:
+        """Whether this is a purchase: placed, and not refunded in full (a free order is)."""
+        return self.placed and (self.amount == 0 or self.refunded < self.amount)
+
+    @property
+    def net(self) -> Decimal:
+        return self.amount - self.refunded if self.placed else Decimal(0)
+
+    def encode(self) -> str:
+        ts = "" if self.ts_ms is None else str(self.ts_ms)
+        return f"{ts}|{self.amount}|{self.refunded}|{self.items}|{int(self.discounted)}"
+
+    @classmethod
+    def decode(cls, text: str) -> Order:
+        ts, amount, refunded, items, discounted = text.split("|")
+        return cls(int(ts) if ts else None, Decimal(amount), Decimal(refunded), int(items),
+                   discounted == "1")  # fmt: skip
+
+
 @dataclass
 class CustomerState:
     """RFM and behaviour state of one customer.
 
-    ``seen_keys`` and ``seen_days`` hold the de-duplication keys and purchase
-    days known so far; a store may load only the ones a batch asks about.
-    ``new_keys`` and ``new_days`` collect what this fold added, for the store
-    to persist.
+    ``orders`` holds the customer's orders when a fold needs them (a store loads them for
+    customers with a purchase or refund in the batch); the purchase figures are cached
+    beside them, so readers that only score need not load the orders. ``seen_keys`` holds
+    the refund ids known so far; ``new_keys`` and ``changed_orders`` collect what a fold
+    added, for the store to persist.
 
     Examples
     --------
@@ -49,12 +101,16 @@ class CustomerState:
     False
     >>> s.apply_purchase(1_700_000_000_000 + 3 * MS_PER_DAY, Decimal("12.50"), "o2")
     True
-    >>> s.apply_refund(1_700_000_000_000 + 4 * MS_PER_DAY, Decimal("2.50"), "r1")
+    >>> s.apply_refund(1_700_000_000_000 + 4 * MS_PER_DAY, Decimal("2.50"), "o2", "r1")
     True
     >>> s.purchases, s.purchase_days, s.monetary, s.repeat_value
-    (2, 2, Decimal('40.00'), Decimal('12.50'))
+    (2, 2, Decimal('40.00'), Decimal('10.00'))
     >>> s.btyd(1_700_000_000_000 + 7 * MS_PER_DAY)["t_x_days"]
     3.0
+    >>> s.apply_refund(1_700_000_000_000 + 5 * MS_PER_DAY, Decimal("50"), "o2", "r2")  # capped
+    True
+    >>> s.purchases, s.purchase_days, s.monetary, s.last_purchase_ms == s.first_purchase_ms
+    (1, 1, Decimal('30.00'), True)
     """
 
     customer_id: str
@@ -63,9 +119,9 @@ class CustomerState:
     purchases: int = 0
     purchase_days: int = 0
     first_day: int | None = None
-    first_day_amount: Decimal = Decimal(0)
-    gross: Decimal = Decimal(0)
-    refunds: Decimal = Decimal(0)
+    first_day_amount: Decimal = Decimal(0)  # net value of the first purchase day's orders
+    gross: Decimal = Decimal(0)  # placed orders' amounts
+    refunds: Decimal = Decimal(0)  # refunds credited to placed orders (each capped)
     items: int = 0  # item quantity over all purchases (basket size)
     discounted: int = 0  # purchases that carried a discount
     first_event_ms: int | None = None
@@ -79,10 +135,11 @@ class CustomerState:
     applied_partition: int | None = None
     applied_offset: int | None = None
     version: int = 0
+    orders: dict[str, Order] = field(default_factory=dict, repr=False)
+    orders_loaded: bool = field(default=True, repr=False)  # False: `orders` is not all of them
     seen_keys: set[str] = field(default_factory=set, repr=False)
-    seen_days: set[int] = field(default_factory=set, repr=False)
     new_keys: set[str] = field(default_factory=set, repr=False)
-    new_days: set[int] = field(default_factory=set, repr=False)
+    changed_orders: set[str] = field(default_factory=set, repr=False)
 
     # -- derived values -------------------------------------------------------
 
@@ -97,13 +154,13 @@ class CustomerState:
 
     @property
     def monetary(self) -> Decimal:
-        """Purchases minus refunds."""
+        """Purchases minus refunds (never below zero: a refund is capped at its order)."""
         return self.gross - self.refunds
 
     @property
     def repeat_value(self) -> Decimal:
-        """Purchase value on the days after the first purchase day (BTYD repeat purchases)."""
-        return self.gross - self.first_day_amount
+        """Net value of the purchases on days after the first purchase day (BTYD repeats)."""
+        return self.monetary - self.first_day_amount
 
     def recency_days(self, as_of_ms: int) -> float | None:
         """Classic RFM recency: days from the last purchase to ``as_of_ms`` (never negative)."""
@@ -111,19 +168,25 @@ class CustomerState:
             return None
         return max(0, as_of_ms - self.last_purchase_ms) / MS_PER_DAY
 
-    def btyd(self, as_of_ms: int) -> dict[str, float | int] | None:
-        """The BG/NBD summary (x, t_x, T) in days and weeks, as of ``as_of_ms``."""
+    def btyd_ms(self, as_of_ms: int) -> tuple[int, int, int] | None:
+        """(x, t_x, T) with times in ms. Purchases are aggregated per UTC day (as in the BTYD
+        literature): x counts purchase days after the first, and a customer with a single
+        purchase day has t_x = 0 however far apart its orders on that day were.
+        T is never below t_x."""
         if self.first_purchase_ms is None:
             return None
-        t_x = (self.last_purchase_ms - self.first_purchase_ms) / MS_PER_DAY
-        big_t = max(0, as_of_ms - self.first_purchase_ms) / MS_PER_DAY
-        return {
-            "x": self.purchase_days - 1,
-            "t_x_days": t_x,
-            "T_days": big_t,
-            "t_x_weeks": t_x / 7,
-            "T_weeks": big_t / 7,
-        }
+        x = self.purchase_days - 1
+        t_x = self.last_purchase_ms - self.first_purchase_ms if x > 0 else 0
+        return x, t_x, max(as_of_ms - self.first_purchase_ms, t_x)
+
+    def btyd(self, as_of_ms: int) -> dict[str, float | int] | None:
+        """The BG/NBD summary (x, t_x, T) in days and weeks, as of ``as_of_ms``."""
+        summary = self.btyd_ms(as_of_ms)
+        if summary is None:
+            return None
+        x, t_x, big_t = summary[0], summary[1] / MS_PER_DAY, summary[2] / MS_PER_DAY
+        return {"x": x, "t_x_days": t_x, "T_days": big_t, "t_x_weeks": t_x / 7,
+                "T_weeks": big_t / 7}  # fmt: skip
 
     # -- the fold ------------------------------------------------------------
 
@@ -138,16 +201,34 @@ class CustomerState:
     def mark_applied(self, partition: int, offset: int) -> None:
         self.applied_partition, self.applied_offset = partition, offset
 
-    def _first_time(self, key: str) -> bool:
-        if key in self.seen_keys:
-            return False
-        self.seen_keys.add(key)
-        self.new_keys.add(key)
-        return True
-
     def _touch(self, ts_ms: int) -> None:
         self.last_event_ms = _max(self.last_event_ms, ts_ms)
         self.first_event_ms = _min(self.first_event_ms, ts_ms)
+
+    def _set_order(self, order_id: str, order: Order) -> None:
+        if not self.orders_loaded:
+            # the figures are derived from every order: a partial set would corrupt them
+            raise RuntimeError(f"orders of {self.customer_id!r} were not loaded")
+        self.orders[order_id] = order
+        self.changed_orders.add(order_id)
+        self._derive_purchases()
+
+    def _derive_purchases(self) -> None:
+        """Every purchase figure from the orders: exact whatever order events arrived in."""
+        placed = [o for o in self.orders.values() if o.placed]
+        buys = [o for o in placed if o.counts]
+        days = {utc_day(o.ts_ms) for o in buys}
+        self.gross = sum((o.amount for o in placed), Decimal(0))
+        self.refunds = sum((o.refunded for o in placed), Decimal(0))
+        self.purchases, self.purchase_days = len(buys), len(days)
+        self.items = sum(o.items for o in buys)
+        self.discounted = sum(o.discounted for o in buys)
+        self.first_purchase_ms = min((o.ts_ms for o in buys), default=None)
+        self.last_purchase_ms = max((o.ts_ms for o in buys), default=None)
+        self.first_day = min(days, default=None)
+        self.first_day_amount = sum(
+            (o.net for o in buys if utc_day(o.ts_ms) == self.first_day), Decimal(0)
+        )
 
     def apply_purchase(
         self,
@@ -158,36 +239,35 @@ class CustomerState:
         discounted: bool = False,
         items: int = 0,
     ) -> bool:
-        """Count a purchase; returns False (and changes nothing) for a repeated order id."""
-        if not self._first_time(f"o:{order_id}"):
+        """Count a purchase; returns False (and changes nothing) for a repeated order id.
+
+        Refunds that came before it are credited now, capped at ``amount``."""
+        early = self.orders.get(order_id)
+        if early is not None and early.placed:
             return False
+        waiting = early.refunded if early is not None else Decimal(0)
         self._touch(ts_ms)
-        self.purchases += 1
-        self.discounted += bool(discounted)
-        self.items += items
-        self.gross += amount
-        self.first_purchase_ms = _min(self.first_purchase_ms, ts_ms)
-        self.last_purchase_ms = _max(self.last_purchase_ms, ts_ms)
-        day = utc_day(ts_ms)
-        if day not in self.seen_days:
-            self.seen_days.add(day)
-            self.new_days.add(day)
-            self.purchase_days += 1
-        if self.first_day is None or day < self.first_day:
-            # An earlier first day arrived late: the old first day becomes a repeat day.
-            self.first_day, self.first_day_amount = day, amount
-        elif day == self.first_day:
-            self.first_day_amount += amount
+        order = Order(ts_ms, amount, min(waiting, amount), items, bool(discounted))
+        self._set_order(order_id, order)
         for category, quantity in (categories or {}).items():
             self.categories[category] = self.categories.get(category, 0) + quantity
         return True
 
-    def apply_refund(self, ts_ms: int, amount: Decimal, refund_key: str) -> bool:
-        """Lower monetary value; returns False for a refund already counted."""
-        if not self._first_time(f"r:{refund_key}"):
+    def apply_refund(self, ts_ms: int, amount: Decimal, order_id: str, refund_id: str) -> bool:
+        """Credit a refund to its order, capped at what is left of it (an order not seen yet
+        keeps it until it arrives); returns False for a refund id already counted."""
+        key = f"r:{refund_id}"
+        if key in self.seen_keys:
             return False
+        self.seen_keys.add(key)
+        self.new_keys.add(key)
         self._touch(ts_ms)
-        self.refunds += amount
+        order = self.orders.get(order_id, Order())
+        if order.placed:
+            order = replace(order, refunded=min(order.amount, order.refunded + amount))
+        else:
+            order = replace(order, refunded=order.refunded + amount)
+        self._set_order(order_id, order)
         return True
 
     def apply_click(self, ts_ms: int, action: str, category: str | None = None) -> bool:

@@ -22,6 +22,7 @@ from streams.store import StateStore
 from streams.worker import (
     BatchProcessor,
     ClusterTrainer,
+    RefitSkipped,
     Rescorer,
     refit_churn,
     refresh_rfm_edges,
@@ -138,6 +139,9 @@ def create_app(settings: Settings) -> Pipeline:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""
         try:
             result = await asyncio.to_thread(job, settings)
+        except RefitSkipped as exc:
+            log.warning("%s did not run: %s", what, exc)
+            return
         except Exception:
             log.exception("%s failed; the next run retries", what)
             return

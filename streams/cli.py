@@ -188,12 +188,13 @@ def cmd_profile(args, settings: Settings) -> int:
 
 def cmd_churn(args, settings: Settings) -> int:
     from streams.schemas import iso, to_epoch_ms
-    from streams.worker import refit_churn
+    from streams.worker import RefitSkipped, refit_churn
 
     as_of = to_epoch_ms(args.as_of) if args.as_of else None
-    fitted = refit_churn(settings, as_of, args.model)
-    if fitted is None:
-        _log("rtba churn fit: nothing to fit yet (no event time, or fewer than 10 buyers)")
+    try:
+        fitted = refit_churn(settings, as_of, args.model)
+    except RefitSkipped as exc:
+        _log(f"rtba churn fit: not fitted: {exc}")
         return 1
     fitted["as_of"] = iso(fitted.pop("as_of_ms"))
     if args.json:
@@ -208,7 +209,7 @@ def cmd_churn(args, settings: Settings) -> int:
 
 def cmd_segments(args, settings: Settings) -> int:
     from streams.keys import Keys
-    from streams.store import all_customer_ids, connect, read_states
+    from streams.store import all_customer_ids, connect, model_status, read_states
     from streams.views import segment_summary
     from streams.worker import current_models
 
@@ -220,6 +221,7 @@ def cmd_segments(args, settings: Settings) -> int:
     states = read_states(client, keys, all_customer_ids(client, keys))
     summary = segment_summary(states, as_of, rfm, models.clusters)
     summary["cluster_snapshot"] = models.clusters.version if models.clusters else None
+    summary["models"] = model_status(client, keys, int(time.time() * 1000))
     # clusters that appeared or died at that snapshot, versus the one before
     summary["cluster_events"] = models.clusters.events if models.clusters else []
     summary["rfm_edges"] = {

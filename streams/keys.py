@@ -16,12 +16,13 @@ class Keys:
         return f"{self.namespace}:c:{{{customer_id}}}"
 
     def dedup(self, customer_id: str) -> str:
-        """Set: order ids (``o:``) and refund keys (``r:``) already counted."""
+        """Set: refund ids (``r:<event_id>``) already counted."""
         return f"{self.namespace}:c:{{{customer_id}}}:dedup"
 
-    def purchase_days(self, customer_id: str) -> str:
-        """Set: UTC day numbers with at least one purchase."""
-        return f"{self.namespace}:c:{{{customer_id}}}:days"
+    def orders(self, customer_id: str) -> str:
+        """Hash: order id -> ``ts|amount|refunded|items|discounted`` (online_models.Order);
+        ``ts`` is empty for an order only refunded so far."""
+        return f"{self.namespace}:c:{{{customer_id}}}:orders"
 
     @property
     def customers(self) -> str:

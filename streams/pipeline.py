@@ -6,6 +6,7 @@ of this is testable without a broker.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -124,6 +125,8 @@ class BatchOutcome:
     alerts: list[ChurnAlert] = field(default_factory=list)
     due: dict[str, int | None] = field(default_factory=dict)  # next due time per changed customer
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    # records whose fold raised (isolating fold only), with their customer: to the DLQ
+    set_aside: list[tuple[str, Record, Rejection]] = field(default_factory=list)
     # per customer: [applied, duplicates, redelivered], so a lost write can be taken back
     counts: dict[str, list[int]] = field(default_factory=dict)
     # per changed customer: its behaviour features, for the cluster trainer
@@ -177,18 +180,17 @@ def decode_batch(
     return valid, rejected
 
 
-def lookups(valid: Iterable[tuple[Record, Event]]) -> dict[str, tuple[set[str], set[int]]]:
-    """Per customer, the de-duplication keys and purchase days the store must load."""
-    needed: dict[str, tuple[set[str], set[int]]] = {}
+def lookups(valid: Iterable[tuple[Record, Event]]) -> dict[str, tuple[set[str], bool]]:
+    """Per customer, the refund keys the store must look up, and whether it must load the
+    customer's orders (a purchase or refund in the batch: purchase figures derive from them)."""
+    needed: dict[str, tuple[set[str], bool]] = {}
     for _, event in valid:
         if isinstance(event, Watermark):
             continue
-        keys, days = needed.setdefault(event.customer_id, (set(), set()))
-        if isinstance(event, Purchase):
-            keys.add(f"o:{event.order_id}")
-            days.add(utc_day(event.ts))
-        elif isinstance(event, Refund):
+        keys, with_orders = needed.get(event.customer_id, (set(), False))
+        if isinstance(event, Refund):
             keys.add(f"r:{event.event_id}")
+        needed[event.customer_id] = (keys, with_orders or isinstance(event, Purchase | Refund))
     return needed
 
 
@@ -314,7 +316,7 @@ def _apply(state: CustomerState, event: Event) -> bool:
             items=sum(item.quantity for item in event.items),
         )
     if isinstance(event, Refund):
-        return state.apply_refund(event.ts, event.amount, event.event_id)
+        return state.apply_refund(event.ts, event.amount, event.order_id, event.event_id)
     assert isinstance(event, Click)
     return state.apply_click(event.ts, event.action, event.category)
 
@@ -323,6 +325,7 @@ def fold_batch(
     valid: Iterable[tuple[Record, Event]],
     states: Mapping[str, CustomerState],
     models: Models,
+    isolate: bool = False,
 ) -> BatchOutcome:
     """Apply decoded events, in record order, to the loaded customer states.
 
@@ -331,8 +334,13 @@ def fold_batch(
     output depends on each customer's events alone, however records are batched.
     Records already reflected in a state (same partition, offset not above the
     last applied one) are skipped, so redelivery after a crash changes nothing.
+
+    With ``isolate``, a record whose fold raises is set aside (``set_aside``, reason
+    ``unprocessable``) and its customer's state restored, so the rest of the batch
+    applies: the worker folds a batch that way only after a plain fold raised.
     """
     out = BatchOutcome()
+    states = dict(states)
     before: dict[str, dict | None] = {}
     for record, event in valid:
         p = record.partition
@@ -340,26 +348,45 @@ def fold_batch(
         if isinstance(event, Watermark):
             out.explicit_watermark[p] = max(out.explicit_watermark.get(p, event.ts), event.ts)
             continue
-        state = states[event.customer_id]
-        counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
-        if event.customer_id not in before:
-            before[event.customer_id] = histogram_point(state)
-        if state.already_applied(record.partition, record.offset):
-            counts[2] += 1
+        if not isolate:
+            _fold_one(record, event, states[event.customer_id], models, out, before)
             continue
-        state.mark_applied(record.partition, record.offset)
-        out.states[event.customer_id] = state
-        if not _apply(state, event):
-            counts[1] += 1
-            continue
-        counts[0] += 1
-        evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
+        cid = event.customer_id
+        saved = copy.deepcopy(states[cid])
+        marks = (len(out.changes), len(out.alerts), list(out.counts.get(cid, [0, 0, 0])))
+        try:
+            _fold_one(record, event, states[cid], models, out, before)
+        except Exception as exc:  # noqa: BLE001 - one record never loses the others
+            states[cid] = saved
+            if cid in out.states:
+                out.states[cid] = saved
+            del out.changes[marks[0] :], out.alerts[marks[1] :]
+            out.counts[cid] = marks[2]
+            why = Rejection("unprocessable", f"{type(exc).__name__}: {exc}"[:300])
+            out.set_aside.append((cid, record, why))
     for cid, state in out.states.items():
         out.due[cid] = next_due_ms(state, models)
         if out.counts[cid][0]:  # only applied events are new evidence for the trainer
             out.samples[cid] = behaviour_features(state, state.clock_ms)
         out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state))
     return out
+
+
+def _fold_one(record: Record, event: Event, state: CustomerState, models: Models,
+              out: BatchOutcome, before: dict[str, dict | None]) -> None:  # fmt: skip
+    counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
+    if event.customer_id not in before:
+        before[event.customer_id] = histogram_point(state)
+    if state.already_applied(record.partition, record.offset):
+        counts[2] += 1
+        return
+    state.mark_applied(record.partition, record.offset)
+    out.states[event.customer_id] = state
+    if not _apply(state, event):
+        counts[1] += 1
+        return
+    counts[0] += 1
+    evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
 
 
 def reassign_clusters(states: Iterable[CustomerState], models: Models) -> BatchOutcome:

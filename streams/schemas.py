@@ -5,12 +5,26 @@ valid events and rejections (which go to the DLQ with a reason).
 from __future__ import annotations
 
 import json
+import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+
+# Event times outside 1970-01-01 .. 9999-12-31 cannot be dates; refusing them here keeps
+# every later date conversion total.
+MAX_EPOCH_MS = 253_402_300_799_999
 
 
 def to_epoch_ms(value: object) -> int:
@@ -24,22 +38,41 @@ def to_epoch_ms(value: object) -> int:
     (1700000000000, 1700000000000)
     >>> to_epoch_ms("2023-11-14 22:13:20")
     1700000000000
+    >>> to_epoch_ms(1e300)
+    Traceback (most recent call last):
+    ...
+    ValueError: epoch milliseconds out of range (1970 to 9999): 1e+300
     """
     if isinstance(value, bool):
         raise ValueError("ts must be ISO-8601 text or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
-        if value != value or value < 0:
-            raise ValueError("epoch milliseconds must be a non-negative number")
+        if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH_MS:
+            raise ValueError(f"epoch milliseconds out of range (1970 to 9999): {value:.6g}")
         return int(value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ms = round(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):
             raise ValueError(f"not an ISO-8601 time: {value[:40]!r}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return round(parsed.timestamp() * 1000)
+        if not 0 <= ms <= MAX_EPOCH_MS:
+            raise ValueError(f"time out of range (1970 to 9999): {value[:40]!r}")
+        return ms
     raise ValueError("ts must be ISO-8601 text or epoch milliseconds")
+
+
+def _clean_text(value: str) -> str:
+    """Ids and names end up in Redis keys and Kafka keys: they must be encodable UTF-8 (no
+    lone surrogates) and hold no control characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (lone surrogate)") from None
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("text contains control characters")
+    return value
 
 
 def iso(ts_ms: int | None) -> str | None:
@@ -54,7 +87,8 @@ def iso(ts_ms: int | None) -> str | None:
 
 
 EpochMs = Annotated[int, BeforeValidator(to_epoch_ms)]
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_clean_text)]
+Name = Annotated[str, Field(max_length=128), AfterValidator(_clean_text)]
 Money = Annotated[Decimal, Field(allow_inf_nan=False)]
 
 
@@ -71,7 +105,7 @@ class Click(_Event):
     action: Literal["view", "add_to_cart", "remove_from_cart", "search", "wishlist"]
     session_id: str | None = None
     product_id: str | None = None
-    category: str | None = Field(default=None, max_length=128)
+    category: Name | None = None
     price: Annotated[Money, Field(ge=0)] | None = None
 
 
@@ -79,7 +113,7 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     product_id: str | None = None
-    category: str | None = Field(default=None, max_length=128)
+    category: Name | None = None
     quantity: int = Field(default=1, ge=1, le=100_000)
     price: Annotated[Money, Field(ge=0)] | None = None
 
@@ -87,7 +121,7 @@ class Item(BaseModel):
 class Purchase(_Event):
     type: Literal["purchase"]
     order_id: Id
-    amount: Annotated[Money, Field(gt=0)]
+    amount: Annotated[Money, Field(ge=0)]  # a free order (sample, 100%-off coupon) counts
     currency: str | None = None
     items: list[Item] = Field(default_factory=list, max_length=10_000)
     discount: Annotated[Money, Field(ge=0)] | None = None
@@ -150,6 +184,13 @@ def decode(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Event |
     >>> decode(b'{nope', now_ms=10).reason
     'invalid_json'
     """
+    try:
+        return _decode(raw, now_ms, limits)
+    except Exception as exc:  # noqa: BLE001 - a record never takes its batch down
+        return Rejection("invalid_schema", f"undecodable: {type(exc).__name__}: {exc}"[:300])
+
+
+def _decode(raw: bytes | None, now_ms: int, limits: Limits) -> Event | Rejection:
     if raw is None:
         return Rejection("empty", "record has no value")
     if len(raw) > limits.max_event_bytes:
@@ -158,6 +199,8 @@ def decode(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Event |
         obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         return Rejection("invalid_json", str(exc)[:300])
+    except RecursionError:
+        return Rejection("invalid_json", "nested too deeply")
     if not isinstance(obj, dict):
         return Rejection("invalid_schema", f"expected a JSON object, got {type(obj).__name__}")
     try:

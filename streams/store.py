@@ -9,6 +9,7 @@ plus counters and the watermark).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -18,7 +19,7 @@ import redis.asyncio as aioredis
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
-from online_models.customer import CustomerState
+from online_models.customer import CustomerState, Order
 from streams.keys import Keys
 
 _INT_FIELDS = {
@@ -65,7 +66,8 @@ def state_to_fields(state: CustomerState) -> dict[str, str]:
 
 
 def state_from_fields(customer_id: str, raw: dict) -> CustomerState:
-    state = CustomerState(customer_id)
+    """A stored state without its orders (``orders_loaded`` False for a stored customer)."""
+    state = CustomerState(customer_id, orders_loaded=not raw)
     for key, value in raw.items():
         key, value = _text(key), _text(value)
         if value == "":  # an unset field (the script deletes these; tolerate them anyway)
@@ -127,32 +129,34 @@ class StateStore:
         return cls(aioredis.Redis.from_url(url), keys)
 
     async def load(
-        self, needed: dict[str, tuple[set[str], set[int]]]
+        self, needed: dict[str, tuple[set[str], bool]]
     ) -> tuple[dict[str, CustomerState], tuple[int, int, int]]:
-        """Each customer's state, which of the given dedup keys / days it already has, and the
-        versions of the stored churn model, RFM edges and cluster snapshot (one round trip)."""
+        """Each customer's state, which of the given refund keys it already has, all its
+        orders where asked for (a purchase or refund in the batch), and the versions of the
+        stored churn model, RFM edges and cluster snapshot (one round trip)."""
         order = []
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.churn_model, "version")
             pipe.hget(self.keys.rfm_model, "version")
             pipe.hget(self.keys.cluster_model, "version")
-            for cid, (dedup, days) in needed.items():
-                dedup_l, days_l = sorted(dedup), sorted(days)
-                order.append((cid, dedup_l, days_l))
+            for cid, (dedup, with_orders) in needed.items():
+                dedup_l = sorted(dedup)
+                order.append((cid, dedup_l, with_orders))
                 pipe.hgetall(self.keys.customer(cid))
                 if dedup_l:
                     pipe.smismember(self.keys.dedup(cid), dedup_l)
-                if days_l:
-                    pipe.smismember(self.keys.purchase_days(cid), days_l)
+                if with_orders:
+                    pipe.hgetall(self.keys.orders(cid))
             replies = iter(await pipe.execute())
         model_versions = tuple(int(next(replies) or 0) for _ in range(3))
         states = {}
-        for cid, dedup_l, days_l in order:
+        for cid, dedup_l, with_orders in order:
             state = state_from_fields(cid, next(replies))
             if dedup_l:
                 state.seen_keys = {k for k, hit in zip(dedup_l, next(replies), strict=True) if hit}
-            if days_l:
-                state.seen_days = {d for d, hit in zip(days_l, next(replies), strict=True) if hit}
+            if with_orders:
+                state.orders = {_text(k): Order.decode(_text(v)) for k, v in next(replies).items()}
+                state.orders_loaded = True
             states[cid] = state
         return states, model_versions
 
@@ -184,7 +188,7 @@ class StateStore:
             self.keys.cluster_model,
             mapping={
                 "version": snapshot.version,
-                "json": json.dumps(snapshot.to_dict()),
+                "json": json.dumps({**snapshot.to_dict(), "fitted_at_ms": int(time.time() * 1000)}),
                 "learner": learner,
             },
         )
@@ -196,6 +200,12 @@ class StateStore:
     async def due_customers(self, until_ms: int, limit: int) -> list[str]:
         members = await self.client.zrangebyscore(self.keys.due, "-inf", until_ms, 0, limit)
         return [_text(m) for m in members]
+
+    async def count(self, counters: dict[str, int]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, n in counters.items():
+                pipe.hincrby(self.keys.stats, name, n)
+            await pipe.execute()
 
     async def marks(self) -> Marks:
         return Marks.parse(await self.client.hgetall(self.keys.watermark))
@@ -221,11 +231,14 @@ class StateStore:
                 for f, v in fields.items():
                     args += [f, v]
                 args += [len(state.new_keys), *sorted(state.new_keys)]
-                args += [len(state.new_days), *sorted(state.new_days)]
+                changed = sorted(state.changed_orders)
+                args += [len(changed)]
+                for order_id in changed:
+                    args += [order_id, state.orders[order_id].encode()]
                 keys = [
                     self.keys.customer(cid),
                     self.keys.dedup(cid),
-                    self.keys.purchase_days(cid),
+                    self.keys.orders(cid),
                 ]
                 await self._apply(keys=keys, args=args, client=pipe)
                 order.append(cid)
@@ -297,8 +310,35 @@ def publish_churn_model(client: redis.Redis, keys: Keys, scorer: ChurnScorer, me
     with client.pipeline(transaction=True) as pipe:
         pipe.hincrby(keys.churn_model, "version", 1)
         pipe.hset(keys.churn_model, "json", json.dumps({**scorer.to_dict(), **meta}))
-        version, _ = pipe.execute()
+        pipe.hdel(keys.churn_model, "last_error")
+        version, *_ = pipe.execute()
     return int(version)
+
+
+def record_refit_failure(client: redis.Redis, keys: Keys, reason: str, at_ms: int) -> None:
+    """Why the latest churn refit did not run (cleared by the next published fit)."""
+    client.hset(keys.churn_model, "last_error", json.dumps({"reason": reason, "at_ms": at_ms}))
+
+
+def model_status(client: redis.Redis, keys: Keys, now_ms: int) -> dict:
+    """Version, fit time and age (wall clock) of each stored model, and the last refit error."""
+    out = {}
+    for name, key in (("churn", keys.churn_model), ("rfm", keys.rfm_model),
+                      ("clusters", keys.cluster_model)):  # fmt: skip
+        version, text, error = client.hmget(key, "version", "json", "last_error")
+        meta = json.loads(text) if text else {}
+        fitted = meta.get("fitted_at_ms")
+        status = {
+            "version": int(version or 0),
+            "fitted_at_ms": fitted,
+            "age_s": None if fitted is None else round((now_ms - fitted) / 1000, 1),
+            "as_of_ms": meta.get("as_of_ms"),
+        }
+        if name == "churn":
+            status["model"] = meta.get("churn", {}).get("model")
+            status["last_error"] = json.loads(error) if error else None
+        out[name] = status
+    return out
 
 
 def read_cluster_snapshot(client: redis.Redis, keys: Keys) -> ClusterSnapshot | None:

@@ -42,6 +42,7 @@ from streams.store import (
     read_histograms,
     read_marks,
     read_rfm_edges,
+    record_refit_failure,
 )
 from streams.store import read_states as read_states_sync
 
@@ -112,7 +113,17 @@ class BatchProcessor:
         self.models = ModelCache(store, scorer)
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
-        return await retry_transient(lambda: self._process_once(records), "a batch")
+        """Never raises: Faust would restart the agent and the batch would be lost. A batch
+        that fails for a reason that is not a Redis outage (a bug) is logged and retried, so
+        the partition waits, visibly, instead of dropping records."""
+        delay = 1.0
+        while True:
+            try:
+                return await retry_transient(lambda: self._process_once(records), "a batch")
+            except Exception:
+                log.exception("batch of %d records failed; retrying in %.0fs", len(records), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def _process_once(self, records: Sequence[Record]) -> BatchOutcome:
         valid, rejected = decode_batch(records, int(self.clock() * 1000), self.limits)
@@ -127,7 +138,14 @@ class BatchProcessor:
         for _ in range(self.max_conflict_retries):
             states, model_versions = await self.store.load(lookups(pending))
             models = await self.models.refresh(model_versions)
-            out = fold_batch(pending, states, models)
+            try:
+                out = fold_batch(pending, states, models)
+            except Exception:
+                # A record the decoder let through still breaks the fold: fold again from
+                # fresh states, setting aside each record that raises (to the DLQ).
+                log.exception("a record of this batch cannot be folded; isolating it")
+                states, _ = await self.store.load(lookups(pending))
+                out = fold_batch(pending, states, models, isolate=True)
             for name, i in (("applied", 0), ("duplicates", 1), ("redelivered", 2)):
                 counters[name] = counters.get(name, 0) + sum(c[i] for c in out.counts.values())
                 counters[name] -= sum(c[i] for c in lost.values())
@@ -141,6 +159,7 @@ class BatchProcessor:
                 deltas,
             )
             conflicts = _merge(total, out, set(result.conflicts))
+            await self._count_unprocessable(out, conflicts)
             if not conflicts:
                 return total
             # Another writer got there first: re-read and re-fold just those customers,
@@ -151,6 +170,13 @@ class BatchProcessor:
             lost_deltas = {cid: out.histogram_deltas.get(cid, {}) for cid in conflicts}
             counters = {}
         raise RuntimeError(f"gave up after {self.max_conflict_retries} write conflicts")
+
+    async def _count_unprocessable(self, out: BatchOutcome, conflicts: set[str]) -> None:
+        """Count the records the fold set aside (those of customers re-folded are counted
+        when their fold is kept)."""
+        n = sum(1 for cid, _, _ in out.set_aside if cid not in conflicts)
+        if n:
+            await self.store.count({"dlq": n, "dlq:unprocessable": n})
 
 
 def _sum_deltas(added, taken_back) -> dict[tuple[str, int], int]:
@@ -169,6 +195,7 @@ def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[s
     total.alerts += [a for a in out.alerts if a.customer_id not in conflicts]
     total.states.update({c: s for c, s in out.states.items() if c not in conflicts})
     total.samples.update({c: x for c, x in out.samples.items() if c not in conflicts})
+    total.rejected += [(r, why) for cid, r, why in out.set_aside if cid not in conflicts]
     return conflicts
 
 
@@ -208,7 +235,7 @@ class Rescorer:
             }
         cursor, ids = await self.store.scan_customers(position["cursor"], self.limit)
         if ids:
-            states, versions = await self.store.load({cid: (set(), set()) for cid in ids})
+            states, versions = await self.store.load({cid: (set(), False) for cid in ids})
             models = await self.processor.models.refresh(versions)
             out = reassign_clusters([s for s in states.values() if s.version > 0], models)
             result = await self.store.save(
@@ -228,7 +255,7 @@ class Rescorer:
         due = await self.store.due_customers(watermark, self.limit)
         if not due:
             return
-        states, model_versions = await self.store.load({cid: (set(), set()) for cid in due})
+        states, model_versions = await self.store.load({cid: (set(), False) for cid in due})
         models = await self.processor.models.refresh(model_versions)
         # A due customer without state (erased, say) is simply dropped from the index.
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
@@ -321,37 +348,53 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     if edges == read_rfm_edges(client, keys):
         return None
     version = publish_rfm_edges(
-        client, keys, edges, {"as_of_ms": as_of_ms, "customers": hists["lp"].count}
+        client,
+        keys,
+        edges,
+        {
+            "as_of_ms": as_of_ms,
+            "customers": hists["lp"].count,
+            "fitted_at_ms": int(time.time() * 1000),
+        },
     )
     states = read_states_sync(client, keys, all_customer_ids(client, keys))
     reschedule(client, keys, states, current_models(client, keys, settings))
     return {"version": version, "edges": edges, "customers": hists["lp"].count}
 
 
+class RefitSkipped(Exception):
+    """A churn refit that cannot run; the message says why, for the log and the CLI."""
+
+
 def refit_churn(
     settings: Settings, as_of_ms: int | None = None, model_name: str | None = None
-) -> dict | None:
+) -> dict:
     """Fit the churn model on the whole population (as of the watermark unless given) and
-    publish it as the next version; None when there is no event time or too few customers.
+    publish it as the next version. Raises RefitSkipped, with the true reason (also kept in
+    Redis for `rtba segments`), when it cannot.
 
     Blocking (reads every customer, runs the optimiser): call it in a thread.
     """
     client = connect(settings.redis_url)
     keys = Keys(settings.namespace)
-    if as_of_ms is None:
-        as_of_ms = read_marks(client, keys).watermark()
-    if as_of_ms is None:
-        return None
-    states = read_states_sync(client, keys, all_customer_ids(client, keys))
     try:
-        scorer = churn_risk.fit(
-            states, as_of_ms, model_name or settings.churn_model, settings.churn_threshold,
-            settings.churn_rearm_below,
-        )  # fmt: skip
-    except ValueError as exc:
-        log.info("churn refit skipped: %s", exc)
-        return None
-    version = publish_churn_model(client, keys, scorer, {"as_of_ms": as_of_ms})
+        if as_of_ms is None:
+            as_of_ms = read_marks(client, keys).watermark()
+        if as_of_ms is None:
+            raise RefitSkipped("no event time yet (no event or watermark has been applied)")
+        states = read_states_sync(client, keys, all_customer_ids(client, keys))
+        try:
+            scorer = churn_risk.fit(
+                states, as_of_ms, model_name or settings.churn_model, settings.churn_threshold,
+                settings.churn_rearm_below,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise RefitSkipped(str(exc)) from None
+    except RefitSkipped as exc:
+        record_refit_failure(client, keys, str(exc), int(time.time() * 1000))
+        raise
+    meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000)}
+    version = publish_churn_model(client, keys, scorer, meta)
     scorer.version = version
     reschedule(client, keys, states, current_models(client, keys, settings, churn=scorer))
     spend = scorer.spend.to_dict() if scorer.spend else None

@@ -2,13 +2,13 @@
 -- wrote it after we read it (optimistic concurrency on the version field `v`).
 --
 -- KEYS[1]  customer state hash      ({ns}:c:{id})
--- KEYS[2]  de-duplication key set   ({ns}:c:{id}:dedup)
--- KEYS[3]  purchase-day set         ({ns}:c:{id}:days)
+-- KEYS[2]  refund-id set            ({ns}:c:{id}:dedup)
+-- KEYS[3]  orders hash              ({ns}:c:{id}:orders)
 -- ARGV[1]  expected version (the `v` that was read; 0 for a new customer)
 -- ARGV[2]  n = number of field/value pairs, then ARGV[3 .. 2+2n] the pairs
 --          (an empty value deletes the field)
--- then     k = number of de-duplication keys to add, then the k keys
--- then     d = number of purchase days to add, then the d days
+-- then     k = number of refund ids to add, then the k ids
+-- then     o = number of changed orders, then o order-id/record pairs
 -- returns  the new version, or -1 if the stored version was not ARGV[1]
 -- All keys share the hash tag {id}: one Redis Cluster slot.
 
@@ -43,8 +43,8 @@ if k > 0 then
   redis.call('SADD', KEYS[2], unpack(ARGV, i + 1, i + k))
 end
 i = i + k + 1
-local d = tonumber(ARGV[i])
-if d > 0 then
-  redis.call('SADD', KEYS[3], unpack(ARGV, i + 1, i + d))
+local o = tonumber(ARGV[i])
+if o > 0 then
+  redis.call('HSET', KEYS[3], unpack(ARGV, i + 1, i + 2 * o))
 end
 return version
