@@ -1,4 +1,6 @@
 import random
+
+import pytest
 from decimal import Decimal
 
 from online_models.customer import MS_PER_DAY, CustomerState
@@ -76,3 +78,43 @@ def test_fold_deltas_keep_the_population_histograms_exact():
     direct = histograms_of(history.values())
     for name in hists:
         assert +hists[name].counts == direct[name].counts  # unary + drops zero buckets
+
+
+def tied_population(order_counts: dict[int, int], zero_share: float, seed: int):
+    """Customers with the given number of orders (count -> customers); a share buy free."""
+    rng = random.Random(seed)
+    out, i = [], 0
+    for orders, customers in order_counts.items():
+        for _ in range(customers):
+            s = CustomerState(f"c{i}")
+            i += 1
+            free = rng.random() < zero_share
+            for k in range(orders):
+                amount = "0" if free else f"{rng.choice([10, 10, 10, 25, 25, 60, 99])}.00"
+                s.apply_purchase(T0 + k * MS_PER_DAY, Decimal(amount), f"o{k}")
+            out.append(s)
+    return out
+
+
+@pytest.mark.parametrize(
+    "order_counts",
+    [
+        {1: 860, 2: 80, 3: 30, 4: 20, 7: 10},  # 86% one-time buyers, five distinct values
+        {1: 700, 2: 290, 3: 10},  # three distinct values
+        {1: 500, 2: 1, 3: 1, 4: 1, 5: 1, 9: 496},  # a gap in the middle
+        {2: 990, 3: 10},  # nobody with one order
+    ],
+)
+def test_every_score_the_data_can_support_is_used(order_counts):
+    states = tied_population(order_counts, zero_share=0.3, seed=len(order_counts))
+    edges = adaptive_edges(*histograms_of(states).values(), T0 / MS_PER_DAY + 400)
+    scorer = RFMScorer(**edges)
+    f_scores = {s.purchases: scorer.score(0, s.purchases, s.monetary)[1] for s in states}
+    m_scores = {s.monetary: scorer.score(0, s.purchases, s.monetary)[2] for s in states}
+    for values_to_scores in (f_scores, m_scores):
+        distinct = sorted(values_to_scores)
+        used = [values_to_scores[v] for v in distinct]
+        assert len(set(used)) == min(5, len(distinct))  # as many scores as distinct values
+        assert used == sorted(used)  # more never scores lower
+        assert used[0] == 1 and used[-1] == 5  # the least scores 1, the most 5
+    assert m_scores[Decimal(0)] == 1  # a free-order customer is never lifted by a 0 edge
