@@ -1,0 +1,137 @@
+"""Spend (Gamma-Gamma) and CLV against computations that share no code with them: the
+posterior mean by numerical integration, a published fit, the hypergeometric closed form
+of expected purchases, and currency-unit invariance."""
+
+import math
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.special import hyp2f1
+
+from online_models.churn import GammaGamma, ModifiedBGNBD
+from online_models.churn_risk import ChurnScorer
+from online_models.churn_risk import fit as fit_churn
+from online_models.customer import CustomerState
+
+DAY = 86_400_000
+T0 = 1_700_000_000_000
+
+
+def posterior_mean_spend(p, q, gamma, x, m):
+    """E[p / nu | x values with mean m], nu ~ Gamma(q, rate gamma): by quadrature."""
+    shape, rate = p * x + q, gamma + x * m
+
+    def log_post(nu):
+        return (shape - 1) * math.log(nu) - rate * nu
+
+    peak = (shape - 1) / rate
+    top = log_post(peak)
+    norm, _ = integrate.quad(lambda nu: math.exp(log_post(nu) - top), 0, np.inf, points=None)
+    first, _ = integrate.quad(lambda nu: p / nu * math.exp(log_post(nu) - top), 0, np.inf)
+    return first / norm
+
+
+def fitted(p, q, gamma) -> GammaGamma:
+    gg = GammaGamma()
+    gg.params = {"p": p, "q": q, "gamma": gamma}
+    return gg
+
+
+@pytest.mark.parametrize(("x", "m"), [(1, 11.77), (2, 22.35), (7, 73.74), (40, 5.0)])
+def test_expected_spend_is_the_posterior_mean(x, m):
+    p, q, gamma = 6.25, 3.74, 15.44
+    want = posterior_mean_spend(p, q, gamma, x, m)
+    assert float(fitted(p, q, gamma).expected_spend(x, m)) == pytest.approx(want, rel=1e-6)
+
+
+def test_expected_spend_with_the_published_cdnow_fit():
+    """Fader & Hardie (2013), CDNOW: p = 6.25, q = 3.74, gamma = 15.44. The conditional
+    expectations of CDNOW customers 1, 2 and 6 as the lifetimes documentation prints them
+    (x, m) -> E[M]: (2, 22.35) -> 24.66, (1, 11.77) -> 18.91, (7, 73.74) -> 71.46."""
+    gg = fitted(6.25, 3.74, 15.44)
+    got = gg.expected_spend(np.array([2, 1, 7]), np.array([22.35, 11.77, 73.74]))
+    assert got == pytest.approx([24.66, 18.91, 71.46], rel=2e-3)
+
+
+def simulated_spend(n=3000, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 12, n)
+    nu = rng.gamma(3.5, 1 / 20.0, n)
+    m = np.array([rng.gamma(5.0, 1 / v, k).mean() for v, k in zip(nu, x, strict=True)])
+    return x, m
+
+
+def test_the_fit_does_not_depend_on_the_currency_unit():
+    x, m = simulated_spend()
+    dollars = GammaGamma().fit(x, m)
+    rupiah = GammaGamma().fit(x, m * 1e5)
+    assert dollars.converged and rupiah.converged
+    spend_d = dollars.expected_spend(x, m)
+    spend_r = rupiah.expected_spend(x, m * 1e5) / 1e5
+    assert np.max(np.abs(spend_r / spend_d - 1)) < 1e-3
+    assert rupiah.params["p"] == pytest.approx(dollars.params["p"], rel=1e-3)
+    cents = GammaGamma().fit(x, m * 100)
+    assert cents.log_likelihood == pytest.approx(dollars.log_likelihood - len(x) * math.log(100),
+                                                 rel=1e-6)  # fmt: skip
+
+
+def test_a_fit_on_its_bound_is_not_converged():
+    # every customer spends the same: the shapes run off to infinity, onto the box bound
+    x = np.array([1, 2, 3, 4, 5, 6] * 40)
+    gg = GammaGamma().fit(x, np.full(len(x), 25.0))
+    assert not gg.converged
+    assert float(gg.expected_spend(3, 25.0)) == pytest.approx(25.0, rel=1e-3)  # still sane
+
+
+def customer(first_day_amount: str, repeats: list[str], start=T0) -> CustomerState:
+    s = CustomerState("c")
+    s.apply_purchase(start, Decimal(first_day_amount), "first")
+    for k, amount in enumerate(repeats, 1):
+        s.apply_purchase(start + 7 * k * DAY, Decimal(amount), f"r{k}")
+    return s
+
+
+def test_clv_is_a_year_of_expected_purchases_times_expected_spend():
+    params = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
+    model = ModifiedBGNBD()
+    model.params = dict(params)
+    scorer = ChurnScorer(model, fitted(6.25, 3.74, 15.44))
+    state = customer("1000.00", ["10.00", "12.00", "8.00"])  # a big first order, small repeats
+    as_of = T0 + 30 * 7 * DAY
+    score = scorer.score(state, as_of)
+    # independent: MBG/NBD closed form (Batislam et al.) for a year, in weeks
+    r, alpha, a, b = params.values()
+    x, t_x, big_t, t = 3, 3.0, 30.0, 365 / 7
+    z = t / (alpha + big_t + t)
+    decay = ((alpha + big_t) / (alpha + big_t + t)) ** (r + x)
+    alive = 1 / (1 + a / (b + x) * ((alpha + big_t) / (alpha + t_x)) ** (r + x))
+    year = alive * (a + b + x) / (a - 1) * (1 - decay * hyp2f1(r + x, b + x + 1, a + b + x, z))
+    spend = posterior_mean_spend(6.25, 3.74, 15.44, 3, 10.0)  # mean of the repeats only
+    assert score["predicted_clv_365d"] == pytest.approx(year * spend, rel=1e-5)
+    assert score["p_alive"] == pytest.approx(alive, rel=1e-9)
+
+
+def test_churn_fit_survives_same_day_orders_and_refunded_customers():
+    """Customers with two orders on one day (x = 0, t_x = 0 by the per-day rule), one
+    refunded in full, one free order: the fit runs and covers every buyer."""
+    rng = np.random.default_rng(7)
+    states = []
+    for i in range(200):
+        s = CustomerState(f"c{i}")
+        start = T0 + int(rng.integers(0, 60)) * DAY
+        s.apply_purchase(start + 3_600_000, Decimal("20"), "a")
+        if i % 3 == 0:
+            s.apply_purchase(start + 20 * 3_600_000, Decimal("5"), "b")  # same day
+        for k in range(int(rng.poisson(2))):
+            s.apply_purchase(start + int(rng.integers(1, 300)) * DAY, Decimal("0"), f"f{k}")
+        if i % 11 == 0:
+            s.apply_refund(start + DAY, Decimal("25"), "a", "r1")
+        states.append(s)
+    scorer = fit_churn(states, T0 + 400 * DAY, "mbgnbd")
+    buyers = sum(1 for s in states if s.purchases)
+    assert scorer.model.customers == buyers
+    assert math.isfinite(scorer.model.log_likelihood)
+    risks = [scorer.risk(s, T0 + 400 * DAY) for s in states if s.purchases]
+    assert all(0 <= r <= 1 for r in risks)
