@@ -64,7 +64,7 @@ def test_redelivered_records_change_nothing():
     first, _ = run([rec(0, purchase(0)), rec(1, purchase(1, ts=1_700_000_000_000 + DAY))])
     # What the store would hand back after writing the first batch:
     stored = state_from_fields("c1", state_to_fields(first.states["c1"]))
-    stored.seen_keys, stored.seen_days = set(first.states["c1"].seen_keys), set()
+    stored.orders, stored.orders_loaded = dict(first.states["c1"].orders), True
     again, _ = run([rec(0, purchase(0)), rec(1, purchase(1))], {"c1": stored})
     assert again.redelivered == 2 and again.applied == 0 and not again.changes
     assert again.samples == {}  # nothing new for the cluster trainer either
@@ -181,3 +181,36 @@ def test_alert_ids_are_deterministic():
     a = rescore_due([champion()], T0 + 2000 * DAY, models).alerts
     b = rescore_due([champion()], T0 + 2000 * DAY, models).alerts
     assert [x.event_id for x in a] == [x.event_id for x in b] and len(a) == 1
+
+
+class _ExplodingChurn:
+    """A churn scorer that breaks on one customer: stands in for any fold bug."""
+
+    threshold, rearm_below = 0.7, 0.5
+
+    def risk(self, state, now_ms):
+        if state.customer_id == "poison":
+            raise OverflowError("math range error")
+        return 0.0
+
+    def risk_crossing_ms(self, state):
+        return None
+
+
+def test_an_isolating_fold_sets_aside_only_the_record_that_raises():
+    records = [rec(0, purchase(0, cid="a")), rec(1, purchase(1, cid="poison")),
+               rec(2, purchase(2, cid="b")), rec(3, purchase(3, cid="a", ts=1_700_000_000_000 + DAY))]  # fmt: skip
+    valid, _ = decode_batch(records, NOW, Limits())
+    models = Models(RFMScorer(), _ExplodingChurn())
+    with pytest.raises(OverflowError):
+        fold_batch(valid, {c: CustomerState(c) for c in lookups(valid)}, models)
+    states = {c: CustomerState(c) for c in lookups(valid)}
+    out = fold_batch(valid, states, models, isolate=True)
+    assert [(cid, r.offset, why.reason) for cid, r, why in out.set_aside] == [
+        ("poison", 1, "unprocessable")
+    ]
+    assert "OverflowError" in out.set_aside[0][2].detail
+    assert out.states["a"].purchases == 2 and out.states["b"].purchases == 1
+    assert out.states["poison"].purchases == 0  # restored: nothing half-applied
+    assert out.counts["poison"] == [0, 0, 0] and out.applied == 3
+    assert {c.customer_id for c in out.changes} == {"a", "b"}

@@ -45,6 +45,31 @@ def test_valid_events_of_each_type():
         ({**OK, "amount": "2000000"}, "absurd_amount"),
         ({**OK, "ts": NOW + 2 * 86_400_000}, "ts_in_future"),
         ({**OK, "pad": "x" * 70_000}, "oversize"),
+        # poison records that used to raise inside the batch
+        (
+            b'{"event_id":"e","customer_id":"c","type":"purchase","order_id":"o","amount":"1",'
+            b'"ts":1e300}',
+            "invalid_schema",
+        ),
+        ({**OK, "ts": 1e15}, "invalid_schema"),  # year 33658
+        (
+            b'{"event_id":"e","customer_id":"c","type":"purchase","order_id":"o","amount":"1",'
+            b'"ts":Infinity}',
+            "invalid_schema",
+        ),
+        (
+            b'{"event_id":"e","customer_id":"c","type":"purchase","order_id":"o","amount":"1",'
+            b'"ts":NaN}',
+            "invalid_schema",
+        ),
+        (b"[" * 30_000 + b"]" * 30_000, "invalid_json"),  # ~60 KB deeply nested
+        ({**OK, "ts": "9999-12-31T23:59:59-05:00"}, "invalid_schema"),  # past year 9999 in UTC
+        ({**OK, "ts": "0001-01-01T00:00:00"}, "invalid_schema"),
+        ({**OK, "customer_id": "\ud800"}, "invalid_schema"),  # a lone surrogate
+        ({**OK, "customer_id": "a\u0000b"}, "invalid_schema"),
+        ({**OK, "type": "refund", "amount": "0"}, "invalid_schema"),  # a refund of nothing
+        ({**OK, "amount": "1e999999"}, "absurd_amount"),
+        ({**OK, "customer_id": "x" * 300}, "invalid_schema"),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason(payload, reason):
@@ -52,6 +77,26 @@ def test_bad_input_is_rejected_with_a_reason(payload, reason):
     assert isinstance(result, Rejection)
     assert result.reason == reason
     assert result.detail
+
+
+def test_a_free_order_and_unicode_ids_are_valid():
+    free = dec({**OK, "amount": "0", "customer_id": "客户-😀-Ünïcødé", "order_id": "ø"})
+    assert isinstance(free, Purchase) and free.amount == 0
+    assert free.customer_id == "客户-😀-Ünïcødé"
+
+
+def test_no_payload_makes_decode_raise():
+    """Whatever bytes come, decode answers (an event or a rejection); it never raises."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+    def check(raw):
+        assert isinstance(decode(raw, NOW, Limits()), Purchase | Click | Refund | Watermark
+                          | Rejection)  # fmt: skip
+
+    check()
 
 
 def test_schema_error_names_the_field():

@@ -135,3 +135,13 @@ def test_churn_fit_survives_same_day_orders_and_refunded_customers():
     assert math.isfinite(scorer.model.log_likelihood)
     risks = [scorer.risk(s, T0 + 400 * DAY) for s in states if s.purchases]
     assert all(0 <= r <= 1 for r in risks)
+
+
+def test_spend_model_is_fitted_on_mean_repeat_value():
+    """Gamma-Gamma learns from repeat transactions only: the first day's order is not one."""
+    from online_models.churn_risk import population
+
+    states = [customer("1000.00", ["10.00", "12.00", "8.00"]), customer("5.00", [])]
+    x, t_x, big_t, spend = population(states, T0 + 30 * 7 * DAY)
+    assert list(x) == [3, 0] and list(t_x) == [3.0, 0.0] and list(big_t) == [30.0, 30.0]
+    assert list(spend) == [10.0, 0.0]
