@@ -237,6 +237,12 @@ def evaluate(
     assign_cluster(state, now_ms, models, cause, out)
     features = rfm_features(state, now_ms, models.rfm)
     if features is None:
+        if state.segment is not None:  # every order refunded: no longer in any RFM segment
+            out.changes.append(SegmentChange(
+                state.customer_id, "rfm", state.segment, None, now_ms, cause, {},
+                state.version + 1,
+            ))  # fmt: skip
+            state.segment = None
         return
     segment = models.rfm.segment(features["recency_days"], state.purchases, state.monetary)
     if segment != state.segment:

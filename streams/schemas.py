@@ -8,7 +8,7 @@ import json
 import math
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -25,6 +25,7 @@ from pydantic import (
 # Event times outside 1970-01-01 .. 9999-12-31 cannot be dates; refusing them here keeps
 # every later date conversion total.
 MAX_EPOCH_MS = 253_402_300_799_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_epoch_ms(value: object) -> int:
@@ -38,6 +39,8 @@ def to_epoch_ms(value: object) -> int:
     (1700000000000, 1700000000000)
     >>> to_epoch_ms("2023-11-14 22:13:20")
     1700000000000
+    >>> to_epoch_ms("2024-07-30T04:45:52.141999Z")  # sub-millisecond digits are cut
+    1722314752141
     >>> to_epoch_ms(1e300)
     Traceback (most recent call last):
     ...
@@ -54,7 +57,9 @@ def to_epoch_ms(value: object) -> int:
             parsed = datetime.fromisoformat(value.strip())
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            ms = round(parsed.timestamp() * 1000)
+            # exact integer arithmetic, truncating sub-millisecond digits (as Kafka and
+            # java.time do); float timestamp() * 1000 rounds some times to the next ms
+            ms = (parsed - _EPOCH) // timedelta(milliseconds=1)
         except (ValueError, OverflowError):
             raise ValueError(f"not an ISO-8601 time: {value[:40]!r}") from None
         if not 0 <= ms <= MAX_EPOCH_MS:

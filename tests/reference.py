@@ -1,91 +1,151 @@
-"""An independent batch computation of what the stream must produce: plain
-group-by over the whole event list, written without online_models' fold."""
+"""An independent batch computation of what the stream must produce: a plain
+group-by over the whole event list. It shares no code with rtba: its own
+timestamp parser, its own refund rule and its own segment table, written from
+docs/segments.md and docs/decisions.md ("Orders and refunds").
+"""
 
 from __future__ import annotations
 
+import calendar
+import re
 from collections import defaultdict
 from decimal import Decimal
 
-from streams.schemas import to_epoch_ms
-
 DAY = 86_400_000
+
+_ISO = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?)?"
+    r"(Z|[+-]\d\d:\d\d)?$"
+)
+
+
+def epoch_ms(ts) -> int:
+    """Epoch ms from epoch-ms numbers or the ISO-8601 forms the tests send."""
+    if isinstance(ts, int | float):
+        return int(ts)
+    m = _ISO.match(ts.strip())
+    if m is None:
+        raise ValueError(f"reference parser cannot read {ts!r}")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    seconds = calendar.timegm((int(year), int(month), int(day), int(hour or 0),
+                               int(minute or 0), int(second or 0)))  # fmt: skip
+    ms = seconds * 1000 + (int((frac or "0").ljust(6, "0")) // 1000)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        ms -= sign * (int(zone[1:3]) * 60 + int(zone[4:6])) * 60_000
+    return ms
+
+
+# docs/segments.md, "The segment map": rows R = 5 .. 1, columns FM = 1 .. 5
+SEGMENT_TABLE = """
+R5: New | Potential Loyalists | Potential Loyalists | Champions | Champions
+R4: Promising | Potential Loyalists | Potential Loyalists | Loyal | Loyal
+R3: About to Sleep | About to Sleep | Need Attention | Loyal | Loyal
+R2: Hibernating | Hibernating | At Risk | At Risk | Can't Lose Them
+R1: Lost | Lost | At Risk | At Risk | Can't Lose Them
+"""
+_GRID = {
+    int(line[1]): [cell.strip() for cell in line[3:].split("|")]
+    for line in SEGMENT_TABLE.strip().splitlines()
+}
+# docs/segments.md, "Scores": the configured edges
+RECENCY_EDGES, FREQUENCY_EDGES, MONETARY_EDGES = (30, 90, 180, 365), (2, 3, 5, 8), (
+    100, 300, 750, 2000)  # fmt: skip
+
+
+def reference_segment(recency_days: float, orders: int, monetary: Decimal) -> str:
+    r = 5 - sum(recency_days > e for e in RECENCY_EDGES)  # on an edge: the better score
+    f = 1 + sum(orders >= e for e in FREQUENCY_EDGES)
+    m = 1 + sum(monetary >= e for e in MONETARY_EDGES)
+    fm = -(-(f + m) // 2)  # half up
+    return _GRID[r][fm - 1]
+
+
+def applied_events(events: list[dict]) -> dict[str, list[dict]]:
+    """Per customer, the events that count, in production order: a repeated order id or
+    refund id is dropped (first occurrence wins); watermarks are not customer events."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    seen: set[tuple] = set()
+    for e in events:
+        if e.get("type") == "watermark":
+            continue
+        key = None
+        if e["type"] == "purchase":
+            key = (e["customer_id"], "order", e["order_id"])
+        elif e["type"] == "refund":
+            key = (e["customer_id"], "refund", e["event_id"])
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        out[e["customer_id"]].append(e)
+    return out
 
 
 def batch_state(events: list[dict]) -> dict[str, dict]:
     """Per customer, every state field, from valid events in production order."""
-    by_customer: dict[str, list[dict]] = defaultdict(list)
-    for e in events:
-        if e.get("type") != "watermark":
-            by_customer[e["customer_id"]].append(e)
-    return {cid: _one(evs) for cid, evs in by_customer.items()}
+    return {cid: _one(evs) for cid, evs in applied_events(events).items()}
 
 
 def _one(evs: list[dict]) -> dict:
-    purchases, seen_orders = [], set()
+    orders = {e["order_id"]: e for e in evs if e["type"] == "purchase"}
+    asked: dict[str, Decimal] = defaultdict(Decimal)
     for e in evs:
-        if e["type"] == "purchase" and e["order_id"] not in seen_orders:
-            seen_orders.add(e["order_id"])
-            purchases.append(e)
-    refunds = {e["event_id"]: e for e in evs if e["type"] == "refund"}.values()
-    clicks = [e for e in evs if e["type"] == "click"]
-    kept = purchases + list(refunds) + clicks
-    times = [to_epoch_ms(e["ts"]) for e in purchases]
-    days = sorted({t // DAY for t in times})
-    gross = sum((Decimal(str(e["amount"])) for e in purchases), Decimal(0))
-    first_day_amount = sum(
-        (Decimal(str(e["amount"])) for e in purchases if to_epoch_ms(e["ts"]) // DAY == days[0]),
-        Decimal(0),
-    ) if days else Decimal(0)  # fmt: skip
+        if e["type"] == "refund":
+            asked[e["order_id"]] += Decimal(str(e["amount"]))
+    rows = []  # (ts, amount, credited refund, counts as a purchase, items)
+    for oid, e in orders.items():
+        amount = Decimal(str(e["amount"]))
+        credited = min(asked.get(oid, Decimal(0)), amount)
+        counts = amount == 0 or credited < amount
+        items = sum(item.get("quantity", 1) for item in e.get("items", []))
+        rows.append((epoch_ms(e["ts"]), amount, credited, counts, items))
+    buys = [r for r in rows if r[3]]
+    days = sorted({r[0] // DAY for r in buys})
+    monetary = sum((r[1] - r[2] for r in rows), Decimal(0))
+    first_day_net = sum((r[1] - r[2] for r in buys if r[0] // DAY == days[0]), Decimal(0)) \
+        if days else Decimal(0)  # fmt: skip
     click_counts: dict[str, int] = defaultdict(int)
     categories: dict[str, int] = defaultdict(int)
-    for e in clicks:
-        click_counts[e["action"]] += 1
-        if e.get("category"):
-            categories[e["category"]] += 1
-    for e in purchases:
+    for e in evs:
+        if e["type"] == "click":
+            click_counts[e["action"]] += 1
+            if e.get("category"):
+                categories[e["category"]] += 1
+    for e in orders.values():
         for item in e.get("items", []):
             if item.get("category"):
                 categories[item["category"]] += item.get("quantity", 1)
     return {
-        "first_purchase_ms": min(times) if times else None,
-        "last_purchase_ms": max(times) if times else None,
-        "purchases": len(purchases),
+        "first_purchase_ms": min((r[0] for r in buys), default=None),
+        "last_purchase_ms": max((r[0] for r in buys), default=None),
+        "purchases": len(buys),
         "purchase_days": len(days),
-        "monetary": gross - sum((Decimal(str(e["amount"])) for e in refunds), Decimal(0)),
-        "repeat_value": gross - first_day_amount,
-        "last_event_ms": max(to_epoch_ms(e["ts"]) for e in kept) if kept else None,
+        "monetary": monetary,
+        "repeat_value": monetary - first_day_net,
+        "items": sum(r[4] for r in buys),
+        "last_event_ms": max(epoch_ms(e["ts"]) for e in evs),
         "clicks": dict(click_counts),
         "categories": dict(categories),
     }
 
 
-def expected_segment_changes(events: list[dict], scorer) -> dict[str, list[tuple]]:
-    """Per customer, the (from, to) segment sequence: after each applied event,
-    the segment of the batch state of the events so far, as of their latest time."""
+def expected_segment_changes(events: list[dict]) -> dict[str, list[tuple]]:
+    """Per customer, the (from, to) segment sequence: after each applied event, the segment
+    of the batch state of the events so far, as of their latest time."""
     out: dict[str, list[tuple]] = defaultdict(list)
-    history: dict[str, list[dict]] = defaultdict(list)
-    current: dict[str, str | None] = defaultdict(lambda: None)
-    orders: dict[str, set] = defaultdict(set)
-    refunds: dict[str, set] = defaultdict(set)
-    for e in events:
-        if e.get("type") == "watermark":
-            continue
-        cid = e["customer_id"]
-        if e["type"] == "purchase":
-            if e["order_id"] in orders[cid]:
+    for cid, evs in applied_events(events).items():
+        current = None
+        for i in range(1, len(evs) + 1):
+            state = _one(evs[:i])
+            if state["last_purchase_ms"] is None:  # no purchase (left): no segment
+                if current is not None:
+                    out[cid].append((current, None))
+                    current = None
                 continue
-            orders[cid].add(e["order_id"])
-        if e["type"] == "refund":
-            if e["event_id"] in refunds[cid]:
-                continue
-            refunds[cid].add(e["event_id"])
-        history[cid].append(e)
-        state = _one(history[cid])
-        if state["last_purchase_ms"] is None:
-            continue
-        recency = max(0, state["last_event_ms"] - state["last_purchase_ms"]) / DAY
-        segment = scorer.segment(recency, state["purchases"], state["monetary"])
-        if segment != current[cid]:
-            out[cid].append((current[cid], segment))
-            current[cid] = segment
+            recency = max(0, state["last_event_ms"] - state["last_purchase_ms"]) / DAY
+            segment = reference_segment(recency, state["purchases"], state["monetary"])
+            if segment != current:
+                out[cid].append((current, segment))
+                current = segment
     return dict(out)
