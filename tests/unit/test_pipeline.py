@@ -198,8 +198,9 @@ class _ExplodingChurn:
 
 
 def test_an_isolating_fold_sets_aside_only_the_record_that_raises():
+    later = 1_700_000_000_000 + DAY
     records = [rec(0, purchase(0, cid="a")), rec(1, purchase(1, cid="poison")),
-               rec(2, purchase(2, cid="b")), rec(3, purchase(3, cid="a", ts=1_700_000_000_000 + DAY))]  # fmt: skip
+               rec(2, purchase(2, cid="b")), rec(3, purchase(3, cid="a", ts=later))]  # fmt: skip
     valid, _ = decode_batch(records, NOW, Limits())
     models = Models(RFMScorer(), _ExplodingChurn())
     with pytest.raises(OverflowError):

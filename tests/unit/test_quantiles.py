@@ -1,7 +1,7 @@
 import random
+from decimal import Decimal
 
 import pytest
-from decimal import Decimal
 
 from online_models.customer import MS_PER_DAY, CustomerState
 from online_models.quantiles import BucketHistogram, adaptive_edges, rfm_histograms
