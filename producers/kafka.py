@@ -15,10 +15,13 @@ class KeySerializer(Serializer):
 
 
 class JsonSerializer(Serializer):
-    """dicts as compact JSON; bytes pass through untouched (for raw or hostile payloads)."""
+    """dicts as compact JSON; bytes and None (a tombstone) pass through untouched (for raw
+    or hostile payloads)."""
 
     def serialize(self, topic, headers, data):
-        return data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+        if data is None or isinstance(data, bytes):
+            return data
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def make_producer(bootstrap: str) -> KafkaProducer:
