@@ -22,6 +22,7 @@ from river import cluster, preprocessing
 from scipy.optimize import linear_sum_assignment
 
 from online_models.features import FEATURES
+from online_models.kmeans import SequentialKMeans
 
 # feature -> (word when high, word when low), for generated labels
 _WORDS = {
@@ -105,6 +106,11 @@ class ClusterSnapshot:
 
 def kmeans(n_clusters: int = 5, seed: int = 42):
     """The default learner, chosen by benchmarks/clustering.py (see docs/clustering.md)."""
+    return SequentialKMeans(n_clusters=n_clusters, seed=seed)
+
+
+def river_kmeans(n_clusters: int = 5, seed: int = 42):
+    """River's constant-step KMeans, the previous default (kept for the benchmark)."""
     return cluster.KMeans(n_clusters=n_clusters, halflife=0.05, sigma=1.0, seed=seed)
 
 
@@ -166,13 +172,19 @@ class StableClusterer:
         rows = rows.reshape(len(centers), len(FEATURES))
         ids: list[int | None] = [None] * len(rows)
         events: list[dict] = []
-        if self.last is not None and len(rows) and len(self.last.ids):
-            # previous centroids in original units, re-standardised with today's scaling
-            old = (self.last.centroids * self.last.scale + self.last.mean - mean) / scale
-            cost = np.sqrt(((rows[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
-            for i, j in zip(*linear_sum_assignment(cost), strict=True):
-                if cost[i, j] <= self.match_radius:
-                    ids[i] = self.last.ids[j]
+        if self.last is not None and len(self.last.ids):
+            if len(rows):
+                # previous centroids in original units, re-standardised with today's scaling
+                old = (self.last.centroids * self.last.scale + self.last.mean - mean) / scale
+                cost = np.sqrt(((rows[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
+                # Radius-aware: pairs beyond the radius cost more than all others together,
+                # so the matching first keeps as many ids as the radius allows, then the
+                # least total drift among those.
+                far = cost > self.match_radius
+                gated = np.where(far, cost.sum() + 1.0 + cost, cost)
+                for i, j in zip(*linear_sum_assignment(gated), strict=True):
+                    if not far[i, j]:
+                        ids[i] = self.last.ids[j]
             kept = {i for i in ids if i is not None}
             events += [{"event": "died", "cluster": i} for i in self.last.ids if i not in kept]
         for i, found in enumerate(ids):

@@ -102,9 +102,16 @@ def random_cases(seed: int = 8, customers: int = 120) -> list[dict]:
             if rng.random() < 0.1:
                 events.append(dict(events[-1]))  # redelivered by the producer
         for k in range(rng.randint(0, 4)):
-            events.append({"event_id": f"{cid}/c{k}", "customer_id": cid, "type": "click",
-                           "action": rng.choice(["view", "add_to_cart", "wishlist"]),
-                           "category": "gifts", "ts": int(epoch_ms(at(rng.uniform(0, 110))))})
+            events.append(
+                {
+                    "event_id": f"{cid}/c{k}",
+                    "customer_id": cid,
+                    "type": "click",
+                    "action": rng.choice(["view", "add_to_cart", "wishlist"]),
+                    "category": "gifts",
+                    "ts": int(epoch_ms(at(rng.uniform(0, 110)))),
+                }
+            )
     rng.shuffle(events)  # production order is not time order
     return events
 
