@@ -9,6 +9,14 @@ snapshot, learn a second pass over the *same* data, snapshot again; report
 - microseconds per learn_one (median of 3 runs) and the ratio to KMeans's,
 - snapshot size (JSON bytes) and cluster count.
 
+Then, for the learners that keep ids, stability in the stream: the same events go through
+the worker's own pipeline (decode, fold) in batches of 1, 10, 100 and 500 events, each
+batch's samples (one per changed customer) train the learner, and a snapshot is taken
+every 500 samples after a warm-up of 2,000, as the trainer does. Reported per batch size:
+the median share of customers (their final feature vectors, a fixed population) whose
+cluster id changes from one snapshot to the next over the second half of the stream, and
+the last snapshot's ARI against the personas.
+
 Run: .venv/bin/python -m benchmarks.clustering [--customers N] [--events M]
 """
 
@@ -24,14 +32,20 @@ from decimal import Decimal
 import numpy as np
 from river import cluster
 
-from online_models.clusters import StableClusterer, adjusted_rand_index, kmeans
+from online_models.clusters import StableClusterer, adjusted_rand_index, kmeans, river_kmeans
 from online_models.customer import CustomerState
 from online_models.features import FEATURES, behaviour_features
+from online_models.rfm import RFMScorer
 from producers import synthetic
-from streams.schemas import to_epoch_ms
+from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
+from streams.schemas import Limits, to_epoch_ms
+
+END_MS = 1_760_000_000_000
+BATCH_SIZES = (1, 10, 100, 500)
 
 CANDIDATES = {
-    "KMeans": lambda: kmeans(n_clusters=5, seed=42),
+    "SeqKMeans": lambda: kmeans(n_clusters=5, seed=42),
+    "KMeans": lambda: river_kmeans(n_clusters=5, seed=42),
     "STREAMKMeans": lambda: cluster.STREAMKMeans(chunk_size=100, n_clusters=5, seed=42),
     "CluStream": lambda: cluster.CluStream(
         n_macro_clusters=5, max_micro_clusters=50, time_gap=500, seed=42
@@ -47,7 +61,7 @@ CANDIDATES = {
 
 def population(seed: int, customers: int, events: int):
     """Final states of synthetic customers (folded directly, no broker) and true personas."""
-    end = 1_760_000_000_000
+    end = END_MS
     start = end - 365 * synthetic.MS_PER_DAY
     states: dict[str, CustomerState] = {}
     for e in synthetic.generate(seed, customers, events, start, end):
@@ -103,23 +117,79 @@ def evaluate(name: str, ids, vectors, truth, seed: int) -> dict:
     return result
 
 
+def stream_stability(
+    name: str,
+    seed: int,
+    customers: int,
+    events: int,
+    batch_size: int,
+    rows: np.ndarray,
+    truth,
+    every: int = 500,
+    warmup: int = 2000,
+) -> dict:
+    """Train through the worker's pipeline in batches of ``batch_size`` events; return the
+    median relabelled share between consecutive snapshots (second half) and the last ARI."""
+    start = END_MS - 365 * synthetic.MS_PER_DAY
+    raw = [json.dumps(e).encode() for e in synthetic.generate(seed, customers, events, start,
+                                                              END_MS)]  # fmt: skip
+    model = StableClusterer(CANDIDATES[name]())
+    models, limits = Models(RFMScorer()), Limits()
+    states: dict[str, CustomerState] = {}
+    shares, previous, since, snapshot = [], None, 0, None
+    for at in range(0, len(raw), batch_size):
+        records = [Record(0, at + i, None, v) for i, v in enumerate(raw[at : at + batch_size])]
+        valid, _ = decode_batch(records, END_MS, limits)
+        for cid in lookups(valid):
+            states.setdefault(cid, CustomerState(cid))
+        for x in fold_batch(valid, states, models).samples.values():
+            model.learn_one(x)
+            since += 1
+        if since < every or model.seen < warmup:
+            continue
+        since, snapshot = 0, model.snapshot()
+        labels = snapshot.assign_many(rows) if snapshot.ids else None
+        if previous is not None and labels is not None and at >= len(raw) // 2:
+            shares.append(float(np.mean(previous != labels)))
+        previous = labels
+    return {
+        "relabelled": statistics.median(shares) if shares else float("nan"),
+        "snapshots": len(shares),
+        "ari": adjusted_rand_index(truth, snapshot.assign_many(rows)) if snapshot else float("nan"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1500)
     parser.add_argument("--events", type=int, default=150_000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--stream", nargs="*", default=["SeqKMeans", "KMeans"],
+                        help="learners to run through the stream by batch size")  # fmt: skip
     args = parser.parse_args()
     ids, vectors, truth = population(args.seed, args.customers, args.events)
     print(f"{len(ids)} customers, {args.events} events, personas: "
           f"{ {p: truth.count(p) for p in sorted(set(truth))} }")  # fmt: skip
     rows = [evaluate(name, ids, vectors, truth, args.seed) for name in CANDIDATES]
-    base = next(r["us_per_sample"] for r in rows if r["algorithm"] == "KMeans")
+    base = next(r["us_per_sample"] for r in rows if r["algorithm"] == "KMeans")  # the baseline
     print(f"{'algorithm':14} {'clusters':>8} {'ARI':>6} {'id changed':>10} "
           f"{'us/sample':>10} {'x KMeans':>8} {'snapshot B':>10}")  # fmt: skip
     for r in rows:
         print(f"{r['algorithm']:14} {r['clusters']:>8} {r['ari']:>6.3f} {r['changed']:>10.3f} "
               f"{r['us_per_sample']:>10.1f} {r['us_per_sample'] / base:>8.2f} "
               f"{r['snapshot_bytes']:>10}")  # fmt: skip
+    print(
+        "\nin the stream: share of customers relabelled per snapshot (median, second half) "
+        "and last ARI, by events per batch"
+    )
+    print(f"{'algorithm':14} " + " ".join(f"{f'B={b}':>14}" for b in BATCH_SIZES))
+    matrix = np.array([[v[f] for f in FEATURES] for v in vectors])
+    for name in args.stream:
+        cells = []
+        for b in BATCH_SIZES:
+            r = stream_stability(name, args.seed, args.customers, args.events, b, matrix, truth)
+            cells.append(f"{r['relabelled']:>6.3f} / {r['ari']:.3f}")
+        print(f"{name:14} " + " ".join(f"{c:>14}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ class SequentialKMeans(base.Clusterer):
     n_clusters
         Number of centres.
     init_size
-        Samples buffered before the centres are started (k-means++ and a few Lloyd steps).
+        Samples buffered before the centres are started (k-means++ and Lloyd steps).
     min_rate
         Smallest step a centre takes towards a sample it wins: how fast it follows drift.
+    n_init
+        k-means++ starts tried on the buffer; the one of least inertia is kept.
     seed
         Seed of the k-means++ start.
 
@@ -46,10 +48,11 @@ class SequentialKMeans(base.Clusterer):
     """
 
     def __init__(self, n_clusters: int = 5, init_size: int = 200, min_rate: float = 0.002,
-                 seed: int = 42):  # fmt: skip
+                 n_init: int = 10, seed: int = 42):  # fmt: skip
         self.n_clusters = n_clusters
         self.init_size = init_size
         self.min_rate = min_rate
+        self.n_init = n_init
         self.seed = seed
         self._features: list | None = None
         self._buffer: list[np.ndarray] = []
@@ -78,20 +81,15 @@ class SequentialKMeans(base.Clusterer):
         self._centres[k] += rate * (v - self._centres[k])
 
     def _start(self, rows: np.ndarray) -> None:
+        """The best (least inertia) of ``n_init`` k-means++ starts, each refined by Lloyd."""
         rng = np.random.default_rng(self.seed)
-        centres = [rows[rng.integers(len(rows))]]
-        for _ in range(1, self.n_clusters):  # k-means++: far points are likelier seeds
-            d2 = np.min([((rows - c) ** 2).sum(axis=1) for c in centres], axis=0)
-            total = d2.sum()
-            pick = rng.integers(len(rows)) if total <= 0 else rng.choice(len(rows), p=d2 / total)
-            centres.append(rows[pick])
-        centres = np.array(centres)
-        for _ in range(10):  # Lloyd steps over the buffer
-            labels = ((rows[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
-            for k in range(self.n_clusters):
-                if np.any(labels == k):
-                    centres[k] = rows[labels == k].mean(axis=0)
-        self._centres = centres
+        best = None
+        for _ in range(self.n_init):
+            centres, labels = _lloyd(rows, _kmeans_pp(rows, self.n_clusters, rng))
+            inertia = ((rows - centres[labels]) ** 2).sum()
+            if best is None or inertia < best[0]:
+                best = (inertia, centres, labels)
+        _, self._centres, labels = best
         self._counts = np.bincount(labels, minlength=self.n_clusters).astype(float)
 
     def predict_one(self, x: dict) -> int:
@@ -106,3 +104,23 @@ class SequentialKMeans(base.Clusterer):
             return {}
         return {k: dict(zip(self._features, map(float, c), strict=True))
                 for k, c in enumerate(self._centres)}  # fmt: skip
+
+
+def _kmeans_pp(rows: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    centres = [rows[rng.integers(len(rows))]]
+    for _ in range(1, k):  # far points are likelier seeds
+        d2 = np.min([((rows - c) ** 2).sum(axis=1) for c in centres], axis=0)
+        total = d2.sum()
+        pick = rng.integers(len(rows)) if total <= 0 else rng.choice(len(rows), p=d2 / total)
+        centres.append(rows[pick])
+    return np.array(centres)
+
+
+def _lloyd(rows: np.ndarray, centres: np.ndarray, steps: int = 20):
+    for _ in range(steps):
+        labels = ((rows[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+        for k in range(len(centres)):
+            if np.any(labels == k):
+                centres[k] = rows[labels == k].mean(axis=0)
+    labels = ((rows[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+    return centres, labels

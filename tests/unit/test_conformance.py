@@ -80,12 +80,18 @@ MODELS = {
         lambda m: round(float(m.expected_spend(3, 25.0)), 9),
     ),
     "StableClusterer": (lambda: StableClusterer(kmeans(2, seed=5)), fit_clusters, probe_clusters),
-    "SequentialKMeans": (lambda: SequentialKMeans(3, init_size=50, seed=7), fit_kmeans,
-                         probe_kmeans),  # fmt: skip
+    "SequentialKMeans": (
+        lambda: SequentialKMeans(3, init_size=50, seed=7),
+        fit_kmeans,
+        probe_kmeans,
+    ),  # fmt: skip
     "BucketHistogram": (lambda: BucketHistogram("log"), fit_histogram, lambda m: m.quantile(0.5)),
     # configured, not default, edges: a copy that lost them would score (3, 3, 3)
-    "RFMScorer": (lambda: RFMScorer((5, 10, 20, 40), (2, 4, 6, 10), (10, 50, 90, 400)),
-                  lambda m: m, lambda m: m.score(45.0, 3, 420.0)),  # fmt: skip
+    "RFMScorer": (
+        lambda: RFMScorer((5, 10, 20, 40), (2, 4, 6, 10), (10, 50, 90, 400)),
+        lambda m: m,
+        lambda m: m.score(45.0, 3, 420.0),
+    ),  # fmt: skip
 }
 
 
@@ -139,9 +145,14 @@ def test_same_seed_same_snapshot_whatever_the_hash_seed():
 
     root = Path(__file__).resolve().parents[2]
     outputs = {
-        subprocess.run([sys.executable, "-c", SNAPSHOT_SCRIPT], capture_output=True, text=True,
-                       check=True, cwd=root,
-                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-c", SNAPSHOT_SCRIPT],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout  # fmt: skip
         for seed in ("0", "1", "12345")
     }
     assert len(outputs) == 1 and '"centroids"' in outputs.pop()
