@@ -145,3 +145,42 @@ def test_spend_model_is_fitted_on_mean_repeat_value():
     x, t_x, big_t, spend = population(states, T0 + 30 * 7 * DAY)
     assert list(x) == [3, 0] and list(t_x) == [3.0, 0.0] and list(big_t) == [30.0, 30.0]
     assert list(spend) == [10.0, 0.0]
+
+
+def test_clv_does_not_depend_on_the_currency_unit():
+    x, m = simulated_spend()
+    model = ModifiedBGNBD()
+    model.params = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
+    in_dollars = ChurnScorer(model, GammaGamma().fit(x, m))
+    in_rupiah = ChurnScorer(model, GammaGamma().fit(x, m * 1e5))
+    for first, repeats in (("40.00", ["12.00", "30.00"]), ("5.00", ["250.00"] * 6)):
+        dollars = customer(first, repeats)
+        rupiah = customer(str(Decimal(first) * 100000), [str(Decimal(r) * 100000) for r in repeats])
+        as_of = T0 + 300 * DAY
+        clv_d = in_dollars.score(dollars, as_of)["predicted_clv_365d"]
+        clv_r = in_rupiah.score(rupiah, as_of)["predicted_clv_365d"]
+        assert clv_r / 1e5 == pytest.approx(clv_d, rel=1e-3)
+
+
+def test_churn_fit_runs_on_the_synthetic_generators_own_customers():
+    """The generator makes buyers with several orders on one day (x counts days): the fit
+    used to refuse the whole population when one had all its orders on one day."""
+    import json
+
+    from online_models.rfm import RFMScorer
+    from producers import synthetic
+    from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
+    from streams.schemas import Limits
+
+    end = 1_760_000_000_000
+    events = synthetic.generate(7, 400, 20_000, end - 200 * DAY, end)
+    records = [Record(0, i, None, json.dumps(e).encode()) for i, e in enumerate(events)]
+    valid, rejected = decode_batch(records, end, Limits())
+    assert not rejected
+    states = {cid: CustomerState(cid) for cid in lookups(valid)}
+    fold_batch(valid, states, Models(RFMScorer()))
+    same_day = [s for s in states.values() if s.purchases > s.purchase_days]
+    assert len(same_day) >= 10  # the case is in the data
+    assert all(s.btyd(end)["t_x_days"] == 0 for s in same_day if s.purchase_days == 1)
+    scorer = fit_churn(states.values(), end, "mbgnbd")
+    assert scorer.model.customers == sum(1 for s in states.values() if s.purchases)
