@@ -104,9 +104,9 @@ class ClusterSnapshot:
         )  # fmt: skip
 
 
-def kmeans(n_clusters: int = 5, seed: int = 42):
+def kmeans(n_clusters: int = 5, seed: int = 42, init_size: int = 200):
     """The default learner, chosen by benchmarks/clustering.py (see docs/clustering.md)."""
-    return SequentialKMeans(n_clusters=n_clusters, seed=seed)
+    return SequentialKMeans(n_clusters=n_clusters, init_size=init_size, seed=seed)
 
 
 def river_kmeans(n_clusters: int = 5, seed: int = 42):

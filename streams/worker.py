@@ -303,7 +303,11 @@ class ClusterTrainer:
     async def resume(cls, store: StateStore, settings: Settings) -> ClusterTrainer:
         saved = await retry_transient(store.cluster_learner, "loading the cluster learner")
         # Our own Redis, written by this class only: trusted like the rest of the state.
-        learner = pickle.loads(saved) if saved else StableClusterer(kmeans(settings.clusters))
+        if saved:
+            learner = pickle.loads(saved)
+        else:  # centres start within the warm-up, so the first snapshot has them
+            start = max(settings.clusters, min(200, settings.cluster_warmup))
+            learner = StableClusterer(kmeans(settings.clusters, init_size=start))
         return cls(store, learner, settings.cluster_snapshot_every, settings.cluster_warmup)
 
     def learn(self, samples: list[dict[str, float]]) -> ClusterSnapshot | None:
