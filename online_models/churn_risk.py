@@ -98,17 +98,18 @@ class ChurnScorer:
 
     def risk_crossing_ms(self, state: CustomerState) -> int | None:
         """Event time at which churn risk reaches ``threshold`` if the customer stays silent."""
-        if state.first_purchase_ms is None:
+        summary = state.btyd_ms(state.first_purchase_ms)
+        if summary is None:
             return None
         p = self.model.params
-        x = state.purchase_days - 1
+        x, t_x_ms, _ = summary
         if self.model.name == "bgnbd":
             if x == 0:
                 return None  # BG/NBD: a customer with no repeat purchase never "dies"
             k = p["a"] / (p["b"] + x - 1)
         else:
             k = p["a"] / (p["b"] + x)
-        t_x = state.btyd_ms(state.first_purchase_ms)[1] / MS_PER_WEEK
+        t_x = t_x_ms / MS_PER_WEEK
         odds = self.threshold / (1 - self.threshold)
         # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds
         big_t = (p["alpha"] + t_x) * (odds / k) ** (1 / (p["r"] + x)) - p["alpha"]

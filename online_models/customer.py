@@ -118,7 +118,6 @@ class CustomerState:
     last_purchase_ms: int | None = None
     purchases: int = 0
     purchase_days: int = 0
-    first_day: int | None = None
     first_day_amount: Decimal = Decimal(0)  # net value of the first purchase day's orders
     gross: Decimal = Decimal(0)  # placed orders' amounts
     refunds: Decimal = Decimal(0)  # refunds credited to placed orders (each capped)
@@ -225,9 +224,9 @@ class CustomerState:
         self.discounted = sum(o.discounted for o in buys)
         self.first_purchase_ms = min((o.ts_ms for o in buys), default=None)
         self.last_purchase_ms = max((o.ts_ms for o in buys), default=None)
-        self.first_day = min(days, default=None)
+        first_day = min(days, default=None)
         self.first_day_amount = sum(
-            (o.net for o in buys if utc_day(o.ts_ms) == self.first_day), Decimal(0)
+            (o.net for o in buys if utc_day(o.ts_ms) == first_day), Decimal(0)
         )
 
     def apply_purchase(

@@ -27,7 +27,6 @@ _INT_FIELDS = {
     "lp": "last_purchase_ms",
     "n": "purchases",
     "nd": "purchase_days",
-    "fd": "first_day",
     "le": "last_event_ms",
     "fe": "first_event_ms",
     "it": "items",
