@@ -132,13 +132,20 @@ class CustomerState:
     evaluated_ms: int | None = None  # latest time-driven evaluation (watermark timer)
     churn_armed: bool = True  # a churn-risk event may fire (hysteresis)
     applied_partition: int | None = None
-    applied_offset: int | None = None
+    applied_offset: int | None = None  # its position: topic epoch << 48 | offset
     version: int = 0
+    change_seq: int = 0  # the last output event's per-customer sequence number
     orders: dict[str, Order] = field(default_factory=dict, repr=False)
     orders_loaded: bool = field(default=True, repr=False)  # False: `orders` is not all of them
     seen_keys: set[str] = field(default_factory=set, repr=False)
     new_keys: set[str] = field(default_factory=set, repr=False)
     changed_orders: set[str] = field(default_factory=set, repr=False)
+
+    def next_change_seq(self) -> int:
+        """The sequence number of the customer's next output event: strictly increasing
+        over every writer, since each one folds from the state the last one wrote."""
+        self.change_seq += 1
+        return self.change_seq
 
     # -- derived values -------------------------------------------------------
 

@@ -14,18 +14,23 @@ from dataclasses import dataclass
 
 import faust
 
+from streams.faults import Faults
 from streams.keys import Keys
 from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore
+from streams.topics import TopicIds
 from streams.worker import (
     BatchProcessor,
     ClusterTrainer,
+    OutboxRelay,
     RefitSkipped,
     Rescorer,
+    TopicIncarnation,
     refit_churn,
     refresh_rfm_edges,
+    retry_transient,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,9 @@ def create_app(settings: Settings) -> Pipeline:
         web_enabled=False,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
+        consumer_group_instance_id=settings.worker_id,
     )
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
@@ -77,16 +85,25 @@ def create_app(settings: Settings) -> Pipeline:
         max_amount=settings.max_amount,
         max_future_ms=int(settings.max_future_s * 1000),
     )
+    faults = Faults.from_env()  # no-ops unless a fault-injection test set RTBA_FAULTS
     # One Redis client per worker process; its scripts are registered once, here.
     processor = BatchProcessor(
-        StateStore.from_url(settings.redis_url, Keys(settings.namespace)),
+        StateStore.from_url(settings.redis_url, Keys(settings.namespace), faults),
         settings.scorer(),
         limits,
         allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
     )
+    processor.incarnation = TopicIncarnation(
+        processor.store, TopicIds(settings.kafka_bootstrap, settings.events_topic)
+    )
     rescorer = Rescorer(processor)
+    relay = OutboxRelay(processor.store)
+
+    outputs = {"segment_changes": segment_changes, "churn_risk": churn_risk}
 
     async def emit(outcome: BatchOutcome) -> None:
+        """Send a batch's DLQ records, outbox entries and training samples; once the broker
+        acknowledged them all, forget the outbox entries."""
         sent = [
             await dlq.send(
                 key=record.key,
@@ -95,20 +112,17 @@ def create_app(settings: Settings) -> Pipeline:
             )
             for record, why in outcome.rejected
         ]
-        for topic, items in ((segment_changes, outcome.changes), (churn_risk, outcome.alerts)):
-            sent += [
-                await topic.send(
-                    key=item.customer_id.encode(), value=json.dumps(item.to_json()).encode()
-                )
-                for item in items
-            ]
+        sent += [
+            await outputs[entry.output].send(key=entry.customer_id.encode(), value=entry.payload)
+            for entry in outcome.outbox
+        ]
         sent += [
             await features.send(key=cid.encode(), value=json.dumps(sample).encode())
             for cid, sample in outcome.samples.items()
             if sample is not None
         ]
-        # Wait for the broker's acks before the batch counts as done.
         await asyncio.gather(*sent)
+        await retry_transient(lambda: processor.store.outbox_done(outcome.outbox), "the outbox")
 
     @app.agent(events)
     async def apply_events(stream):
@@ -117,7 +131,10 @@ def create_app(settings: Settings) -> Pipeline:
                 Record(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in batch
             ]
-            await emit(await processor.process(records))
+            outcome = await processor.process(records)
+            if outcome.applied:  # the window between a write and its send
+                faults.crash("crash_before_send")
+            await emit(outcome)
 
     # A timer that raises takes the whole worker down with it; a failed tick loses nothing
     # (the due index and the model stay as they were), so log it and let the next one retry.
@@ -134,6 +151,13 @@ def create_app(settings: Settings) -> Pipeline:
             await emit(await rescorer.tick())
         except Exception:
             log.exception("re-scoring tick failed; the next tick retries")
+
+    @app.timer(settings.outbox_relay_s, on_leader=True)
+    async def relay_outbox_leftovers():
+        try:
+            await emit(await relay.leftovers())
+        except Exception:
+            log.exception("outbox relay failed; the next run retries")
 
     async def in_background(job, what: str) -> None:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""

@@ -55,9 +55,8 @@ def cmd_stack(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from faust import Worker
-
     from streams.app import create_app
+    from streams.logs import Worker
     from streams.topics import ensure_topics
 
     ensure_topics(settings)

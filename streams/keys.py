@@ -24,6 +24,16 @@ class Keys:
         ``ts`` is empty for an order only refunded so far."""
         return f"{self.namespace}:c:{{{customer_id}}}:orders"
 
+    def outbox(self, customer_id: str) -> str:
+        """Hash: event id -> output event not yet acknowledged by Kafka (streams.outbox)."""
+        return f"{self.namespace}:c:{{{customer_id}}}:outbox"
+
+    @property
+    def outbox_index(self) -> str:
+        """Sorted set: customers whose outbox may hold entries, scored by the version of
+        the write that last added some (an index, so recovery needs no scan)."""
+        return f"{self.namespace}:outbox"
+
     @property
     def customers(self) -> str:
         """Set: every customer id with state (for --all and segment summaries)."""
@@ -64,6 +74,11 @@ class Keys:
         """Hash: the leader's progress assigning customers to a new cluster snapshot
         (``sweeping`` version, SSCAN ``cursor``, last fully ``swept`` version)."""
         return f"{self.namespace}:sweep:clusters"
+
+    @property
+    def topic(self) -> str:
+        """Hash: the events topic's Kafka ``id`` and its ``epoch`` (incarnation number)."""
+        return f"{self.namespace}:topic"
 
     @property
     def stats(self) -> str:

@@ -10,6 +10,7 @@ import copy
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
@@ -29,6 +30,8 @@ from streams.schemas import (
     iso,
 )
 
+EPOCH_SHIFT = 48  # offsets below 2**48 (Kafka's are int64, but 2.8e14 is decades at 1M/s)
+
 
 @dataclass(frozen=True)
 class Record:
@@ -38,6 +41,14 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    # Which incarnation of the events topic (0 first; +1 each time it is re-created):
+    # offsets restart at 0 in a new one, so positions compare epoch first.
+    epoch: int = 0
+
+    @property
+    def position(self) -> int:
+        """The offset, ordered across topic incarnations (what a state's applied mark holds)."""
+        return (self.epoch << EPOCH_SHIFT) | self.offset
 
 
 def _event_id(*parts) -> str:
@@ -53,7 +64,8 @@ class Cause:
 
     @classmethod
     def record(cls, record: Record, reason: str) -> Cause:
-        return cls(reason, f"p{record.partition}o{record.offset}")
+        where = f"p{record.partition}o{record.offset}"
+        return cls(reason, where if record.epoch == 0 else f"e{record.epoch}{where}")
 
     @classmethod
     def time(cls, at_ms: int) -> Cause:
@@ -69,7 +81,9 @@ class SegmentChange:
     at_ms: int
     cause: Cause
     features: dict
-    seq: int = 0  # the customer-state version the write produces: consumers keep the highest
+    seq: int = 0  # the customer's change sequence (CustomerState.next_change_seq)
+
+    output: ClassVar[str] = "segment_changes"  # the output topic (Settings.<output>_topic)
 
     @property
     def event_id(self) -> str:
@@ -97,6 +111,9 @@ class ChurnAlert:
     model: str
     threshold: float
     recency_days: float
+    seq: int = 0  # the customer's change sequence, shared with its segment changes
+
+    output: ClassVar[str] = "churn_risk"
 
     @property
     def event_id(self) -> str:
@@ -115,6 +132,7 @@ class ChurnAlert:
             "recency_days": self.recency_days,
             "expected_next_purchase": iso(self.score["expected_next_purchase_ms"]),
             "expected_purchases_30d": self.score["expected_purchases_30d"],
+            "seq": self.seq,
         }
 
 
@@ -135,6 +153,13 @@ class BatchOutcome:
     histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
+    # the worker's: the changes and alerts as outbox entries (streams.outbox), to relay
+    outbox: list = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list:
+        """Segment changes and churn alerts, each customer's in sequence order."""
+        return sorted([*self.changes, *self.alerts], key=lambda item: item.seq)
 
     @property
     def applied(self) -> int:
@@ -224,7 +249,7 @@ def assign_cluster(
         out.changes.append(SegmentChange(
             state.customer_id, "cluster",
             None if state.cluster_id is None else str(state.cluster_id), str(cluster_id),
-            now_ms, cause, features, state.version + 1,
+            now_ms, cause, features, state.next_change_seq(),
         ))  # fmt: skip
         state.cluster_id = cluster_id
 
@@ -240,7 +265,7 @@ def evaluate(
         if state.segment is not None:  # every order refunded: no longer in any RFM segment
             out.changes.append(SegmentChange(
                 state.customer_id, "rfm", state.segment, None, now_ms, cause, {},
-                state.version + 1,
+                state.next_change_seq(),
             ))  # fmt: skip
             state.segment = None
         return
@@ -248,7 +273,7 @@ def evaluate(
     if segment != state.segment:
         out.changes.append(SegmentChange(
             state.customer_id, "rfm", state.segment, segment, now_ms, cause, features,
-            state.version + 1,
+            state.next_change_seq(),
         ))  # fmt: skip
         state.segment = segment
     churn = models.churn
@@ -263,7 +288,7 @@ def evaluate(
     if state.churn_armed and reached:
         out.alerts.append(ChurnAlert(
             state.customer_id, now_ms, churn.score(state, now_ms), churn.model.name,
-            churn.threshold, features["recency_days"],
+            churn.threshold, features["recency_days"], state.next_change_seq(),
         ))  # fmt: skip
         state.churn_armed = False
     elif not state.churn_armed and risk < churn.rearm_below:
@@ -383,10 +408,10 @@ def _fold_one(record: Record, event: Event, state: CustomerState, models: Models
     counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
     if event.customer_id not in before:
         before[event.customer_id] = histogram_point(state)
-    if state.already_applied(record.partition, record.offset):
+    if state.already_applied(record.partition, record.position):
         counts[2] += 1
         return
-    state.mark_applied(record.partition, record.offset)
+    state.mark_applied(record.partition, record.position)
     out.states[event.customer_id] = state
     if not _apply(state, event):
         counts[1] += 1

@@ -20,6 +20,13 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in text.split(",") if part.strip())
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default)
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
 def stack_state_file(home: Path) -> Path:
     return home / "stack.json"
 
@@ -53,6 +60,16 @@ class Settings:
     churn_rearm_below: float = 0.5
     churn_refit_s: float = 300.0
     tick_s: float = 1.0
+    outbox_relay_s: float = 1.0  # how often the leader relays a crashed writer's leftovers
+    # A dead worker's partitions move after this long without its heartbeat (Kafka's
+    # group.min.session.timeout.ms is 6 s by default); Faust's own default is 60 s.
+    session_timeout_s: float = 6.0
+    # Static group membership (KIP-345) when set: a restarted worker with the same id gets
+    # its partitions back at once, without a rebalance. Unique per running worker.
+    worker_id: str | None = None
+    # The local stack's Redis AOF fsync policy: "always" makes every acknowledged write
+    # durable before its Kafka offsets are committed; "everysec" may lose up to a second.
+    redis_fsync: str = "always"
     rfm_adaptive: bool = True
     rfm_refresh_s: float = 60.0
     clusters: int = 5
@@ -93,6 +110,10 @@ class Settings:
             churn_rearm_below=float(env.get("RTBA_CHURN_REARM_BELOW", d.churn_rearm_below)),
             churn_refit_s=float(env.get("RTBA_CHURN_REFIT_S", d.churn_refit_s)),
             tick_s=float(env.get("RTBA_TICK_S", d.tick_s)),
+            outbox_relay_s=float(env.get("RTBA_OUTBOX_RELAY_S", d.outbox_relay_s)),
+            session_timeout_s=float(env.get("RTBA_SESSION_TIMEOUT_S", d.session_timeout_s)),
+            worker_id=env.get("RTBA_WORKER_ID") or None,
+            redis_fsync=_choice(env, "RTBA_REDIS_FSYNC", d.redis_fsync, ("always", "everysec")),
             rfm_adaptive=env.get("RTBA_RFM_ADAPTIVE", "1") not in ("0", "false", "no"),
             rfm_refresh_s=float(env.get("RTBA_RFM_REFRESH_S", d.rfm_refresh_s)),
             clusters=int(env.get("RTBA_CLUSTERS", d.clusters)),

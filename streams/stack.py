@@ -205,14 +205,17 @@ def _wait(check, what: str, pid: int, log: Path, timeout_s: float) -> None:
     raise StackError(f"{what} did not become healthy within {timeout_s:.0f}s (log: {log})")
 
 
-def start_redis(home: Path, port: int) -> int:
+def start_redis(home: Path, port: int, fsync: str = "always") -> int:
+    """redis-server on loopback with its append-only file fsynced as ``fsync`` says:
+    ``always`` (the default, see docs/decisions.md: a write acknowledged to a worker is on
+    disk before Kafka offsets move past it) or ``everysec``."""
     binary = ensure_redis_server()
     data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     log = data / "redis.log"
     cmd = [
         binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
         "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -334,7 +337,7 @@ def up(settings: Settings) -> dict:
     if not (alive(state.get("redis_pid")) and redis_healthy(state.get("redis_url", ""))):
         port = _choose_port("RTBA_REDIS_PORT", state.get("redis_port"))
         state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
-        state["redis_pid"] = start_redis(home, port)
+        state["redis_pid"] = start_redis(home, port, settings.redis_fsync)
         _say(f"redis-server up on 127.0.0.1:{port} (pid {state['redis_pid']})")
     if not (alive(state.get("kafka_pid")) and kafka_healthy(state.get("kafka_bootstrap", ""))):
         port = _choose_port("RTBA_KAFKA_PORT", state.get("kafka_port"))

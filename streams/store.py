@@ -20,7 +20,9 @@ import redis.asyncio as aioredis
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState, Order
+from streams.faults import Faults
 from streams.keys import Keys
+from streams.outbox import Entry, by_customer
 
 _INT_FIELDS = {
     "fp": "first_purchase_ms",
@@ -36,6 +38,7 @@ _INT_FIELDS = {
     "ap": "applied_partition",
     "ao": "applied_offset",
     "v": "version",
+    "sq": "change_seq",
 }
 _DECIMAL_FIELDS = {"fda": "first_day_amount", "gross": "gross", "ref": "refunds"}
 
@@ -117,15 +120,19 @@ class SaveResult:
 class StateStore:
     """The worker's view of Redis (asyncio client, scripts registered once)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys):
+    def __init__(self, client: aioredis.Redis, keys: Keys, faults: Faults | None = None):
         self.client = client
         self.keys = keys
+        self.faults = faults or Faults()
         self._apply = client.register_script(lua("apply_customer"))
         self._advance = client.register_script(lua("advance_watermark"))
+        self._outbox_ack = client.register_script(lua("outbox_ack"))
+        self._outbox_unindex = client.register_script(lua("outbox_unindex"))
+        self._topic_epoch = client.register_script(lua("topic_epoch"))
 
     @classmethod
-    def from_url(cls, url: str, keys: Keys) -> StateStore:
-        return cls(aioredis.Redis.from_url(url), keys)
+    def from_url(cls, url: str, keys: Keys, faults: Faults | None = None) -> StateStore:
+        return cls(aioredis.Redis.from_url(url), keys, faults)
 
     async def load(
         self, needed: dict[str, tuple[set[str], bool]]
@@ -158,6 +165,13 @@ class StateStore:
                 state.orders_loaded = True
             states[cid] = state
         return states, model_versions
+
+    async def topic_epoch(self, topic_id: str | None) -> tuple[int, bool]:
+        """The events topic's epoch for the id seen now (None: the stored epoch), and
+        whether this call raised it."""
+        args = [topic_id or ""]
+        epoch, changed = await self._topic_epoch(keys=[self.keys.topic], args=args)
+        return int(epoch), bool(changed)
 
     async def rfm_edges(self) -> tuple[dict | None, int]:
         version, text = await self.client.hmget(self.keys.rfm_model, "version", "json")
@@ -217,11 +231,13 @@ class StateStore:
         marks: dict[int, int],
         max_event_ts: int | None,
         histogram_deltas: dict[tuple[str, int], int] | None = None,
+        outbox: list[Entry] = (),
     ) -> SaveResult:
-        """Write changed states, their next due times, counters and event-time marks in one
-        round trip. A due time written for a customer whose write then conflicts is harmless:
-        the winner's write (or the next tick) sets it again, and a spurious wake-up changes
-        nothing."""
+        """Write changed states with their outbox entries, their next due times, counters
+        and event-time marks in one round trip. A due time written for a customer whose
+        write then conflicts is harmless: the winner's write (or the next tick) sets it
+        again, and a spurious wake-up changes nothing."""
+        entries = by_customer(outbox)
         async with self.client.pipeline(transaction=False) as pipe:
             order = []
             for cid, state in states.items():
@@ -234,10 +250,17 @@ class StateStore:
                 args += [len(changed)]
                 for order_id in changed:
                     args += [order_id, state.orders[order_id].encode()]
+                mine = entries.get(cid, [])
+                args += [len(mine)]
+                for entry in mine:
+                    args += [entry.event_id, entry.encode()]
+                if mine:  # indexed before it is written: see outbox_unindex.lua
+                    pipe.zadd(self.keys.outbox_index, {cid: state.version + 1}, gt=True)
                 keys = [
                     self.keys.customer(cid),
                     self.keys.dedup(cid),
                     self.keys.orders(cid),
+                    self.keys.outbox(cid),
                 ]
                 await self._apply(keys=keys, args=args, client=pipe)
                 order.append(cid)
@@ -262,12 +285,64 @@ class StateStore:
                 args = [v for pair in raise_marks for v in pair]
                 await self._advance(keys=[self.keys.watermark], args=args, client=pipe)
             replies = await pipe.execute()
-        conflicts = [
-            cid
-            for cid, version in zip(order, replies[: len(order)], strict=True)
-            if int(version) < 0
-        ]
+        self.faults.drop("drop_after_write")
+        replies = iter(replies)
+        conflicts = []
+        for cid in order:
+            if cid in entries:
+                next(replies)  # the ZADD
+            if int(next(replies)) < 0:
+                conflicts.append(cid)
         return SaveResult(conflicts)
+
+    async def outbox_done(self, entries: list[Entry]) -> None:
+        """Forget entries the broker acknowledged; unindex customers left with none."""
+        mine = by_customer(entries)
+        if not mine:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for cid, items in mine.items():
+                ids = [e.event_id for e in items]
+                await self._outbox_ack(keys=[self.keys.outbox(cid)], args=ids, client=pipe)
+            left = await pipe.execute()
+        empty = {
+            cid: max(e.version for e in items)
+            for (cid, items), n in zip(mine.items(), left, strict=True)
+            if int(n) == 0
+        }
+        await self._unindex(empty)
+
+    async def _unindex(self, bounds: dict[str, int]) -> None:
+        if not bounds:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for cid, version in bounds.items():
+                await self._outbox_unindex(keys=[self.keys.outbox_index], args=[cid, version],
+                                           client=pipe)  # fmt: skip
+            await pipe.execute()
+
+    async def pending_outbox(self, limit: int) -> dict[str, tuple[int, list[Entry]]]:
+        """Up to ``limit`` indexed customers: the index score and the outbox entries of
+        each (oldest write first within a customer: its events in sequence order)."""
+        indexed = await self.client.zrange(self.keys.outbox_index, 0, limit - 1, withscores=True)
+        if not indexed:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for member, _ in indexed:
+                pipe.hgetall(self.keys.outbox(_text(member)))
+            raws = await pipe.execute()
+        out = {}
+        for (member, score), raw in zip(indexed, raws, strict=True):
+            cid = _text(member)
+            items = [Entry.decode(cid, _text(k), _text(v)) for k, v in raw.items()]
+            items.sort(key=lambda e: e.seq)
+            out[cid] = (int(score), items)
+        return out
+
+    async def forget_empty(self, bounds: dict[str, int]) -> None:
+        """Unindex customers whose outbox was found empty (a write that lost its conflict
+        indexes itself before the script that then wrote nothing)."""
+        await self._unindex(bounds)
 
 
 # -- read helpers for the CLI (synchronous client) ---------------------------

@@ -49,3 +49,35 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         return missing
     finally:
         admin.close()
+
+
+class TopicIds:
+    """Reads a topic's Kafka topic id (a UUID that changes when the topic is deleted and
+    re-created, unlike its name). Blocking: call it in a thread. One admin client, made on
+    first use and again after a failure."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._admin: KafkaAdminClient | None = None
+
+    def __call__(self) -> str | None:
+        """The id, or None when the broker cannot say (down, or the topic is absent)."""
+        try:
+            if self._admin is None:
+                self._admin = admin_client(self.bootstrap, timeout_s=5.0)
+            for topic in self._admin.describe_topics([self.topic]):
+                if topic.get("name") == self.topic and not topic.get("error_code"):
+                    return topic.get("topic_id")
+            return None
+        except (KafkaError, OSError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._admin is not None:
+            try:
+                self._admin.close()
+            except Exception:  # noqa: BLE001 - closing a broken client, nothing to do
+                pass
+            self._admin = None

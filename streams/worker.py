@@ -5,6 +5,7 @@ load, fold, save), the time-driven re-scoring tick, and the churn refit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pickle
 import time
@@ -18,6 +19,7 @@ from online_models.customer import MS_PER_DAY
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
 from streams.keys import Keys
+from streams.outbox import STALE_MS, entries_for
 from streams.pipeline import (
     BatchOutcome,
     Models,
@@ -54,18 +56,29 @@ TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 async def retry_transient(step, what: str):
     """Run ``step()`` until it gets through Redis outages.
 
-    The Faust take() buffer acks its events even when the agent raises, so
-    giving up here would lose them: a transient failure is retried until Redis
-    is back.
+    The Faust take() buffer acks its events even when the agent raises, so giving up
+    here would lose them: a transient failure is retried, with backoff, until Redis is
+    back. An outage logs one line when it starts and one when it ends, not one per retry.
     """
-    delay = 0.1
+    delay, began, retries = 0.1, None, 0
     while True:
         try:
-            return await step()
+            result = await step()
         except TRANSIENT as exc:
-            log.warning("Redis unavailable during %s (%s); retrying in %.1fs", what, exc, delay)
+            if began is None:
+                began = time.monotonic()
+                log.warning("Redis unavailable during %s (%s); retrying until it is back",
+                            what, exc)  # fmt: skip
+            else:
+                log.debug("Redis still unavailable during %s (%s)", what, exc)
+            retries += 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+            continue
+        if began is not None:
+            log.warning("Redis is back: %s went through after %.1fs (%d retries)",
+                        what, time.monotonic() - began, retries)  # fmt: skip
+        return result
 
 
 class ModelCache:
@@ -95,6 +108,40 @@ class ModelCache:
         return self.models
 
 
+class TopicIncarnation:
+    """Which incarnation of the events topic records come from. A topic deleted and
+    re-created (or a broker whose data was wiped while Redis kept its state) restarts its
+    offsets at 0; without this every new record would look already applied, and be
+    skipped. The epoch, stored in Redis, rises when the topic's Kafka id changes."""
+
+    def __init__(self, store: StateStore, topic_id: Callable[[], str | None],
+                 recheck_s: float = 5.0, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.store = store
+        self.topic_id = topic_id
+        self.recheck_s = recheck_s
+        self.clock = clock
+        self.epoch: int | None = None
+        self.checked_at = float("-inf")
+
+    def fresh(self, within_s: float) -> bool:
+        return self.clock() - self.checked_at < within_s
+
+    async def current(self, force: bool = False) -> int:
+        if self.epoch is not None and not force and self.fresh(self.recheck_s):
+            return self.epoch
+        topic_id = await asyncio.to_thread(self.topic_id)
+        epoch, changed = await self.store.topic_epoch(topic_id)
+        if changed:
+            log.warning(
+                "the events topic was re-created (new topic id %s): its offsets restarted, "
+                "so its records are applied as new (topic epoch %d)", topic_id, epoch,
+            )  # fmt: skip
+        if topic_id is not None:
+            self.checked_at = self.clock()
+        self.epoch = epoch
+        return epoch
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -104,8 +151,10 @@ class BatchProcessor:
         allowed_lateness_ms: int = 0,
         clock: Callable[[], float] = time.time,
         max_conflict_retries: int = 20,
+        incarnation: TopicIncarnation | None = None,
     ):
         self.store = store
+        self.incarnation = incarnation
         self.allowed_lateness_ms = allowed_lateness_ms
         self.limits = limits
         self.clock = clock
@@ -126,6 +175,8 @@ class BatchProcessor:
                 delay = min(delay * 2, 60.0)
 
     async def _process_once(self, records: Sequence[Record]) -> BatchOutcome:
+        epoch = 0 if self.incarnation is None else await self.incarnation.current()
+        records = [dataclasses.replace(r, epoch=epoch) for r in records]
         valid, rejected = decode_batch(records, int(self.clock() * 1000), self.limits)
         total = BatchOutcome(rejected=rejected)
         pending = valid
@@ -146,10 +197,13 @@ class BatchProcessor:
                 log.exception("a record of this batch cannot be folded; isolating it")
                 states, _ = await self.store.load(lookups(pending))
                 out = fold_batch(pending, states, models, isolate=True)
+            if out.redelivered and await self._topic_was_recreated(epoch):
+                return await self._process_once(records)  # again, in the new epoch
             for name, i in (("applied", 0), ("duplicates", 1), ("redelivered", 2)):
                 counters[name] = counters.get(name, 0) + sum(c[i] for c in out.counts.values())
                 counters[name] -= sum(c[i] for c in lost.values())
             deltas = _sum_deltas(out.histogram_deltas.values(), lost_deltas.values())
+            out.outbox = self.outbox_entries(out)
             result = await self.store.save(
                 out.states,
                 out.due,
@@ -157,6 +211,7 @@ class BatchProcessor:
                 out.partition_marks(self.allowed_lateness_ms),
                 max(out.max_event_ts.values(), default=None),
                 deltas,
+                out.outbox,
             )
             conflicts = _merge(total, out, set(result.conflicts))
             await self._count_unprocessable(out, conflicts)
@@ -170,6 +225,18 @@ class BatchProcessor:
             lost_deltas = {cid: out.histogram_deltas.get(cid, {}) for cid in conflicts}
             counters = {}
         raise RuntimeError(f"gave up after {self.max_conflict_retries} write conflicts")
+
+    async def _topic_was_recreated(self, epoch: int) -> bool:
+        """Records that look applied already: a redelivery, or a re-created topic whose
+        offsets restarted. Asked of the broker at most once a second."""
+        if self.incarnation is None or self.incarnation.fresh(1.0):
+            return False
+        return await self.incarnation.current(force=True) != epoch
+
+    def outbox_entries(self, out: BatchOutcome) -> list:
+        """The fold's output events as outbox entries, written with the states."""
+        versions = {cid: state.version for cid, state in out.states.items()}
+        return entries_for(out.outputs, versions, int(self.clock() * 1000))
 
     async def _count_unprocessable(self, out: BatchOutcome, conflicts: set[str]) -> None:
         """Count the records the fold set aside (those of customers re-folded are counted
@@ -195,6 +262,7 @@ def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[s
     total.alerts += [a for a in out.alerts if a.customer_id not in conflicts]
     total.states.update({c: s for c, s in out.states.items() if c not in conflicts})
     total.samples.update({c: x for c, x in out.samples.items() if c not in conflicts})
+    total.outbox += [e for e in out.outbox if e.customer_id not in conflicts]
     total.rejected += [(r, why) for cid, r, why in out.set_aside if cid not in conflicts]
     return conflicts
 
@@ -238,8 +306,9 @@ class Rescorer:
             states, versions = await self.store.load({cid: (set(), False) for cid in ids})
             models = await self.processor.models.refresh(versions)
             out = reassign_clusters([s for s in states.values() if s.version > 0], models)
+            out.outbox = self.processor.outbox_entries(out)
             result = await self.store.save(
-                out.states, {}, {"reassigned": len(out.states)}, {}, None
+                out.states, {}, {"reassigned": len(out.states)}, {}, None, None, out.outbox
             )
             # A lost write: the owner just evaluated that customer with the same snapshot.
             _merge(total, out, set(result.conflicts))
@@ -261,9 +330,37 @@ class Rescorer:
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
         for cid in due:
             out.due.setdefault(cid, None)
-        result = await self.store.save(out.states, out.due, {"rescored": len(out.states)}, {}, None)
+        out.outbox = self.processor.outbox_entries(out)
+        result = await self.store.save(out.states, out.due, {"rescored": len(out.states)}, {},
+                                       None, None, out.outbox)  # fmt: skip
         # A lost write means the owner just wrote the customer: its due time is current again.
         _merge(total, out, set(result.conflicts))
+
+
+class OutboxRelay:
+    """The leader's relay of outbox entries no live writer is about to send: its worker
+    crashed between the Redis write and the Kafka send, or lost Redis after writing."""
+
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time,
+                 limit: int = 1000):  # fmt: skip
+        self.store = store
+        self.clock = clock
+        self.limit = limit
+
+    async def leftovers(self) -> BatchOutcome:
+        """Entries older than STALE_MS, for the caller to send and then forget."""
+        return await retry_transient(self._leftovers_once, "the outbox relay")
+
+    async def _leftovers_once(self) -> BatchOutcome:
+        total = BatchOutcome()
+        stale_before = int(self.clock() * 1000) - STALE_MS
+        empty = {}
+        for cid, (score, entries) in (await self.store.pending_outbox(self.limit)).items():
+            if not entries:
+                empty[cid] = score
+            total.outbox += [e for e in entries if e.written_ms < stale_before]
+        await self.store.forget_empty(empty)
+        return total
 
 
 def reschedule(client, keys: Keys, states, models: Models) -> int:

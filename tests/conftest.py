@@ -154,3 +154,34 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) 
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def assert_states_match_batch(settings: Settings, events: list[dict]) -> dict:
+    """Every customer's state in Redis equals the reference's batch computation over
+    ``events``, field by field; returns the states read."""
+    from streams.keys import Keys
+    from streams.store import connect, read_states
+    from tests.reference import batch_state
+
+    expected = batch_state(events)
+    client = connect(settings.redis_url)
+    states = read_states(client, Keys(settings.namespace), sorted(expected))
+    got = {s.customer_id: s for s in states}
+    client.close()
+    assert set(got) == set(expected)
+    for cid, want in expected.items():
+        state = got[cid]
+        actual = {
+            "first_purchase_ms": state.first_purchase_ms,
+            "last_purchase_ms": state.last_purchase_ms,
+            "purchases": state.purchases,
+            "purchase_days": state.purchase_days,
+            "monetary": state.monetary,
+            "repeat_value": state.repeat_value,
+            "items": state.items,
+            "last_event_ms": state.last_event_ms,
+            "clicks": state.clicks,
+            "categories": state.categories,
+        }
+        assert actual == want, cid
+    return got

@@ -4,11 +4,14 @@
 -- KEYS[1]  customer state hash      ({ns}:c:{id})
 -- KEYS[2]  refund-id set            ({ns}:c:{id}:dedup)
 -- KEYS[3]  orders hash              ({ns}:c:{id}:orders)
+-- KEYS[4]  outbox hash              ({ns}:c:{id}:outbox): event id -> entry (streams.outbox)
 -- ARGV[1]  expected version (the `v` that was read; 0 for a new customer)
 -- ARGV[2]  n = number of field/value pairs, then ARGV[3 .. 2+2n] the pairs
 --          (an empty value deletes the field)
 -- then     k = number of refund ids to add, then the k ids
 -- then     o = number of changed orders, then o order-id/record pairs
+-- then     e = number of output events, then e event-id/entry pairs: written with the
+--          state or not at all, so a crash before the Kafka send loses none of them
 -- returns  the new version, or -1 if the stored version was not ARGV[1]
 -- All keys share the hash tag {id}: one Redis Cluster slot.
 
@@ -46,5 +49,10 @@ i = i + k + 1
 local o = tonumber(ARGV[i])
 if o > 0 then
   redis.call('HSET', KEYS[3], unpack(ARGV, i + 1, i + 2 * o))
+end
+i = i + 2 * o + 1
+local e = tonumber(ARGV[i])
+if e > 0 then
+  redis.call('HSET', KEYS[4], unpack(ARGV, i + 1, i + 2 * e))
 end
 return version
