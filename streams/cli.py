@@ -57,9 +57,14 @@ def cmd_stack(args, settings: Settings) -> int:
 def cmd_worker(args, settings: Settings) -> int:
     from streams.app import create_app
     from streams.logs import Worker
+    from streams.store import connect, durability_warning
     from streams.topics import ensure_topics
 
     ensure_topics(settings)
+    client = connect(settings.redis_url)
+    if warning := durability_warning(client):
+        _log(f"warning: {warning}")
+    client.close()
     app = create_app(settings).app
     _log(
         f"rtba worker: {settings.events_topic} on {settings.kafka_bootstrap}, {settings.redis_url}"

@@ -352,6 +352,25 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
+def durability_warning(client: redis.Redis) -> str | None:
+    """What a Redis crash could lose under this server's persistence settings, or None
+    when every acknowledged write is on disk (appendonly yes, appendfsync always). Servers
+    that refuse CONFIG GET (some managed services) are not second-guessed."""
+    try:
+        config = client.config_get("append*")
+    except redis.exceptions.ResponseError:
+        return None
+    appendonly, fsync = config.get("appendonly"), config.get("appendfsync")
+    if appendonly != "yes":
+        return ("Redis has appendonly off: a Redis crash loses every write since its last "
+                "snapshot, including events whose Kafka offsets are committed")  # fmt: skip
+    if fsync != "always":
+        return (f"Redis has appendfsync {fsync}: a Redis crash can lose up to a second of "
+                "writes whose Kafka offsets are committed (set appendfsync always; "
+                "docs/decisions.md)")  # fmt: skip
+    return None
+
+
 def read_marks(client: redis.Redis, keys: Keys) -> Marks:
     return Marks.parse(client.hgetall(keys.watermark))
 

@@ -16,6 +16,7 @@ import time
 import pytest
 import redis
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from producers.kafka import make_producer
 from streams import stack
@@ -36,6 +37,8 @@ def committed_by_partition(settings) -> dict[int, int]:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
     try:
         offsets = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+    except KafkaError:  # a broker just started: no group coordinator yet
+        offsets = {}
     finally:
         admin.close()
     topic = settings.events_topic
@@ -114,6 +117,29 @@ def distinct_changes(settings, expected: int) -> dict[str, list[dict]]:
     return out
 
 
+def assert_chains_end_on_state(changes: dict[str, list[dict]], states: dict) -> None:
+    """No change lost, of either kind: in sequence order each starts where the one before
+    ended (the first from null), and the one with the highest seq ends on the customer's
+    current membership."""
+
+    def cluster(state):
+        return None if state.cluster_id is None else str(state.cluster_id)
+
+    for kind, current in (("rfm", lambda state: state.segment), ("cluster", cluster)):
+        for cid, state in states.items():
+            chain = [c for c in changes.get(cid, []) if c["kind"] == kind]
+            ends = [None] + [c["to"] for c in chain]
+            assert [c["from"] for c in chain] == ends[:-1], (cid, kind, chain)
+            assert ends[-1] == current(state), (cid, kind)
+
+
+def rfm_chains(changes: dict[str, list[dict]]) -> dict[str, list[tuple]]:
+    """Per customer, the (from, to) of its RFM changes in sequence order."""
+    chains = {cid: [(c["from"], c["to"]) for c in cs if c["kind"] == "rfm"]
+              for cid, cs in changes.items()}  # fmt: skip
+    return {cid: chain for cid, chain in chains.items() if chain}
+
+
 def produce(settings, events) -> int:
     producer = make_producer(settings.kafka_bootstrap)
     for event in events:
@@ -147,7 +173,7 @@ def test_crash_between_redis_write_and_kafka_send(rtba_env, settings, redis_clie
 
     want = expected_segment_changes(events)
     got = distinct_changes(settings, sum(len(v) for v in want.values()))
-    assert {cid: [(c["from"], c["to"]) for c in cs] for cid, cs in got.items()} == want
+    assert rfm_chains(got) == want
     print(f"\n{supervisor.crashes} crashes; resumed after {supervisor.resumed_after} s")
     assert max(supervisor.resumed_after, default=0) <= 10
 
@@ -189,17 +215,7 @@ def test_redis_reply_lost_after_write_in_batches_and_ticks(
     assert any(c["kind"] == "cluster" for c in everything)
     print(f"\n{log.count('fault injected')} lost replies; {len(everything)} changes")
 
-    def cluster(state):
-        return None if state.cluster_id is None else str(state.cluster_id)
-
-    for kind, current in (("rfm", lambda state: state.segment), ("cluster", cluster)):
-        for cid, state in states.items():
-            chain = [c for c in got.get(cid, []) if c["kind"] == kind]
-            # No change lost: each starts where the one before ended, from null; the one
-            # with the highest seq ends on the customer's current membership.
-            ends = [None] + [c["to"] for c in chain]
-            assert [c["from"] for c in chain] == ends[:-1], (cid, kind, chain)
-            assert ends[-1] == current(state), (cid, kind)
+    assert_chains_end_on_state(got, states)
 
 
 def renamed(events: list[dict], tag: str) -> list[dict]:
@@ -302,24 +318,26 @@ def test_broker_restart_loses_nothing_and_logs_little(rtba_env, worker, tmp_path
                      "RTBA_RFM_ADAPTIVE": "0", "RTBA_BATCH_SIZE": "100"})  # fmt: skip
     local = Settings.from_env(rtba_env)
     stats = Keys(local.namespace).stats
-    events = known_events(seed=16, customers=400)
-    half = len(events) // 2
+    events = known_events(seed=16, customers=800)
     try:
         ensure_topics(local)
         worker.start()
-        produce(local, events[:half])
-        wait_committed(local, worker, half)
+        flow = produce_slowly(local, events, seconds=25)  # under load: the producer buffers
+        deadline = time.monotonic() + 60
+        while int(redis_client.hget(stats, "records") or 0) < len(events) // 4:
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.1)
         stack.stop_pid(pid)
         stopped_at = len(worker.log_path.read_text(errors="replace").splitlines())
         time.sleep(7)
         pid = stack.start_kafka(home, port, cport, 3)
         before = int(redis_client.hget(stats, "records") or 0)
-        produce(local, events[half:])
         deadline = time.monotonic() + 60
         while int(redis_client.hget(stats, "records") or 0) == before:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.2)
         outage = worker.log_path.read_text(errors="replace").splitlines()[stopped_at:]
+        flow.join()
         wait_committed(local, worker, len(events))
         assert_states_match_batch(local, events)
         assert len(outage) < 20, "\n".join(outage)
@@ -371,10 +389,11 @@ def test_worker_sigkilled_five_times_while_events_flow(rtba_env, settings, redis
         wait_committed(settings, worker, len(events), timeout=180)
     finally:
         worker.stop()
-    assert_states_match_batch(settings, events)
+    states = assert_states_match_batch(settings, events)
     want = expected_segment_changes(events)
     got = distinct_changes(settings, sum(len(v) for v in want.values()))
-    assert {cid: [(c["from"], c["to"]) for c in cs] for cid, cs in got.items()} == want
+    assert rfm_chains(got) == want
+    assert_chains_end_on_state(got, states)
     print(f"\nresumed {resumed} s after each restart")
     assert max(resumed) <= 10, resumed
 
@@ -403,9 +422,10 @@ def test_survivor_takes_over_a_killed_workers_partitions(rtba_env, settings, tmp
     finally:
         first.stop()
         second.stop()
-    assert_states_match_batch(settings, events)
+    states = assert_states_match_batch(settings, events)
     want = expected_segment_changes(events)
     got = distinct_changes(settings, sum(len(v) for v in want.values()))
-    assert {cid: [(c["from"], c["to"]) for c in cs] for cid, cs in got.items()} == want
+    assert rfm_chains(got) == want
+    assert_chains_end_on_state(got, states)
     print(f"\nthe survivor took over in {took:.1f} s")
     assert took <= 10 + 3  # 10 s, plus up to one commit interval (2.8 s) to see it
