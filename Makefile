@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install stack-install compose-cli clean
+.PHONY: demo test bench lint install stack-install compose-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ compose-cli:
 
 test: stack-install compose-cli lint
 	$(BIN)/pytest
+
+# Full sizes: the benchmarks, and the worker-SIGKILL fault scenario at ~100k events.
+bench: stack-install
+	$(BIN)/python -m benchmarks.durability
+	$(BIN)/python -m benchmarks.clustering
+	RTBA_FAULT_SCALE=7.5 $(BIN)/pytest -q -s tests/integration/test_faults.py -k sigkilled
 
 clean:
 	rm -rf $(VENV) .rtba .pytest_cache .ruff_cache

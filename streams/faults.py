@@ -3,8 +3,9 @@ makes each named point fire with that probability (seeded by ``RTBA_FAULT_SEED``
 Without it every point is a no-op.
 
 Points: ``crash_before_send`` (the worker process dies right after a batch's Redis write,
-before its Kafka send), ``drop_after_write`` (a Redis write reaches Redis but its reply is
-lost: a ConnectionError after the pipeline ran).
+before its Kafka send), ``drop_after_write`` (a batch's Redis write reaches Redis but its
+reply is lost: a ConnectionError after the pipeline ran), ``drop_after_tick_write`` (the
+same for the leader tick's writes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 
 import redis.exceptions
 
-POINTS = ("crash_before_send", "drop_after_write")
+POINTS = ("crash_before_send", "drop_after_write", "drop_after_tick_write")
 
 
 def parse(text: str) -> dict[str, float]:

@@ -232,6 +232,7 @@ class StateStore:
         max_event_ts: int | None,
         histogram_deltas: dict[tuple[str, int], int] | None = None,
         outbox: list[Entry] = (),
+        fault_point: str = "drop_after_write",
     ) -> SaveResult:
         """Write changed states with their outbox entries, their next due times, counters
         and event-time marks in one round trip. A due time written for a customer whose
@@ -285,7 +286,7 @@ class StateStore:
                 args = [v for pair in raise_marks for v in pair]
                 await self._advance(keys=[self.keys.watermark], args=args, client=pipe)
             replies = await pipe.execute()
-        self.faults.drop("drop_after_write")
+        self.faults.drop(fault_point)
         replies = iter(replies)
         conflicts = []
         for cid in order:

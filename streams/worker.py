@@ -308,7 +308,14 @@ class Rescorer:
             out = reassign_clusters([s for s in states.values() if s.version > 0], models)
             out.outbox = self.processor.outbox_entries(out)
             result = await self.store.save(
-                out.states, {}, {"reassigned": len(out.states)}, {}, None, None, out.outbox
+                out.states,
+                {},
+                {"reassigned": len(out.states)},
+                {},
+                None,
+                None,
+                out.outbox,
+                fault_point="drop_after_tick_write",
             )
             # A lost write: the owner just evaluated that customer with the same snapshot.
             _merge(total, out, set(result.conflicts))
@@ -332,7 +339,8 @@ class Rescorer:
             out.due.setdefault(cid, None)
         out.outbox = self.processor.outbox_entries(out)
         result = await self.store.save(out.states, out.due, {"rescored": len(out.states)}, {},
-                                       None, None, out.outbox)  # fmt: skip
+                                       None, None, out.outbox,
+                                       fault_point="drop_after_tick_write")  # fmt: skip
         # A lost write means the owner just wrote the customer: its due time is current again.
         _merge(total, out, set(result.conflicts))
 
