@@ -71,3 +71,35 @@ def test_a_batch_result_carries_what_the_trainer_needs(settings):
     outcome = asyncio.run(scenario())
     assert set(outcome.samples) == {"a", "b"}
     assert outcome.samples["a"]["frequency"] > 0
+
+
+def test_outbox_entries_live_with_the_state_until_acknowledged(settings):
+    """A batch's output events are in Redis with its state; an ack removes them and the
+    index entry, unless a newer write indexed the customer again meanwhile."""
+    keys = Keys(settings.namespace)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        processor = BatchProcessor(store, RFMScorer(), Limits())
+        first = await processor.process([purchase(1, "c1", "o1"), purchase(2, "c2", "o2")])
+        assert len(first.outbox) == 2  # a first segment for each
+        stored = {k.decode() for k in client.hkeys(keys.outbox("c1"))}
+        assert stored == {e.event_id for e in first.outbox if e.customer_id == "c1"}
+        pending = await store.pending_outbox(10)
+        assert {cid: [e.payload for e in es] for cid, (_, es) in pending.items()} == {
+            e.customer_id: [e.payload] for e in first.outbox
+        }
+        # c2 is written again (a newer version, a new entry) before c1 and c2's acks land
+        second = await processor.process([purchase(3, "c2", "o3"), purchase(4, "c2", "o4")])
+        await store.outbox_done(first.outbox)
+        assert client.hlen(keys.outbox("c1")) == 0
+        assert client.zscore(keys.outbox_index, "c1") is None
+        assert client.zscore(keys.outbox_index, "c2") is not None  # its newer entry waits
+        assert client.hlen(keys.outbox("c2")) == len(second.outbox) > 0
+        await store.outbox_done(second.outbox)
+        assert client.zcard(keys.outbox_index) == 0 and client.hlen(keys.outbox("c2")) == 0
+        await store.client.aclose()
+
+    asyncio.run(scenario())
+    client.close()

@@ -7,7 +7,9 @@ from online_models.churn import ModifiedBGNBD
 from online_models.churn_risk import ChurnScorer
 from online_models.customer import CustomerState
 from online_models.rfm import RFMScorer
+from streams.outbox import Entry, entries_for
 from streams.pipeline import (
+    Cause,
     Models,
     Record,
     decode_batch,
@@ -215,3 +217,41 @@ def test_an_isolating_fold_sets_aside_only_the_record_that_raises():
     assert out.states["poison"].purchases == 0  # restored: nothing half-applied
     assert out.counts["poison"] == [0, 0, 0] and out.applied == 3
     assert {c.customer_id for c in out.changes} == {"a", "b"}
+
+
+def test_change_sequence_rises_across_writers_and_is_kept_in_the_state():
+    """Event-driven changes, then the tick's time-driven changes and alert on the state the
+    event fold left (as the store hands it back): one sequence, no ties, no step back."""
+    models = scorer_with_churn()
+    first, _ = run([rec(0, purchase(0, cid="s")), rec(1, purchase(1, cid="s", ts=T0))])
+    stored = state_from_fields("s", state_to_fields(first.states["s"]))
+    later = rescore_due([stored], T0 + 2000 * DAY, models)
+    seqs = [c.seq for c in first.outputs] + [x.seq for x in later.outputs]
+    assert later.alerts and later.changes  # both kinds share the sequence
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert stored.change_seq == seqs[-1]
+    assert state_from_fields("s", state_to_fields(stored)).change_seq == seqs[-1]
+
+
+def test_outbox_entries_round_trip_and_keep_the_events_bytes():
+    out, _ = run([rec(0, purchase(0, cid="a|b")), rec(1, purchase(1, cid="a|b", ts=T0))])
+    entries = entries_for(out.outputs, {"a|b": 7}, written_ms=123)
+    assert [e.version for e in entries] == [8, 8] and [e.seq for e in entries] == [1, 2]
+    for entry, change in zip(entries, out.outputs, strict=True):
+        back = Entry.decode("a|b", entry.event_id, entry.encode())
+        assert back == entry
+        assert json.loads(back.payload) == change.to_json()
+        assert json.loads(back.payload)["event_id"] == entry.event_id
+
+
+def test_a_recreated_topics_records_are_new_not_redelivered():
+    first, _ = run([rec(5, purchase(0)), rec(9, purchase(1, ts=T0))])
+    stored = first.states["c1"]
+    again = [Record(0, 2, b"k", json.dumps(purchase(7, ts=T0 + DAY)).encode(), epoch=1)]
+    out, _ = run(again, {"c1": stored})
+    assert (out.applied, out.redelivered) == (1, 0)
+    # outputs it causes get ids of their own, not those of offset 2 in the first topic
+    assert Cause.record(again[0], "purchase").key == "e1p0o2"
+    assert Cause.record(rec(2, b"{}"), "purchase").key == "p0o2"
+    stale = [Record(0, 9, b"k", json.dumps(purchase(8, ts=T0 + DAY)).encode(), epoch=0)]
+    assert run(stale, {"c1": stored})[0].redelivered == 1
