@@ -173,13 +173,14 @@ def test_crash_between_redis_write_and_kafka_send(rtba_env, settings, redis_clie
         supervisor.stop()
 
     assert supervisor.crashes >= 5, f"only {supervisor.crashes} crashes: the test proves little"
-    assert_states_match_batch(settings, events)
+    states = assert_states_match_batch(settings, events)
     applied = int(redis_client.hget(Keys(settings.namespace).stats, "applied"))
     assert applied == sum(len(v) for v in applied_events(events).values())  # none twice
 
     want = expected_segment_changes(events)
     got = distinct_changes(settings, sum(len(v) for v in want.values()))
     assert rfm_chains(got) == want
+    assert_chains_end_on_state(got, states)
     print(f"\n{supervisor.crashes} crashes; resumed after {supervisor.resumed_after} s")
     assert max(supervisor.resumed_after, default=0) <= 10
 
