@@ -87,17 +87,19 @@ def create_app(settings: Settings) -> Pipeline:
     )
     faults = Faults.from_env()  # no-ops unless a fault-injection test set RTBA_FAULTS
     # One Redis client per worker process; its scripts are registered once, here.
+    store = StateStore.from_url(settings.redis_url, Keys(settings.namespace))
     processor = BatchProcessor(
-        StateStore.from_url(settings.redis_url, Keys(settings.namespace), faults),
+        store,
         settings.scorer(),
         limits,
         allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
-    )
-    processor.incarnation = TopicIncarnation(
-        processor.store, TopicIds(settings.kafka_bootstrap, settings.events_topic)
+        incarnation=TopicIncarnation(
+            store, TopicIds(settings.kafka_bootstrap, settings.events_topic)
+        ),
+        faults=faults,
     )
     rescorer = Rescorer(processor)
-    relay = OutboxRelay(processor.store)
+    relay = OutboxRelay(store)
 
     outputs = {"segment_changes": segment_changes, "churn_risk": churn_risk}
 
@@ -122,7 +124,7 @@ def create_app(settings: Settings) -> Pipeline:
             if sample is not None
         ]
         await asyncio.gather(*sent)
-        await retry_transient(lambda: processor.store.outbox_done(outcome.outbox), "the outbox")
+        await retry_transient(lambda: store.outbox_done(outcome.outbox), "the outbox")
 
     @app.agent(events)
     async def apply_events(stream):
@@ -136,28 +138,29 @@ def create_app(settings: Settings) -> Pipeline:
                 faults.crash("crash_before_send")
             await emit(outcome)
 
-    # A timer that raises takes the whole worker down with it; a failed tick loses nothing
-    # (the due index and the model stay as they were), so log it and let the next one retry.
     @app.agent(features)
     async def train_clusters(stream):
         # The features topic has one partition: exactly one worker runs this learner.
-        trainer = await ClusterTrainer.resume(processor.store, settings)
+        trainer = await ClusterTrainer.resume(store, settings)
         async for batch in stream.take(settings.cluster_snapshot_every, within=1.0):
             await trainer.train([json.loads(value) for value in batch])
 
+    async def emit_or_log(step, what: str) -> None:
+        """A leader timer's work and its sends. A timer that raises takes the whole worker
+        down with it; a failed run loses nothing (the due index, the models and the outbox
+        stay as they were), so log it and let the next run retry."""
+        try:
+            await emit(await step())
+        except Exception:
+            log.exception("%s failed; the next run retries", what)
+
     @app.timer(settings.tick_s, on_leader=True)
     async def rescore_due_customers():
-        try:
-            await emit(await rescorer.tick())
-        except Exception:
-            log.exception("re-scoring tick failed; the next tick retries")
+        await emit_or_log(rescorer.tick, "re-scoring tick")
 
     @app.timer(settings.outbox_relay_s, on_leader=True)
     async def relay_outbox_leftovers():
-        try:
-            await emit(await relay.leftovers())
-        except Exception:
-            log.exception("outbox relay failed; the next run retries")
+        await emit_or_log(relay.leftovers, "outbox relay")
 
     async def in_background(job, what: str) -> None:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""

@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState, Order
-from streams.faults import Faults
 from streams.keys import Keys
 from streams.outbox import Entry, by_customer
 
@@ -120,10 +119,9 @@ class SaveResult:
 class StateStore:
     """The worker's view of Redis (asyncio client, scripts registered once)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, faults: Faults | None = None):
+    def __init__(self, client: aioredis.Redis, keys: Keys):
         self.client = client
         self.keys = keys
-        self.faults = faults or Faults()
         self._apply = client.register_script(lua("apply_customer"))
         self._advance = client.register_script(lua("advance_watermark"))
         self._outbox_ack = client.register_script(lua("outbox_ack"))
@@ -131,8 +129,8 @@ class StateStore:
         self._topic_epoch = client.register_script(lua("topic_epoch"))
 
     @classmethod
-    def from_url(cls, url: str, keys: Keys, faults: Faults | None = None) -> StateStore:
-        return cls(aioredis.Redis.from_url(url), keys, faults)
+    def from_url(cls, url: str, keys: Keys) -> StateStore:
+        return cls(aioredis.Redis.from_url(url), keys)
 
     async def load(
         self, needed: dict[str, tuple[set[str], bool]]
@@ -232,7 +230,6 @@ class StateStore:
         max_event_ts: int | None,
         histogram_deltas: dict[tuple[str, int], int] | None = None,
         outbox: list[Entry] = (),
-        fault_point: str = "drop_after_write",
     ) -> SaveResult:
         """Write changed states with their outbox entries, their next due times, counters
         and event-time marks in one round trip. A due time written for a customer whose
@@ -286,7 +283,6 @@ class StateStore:
                 args = [v for pair in raise_marks for v in pair]
                 await self._advance(keys=[self.keys.watermark], args=args, client=pipe)
             replies = await pipe.execute()
-        self.faults.drop(fault_point)
         replies = iter(replies)
         conflicts = []
         for cid in order:
@@ -311,9 +307,11 @@ class StateStore:
             for (cid, items), n in zip(mine.items(), left, strict=True)
             if int(n) == 0
         }
-        await self._unindex(empty)
+        await self.unindex(empty)
 
-    async def _unindex(self, bounds: dict[str, int]) -> None:
+    async def unindex(self, bounds: dict[str, int]) -> None:
+        """Take customers out of the outbox index, each unless a write newer than its
+        bound indexed it again (outbox_unindex.lua)."""
         if not bounds:
             return
         async with self.client.pipeline(transaction=False) as pipe:
@@ -339,11 +337,6 @@ class StateStore:
             items.sort(key=lambda e: e.seq)
             out[cid] = (int(score), items)
         return out
-
-    async def forget_empty(self, bounds: dict[str, int]) -> None:
-        """Unindex customers whose outbox was found empty (a write that lost its conflict
-        indexes itself before the script that then wrote nothing)."""
-        await self._unindex(bounds)
 
 
 # -- read helpers for the CLI (synchronous client) ---------------------------

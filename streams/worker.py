@@ -18,6 +18,7 @@ from online_models.clusters import ClusterSnapshot, StableClusterer, kmeans
 from online_models.customer import MS_PER_DAY
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
+from streams.faults import Faults
 from streams.keys import Keys
 from streams.outbox import STALE_MS, entries_for
 from streams.pipeline import (
@@ -152,9 +153,11 @@ class BatchProcessor:
         clock: Callable[[], float] = time.time,
         max_conflict_retries: int = 20,
         incarnation: TopicIncarnation | None = None,
+        faults: Faults | None = None,
     ):
         self.store = store
         self.incarnation = incarnation
+        self.faults = faults or Faults()
         self.allowed_lateness_ms = allowed_lateness_ms
         self.limits = limits
         self.clock = clock
@@ -176,7 +179,8 @@ class BatchProcessor:
 
     async def _process_once(self, records: Sequence[Record]) -> BatchOutcome:
         epoch = 0 if self.incarnation is None else await self.incarnation.current()
-        records = [dataclasses.replace(r, epoch=epoch) for r in records]
+        if epoch:  # records arrive as epoch 0
+            records = [dataclasses.replace(r, epoch=epoch) for r in records]
         valid, rejected = decode_batch(records, int(self.clock() * 1000), self.limits)
         total = BatchOutcome(rejected=rejected)
         pending = valid
@@ -213,6 +217,7 @@ class BatchProcessor:
                 deltas,
                 out.outbox,
             )
+            self.faults.drop("drop_after_write")
             conflicts = _merge(total, out, set(result.conflicts))
             await self._count_unprocessable(out, conflicts)
             if not conflicts:
@@ -306,19 +311,8 @@ class Rescorer:
             states, versions = await self.store.load({cid: (set(), False) for cid in ids})
             models = await self.processor.models.refresh(versions)
             out = reassign_clusters([s for s in states.values() if s.version > 0], models)
-            out.outbox = self.processor.outbox_entries(out)
-            result = await self.store.save(
-                out.states,
-                {},
-                {"reassigned": len(out.states)},
-                {},
-                None,
-                None,
-                out.outbox,
-                fault_point="drop_after_tick_write",
-            )
             # A lost write: the owner just evaluated that customer with the same snapshot.
-            _merge(total, out, set(result.conflicts))
+            await self._write(total, out, {"reassigned": len(out.states)})
         position["cursor"] = cursor
         if cursor == 0:
             position["swept"] = snapshot.version
@@ -337,11 +331,15 @@ class Rescorer:
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
         for cid in due:
             out.due.setdefault(cid, None)
-        out.outbox = self.processor.outbox_entries(out)
-        result = await self.store.save(out.states, out.due, {"rescored": len(out.states)}, {},
-                                       None, None, out.outbox,
-                                       fault_point="drop_after_tick_write")  # fmt: skip
         # A lost write means the owner just wrote the customer: its due time is current again.
+        await self._write(total, out, {"rescored": len(out.states)})
+
+    async def _write(self, total: BatchOutcome, out: BatchOutcome, counters: dict) -> None:
+        """Save a tick's states with their due times and outbox entries; keep what won."""
+        out.outbox = self.processor.outbox_entries(out)
+        result = await self.store.save(out.states, out.due, counters, {}, None,
+                                       outbox=out.outbox)  # fmt: skip
+        self.processor.faults.drop("drop_after_tick_write")
         _merge(total, out, set(result.conflicts))
 
 
@@ -367,7 +365,7 @@ class OutboxRelay:
             if not entries:
                 empty[cid] = score
             total.outbox += [e for e in entries if e.written_ms < stale_before]
-        await self.store.forget_empty(empty)
+        await self.store.unindex(empty)
         return total
 
 
