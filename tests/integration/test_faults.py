@@ -103,6 +103,23 @@ def run_until_settled(supervisor: Supervisor, settings, redis_client, total: int
     )
 
 
+def run_supervised(rtba_env, settings, redis_client, tmp_path, events, linger_s=0.0):
+    """Produce ``events`` and run a supervised worker until they are settled; with
+    ``linger_s``, let it run (ticks, with their own faults) that long and settle again."""
+    ensure_topics(settings)
+    total = produce(settings, events)
+    supervisor = Supervisor(rtba_env, tmp_path / "worker.log", redis_client, settings)
+    supervisor.start()
+    try:
+        run_until_settled(supervisor, settings, redis_client, total)
+        if linger_s:
+            time.sleep(linger_s)
+            run_until_settled(supervisor, settings, redis_client, total)
+    finally:
+        supervisor.stop()
+    return supervisor
+
+
 def distinct_changes(settings, expected: int) -> dict[str, list[dict]]:
     """The segment changes on the topic, per customer in sequence order, after checking
     that a duplicate is the same event byte for byte."""
@@ -139,6 +156,16 @@ def assert_chains_end_on_state(changes: dict[str, list[dict]], states: dict) -> 
             assert ends[-1] == current(state), (cid, kind)
 
 
+def assert_outputs_match_reference(settings, events) -> None:
+    """State equals the batch computation; the distinct RFM changes equal the reference's
+    list exactly (the tick is off in these scenarios); every chain ends on the state."""
+    states = assert_states_match_batch(settings, events)
+    want = expected_segment_changes(events)
+    got = distinct_changes(settings, sum(len(v) for v in want.values()))
+    assert rfm_chains(got) == want
+    assert_chains_end_on_state(got, states)
+
+
 def rfm_chains(changes: dict[str, list[dict]]) -> dict[str, list[tuple]]:
     """Per customer, the (from, to) of its RFM changes in sequence order."""
     chains = {cid: [(c["from"], c["to"]) for c in cs if c["kind"] == "rfm"]
@@ -163,24 +190,12 @@ def test_crash_between_redis_write_and_kafka_send(rtba_env, settings, redis_clie
         "RTBA_FAULTS": "crash_before_send=0.12",
     })  # fmt: skip
     events = known_events(seed=11, customers=250)
-    ensure_topics(settings)
-    total = produce(settings, events)
-    supervisor = Supervisor(rtba_env, tmp_path / "worker.log", redis_client, settings)
-    supervisor.start()
-    try:
-        run_until_settled(supervisor, settings, redis_client, total)
-    finally:
-        supervisor.stop()
+    supervisor = run_supervised(rtba_env, settings, redis_client, tmp_path, events)
 
     assert supervisor.crashes >= 5, f"only {supervisor.crashes} crashes: the test proves little"
-    states = assert_states_match_batch(settings, events)
+    assert_outputs_match_reference(settings, events)
     applied = int(redis_client.hget(Keys(settings.namespace).stats, "applied"))
     assert applied == sum(len(v) for v in applied_events(events).values())  # none twice
-
-    want = expected_segment_changes(events)
-    got = distinct_changes(settings, sum(len(v) for v in want.values()))
-    assert rfm_chains(got) == want
-    assert_chains_end_on_state(got, states)
     print(f"\n{supervisor.crashes} crashes; resumed after {supervisor.resumed_after} s")
     assert max(supervisor.resumed_after, default=0) <= 10
 
@@ -199,16 +214,7 @@ def test_redis_reply_lost_after_write_in_batches_and_ticks(
         "RTBA_CLUSTER_SNAPSHOT_EVERY": "200",
     })  # fmt: skip
     events = known_events(seed=12, customers=250)
-    ensure_topics(settings)
-    total = produce(settings, events)
-    supervisor = Supervisor(rtba_env, tmp_path / "worker.log", redis_client, settings)
-    supervisor.start()
-    try:
-        run_until_settled(supervisor, settings, redis_client, total)
-        time.sleep(3)  # a few more ticks, each with its own lost replies
-        run_until_settled(supervisor, settings, redis_client, total)
-    finally:
-        supervisor.stop()
+    run_supervised(rtba_env, settings, redis_client, tmp_path, events, linger_s=3)
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert log.count("during a batch (fault injected at drop_after_write") >= 5
     assert "during a re-scoring tick (fault injected at drop_after_tick_write" in log
@@ -396,11 +402,7 @@ def test_worker_sigkilled_five_times_while_events_flow(rtba_env, settings, redis
         wait_committed(settings, worker, len(events), timeout=180 * SCALE)
     finally:
         worker.stop()
-    states = assert_states_match_batch(settings, events)
-    want = expected_segment_changes(events)
-    got = distinct_changes(settings, sum(len(v) for v in want.values()))
-    assert rfm_chains(got) == want
-    assert_chains_end_on_state(got, states)
+    assert_outputs_match_reference(settings, events)
     print(f"\nresumed {resumed} s after each restart")
     assert max(resumed) <= 10, resumed
 
@@ -429,10 +431,6 @@ def test_survivor_takes_over_a_killed_workers_partitions(rtba_env, settings, tmp
     finally:
         first.stop()
         second.stop()
-    states = assert_states_match_batch(settings, events)
-    want = expected_segment_changes(events)
-    got = distinct_changes(settings, sum(len(v) for v in want.values()))
-    assert rfm_chains(got) == want
-    assert_chains_end_on_state(got, states)
+    assert_outputs_match_reference(settings, events)
     print(f"\nthe survivor took over in {took:.1f} s")
     assert took <= 10 + 3  # 10 s, plus up to one commit interval (2.8 s) to see it
