@@ -1,28 +1,35 @@
-"""Behavioural clusters learned online with River, published as snapshots whose
+"""Behavioural clusters over a uniform sample of customers, published as snapshots whose
 cluster ids stay stable.
 
-A River clusterer learns from standardised feature vectors (River's online
-StandardScaler). ``snapshot()`` freezes the centroids and the scaling into a
-:class:`ClusterSnapshot` that every worker assigns with (nearest centroid,
-vectorised), so all workers agree for a given version. Ids are matched to the
-previous snapshot's by minimum-cost assignment (Hungarian) on centroid
-distance in original units re-standardised with the current scaling: a
-centroid that drifted keeps its id; one with no partner within ``match_radius``
-is a new cluster with a new id ("appeared"); an old id with no partner "died".
+The learner keeps a bounded sample of distinct customers with each one's latest feature
+vector (:class:`CustomerSample`). ``snapshot()`` ages the sample to the latest event seen
+(a silent customer's recency grows), standardises it, and runs k-means over it, warm-started
+from the previous snapshot's centres so that an unchanged population keeps its partition.
+The snapshot (:class:`ClusterSnapshot`) freezes the centroids and the scaling that every
+worker assigns with (nearest centroid, vectorised), so all workers agree for a given
+version. Ids are matched to the previous snapshot's by minimum-cost assignment (Hungarian)
+on centroid distance: a centroid that drifted keeps its id; one with no partner within
+``match_radius`` is a new cluster with a new id ("appeared"); an old id with no partner
+"died".
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import heapq
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import cluster, preprocessing
+from river import base
 from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 
-from online_models.features import FEATURES
-from online_models.kmeans import SequentialKMeans
+from online_models.features import FEATURES, recency
+
+_RECENCY = FEATURES.index("recency")
 
 # feature -> (word when high, word when low), for generated labels
 _WORDS = {
@@ -104,101 +111,222 @@ class ClusterSnapshot:
         )  # fmt: skip
 
 
-def kmeans(n_clusters: int = 5, seed: int = 42, init_size: int = 200):
-    """The default learner, chosen by benchmarks/clustering.py (see docs/clustering.md)."""
-    return SequentialKMeans(n_clusters=n_clusters, init_size=init_size, seed=seed)
+class CustomerSample:
+    """A uniform sample of distinct customers, each with its latest feature vector.
 
-
-def river_kmeans(n_clusters: int = 5, seed: int = 42):
-    """River's constant-step KMeans, the previous default (kept for the benchmark)."""
-    return cluster.KMeans(n_clusters=n_clusters, halflife=0.05, sigma=1.0, seed=seed)
-
-
-class StableClusterer:
-    """An online clusterer whose snapshots keep cluster ids stable.
+    A customer is in the sample while a keyed hash of its id is among the ``size`` smallest
+    seen (a bottom-k sketch). So every customer is equally likely to be in it however many
+    events they send; membership depends on the seed alone, not on arrival order or
+    PYTHONHASHSEED; and two samples merge (``+=``) into the sample of their union.
 
     Parameters
     ----------
-    learner
-        A River clusterer with ``learn_one`` and ``centers`` (default: KMeans).
+    size
+        Customers kept.
+    seed
+        Key of the hash that picks them.
+
+    Examples
+    --------
+    >>> s = CustomerSample(size=2, seed=1)
+    >>> for day, cid in enumerate("abcde"):
+    ...     s.add(cid, {"frequency": 1.0}, last_event_ms=day * 86_400_000)
+    >>> backwards = CustomerSample(size=2, seed=1)
+    >>> for cid in "edcba":
+    ...     backwards.add(cid, {})
+    >>> len(s), s.ids() == backwards.ids()
+    (2, True)
+    >>> s.ids(), s.rows()[:, FEATURES.index("recency")].round(3).tolist()  # aged to day 4
+    (['c', 'd'], [1.099, 0.693])
+    """
+
+    def __init__(self, size: int = 2000, seed: int = 42):
+        self.size = size
+        self.seed = seed
+        self._rows: dict[str, tuple[int, np.ndarray, int | None]] = {}
+        self._largest: list[tuple[int, str]] = []  # heap of (-hash, id): evict from the top
+        self.latest_ms: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _hash(self, customer_id: str) -> int:
+        key = str(self.seed).encode()[:64]
+        digest = hashlib.blake2b(customer_id.encode(), digest_size=8, key=key).digest()
+        return int.from_bytes(digest, "big")
+
+    def add(self, customer_id: str, x: dict[str, float], last_event_ms: int | None = None):
+        """Keep ``x`` as the customer's vector if the customer is (or now gets) sampled."""
+        if last_event_ms is not None:
+            self.latest_ms = max(self.latest_ms or last_event_ms, last_event_ms)
+        row = np.array([x.get(f, 0.0) for f in FEATURES], dtype=float)
+        self._keep(customer_id, row, last_event_ms)
+
+    def _keep(self, customer_id: str, row: np.ndarray, last_event_ms: int | None) -> None:
+        if customer_id in self._rows:
+            h, _, before = self._rows[customer_id]
+            if before is None or last_event_ms is None or last_event_ms >= before:
+                self._rows[customer_id] = (h, row, last_event_ms)
+            return
+        h = self._hash(customer_id)
+        if len(self._rows) >= self.size:
+            if h >= -self._largest[0][0]:
+                return
+            del self._rows[heapq.heappop(self._largest)[1]]
+        heapq.heappush(self._largest, (-h, customer_id))
+        self._rows[customer_id] = (h, row, last_event_ms)
+
+    def ids(self) -> list[str]:
+        """Sampled customers in hash order (the order ``rows`` uses)."""
+        return sorted(self._rows, key=lambda cid: self._rows[cid][0])
+
+    def rows(self) -> np.ndarray:
+        """The sampled vectors (columns in FEATURES order) as of the latest event seen: a
+        vector taken at an event has recency 0, the customer's recency now is what counts."""
+        ids = self.ids()
+        out = np.zeros((len(ids), len(FEATURES)))
+        for i, cid in enumerate(ids):
+            _, row, last = self._rows[cid]
+            out[i] = row
+            if last is not None and self.latest_ms is not None:
+                out[i, _RECENCY] = recency(last, self.latest_ms)
+        return out
+
+    def __iadd__(self, other: CustomerSample) -> CustomerSample:
+        for cid, (_, row, last) in other._rows.items():
+            self._keep(cid, row, last)
+        if other.latest_ms is not None:
+            self.latest_ms = max(self.latest_ms or other.latest_ms, other.latest_ms)
+        return self
+
+
+class StableClusterer(base.Clusterer):
+    """k-means over a sample of customers as of now, with ids that stay stable (a River
+    clusterer: ``learn_one`` / ``predict_one`` over dicts, River's ``clone``).
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters.
+    sample_size
+        Customers in the sample the clusters are fitted on.
+    n_init
+        k-means++ starts tried at each snapshot; the one of least inertia is the fresh fit.
+    switch_gain
+        The fresh fit replaces the one warm-started from the previous centres only when its
+        inertia is lower by this factor: a better partition is taken, a tie is not.
     match_radius
         Largest standardised distance at which a new centroid inherits an old id.
     seed
-        Seed of the default learner.
+        Seed of the sample's hash and of the k-means++ starts.
 
     Examples
     --------
     >>> import random
     >>> rng = random.Random(0)
-    >>> model = StableClusterer(learner=kmeans(n_clusters=2, seed=1))
-    >>> points = [{f: rng.gauss(c, 0.1) for f in FEATURES} for c in (0, 5) for _ in range(300)]
-    >>> rng.shuffle(points)
-    >>> for x in points:
-    ...     model.learn_one(x)
+    >>> model = StableClusterer(n_clusters=2, seed=1)
+    >>> for i in range(600):
+    ...     c = rng.choice([0, 5])
+    ...     model.learn_one({f: rng.gauss(c, 0.1) for f in FEATURES}, customer_id=f"c{i}")
     >>> first = model.snapshot()
-    >>> for x in points:
-    ...     model.learn_one(x)
+    >>> for i in range(600):  # the same customers again: same partition, same ids
+    ...     c = rng.choice([0, 5])
+    ...     model.learn_one({f: rng.gauss(c, 0.1) for f in FEATURES}, customer_id=f"c{i}")
     >>> second = model.snapshot()
-    >>> sorted(first.ids) == sorted(second.ids), second.version
-    (True, 2)
-    >>> first.assign(points[0]) == second.assign(points[0])
+    >>> sorted(first.ids) == sorted(second.ids), second.version, second.events
+    (True, 2, [])
+    >>> model.predict_one({f: 5.0 for f in FEATURES}) == second.assign({f: 5.1 for f in FEATURES})
     True
     """
 
-    def __init__(self, learner=None, match_radius: float = 1.0, seed: int = 42):
-        self.learner = learner if learner is not None else kmeans(seed=seed)
+    def __init__(self, n_clusters: int = 5, sample_size: int = 2000, n_init: int = 10,
+                 switch_gain: float = 0.97, match_radius: float = 1.0, seed: int = 42):  # fmt: skip
+        self.n_clusters = n_clusters
+        self.sample_size = sample_size
+        self.n_init = n_init
+        self.switch_gain = switch_gain
         self.match_radius = match_radius
         self.seed = seed
-        self.scaler = preprocessing.StandardScaler()
+        self.sample = CustomerSample(sample_size, seed)
         self.last: ClusterSnapshot | None = None
         self.next_id = 0
         self.seen = 0
 
-    def learn_one(self, x: dict[str, float]) -> None:
-        self.scaler.learn_one(x)
-        self.learner.learn_one(self.scaler.transform_one(x))
+    def learn_one(self, x: dict[str, float], customer_id: str | None = None,
+                  last_event_ms: int | None = None) -> None:  # fmt: skip
+        """A customer's vector taken at ``last_event_ms`` (its recency is re-aged at each
+        snapshot); without an id every call is a customer of its own."""
+        self.sample.add(customer_id if customer_id is not None else f"#{self.seen}", x,
+                        last_event_ms)  # fmt: skip
         self.seen += 1
 
-    def _scaling(self) -> tuple[np.ndarray, np.ndarray]:
-        mean = np.array([self.scaler.means.get(f, 0.0) for f in FEATURES])
-        var = np.array([self.scaler.vars.get(f, 0.0) for f in FEATURES])
-        return mean, np.where(var > 1e-12, np.sqrt(var), 1.0)
+    def __iadd__(self, other: StableClusterer) -> StableClusterer:
+        """Learn what ``other`` learned (its sample); this model's centres and ids stay."""
+        self.sample += other.sample
+        self.seen += other.seen
+        return self
 
     def snapshot(self) -> ClusterSnapshot:
-        """Freeze the current centroids, with ids matched to the previous snapshot's."""
-        mean, scale = self._scaling()
-        centers = [c for c in self.learner.centers.values() if c]
-        rows = np.array([[c.get(f, 0.0) for f in FEATURES] for c in centers], dtype=float)
-        rows = rows.reshape(len(centers), len(FEATURES))
-        ids: list[int | None] = [None] * len(rows)
-        events: list[dict] = []
-        if self.last is not None and len(self.last.ids):
-            if len(rows):
-                # previous centroids in original units, re-standardised with today's scaling
-                old = (self.last.centroids * self.last.scale + self.last.mean - mean) / scale
-                cost = np.sqrt(((rows[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
-                # Radius-aware: pairs beyond the radius cost more than all others together,
-                # so the matching first keeps as many ids as the radius allows, then the
-                # least total drift among those.
-                far = cost > self.match_radius
-                gated = np.where(far, cost.sum() + 1.0 + cost, cost)
-                for i, j in zip(*linear_sum_assignment(gated), strict=True):
-                    if not far[i, j]:
-                        ids[i] = self.last.ids[j]
-            kept = {i for i in ids if i is not None}
-            events += [{"event": "died", "cluster": i} for i in self.last.ids if i not in kept]
-        for i, found in enumerate(ids):
-            if found is None:
-                ids[i] = self.next_id
-                events.append({"event": "appeared", "cluster": self.next_id})
-                self.next_id += 1
+        """Fit the sample as of now and freeze it, with ids matched to the previous ones."""
+        rows = self.sample.rows()
+        mean = rows.mean(axis=0) if len(rows) else np.zeros(len(FEATURES))
+        sd = rows.std(axis=0) if len(rows) else np.ones(len(FEATURES))
+        scale = np.where(sd > 1e-12, sd, 1.0)
+        centres = np.empty((0, len(FEATURES)))
+        if len(rows) >= self.n_clusters:
+            centres = self._fit((rows - mean) / scale, mean, scale)
+        ids, events, self.next_id = stable_ids(centres, mean, scale, self.last,
+                                               self.match_radius, self.next_id)  # fmt: skip
         version = (self.last.version if self.last else 0) + 1
-        self.last = ClusterSnapshot(version, ids, rows, mean, scale, events)
+        self.last = ClusterSnapshot(version, ids, centres, mean, scale, events)
         return self.last
 
-    def clone(self) -> StableClusterer:
-        """A fresh, unfitted copy with the same parameters (River's clone contract)."""
-        return StableClusterer(copy.deepcopy(self.learner).clone(), self.match_radius, self.seed)
+    def _fit(self, z: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():  # fewer distinct points than clusters: still a fit
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fresh = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.seed).fit(z)
+            if self.last is None or len(self.last.ids) != self.n_clusters:
+                return fresh.cluster_centers_
+            start = (self.last.centroids * self.last.scale + self.last.mean - mean) / scale
+            warm = KMeans(self.n_clusters, init=start, n_init=1).fit(z)
+        better = fresh.inertia_ < self.switch_gain * warm.inertia_
+        return (fresh if better else warm).cluster_centers_
+
+    def predict_one(self, x: dict[str, float]) -> int:
+        """The id of the nearest centroid of the last snapshot (0 before the first)."""
+        if self.last is None or not self.last.ids:
+            return 0
+        return self.last.assign(x)
+
+
+def stable_ids(centres: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+               last: ClusterSnapshot | None, match_radius: float, next_id: int):  # fmt: skip
+    """Ids for new standardised ``centres``: the previous snapshot's where a centre lies
+    within ``match_radius`` of an old one, fresh ones otherwise. Returns (ids, appeared and
+    died events, the next fresh id)."""
+    ids: list[int | None] = [None] * len(centres)
+    events: list[dict] = []
+    if last is not None and len(last.ids):
+        if len(centres):
+            # previous centroids in original units, re-standardised with today's scaling
+            old = (last.centroids * last.scale + last.mean - mean) / scale
+            cost = np.sqrt(((centres[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
+            # Radius-aware: pairs beyond the radius cost more than all others together, so
+            # the matching first keeps as many ids as the radius allows, then the least
+            # total drift among those.
+            far = cost > match_radius
+            gated = np.where(far, cost.sum() + 1.0 + cost, cost)
+            for i, j in zip(*linear_sum_assignment(gated), strict=True):
+                if not far[i, j]:
+                    ids[i] = last.ids[j]
+        kept = {i for i in ids if i is not None}
+        events += [{"event": "died", "cluster": i} for i in last.ids if i not in kept]
+    for i, found in enumerate(ids):
+        if found is None:
+            ids[i] = next_id
+            events.append({"event": "appeared", "cluster": next_id})
+            next_id += 1
+    return ids, events, next_id
 
 
 def adjusted_rand_index(truth, predicted) -> float:

@@ -53,7 +53,7 @@ def behaviour_features(state: CustomerState, as_of_ms: int) -> dict[str, float] 
         span_days = (state.last_purchase_ms - state.first_purchase_ms) / MS_PER_DAY
         rhythm = math.log1p(span_days / (state.purchase_days - 1))
     return {
-        "recency": math.log1p(max(0, as_of_ms - state.last_event_ms) / MS_PER_DAY),
+        "recency": recency(state.last_event_ms, as_of_ms),
         "frequency": math.log1p(orders),
         "monetary": math.log1p(max(0.0, float(state.monetary))),
         "view_to_cart": carts / views if views else 0.0,
@@ -64,6 +64,15 @@ def behaviour_features(state: CustomerState, as_of_ms: int) -> dict[str, float] 
         "rhythm": rhythm,
         "browsing": math.log1p(clicks / orders if orders else clicks),
     }
+
+
+def recency(last_event_ms: int, as_of_ms: int) -> float:
+    """The recency feature: log1p(days since the last event), 0 for an event in the future.
+
+    >>> recency(0, MS_PER_DAY), recency(MS_PER_DAY, 0)
+    (0.6931471805599453, 0.0)
+    """
+    return math.log1p(max(0, as_of_ms - last_event_ms) / MS_PER_DAY)
 
 
 def _spread(counts: dict[str, int]) -> float:

@@ -142,8 +142,8 @@ def create_app(settings: Settings) -> Pipeline:
     async def train_clusters(stream):
         # The features topic has one partition: exactly one worker runs this learner.
         trainer = await ClusterTrainer.resume(store, settings)
-        async for batch in stream.take(settings.cluster_snapshot_every, within=1.0):
-            await trainer.train([json.loads(value) for value in batch])
+        async for batch in stream.take_events(settings.cluster_snapshot_every, within=1.0):
+            await trainer.train([(e.key.decode(), json.loads(e.value)) for e in batch])
 
     async def emit_or_log(step, what: str) -> None:
         """A leader timer's work and its sends. A timer that raises takes the whole worker

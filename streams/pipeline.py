@@ -398,7 +398,8 @@ def fold_batch(
     for cid, state in out.states.items():
         out.due[cid] = next_due_ms(state, models)
         if out.counts[cid][0]:  # only applied events are new evidence for the trainer
-            out.samples[cid] = behaviour_features(state, state.clock_ms)
+            out.samples[cid] = {"features": behaviour_features(state, state.clock_ms),
+                                "last_event_ms": state.last_event_ms}  # fmt: skip
         out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state))
     return out
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import redis.exceptions
 
 from online_models import churn_risk
-from online_models.clusters import ClusterSnapshot, StableClusterer, kmeans
+from online_models.clusters import ClusterSnapshot, StableClusterer
 from online_models.customer import MS_PER_DAY
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
@@ -406,24 +406,27 @@ class ClusterTrainer:
     async def resume(cls, store: StateStore, settings: Settings) -> ClusterTrainer:
         saved = await retry_transient(store.cluster_learner, "loading the cluster learner")
         # Our own Redis, written by this class only: trusted like the rest of the state.
-        if saved:
-            learner = pickle.loads(saved)
-        else:  # centres start within the warm-up, so the first snapshot has them
-            start = max(settings.clusters, min(200, settings.cluster_warmup))
-            learner = StableClusterer(kmeans(settings.clusters, init_size=start))
+        learner = pickle.loads(saved) if saved else None
+        if learner is not None and not hasattr(learner, "sample"):
+            log.warning("the stored cluster learner predates the customer sample (S3); "
+                        "starting a new one, cluster ids restart")  # fmt: skip
+            learner = None
+        if learner is None:
+            learner = StableClusterer(settings.clusters)
         return cls(store, learner, settings.cluster_snapshot_every, settings.cluster_warmup)
 
-    def learn(self, samples: list[dict[str, float]]) -> ClusterSnapshot | None:
-        """Blocking (River, numpy): call it in a thread."""
-        for x in samples:
-            self.learner.learn_one(x)
+    def learn(self, samples: list[tuple[str, dict]]) -> ClusterSnapshot | None:
+        """Blocking (numpy, scikit-learn): call it in a thread. ``samples`` are
+        (customer id, {"features": ..., "last_event_ms": ...}) as the workers send them."""
+        for customer_id, sample in samples:
+            self.learner.learn_one(sample["features"], customer_id, sample["last_event_ms"])
         self.since_snapshot += len(samples)
         if self.since_snapshot < self.every or self.learner.seen < self.warmup:
             return None
         self.since_snapshot = 0
         return self.learner.snapshot()
 
-    async def train(self, samples: list[dict[str, float]]) -> ClusterSnapshot | None:
+    async def train(self, samples: list[tuple[str, dict]]) -> ClusterSnapshot | None:
         snapshot = await asyncio.to_thread(self.learn, samples)
         if snapshot is not None:
             blob = pickle.dumps(self.learner)

@@ -19,9 +19,13 @@ from streams.worker import BatchProcessor
 pytestmark = pytest.mark.integration
 
 
+def purchase_ms(i: int) -> int:
+    return 1_700_000_000_000 + i
+
+
 def purchase(i: int, cid: str, order: str) -> Record:
     body = {"event_id": f"e{i}", "customer_id": cid, "type": "purchase", "order_id": order,
-            "amount": "10.00", "ts": 1_700_000_000_000 + i}  # fmt: skip
+            "amount": "10.00", "ts": purchase_ms(i)}  # fmt: skip
     return Record(0, i, cid.encode(), json.dumps(body).encode())
 
 
@@ -70,7 +74,8 @@ def test_a_batch_result_carries_what_the_trainer_needs(settings):
 
     outcome = asyncio.run(scenario())
     assert set(outcome.samples) == {"a", "b"}
-    assert outcome.samples["a"]["frequency"] > 0
+    assert outcome.samples["a"]["features"]["frequency"] > 0
+    assert outcome.samples["a"]["last_event_ms"] == purchase_ms(0)
 
 
 def test_outbox_entries_live_with_the_state_until_acknowledged(settings):

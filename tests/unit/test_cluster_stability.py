@@ -1,24 +1,53 @@
 """Cluster ids stay put on a steady population whatever the batch size: the default
 learner trained through the worker's own pipeline (benchmarks/clustering.py's harness, at
-a size for the test suite; the full sizes are in the benchmark)."""
+a size for the test suite; the full sizes are in the benchmark). And the learner sees a
+silent customer as silent."""
 
 import numpy as np
 import pytest
 
 from benchmarks.clustering import population, stream_stability
+from online_models.clusters import StableClusterer, adjusted_rand_index
 from online_models.features import FEATURES
+
+DAY_MS = 86_400_000
 
 
 @pytest.fixture(scope="module")
 def people():
-    ids, vectors, truth = population(4, 400, 30_000)
+    # 200 days with every event: long enough for churners to fall silent (a steady mix)
+    ids, vectors, truth = population(4, 200, 10**9, days=200)
     return np.array([[v[f] for f in FEATURES] for v in vectors]), truth
 
 
 @pytest.mark.parametrize("batch_size", [1, 10])
 def test_at_most_two_percent_relabelled_per_snapshot(people, batch_size):
     rows, truth = people
-    result = stream_stability("SeqKMeans", 4, 400, 30_000, batch_size, rows, truth)
+    result = stream_stability("rtba", 4, 200, 10**9, batch_size, rows, truth, days=200)
     assert result["snapshots"] >= 5  # enough snapshots to speak of a median
-    assert result["relabelled"] <= 0.02  # River's constant-step KMeans: ~47% at one event
+    assert result["relabelled"] <= 0.02  # River's KMeans (S2): ~47% at one event
     assert result["ari"] > 0.4  # and the clusters still mean something
+
+
+def test_customers_who_fell_silent_form_their_own_cluster():
+    """Two groups alike in everything but when they were last seen. Every vector is sent at
+    an event, so its recency is 0 then; only a learner that ages its customers to the
+    latest event tells them apart (the S2 learner trained on the vectors as sent)."""
+    model = StableClusterer(n_clusters=2, seed=3)
+    truth, last_seen = [], {}
+    for day in range(200):
+        for i in range(40):
+            cid = f"c{i}"
+            silent = i % 2 == 0
+            if silent and day > 20:
+                continue  # the silent half stops after three weeks
+            x = {f: 1.0 for f in FEATURES} | {"recency": 0.0}
+            model.learn_one(x, customer_id=cid, last_event_ms=day * DAY_MS)
+            last_seen[cid] = (x, day * DAY_MS, silent)
+    snapshot = model.snapshot()
+    rows, truth = [], []
+    for x, seen_ms, silent in last_seen.values():
+        rows.append([np.log1p((199 * DAY_MS - seen_ms) / DAY_MS) if f == "recency" else x[f]
+                     for f in FEATURES])  # fmt: skip
+        truth.append(silent)
+    assert adjusted_rand_index(truth, snapshot.assign_many(np.array(rows))) == 1.0
