@@ -298,14 +298,15 @@ class Rescorer:
         if snapshot is None:
             return
         position = await self.store.sweep_position()
-        if position.get("swept", 0) >= snapshot.version:
+        swept = position.get("swept", 0)
+        if swept >= snapshot.version:
             return
-        if position.get("sweeping") != snapshot.version:
-            position = {
-                "sweeping": snapshot.version,
-                "cursor": 0,
-                "swept": position.get("swept", 0),
-            }
+        # A pass is under way while "sweeping" is above "swept". A newer snapshot does not
+        # restart it: the rest of the pass assigns with the newer one, and a next pass
+        # brings it to the customers already passed. (Restarting re-read the same first
+        # chunk at every snapshot and never reached the others while training went on.)
+        if position.get("sweeping", 0) <= swept:
+            position = {"sweeping": snapshot.version, "cursor": 0, "swept": swept}
         cursor, ids = await self.store.scan_customers(position["cursor"], self.limit)
         if ids:
             states, versions = await self.store.load({cid: (set(), False) for cid in ids})
@@ -314,8 +315,8 @@ class Rescorer:
             # A lost write: the owner just evaluated that customer with the same snapshot.
             await self._write(total, out, {"reassigned": len(out.states)})
         position["cursor"] = cursor
-        if cursor == 0:
-            position["swept"] = snapshot.version
+        if cursor == 0:  # everybody now has the pass's first snapshot or a newer one
+            position["swept"] = position["sweeping"]
         await self.store.set_sweep_position(position)
 
     async def _rescore_due(self, total: BatchOutcome) -> None:

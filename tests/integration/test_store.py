@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 import redis
 
+from online_models.clusters import ClusterSnapshot
+from online_models.features import FEATURES
 from online_models.rfm import RFMScorer
 from streams.keys import Keys
 from streams.pipeline import Record
 from streams.schemas import Limits
 from streams.store import StateStore, connect, read_states, read_stats
-from streams.worker import BatchProcessor
+from streams.worker import BatchProcessor, Rescorer
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +111,31 @@ def test_outbox_entries_live_with_the_state_until_acknowledged(settings):
 
     asyncio.run(scenario())
     client.close()
+
+
+def test_the_sweep_reaches_everybody_while_snapshots_keep_coming(settings):
+    """The trainer publishes a snapshot several times a second while it learns. A new
+    snapshot must not send the leader's sweep back to the start of the customer set, or
+    the customers past its first chunk are never assigned while training goes on."""
+    keys = Keys(settings.namespace)
+    customers, chunk = 2_500, 500
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        processor = BatchProcessor(store, RFMScorer(), Limits())
+        records = [purchase(i, f"s{i:04}", f"o{i}") for i in range(customers)]
+        for at in range(0, customers, 500):  # no snapshot yet: nobody has a cluster
+            await processor.process(records[at : at + 500])
+        rescorer = Rescorer(processor, limit=chunk)
+        for version in range(1, 3 * customers // chunk):  # one snapshot per tick
+            width = len(FEATURES)
+            one_cluster = ClusterSnapshot(version, [7], np.zeros((1, width)), np.zeros(width),
+                                          np.ones(width))  # fmt: skip
+            await store.publish_clusters(one_cluster, b"")
+            await rescorer.tick()
+
+    asyncio.run(scenario())
+    client = connect(settings.redis_url)
+    states = read_states(client, keys, [f"s{i:04}" for i in range(customers)])
+    assert len(states) == customers
+    assert sum(s.cluster_id == 7 for s in states) == customers
