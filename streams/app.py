@@ -21,6 +21,7 @@ from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore
 from streams.topics import TopicIds
+from streams.transport import TRANSPORT
 from streams.worker import (
     BatchProcessor,
     ClusterTrainer,
@@ -58,12 +59,14 @@ class Pipeline:
     emit: object
 
 
-def create_app(settings: Settings) -> Pipeline:
+def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """The Faust app with rtba's settings and no agents (the benchmark's do-nothing agent
+    runs on it too, so the two compare like for like)."""
     datadir = (settings.home / "faust" / settings.namespace).resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id,
-        broker=[f"kafka://{hp}" for hp in settings.kafka_bootstrap.split(",")],
+        app_id or settings.app_id,
+        broker=[f"{TRANSPORT}://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
@@ -75,6 +78,12 @@ def create_app(settings: Settings) -> Pipeline:
         broker_heartbeat_interval=settings.session_timeout_s / 4,
         consumer_group_instance_id=settings.worker_id,
     )
+    app.rtba_fetch_wait_ms = settings.fetch_wait_ms  # read by streams.transport
+    return app
+
+
+def create_app(settings: Settings) -> Pipeline:
+    app = faust_app(settings)
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     segment_changes = app.topic(settings.segment_changes_topic, key_type=bytes, value_type=bytes)

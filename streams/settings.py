@@ -51,7 +51,11 @@ class Settings:
     max_amount: float = 1_000_000.0
     max_event_bytes: int = 65_536
     batch_size: int = 500
-    batch_within_s: float = 0.2
+    # A lone event waits this long for company before its batch runs (the latency floor).
+    batch_within_s: float = 0.02
+    # How long the broker may hold a fetch when it has little to return (Faust's driver
+    # hard-codes 1,500 ms; streams/transport.py).
+    fetch_wait_ms: int = 100
     recency_edges: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0)
     frequency_edges: tuple[float, ...] = (2, 3, 5, 8)
     monetary_edges: tuple[float, ...] = (100.0, 300.0, 750.0, 2000.0)
@@ -96,6 +100,7 @@ class Settings:
             max_event_bytes=int(env.get("RTBA_MAX_EVENT_BYTES", d.max_event_bytes)),
             batch_size=int(env.get("RTBA_BATCH_SIZE", d.batch_size)),
             batch_within_s=float(env.get("RTBA_BATCH_WITHIN_S", d.batch_within_s)),
+            fetch_wait_ms=int(env.get("RTBA_FETCH_WAIT_MS", d.fetch_wait_ms)),
             recency_edges=_floats(env["RTBA_RECENCY_EDGES"])
             if "RTBA_RECENCY_EDGES" in env
             else d.recency_edges,
