@@ -274,6 +274,18 @@ def cmd_demo(args, settings: Settings) -> int:
     return run_demo(settings, args)
 
 
+def cmd_bench(argv: list[str]) -> int:
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "benchmarks" / "pipeline.py").exists():  # an editable install
+        sys.path.insert(0, str(checkout))
+    try:
+        from benchmarks import pipeline
+    except ImportError:
+        _log("rtba bench: run it from an rtba checkout (the benchmarks are not installed)")
+        return 2
+    return pipeline.main(argv)
+
+
 # -- parser --------------------------------------------------------------------------
 
 
@@ -340,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stats)
 
+    s = sub.add_parser("bench", help="the pipeline benchmark on the real stack (see "
+                       "benchmarks/pipeline.py; arguments are passed on)")  # fmt: skip
+    s.set_defaults(func=lambda args, settings: cmd_bench([]))
+
     s = sub.add_parser("demo", help="stack, worker, synthetic producer, live segment changes")
     s.add_argument("--customers", type=int, default=300)
     s.add_argument("--events", type=int, default=200_000)
@@ -350,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options: benchmarks/pipeline.py parses them
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args, Settings.from_env())
 

@@ -1,0 +1,311 @@
+"""The pipeline benchmark (S5): rtba's worker on the real stack, against what bounds it.
+
+    a  raw aiokafka: consume and JSON-decode the events topic (the limit of Python)
+    b  a do-nothing Faust agent on rtba's own Faust app (benchmarks/noop_agent.py):
+       Faust's per-record cost, the ceiling of one worker process
+    d  rtba's worker with everything on (outbox, durable writes, clusters, the tick)
+    f  produce -> first segment change of a new customer, at half of d's rate
+
+The same synthetic events are produced once per namespace before a scenario starts, so
+a, b and d measure catching up with a full topic: the rate is records over the time from
+the first counted record to the last (connecting and joining the group are left out).
+Each scenario runs ``--runs`` times; the table shows the median and the spread, and every
+goal as a ratio against a figure from the same run. ``--json`` writes every figure.
+
+Uses the stack given by KAFKA_BOOTSTRAP and REDIS_URL, or starts one of its own.
+
+Run: .venv/bin/python -m benchmarks.pipeline [--events N] [--customers C] [--runs R]
+     [--latency-s S] [--only a,b,d,f] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import aiokafka
+import numpy as np
+import redis
+from kafka import KafkaConsumer
+
+from producers import synthetic
+from producers.kafka import make_producer, send_all
+from streams import stack
+from streams.keys import Keys
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+DAY_MS = 86_400_000
+GOALS = {  # scenario: (what it is compared with, the goal, as the issue states it)
+    "d/b": 0.8,
+    "f_p99_ms": 250.0,
+}
+
+
+class Bench:
+    """One benchmark session: the stack, a scratch home and the events to replay."""
+
+    def __init__(self, bootstrap: str, redis_url: str, home: Path, events: list[dict]):
+        self.bootstrap, self.redis_url, self.home = bootstrap, redis_url, home
+        self.events = events
+        self.redis = redis.Redis.from_url(redis_url)
+
+    def env(self, namespace: str, **extra: str) -> dict:
+        return {**os.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "REDIS_URL": self.redis_url,
+                "RTBA_NAMESPACE": namespace, "RTBA_HOME": str(self.home), **extra}  # fmt: skip
+
+    def settings(self, namespace: str) -> Settings:
+        return Settings.from_env(self.env(namespace))
+
+    def loaded_namespace(self) -> str:
+        """A fresh namespace whose events topic holds every event."""
+        namespace = f"bench{uuid.uuid4().hex[:8]}"
+        settings = self.settings(namespace)
+        ensure_topics(settings)
+        producer = make_producer(self.bootstrap)
+        send_all(producer, settings.events_topic, self.events)
+        producer.close()
+        return namespace
+
+    def start(self, args: list[str], namespace: str, log: str, **extra: str) -> subprocess.Popen:
+        out = open(self.home / log, "ab")
+        return subprocess.Popen([sys.executable, "-m", *args], env=self.env(namespace, **extra),
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+    def rate(self, proc: subprocess.Popen, key: str, field: str, timeout_s: float) -> float:
+        """Records per second while the counter at ``key`` goes from its first count to
+        ``len(events)``, polled every 10 ms."""
+        first = None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = int(self.redis.hget(key, field) or 0)
+            now = time.perf_counter()
+            if seen and first is None:
+                first = (now, seen)
+            if seen >= len(self.events):
+                return (seen - first[1]) / (now - first[0]) if now > first[0] else float("nan")
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            time.sleep(0.01)
+        raise RuntimeError(f"{proc.args}: {field} did not reach {len(self.events)} in time")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def raw_aiokafka(bench: Bench, namespace: str) -> float:
+    """a: one aiokafka consumer, no group, JSON-decoding every record."""
+    topic = bench.settings(namespace).events_topic
+
+    async def consume() -> float:
+        consumer = aiokafka.AIOKafkaConsumer(topic, bootstrap_servers=bench.bootstrap,
+                                             auto_offset_reset="earliest",
+                                             enable_auto_commit=False)  # fmt: skip
+        await consumer.start()
+        try:
+            count, first = 0, None
+            while count < len(bench.events):
+                batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                if batches and first is None:
+                    first = time.perf_counter()
+                for records in batches.values():
+                    for record in records:
+                        json.loads(record.value)
+                    count += len(records)
+            return count / (time.perf_counter() - first)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(consume())
+
+
+def faust_noop(bench: Bench, namespace: str) -> float:
+    """b: the do-nothing agent, in a group of its own."""
+    app_id = f"noop{uuid.uuid4().hex[:8]}"
+    proc = bench.start(["benchmarks.noop_agent", app_id], namespace, "noop.log")
+    try:
+        return bench.rate(proc, f"{namespace}:noop:{app_id}", "records", 600)
+    finally:
+        stop(proc)
+
+
+def rtba_worker(bench: Bench, namespace: str) -> float:
+    """d: rtba's worker on a namespace of its own."""
+    proc = bench.start(["streams.cli", "worker"], namespace, "worker.log")
+    try:
+        return bench.rate(proc, Keys(namespace).stats, "records", 600)
+    finally:
+        stop(proc)
+
+
+def latency(bench: Bench, rate: float, seconds: float) -> dict:
+    """f: new customers' first purchases at ``rate`` events/s; for each, the time from
+    the send to its first segment change arriving on the output topic."""
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    settings = bench.settings(namespace)
+    ensure_topics(settings)
+    proc = bench.start(["streams.cli", "worker"], namespace, "latency.log")
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    consumer = KafkaConsumer(settings.segment_changes_topic, bootstrap_servers=bench.bootstrap,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=10)  # fmt: skip
+    done = threading.Event()
+
+    def receive() -> None:
+        while not done.is_set():
+            for records in consumer.poll(timeout_ms=50).values():
+                now = time.time()
+                for record in records:
+                    cid = json.loads(record.value)["customer_id"]
+                    arrived.setdefault(cid, now)
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    producer = make_producer(bench.bootstrap)
+    try:
+        # Ready: a first customer's change has come back (the group has formed).
+        deadline = time.monotonic() + 120
+        while "warmup" not in arrived and time.monotonic() < deadline:
+            producer.send(settings.events_topic, key=b"warmup", value=purchase("warmup"))
+            producer.flush()
+            time.sleep(0.5)
+        count = int(rate * seconds)
+        start = time.perf_counter()
+        for i in range(count):
+            pause = start + i / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            cid = f"new{i:07}"
+            sent[cid] = time.time()
+            producer.send(settings.events_topic, key=cid.encode(), value=purchase(cid))
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while len(arrived.keys() & sent.keys()) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        done.set()
+        receiver.join(timeout=5)
+        consumer.close()
+        producer.close()
+        stop(proc)
+    waits = np.array([(arrived[c] - sent[c]) * 1000 for c in sent if c in arrived])
+    return {
+        "rate": rate,
+        "sent": len(sent),
+        "answered": len(waits),
+        "p50_ms": float(np.percentile(waits, 50)) if len(waits) else float("nan"),
+        "p99_ms": float(np.percentile(waits, 99)) if len(waits) else float("nan"),
+    }
+
+
+def purchase(cid: str) -> bytes:
+    return json.dumps({"event_id": f"e-{cid}-{uuid.uuid4().hex[:6]}", "customer_id": cid,
+                       "type": "purchase", "order_id": f"o-{cid}", "amount": "25.00",
+                       "ts": int(time.time() * 1000)}).encode()  # fmt: skip
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}–{max(values):,.0f}" if len(values) > 1 else "one run"
+
+
+def run(bench: Bench, runs: int, only: set[str], latency_s: float,
+        latency_rate: float | None = None) -> dict:  # fmt: skip
+    shared = bench.loaded_namespace()  # a and b only read: one topic serves every run
+    figures: dict[str, list] = {k: [] for k in "abdf"}
+    for _ in range(runs):
+        if "a" in only:
+            figures["a"].append(raw_aiokafka(bench, shared))
+        if "b" in only:
+            figures["b"].append(faust_noop(bench, shared))
+        if "d" in only or "f" in only:
+            figures["d"].append(rtba_worker(bench, bench.loaded_namespace()))
+    if "f" in only:
+        half = latency_rate or statistics.median(figures["d"]) / 2
+        figures["f"] = [latency(bench, half, latency_s) for _ in range(runs)]
+    return {k: v for k, v in figures.items() if v}
+
+
+def report(figures: dict, events: int) -> list[str]:
+    lines = [f"{events:,} events; median (spread) of {len(next(iter(figures.values())))} run(s)",
+             f"{'scenario':44} {'median':>12} {'spread':>16}"]  # fmt: skip
+    names = {"a": "a raw aiokafka consume + decode (ev/s)",
+             "b": "b do-nothing Faust agent (ev/s)",
+             "d": "d rtba worker, everything on (ev/s)"}  # fmt: skip
+    for key, name in names.items():
+        if key in figures:
+            values = figures[key]
+            lines.append(f"{name:44} {statistics.median(values):>12,.0f} {spread(values):>16}")
+    if "f" in figures:
+        p50 = [r["p50_ms"] for r in figures["f"]]
+        p99 = [r["p99_ms"] for r in figures["f"]]
+        rate = figures["f"][0]["rate"]
+        lines.append(f"{f'f latency p50 (ms) at {rate:,.0f} ev/s':44} "
+                     f"{statistics.median(p50):>12,.0f} {spread(p50):>16}")  # fmt: skip
+        lines.append(f"{f'f latency p99 (ms) at {rate:,.0f} ev/s':44} "
+                     f"{statistics.median(p99):>12,.0f} {spread(p99):>16}")  # fmt: skip
+    lines.append("")
+    if "b" in figures and "d" in figures:
+        ratio = statistics.median(figures["d"]) / statistics.median(figures["b"])
+        lines.append(f"d / b = {ratio:.2f} (goal ≥ {GOALS['d/b']})")
+    if "a" in figures and "b" in figures:
+        ratio = statistics.median(figures["b"]) / statistics.median(figures["a"])
+        lines.append(f"b / a = {ratio:.3f} (Faust's share of Python's limit)")
+    if "f" in figures:
+        p99 = statistics.median(r["p99_ms"] for r in figures["f"])
+        lines.append(f"f p99 / goal = {p99 / GOALS['f_p99_ms']:.2f} "
+                     f"(goal p99 ≤ {GOALS['f_p99_ms']:.0f} ms; ≤ 1 meets it)")  # fmt: skip
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rtba bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-s", type=float, default=20.0,
+                        help="seconds of traffic per latency run")  # fmt: skip
+    parser.add_argument("--latency-rate", type=float,
+                        help="events/s for f (default: half of d's median)")  # fmt: skip
+    parser.add_argument("--only", default="abdf", help="scenarios to run, e.g. bd")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    end = int(time.time() * 1000)
+    events = list(synthetic.generate(7, args.customers, args.events, end - 365 * DAY_MS, end))
+    with tempfile.TemporaryDirectory(prefix="rtba-bench-") as scratch:
+        home = Path(scratch)
+        given = os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL")
+        own = None if given else stack.up(Settings.from_env({"RTBA_HOME": str(home)}))
+        info = own or {"kafka_bootstrap": os.environ["KAFKA_BOOTSTRAP"],
+                       "redis_url": os.environ["REDIS_URL"]}  # fmt: skip
+        try:
+            bench = Bench(info["kafka_bootstrap"], info["redis_url"], home, events)
+            figures = run(bench, args.runs, set(args.only), args.latency_s, args.latency_rate)
+        finally:
+            if own:
+                stack.down(Settings.from_env({"RTBA_HOME": str(home)}))
+    print("\n".join(report(figures, len(events))))
+    if args.json:
+        args.json.write_text(json.dumps({"events": len(events), "runs": args.runs,
+                                         "figures": figures}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

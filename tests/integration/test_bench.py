@@ -1,0 +1,37 @@
+"""The pipeline benchmark's smoke run (the full sizes are `make bench`): every scenario
+runs on the real stack and reports figures that hold together, so the harness cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP": real_stack["kafka_bootstrap"],
+           "REDIS_URL": real_stack["redis_url"]}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pipeline", "--events", "3000", "--customers", "300",
+         "--runs", "1", "--latency-s", "3", "--json", str(out)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())["figures"]
+    assert set(figures) == {"a", "b", "d", "f"}
+    # a, b and d each took all 3,000 records; nothing is faster than raw consumption
+    assert all(rate > 0 for key in "abd" for rate in figures[key])
+    assert figures["a"][0] > figures["b"][0] and figures["a"][0] > figures["d"][0]
+    latency = figures["f"][0]
+    assert latency["rate"] == pytest.approx(figures["d"][0] / 2)
+    assert latency["answered"] == latency["sent"] > 0  # every new customer got its change
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert "d / b =" in done.stdout and "f p99 / goal =" in done.stdout
