@@ -79,6 +79,7 @@ class Settings:
     clusters: int = 5
     cluster_snapshot_every: int = 500
     cluster_warmup: int = 2000
+    cluster_snapshot_min_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +127,9 @@ class Settings:
                 env.get("RTBA_CLUSTER_SNAPSHOT_EVERY", d.cluster_snapshot_every)
             ),
             cluster_warmup=int(env.get("RTBA_CLUSTER_WARMUP", d.cluster_warmup)),
+            cluster_snapshot_min_s=float(
+                env.get("RTBA_CLUSTER_SNAPSHOT_MIN_S", d.cluster_snapshot_min_s)
+            ),
         )
 
     def scorer(self) -> RFMScorer:

@@ -255,3 +255,24 @@ def test_a_recreated_topics_records_are_new_not_redelivered():
     assert Cause.record(rec(2, b"{}"), "purchase").key == "p0o2"
     stale = [Record(0, 9, b"k", json.dumps(purchase(8, ts=T0 + DAY)).encode(), epoch=0)]
     assert run(stale, {"c1": stored})[0].redelivered == 1
+
+
+def test_the_trainer_snapshots_every_n_samples_but_not_more_often_than_its_interval():
+    """At full speed `every` samples arrive several times a second; each snapshot is a
+    k-means fit, so the trainer waits out its interval before the next one."""
+    from online_models.clusters import StableClusterer
+    from online_models.features import FEATURES
+    from streams.worker import ClusterTrainer
+
+    now = [0.0]
+    trainer = ClusterTrainer(None, StableClusterer(2, seed=1), every=10, warmup=0,
+                             min_interval_s=5.0, clock=lambda: now[0])  # fmt: skip
+    batch = [(f"c{i}", {"features": {f: float(i % 2) for f in FEATURES},
+                        "last_event_ms": i}) for i in range(10)]  # fmt: skip
+    assert trainer.learn(batch).version == 1
+    now[0] = 4.9
+    assert trainer.learn(batch) is None  # enough samples, too soon
+    assert trainer.learn(batch) is None
+    now[0] = 5.0
+    assert trainer.learn(batch).version == 2  # the samples waiting are not lost
+    assert trainer.learn(batch[:5]) is None  # and a new count starts
