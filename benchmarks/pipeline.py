@@ -4,7 +4,8 @@
     b  a do-nothing Faust agent on rtba's own Faust app (benchmarks/noop_agent.py):
        Faust's per-record cost, the ceiling of one worker process
     d  rtba's worker with everything on (outbox, durable writes, clusters, the tick)
-    f  produce -> first segment change of a new customer, at half of d's rate
+    f  produce -> a new customer's first RFM segment change, with d's kind of traffic
+       sent live at half of d's rate
 
 The same synthetic events are produced once per namespace before a scenario starts, so
 a, b and d measure catching up with a full topic: the rate is records over the time from
@@ -156,13 +157,18 @@ def rtba_worker(bench: Bench, namespace: str) -> float:
 
 
 def latency(bench: Bench, rate: float, seconds: float) -> dict:
-    """f: new customers' first purchases at ``rate`` events/s; for each, the time from
-    the send to its first segment change arriving on the output topic."""
+    """f: d's kind of traffic (fresh synthetic customers) sent at ``rate`` events/s; for
+    each customer, the time from sending its first purchase to its first RFM segment
+    change arriving on the output topic."""
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     settings = bench.settings(namespace)
     ensure_topics(settings)
+    end = int(time.time() * 1000)
+    customers = max(1, len({e["customer_id"] for e in bench.events}))
+    traffic = list(synthetic.generate(11, customers, int(rate * seconds), end - 365 * DAY_MS,
+                                      end))  # fmt: skip
     proc = bench.start(["streams.cli", "worker"], namespace, "latency.log")
-    sent: dict[str, float] = {}
+    first_purchase: dict[str, float] = {}
     arrived: dict[str, float] = {}
     consumer = KafkaConsumer(settings.segment_changes_topic, bootstrap_servers=bench.bootstrap,
                              auto_offset_reset="earliest", fetch_max_wait_ms=10)  # fmt: skip
@@ -173,8 +179,9 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
             for records in consumer.poll(timeout_ms=50).values():
                 now = time.time()
                 for record in records:
-                    cid = json.loads(record.value)["customer_id"]
-                    arrived.setdefault(cid, now)
+                    change = json.loads(record.value)
+                    if change["kind"] == "rfm":
+                        arrived.setdefault(change["customer_id"], now)
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
@@ -186,18 +193,21 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
             producer.send(settings.events_topic, key=b"warmup", value=purchase("warmup"))
             producer.flush()
             time.sleep(0.5)
-        count = int(rate * seconds)
         start = time.perf_counter()
-        for i in range(count):
+        for i, event in enumerate(traffic):
             pause = start + i / rate - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            cid = f"new{i:07}"
-            sent[cid] = time.time()
-            producer.send(settings.events_topic, key=cid.encode(), value=purchase(cid))
+            cid = event["customer_id"]
+            if event["type"] == "purchase":
+                first_purchase.setdefault(cid, time.time())
+            producer.send(settings.events_topic, key=cid.encode(),
+                          value=json.dumps(event).encode())  # fmt: skip
         producer.flush()
         deadline = time.monotonic() + 60
-        while len(arrived.keys() & sent.keys()) < count and time.monotonic() < deadline:
+        while len(arrived.keys() & first_purchase.keys()) < len(first_purchase):
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.1)
     finally:
         done.set()
@@ -205,10 +215,11 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
         consumer.close()
         producer.close()
         stop(proc)
-    waits = np.array([(arrived[c] - sent[c]) * 1000 for c in sent if c in arrived])
+    waits = np.array([(arrived[c] - t) * 1000 for c, t in first_purchase.items() if c in arrived])
     return {
         "rate": rate,
-        "sent": len(sent),
+        "events": len(traffic),
+        "sent": len(first_purchase),
         "answered": len(waits),
         "p50_ms": float(np.percentile(waits, 50)) if len(waits) else float("nan"),
         "p99_ms": float(np.percentile(waits, 99)) if len(waits) else float("nan"),
