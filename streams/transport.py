@@ -2,11 +2,13 @@
 ``rtba://`` broker scheme through Faust's own ``faust.transports`` entry points.
 
 Faust's aiokafka driver creates its worker consumer with ``fetch_max_wait_ms=1500`` and no
-setting to change it. A broker holds a fetch that long when it has less than
-``fetch_min_bytes`` to return, so at low rates records reach the worker in bursts every
-~1.5 s: the first segment change for a new customer took a median 1.7 s (S5). This is the
-driver's own consumer thread with one value changed, set before the consumer starts (the
-consumer hands it to its fetcher in ``start()``).
+setting to change it: the longest a broker may hold a fetch that has less than
+``fetch_min_bytes`` to return. S5 found records reaching the worker in bursts every ~1.5 s
+at half of full load, and forcing 100 ms cut p50/p99 there from ~1.7/2.2 s to ~210/490 ms.
+(At 100 ev/s the harness shows no difference: a fetch returns as soon as a record comes;
+docs/performance.md.) This is the driver's own consumer thread with that one value set
+(``RTBA_FETCH_WAIT_MS``), before the consumer starts: it hands the value to its fetcher in
+``start()``.
 """
 
 from __future__ import annotations
