@@ -4,6 +4,7 @@
     b  a do-nothing Faust agent on rtba's own Faust app (benchmarks/noop_agent.py):
        Faust's per-record cost, the ceiling of one worker process
     d  rtba's worker with everything on (outbox, durable writes, clusters, the tick)
+    g  Redis bytes per customer after d (MEMORY USAGE of every key of the namespace)
     f  produce -> a new customer's first RFM segment change, with d's kind of traffic
        sent live at half of d's rate
 
@@ -156,6 +157,22 @@ def rtba_worker(bench: Bench, namespace: str) -> float:
         stop(proc)
 
 
+def bytes_per_customer(bench: Bench, namespace: str) -> float:
+    """g (at this run's size): every key of the namespace, by Redis's own MEMORY USAGE
+    (all elements sampled), over the customers it holds."""
+    keys = Keys(namespace)
+    total, cursor = 0, 0
+    while True:
+        cursor, names = bench.redis.scan(cursor, match=f"{namespace}:*", count=1000)
+        pipe = bench.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        total += sum(size or 0 for size in pipe.execute())
+        if cursor == 0:
+            break
+    return total / max(1, bench.redis.scard(keys.customers))
+
+
 def latency(bench: Bench, rate: float, seconds: float) -> dict:
     """f: d's kind of traffic (fresh synthetic customers) sent at ``rate`` events/s; for
     each customer, the time from sending its first purchase to its first RFM segment
@@ -239,14 +256,16 @@ def spread(values: list[float]) -> str:
 def run(bench: Bench, runs: int, only: set[str], latency_s: float,
         latency_rate: float | None = None) -> dict:  # fmt: skip
     shared = bench.loaded_namespace()  # a and b only read: one topic serves every run
-    figures: dict[str, list] = {k: [] for k in "abdf"}
+    figures: dict[str, list] = {k: [] for k in "abdfg"}
     for _ in range(runs):
         if "a" in only:
             figures["a"].append(raw_aiokafka(bench, shared))
         if "b" in only:
             figures["b"].append(faust_noop(bench, shared))
         if "d" in only or "f" in only:
-            figures["d"].append(rtba_worker(bench, bench.loaded_namespace()))
+            namespace = bench.loaded_namespace()
+            figures["d"].append(rtba_worker(bench, namespace))
+            figures["g"].append(bytes_per_customer(bench, namespace))
     if "f" in only:
         half = latency_rate or statistics.median(figures["d"]) / 2
         figures["f"] = [latency(bench, half, latency_s) for _ in range(runs)]
@@ -258,7 +277,8 @@ def report(figures: dict, events: int) -> list[str]:
              f"{'scenario':44} {'median':>12} {'spread':>16}"]  # fmt: skip
     names = {"a": "a raw aiokafka consume + decode (ev/s)",
              "b": "b do-nothing Faust agent (ev/s)",
-             "d": "d rtba worker, everything on (ev/s)"}  # fmt: skip
+             "d": "d rtba worker, everything on (ev/s)",
+             "g": "g Redis bytes per customer, after d"}  # fmt: skip
     for key, name in names.items():
         if key in figures:
             values = figures[key]

@@ -26,10 +26,11 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(out.read_text())["figures"]
-    assert set(figures) == {"a", "b", "d", "f"}
+    assert set(figures) == {"a", "b", "d", "f", "g"}
     # a, b and d each took all 3,000 records; nothing is faster than raw consumption
     assert all(rate > 0 for key in "abd" for rate in figures[key])
     assert figures["a"][0] > figures["b"][0] and figures["a"][0] > figures["d"][0]
+    assert 100 < figures["g"][0] < 100_000  # bytes per customer: a state, not nothing
     latency = figures["f"][0]
     assert latency["rate"] == pytest.approx(figures["d"][0] / 2)
     assert latency["answered"] == latency["sent"] > 0  # every new customer got its change
