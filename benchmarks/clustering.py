@@ -45,7 +45,7 @@ from online_models.clusters import (
     ClusterSnapshot,
     StableClusterer,
     adjusted_rand_index,
-    stable_ids,
+    next_snapshot,
 )
 from online_models.customer import CustomerState
 from online_models.features import FEATURES, behaviour_features
@@ -97,10 +97,8 @@ class RiverClusters:
         centers = [c for c in self.learner.centers.values() if c]
         rows = np.array([[c.get(f, 0.0) for f in FEATURES] for c in centers], dtype=float)
         rows = rows.reshape(len(centers), len(FEATURES))
-        ids, events, self.next_id = stable_ids(rows, mean, scale, self.last,
-                                               self.match_radius, self.next_id)  # fmt: skip
-        version = (self.last.version if self.last else 0) + 1
-        self.last = ClusterSnapshot(version, ids, rows, mean, scale, events)
+        self.last, self.next_id = next_snapshot(self.last, rows, mean, scale,
+                                                self.match_radius, self.next_id)  # fmt: skip
         return self.last
 
 

@@ -73,6 +73,10 @@ class ClusterSnapshot:
     def standardise(self, rows: np.ndarray) -> np.ndarray:
         return (rows - self.mean) / self.scale
 
+    def centroids_scaled_by(self, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """These centroids in original units, standardised with another scaling."""
+        return (self.centroids * self.scale + self.mean - mean) / scale
+
     def assign_many(self, rows: np.ndarray) -> np.ndarray:
         """Cluster id of each row of raw feature vectors (columns in FEATURES order)."""
         z = self.standardise(np.atleast_2d(rows))
@@ -157,8 +161,7 @@ class CustomerSample:
 
     def add(self, customer_id: str, x: dict[str, float], last_event_ms: int | None = None):
         """Keep ``x`` as the customer's vector if the customer is (or now gets) sampled."""
-        if last_event_ms is not None:
-            self.latest_ms = max(self.latest_ms or last_event_ms, last_event_ms)
+        self._saw(last_event_ms)
         row = np.array([x.get(f, 0.0) for f in FEATURES], dtype=float)
         self._keep(customer_id, row, last_event_ms)
 
@@ -195,9 +198,12 @@ class CustomerSample:
     def __iadd__(self, other: CustomerSample) -> CustomerSample:
         for cid, (_, row, last) in other._rows.items():
             self._keep(cid, row, last)
-        if other.latest_ms is not None:
-            self.latest_ms = max(self.latest_ms or other.latest_ms, other.latest_ms)
+        self._saw(other.latest_ms)
         return self
+
+    def _saw(self, ms: int | None) -> None:
+        if ms is not None:
+            self.latest_ms = ms if self.latest_ms is None else max(self.latest_ms, ms)
 
 
 class StableClusterer(base.Clusterer):
@@ -275,10 +281,8 @@ class StableClusterer(base.Clusterer):
         centres = np.empty((0, len(FEATURES)))
         if len(rows) >= self.n_clusters:
             centres = self._fit((rows - mean) / scale, mean, scale)
-        ids, events, self.next_id = stable_ids(centres, mean, scale, self.last,
-                                               self.match_radius, self.next_id)  # fmt: skip
-        version = (self.last.version if self.last else 0) + 1
-        self.last = ClusterSnapshot(version, ids, centres, mean, scale, events)
+        self.last, self.next_id = next_snapshot(self.last, centres, mean, scale,
+                                                self.match_radius, self.next_id)  # fmt: skip
         return self.last
 
     def _fit(self, z: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -287,7 +291,7 @@ class StableClusterer(base.Clusterer):
             fresh = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.seed).fit(z)
             if self.last is None or len(self.last.ids) != self.n_clusters:
                 return fresh.cluster_centers_
-            start = (self.last.centroids * self.last.scale + self.last.mean - mean) / scale
+            start = self.last.centroids_scaled_by(mean, scale)
             warm = KMeans(self.n_clusters, init=start, n_init=1).fit(z)
         better = fresh.inertia_ < self.switch_gain * warm.inertia_
         return (fresh if better else warm).cluster_centers_
@@ -299,17 +303,18 @@ class StableClusterer(base.Clusterer):
         return self.last.assign(x)
 
 
-def stable_ids(centres: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-               last: ClusterSnapshot | None, match_radius: float, next_id: int):  # fmt: skip
-    """Ids for new standardised ``centres``: the previous snapshot's where a centre lies
-    within ``match_radius`` of an old one, fresh ones otherwise. Returns (ids, appeared and
-    died events, the next fresh id)."""
+def next_snapshot(last: ClusterSnapshot | None, centres: np.ndarray, mean: np.ndarray,
+                  scale: np.ndarray, match_radius: float,
+                  next_id: int) -> tuple[ClusterSnapshot, int]:  # fmt: skip
+    """The snapshot after ``last`` with new standardised ``centres``: a centre takes the
+    previous snapshot's id when it lies within ``match_radius`` of an old one, a fresh id
+    otherwise, and the appeared and died events say which. Returns it and the next fresh
+    id."""
     ids: list[int | None] = [None] * len(centres)
     events: list[dict] = []
     if last is not None and len(last.ids):
         if len(centres):
-            # previous centroids in original units, re-standardised with today's scaling
-            old = (last.centroids * last.scale + last.mean - mean) / scale
+            old = last.centroids_scaled_by(mean, scale)
             cost = np.sqrt(((centres[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
             # Radius-aware: pairs beyond the radius cost more than all others together, so
             # the matching first keeps as many ids as the radius allows, then the least
@@ -326,7 +331,8 @@ def stable_ids(centres: np.ndarray, mean: np.ndarray, scale: np.ndarray,
             ids[i] = next_id
             events.append({"event": "appeared", "cluster": next_id})
             next_id += 1
-    return ids, events, next_id
+    version = (last.version if last else 0) + 1
+    return ClusterSnapshot(version, ids, centres, mean, scale, events), next_id
 
 
 def adjusted_rand_index(truth, predicted) -> float:
