@@ -81,9 +81,10 @@ class Bench:
         return namespace
 
     def start(self, args: list[str], namespace: str, log: str, **extra: str) -> subprocess.Popen:
-        out = open(self.home / log, "ab")
-        return subprocess.Popen([sys.executable, "-m", *args], env=self.env(namespace, **extra),
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        with open(self.home / log, "ab") as out:  # the child keeps its own copy
+            return subprocess.Popen([sys.executable, "-m", *args],
+                                    env=self.env(namespace, **extra), cwd=REPO, stdout=out,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
 
     def rate(self, proc: subprocess.Popen, key: str, field: str, timeout_s: float) -> float:
         """Records per second while the counter at ``key`` goes from its first count to
