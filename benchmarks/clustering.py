@@ -48,7 +48,7 @@ from online_models.clusters import (
     next_snapshot,
 )
 from online_models.customer import CustomerState
-from online_models.features import FEATURES, behaviour_features
+from online_models.features import FEATURES, as_rows, behaviour_features
 from online_models.rfm import RFMScorer
 from producers import synthetic
 from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
@@ -86,6 +86,7 @@ class RiverClusters:
         self.seen = 0
 
     def learn_one(self, x: dict[str, float], customer_id=None, last_event_ms=None) -> None:
+        x = {f: 0.0 if v is None else v for f, v in x.items()}  # S2 filled unknowns with 0
         self.scaler.learn_one(x)
         self.learner.learn_one(self.scaler.transform_one(x))
         self.seen += 1
@@ -134,7 +135,7 @@ def population(seed: int, customers: int, events: int, days: int = 365):
 
 
 def evaluate(name: str, ids, vectors, truth, seed: int) -> dict:
-    rows = np.array([[v[f] for f in FEATURES] for v in vectors])
+    rows = as_rows(vectors)
     timings, result = [], {}
     for run in range(3):
         model = make(name)
@@ -149,13 +150,13 @@ def evaluate(name: str, ids, vectors, truth, seed: int) -> dict:
             return {"algorithm": name, "clusters": 0, "ari": float("nan"),
                     "changed": float("nan"), "us_per_sample": statistics.median(timings),
                     "snapshot_bytes": 0, "snapshot_ms": 0.0}  # fmt: skip
-        before = first.assign_many(rows)
+        before = assign(model, first, rows)
         for i in order:
             model.learn_one(vectors[i], ids[i])
         began = time.perf_counter()
         second = model.snapshot()
         snapshot_ms = (time.perf_counter() - began) * 1000
-        after = second.assign_many(rows)
+        after = assign(model, second, rows)
         if run == 0:
             result = {
                 "algorithm": name,
@@ -203,11 +204,11 @@ def stream_stability(
         if since < every or model.seen < warmup:
             continue
         since, snapshot = 0, model.snapshot()
-        labels = snapshot.assign_many(rows) if snapshot.ids else None
+        labels = assign(model, snapshot, rows) if snapshot.ids else None
         if previous is not None and labels is not None and at >= len(raw) // 2:
             shares.append(float(np.mean(previous != labels)))
             aris.append(adjusted_rand_index(truth, labels))
-            now_aris.append(as_of_ari(snapshot, states, personas))
+            now_aris.append(as_of_ari(model, snapshot, states, personas))
         previous = labels
     return {
         "relabelled": statistics.median(shares) if shares else float("nan"),
@@ -218,12 +219,20 @@ def stream_stability(
     }
 
 
-def as_of_ari(snapshot: ClusterSnapshot, states: dict[str, CustomerState], personas) -> float:
+def assign(model, snapshot: ClusterSnapshot, rows: np.ndarray) -> np.ndarray:
+    """Cluster ids of raw rows, each learner with its own treatment of unknown values."""
+    if isinstance(model, RiverClusters):
+        rows = np.nan_to_num(rows, nan=0.0)  # as it learned them
+    return snapshot.assign_many(rows)
+
+
+def as_of_ari(model, snapshot: ClusterSnapshot, states: dict[str, CustomerState],
+              personas) -> float:  # fmt: skip
     """ARI of the snapshot on the customers as they are at its time (what the sweep assigns)."""
     now = max(s.clock_ms for s in states.values() if s.clock_ms is not None)
     seen = sorted(cid for cid, s in states.items() if s.last_event_ms is not None)
-    rows = np.array([[behaviour_features(states[c], now)[f] for f in FEATURES] for c in seen])
-    return adjusted_rand_index([personas[c] for c in seen], snapshot.assign_many(rows))
+    rows = as_rows(behaviour_features(states[c], now) for c in seen)
+    return adjusted_rand_index([personas[c] for c in seen], assign(model, snapshot, rows))
 
 
 def main() -> None:
@@ -259,7 +268,7 @@ def main() -> None:
     print("\nin the stream, by events per batch: share relabelled per snapshot / last ARI / "
           "median ARI / median ARI as of each snapshot (second half's snapshots)")  # fmt: skip
     print(f"{'algorithm':14} " + " ".join(f"{f'B={b}':>29}" for b in BATCH_SIZES))
-    matrix = np.array([[v[f] for f in FEATURES] for v in vectors])
+    matrix = as_rows(vectors)
     for name in args.stream:
         cells = []
         for b in BATCH_SIZES:

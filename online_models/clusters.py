@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
-from online_models.features import FEATURES, recency
+from online_models.features import FEATURES, as_row, recency
 
 _RECENCY = FEATURES.index("recency")
 
@@ -41,6 +41,9 @@ _WORDS = {
     "category_spread": ("explorer", "focused"),
     "basket_size": ("big baskets", "small baskets"),
     "view_to_cart": ("carts often", "rarely carts"),
+    "order_value": ("big orders", "small orders"),
+    "wishlist_share": ("wishlister", "no wishlist"),
+    "tenure": ("long-standing", "new"),
 }
 
 
@@ -71,7 +74,8 @@ class ClusterSnapshot:
     events: list[dict] = field(default_factory=list)  # appeared / died, versus the previous
 
     def standardise(self, rows: np.ndarray) -> np.ndarray:
-        return (rows - self.mean) / self.scale
+        """Standardised rows; an unknown (NaN) value sits at the mean, 0."""
+        return standardise(rows, self.mean, self.scale)
 
     def centroids_scaled_by(self, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """These centroids in original units, standardised with another scaling."""
@@ -84,7 +88,7 @@ class ClusterSnapshot:
         return np.asarray(self.ids)[d2.argmin(axis=1)]
 
     def assign(self, features: dict[str, float]) -> int:
-        return int(self.assign_many(np.array([[features[f] for f in FEATURES]]))[0])
+        return int(self.assign_many(as_row(features))[0])
 
     def profile(self, cluster_id: int) -> dict:
         i = self.ids.index(cluster_id)
@@ -104,10 +108,15 @@ class ClusterSnapshot:
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
             "events": self.events,
+            "features": list(FEATURES),
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> ClusterSnapshot:
+    def from_dict(cls, data: dict) -> ClusterSnapshot | None:
+        """The snapshot, or None for one over another feature set (an older rtba's): its
+        centroids do not fit today's vectors, and the trainer publishes a new one."""
+        if tuple(data.get("features", ())) != FEATURES:
+            return None
         return cls(
             data["version"], list(data["ids"]), np.array(data["centroids"], dtype=float),
             np.array(data["mean"], dtype=float), np.array(data["scale"], dtype=float),
@@ -147,6 +156,7 @@ class CustomerSample:
     def __init__(self, size: int = 2000, seed: int = 42):
         self.size = size
         self.seed = seed
+        self.features = FEATURES  # the columns of the rows kept (a stored sample is checked)
         self._rows: dict[str, tuple[int, np.ndarray, int | None]] = {}
         self._largest: list[tuple[int, str]] = []  # heap of (-hash, id): evict from the top
         self.latest_ms: int | None = None
@@ -162,8 +172,7 @@ class CustomerSample:
     def add(self, customer_id: str, x: dict[str, float], last_event_ms: int | None = None):
         """Keep ``x`` as the customer's vector if the customer is (or now gets) sampled."""
         self._saw(last_event_ms)
-        row = np.array([x.get(f, 0.0) for f in FEATURES], dtype=float)
-        self._keep(customer_id, row, last_event_ms)
+        self._keep(customer_id, as_row(x), last_event_ms)
 
     def _keep(self, customer_id: str, row: np.ndarray, last_event_ms: int | None) -> None:
         if customer_id in self._rows:
@@ -275,12 +284,10 @@ class StableClusterer(base.Clusterer):
     def snapshot(self) -> ClusterSnapshot:
         """Fit the sample as of now and freeze it, with ids matched to the previous ones."""
         rows = self.sample.rows()
-        mean = rows.mean(axis=0) if len(rows) else np.zeros(len(FEATURES))
-        sd = rows.std(axis=0) if len(rows) else np.ones(len(FEATURES))
-        scale = np.where(sd > 1e-12, sd, 1.0)
+        mean, scale = scaling(rows)
         centres = np.empty((0, len(FEATURES)))
         if len(rows) >= self.n_clusters:
-            centres = self._fit((rows - mean) / scale, mean, scale)
+            centres = self._fit(standardise(rows, mean, scale), mean, scale)
         self.last, self.next_id = next_snapshot(self.last, centres, mean, scale,
                                                 self.match_radius, self.next_id)  # fmt: skip
         return self.last
@@ -296,11 +303,62 @@ class StableClusterer(base.Clusterer):
         better = fresh.inertia_ < self.switch_gain * warm.inertia_
         return (fresh if better else warm).cluster_centers_
 
+    def continue_after(self, older: StableClusterer) -> None:
+        """Take over from a learner whose snapshots cannot be matched (another feature set):
+        versions go on after its last one and ids are never reused, so a worker neither
+        mistakes a new snapshot for one it has nor an old id for a new cluster.
+
+        >>> old = StableClusterer(n_clusters=1, seed=1)
+        >>> for i in range(3):
+        ...     old.learn_one({"frequency": float(i)}, customer_id=str(i))
+        >>> old.snapshot().version
+        1
+        >>> new = StableClusterer(n_clusters=1, seed=1)
+        >>> new.continue_after(old)
+        >>> for i in range(3):
+        ...     new.learn_one({"frequency": float(i)}, customer_id=str(i))
+        >>> s = new.snapshot()
+        >>> s.version, s.ids
+        (2, [1])
+        """
+        width = len(FEATURES)
+        version = older.last.version if older.last is not None else 0
+        self.last = ClusterSnapshot(version, [], np.empty((0, width)), np.zeros(width),
+                                    np.ones(width))  # fmt: skip
+        self.next_id = max(self.next_id, older.next_id)
+
     def predict_one(self, x: dict[str, float]) -> int:
         """The id of the nearest centroid of the last snapshot (0 before the first)."""
         if self.last is None or not self.last.ids:
             return 0
         return self.last.assign(x)
+
+
+def scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column over its known (not NaN) values; a column
+    with none, or with one value only, gets mean 0 and scale 1.
+
+    >>> m, s = scaling(np.array([[1.0, np.nan], [3.0, np.nan]]))
+    >>> m.tolist(), s.tolist()
+    ([2.0, 0.0], [1.0, 1.0])
+    """
+    known = ~np.isnan(rows)
+    n = known.sum(axis=0)
+    filled = np.where(known, rows, 0.0)
+    mean = np.divide(filled.sum(axis=0), n, out=np.zeros(rows.shape[1]), where=n > 0)
+    var = np.divide((np.where(known, rows - mean, 0.0) ** 2).sum(axis=0), n,
+                    out=np.zeros(rows.shape[1]), where=n > 0)  # fmt: skip
+    sd = np.sqrt(var)
+    return mean, np.where(sd > 1e-12, sd, 1.0)
+
+
+def standardise(rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(rows - mean) / scale`` with an unknown (NaN) value at the mean: 0.
+
+    >>> standardise(np.array([[4.0, np.nan]]), np.array([2.0, 1.0]), np.array([2.0, 1.0]))
+    array([[1., 0.]])
+    """
+    return np.nan_to_num((np.atleast_2d(rows) - mean) / scale, nan=0.0)
 
 
 def next_snapshot(last: ClusterSnapshot | None, centres: np.ndarray, mean: np.ndarray,

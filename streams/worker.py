@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from online_models import churn_risk
 from online_models.clusters import ClusterSnapshot, StableClusterer
 from online_models.customer import MS_PER_DAY
+from online_models.features import FEATURES
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
 from streams.faults import Faults
@@ -421,13 +422,18 @@ class ClusterTrainer:
     async def resume(cls, store: StateStore, settings: Settings) -> ClusterTrainer:
         saved = await retry_transient(store.cluster_learner, "loading the cluster learner")
         # Our own Redis, written by this class only: trusted like the rest of the state.
-        learner = pickle.loads(saved) if saved else None
-        if learner is not None and not hasattr(learner, "sample"):
-            log.warning("the stored cluster learner predates the customer sample (S3); "
-                        "starting a new one, cluster ids restart")  # fmt: skip
+        stored = pickle.loads(saved) if saved else None
+        learner = stored
+        if stored is not None and getattr(getattr(stored, "sample", None), "features",
+                                          None) != FEATURES:  # fmt: skip
+            log.warning("the stored cluster learner was trained on another feature set "
+                        "(an older rtba); starting a new one on today's features, with new "
+                        "cluster ids")  # fmt: skip
             learner = None
         if learner is None:
             learner = StableClusterer(settings.clusters)
+            if stored is not None:
+                learner.continue_after(stored)
         return cls(store, learner, settings.cluster_snapshot_every, settings.cluster_warmup,
                    settings.cluster_snapshot_min_s)  # fmt: skip
 

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.clustering import population, stream_stability
 from online_models.clusters import StableClusterer
-from online_models.features import FEATURES
+from online_models.features import FEATURES, as_rows
 
 DAY_MS = 86_400_000
 
@@ -17,7 +17,7 @@ DAY_MS = 86_400_000
 def people():
     # 200 days with every event: long enough for churners to fall silent (a steady mix)
     ids, vectors, truth = population(4, 200, 10**9, days=200)
-    return np.array([[v[f] for f in FEATURES] for v in vectors]), truth
+    return as_rows(vectors), truth
 
 
 @pytest.mark.parametrize("batch_size", [1, 10])
@@ -26,7 +26,9 @@ def test_at_most_two_percent_relabelled_per_snapshot(people, batch_size):
     result = stream_stability("rtba", 4, 200, 10**9, batch_size, rows, truth, days=200)
     assert result["snapshots"] >= 5  # enough snapshots to speak of a median
     assert result["relabelled"] <= 0.02  # River's KMeans (S2): ~47% at one event
-    assert result["ari"] > 0.4  # and the clusters still mean something
+    # and the clusters mean something: 0.80 measured, every snapshot and as of its time;
+    # with unknown per-order features filled with 0 (S3's first learner) 0.73 and 0.71
+    assert result["ari"] >= 0.77 and result["now_ari"] >= 0.77
 
 
 def test_customers_who_fell_silent_form_their_own_cluster():
