@@ -35,8 +35,11 @@ compose-cli:
 	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null); \
 	fi
 
+# Every test on one redis-server, then the tests that use Redis again on a three-master
+# Redis Cluster (the same code, asked which kind of server it talks to).
 test: stack-install compose-cli lint
 	$(BIN)/pytest
+	RTBA_REDIS_CLUSTER=1 $(BIN)/pytest -m integration tests/integration tests/agent
 
 # Full sizes: the benchmarks, and the worker-SIGKILL fault scenario at ~100k events.
 bench: stack-install

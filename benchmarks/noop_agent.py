@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import sys
 
-import redis.asyncio as aioredis
-
 from streams.app import faust_app
 from streams.logs import Worker
+from streams.redis_client import connect_async
 from streams.settings import Settings
 
 
@@ -21,7 +20,7 @@ def main() -> None:
     settings = Settings.from_env()
     app = faust_app(settings, app_id=sys.argv[1])
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect_async(settings.redis_url)  # a single server or a Cluster
     counter = f"{settings.namespace}:noop:{sys.argv[1]}"
 
     @app.agent(events)

@@ -4,6 +4,7 @@
     b  a do-nothing Faust agent on rtba's own Faust app (benchmarks/noop_agent.py):
        Faust's per-record cost, the ceiling of one worker process
     d  rtba's worker with everything on (outbox, durable writes, clusters, the tick)
+    e  d with two worker processes sharing the partitions
     g  Redis bytes per customer after d (MEMORY USAGE of every key of the namespace)
     f  produce -> a new customer's first RFM segment change, with d's kind of traffic
        sent live at half of d's rate
@@ -14,10 +15,11 @@ the first counted record to the last (connecting and joining the group are left 
 Each scenario runs ``--runs`` times; the table shows the median and the spread, and every
 goal as a ratio against a figure from the same run. ``--json`` writes every figure.
 
-Uses the stack given by KAFKA_BOOTSTRAP and REDIS_URL, or starts one of its own.
+Uses the stack given by KAFKA_BOOTSTRAP and REDIS_URL, or starts one of its own (with a
+three-master Redis Cluster under ``--redis-cluster``).
 
 Run: .venv/bin/python -m benchmarks.pipeline [--events N] [--customers C] [--runs R]
-     [--latency-s S] [--only a,b,d,f] [--json PATH]
+     [--latency-s S] [--only abdef] [--redis-cluster] [--json PATH]
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from pathlib import Path
 
 import aiokafka
 import numpy as np
-import redis
 from kafka import KafkaConsumer
 
 from producers import synthetic
@@ -45,12 +46,14 @@ from producers.kafka import make_producer, send_all
 from streams import stack
 from streams.keys import Keys
 from streams.settings import Settings
+from streams.store import connect
 from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
 GOALS = {  # scenario: (what it is compared with, the goal, as the issue states it)
     "d/b": 0.8,
+    "e/d": 1.7,
     "f_p99_ms": 250.0,
 }
 
@@ -61,7 +64,7 @@ class Bench:
     def __init__(self, bootstrap: str, redis_url: str, home: Path, events: list[dict]):
         self.bootstrap, self.redis_url, self.home = bootstrap, redis_url, home
         self.events = events
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = connect(redis_url)  # a single server or a Cluster
 
     def env(self, namespace: str, **extra: str) -> dict:
         return {**os.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "REDIS_URL": self.redis_url,
@@ -149,28 +152,47 @@ def faust_noop(bench: Bench, namespace: str) -> float:
         stop(proc)
 
 
-def rtba_worker(bench: Bench, namespace: str) -> float:
-    """d: rtba's worker on a namespace of its own."""
-    proc = bench.start(["streams.cli", "worker"], namespace, "worker.log")
+def rtba_worker(bench: Bench, namespace: str, workers: int = 1) -> float:
+    """d (e with two workers): rtba's workers on a namespace of their own."""
+    procs = [bench.start(["streams.cli", "worker"], namespace, f"worker{i}.log")
+             for i in range(workers)]  # fmt: skip
     try:
-        return bench.rate(proc, Keys(namespace).stats, "records", 600)
+        if workers > 1:  # count from a settled group: every worker has its partitions
+            _wait_for_members(bench, namespace, workers)
+        return bench.rate(procs[0], Keys(namespace).stats, "records", 600)
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
+
+
+def _wait_for_members(bench: Bench, namespace: str, workers: int, timeout_s: float = 60):
+    """Until the worker group has ``workers`` members (Kafka's own group description)."""
+    from streams.topics import admin_client
+
+    group = bench.settings(namespace).app_id
+    admin = admin_client(bench.bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            described = admin.describe_groups([group]).get(group) or {}
+            if len(described.get("members") or []) >= workers:
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise RuntimeError(f"{workers} workers did not join {group} in {timeout_s:.0f}s")
 
 
 def bytes_per_customer(bench: Bench, namespace: str) -> float:
     """g (at this run's size): every key of the namespace, by Redis's own MEMORY USAGE
     (all elements sampled), over the customers it holds."""
     keys = Keys(namespace)
-    total, cursor = 0, 0
-    while True:
-        cursor, names = bench.redis.scan(cursor, match=f"{namespace}:*", count=1000)
+    total, names = 0, bench.redis.scan_iter(match=f"{namespace}:*", count=1000)
+    while chunk := [name for _, name in zip(range(1000), names, strict=False)]:
         pipe = bench.redis.pipeline(transaction=False)
-        for name in names:
+        for name in chunk:
             pipe.memory_usage(name, samples=0)
         total += sum(size or 0 for size in pipe.execute())
-        if cursor == 0:
-            break
     return total / max(1, bench.redis.scard(keys.customers))
 
 
@@ -257,7 +279,7 @@ def spread(values: list[float]) -> str:
 def run(bench: Bench, runs: int, only: set[str], latency_s: float,
         latency_rate: float | None = None) -> dict:  # fmt: skip
     shared = bench.loaded_namespace()  # a and b only read: one topic serves every run
-    figures: dict[str, list] = {k: [] for k in "abdfg"}
+    figures: dict[str, list] = {k: [] for k in "abdefg"}
     for _ in range(runs):
         if "a" in only:
             figures["a"].append(raw_aiokafka(bench, shared))
@@ -267,6 +289,8 @@ def run(bench: Bench, runs: int, only: set[str], latency_s: float,
             namespace = bench.loaded_namespace()
             figures["d"].append(rtba_worker(bench, namespace))
             figures["g"].append(bytes_per_customer(bench, namespace))
+        if "e" in only:
+            figures["e"].append(rtba_worker(bench, bench.loaded_namespace(), workers=2))
     if "f" in only:
         half = latency_rate or statistics.median(figures["d"]) / 2
         figures["f"] = [latency(bench, half, latency_s) for _ in range(runs)]
@@ -279,6 +303,7 @@ def report(figures: dict, events: int) -> list[str]:
     names = {"a": "a raw aiokafka consume + decode (ev/s)",
              "b": "b do-nothing Faust agent (ev/s)",
              "d": "d rtba worker, everything on (ev/s)",
+             "e": "e two rtba workers (ev/s)",
              "g": "g Redis bytes per customer, after d"}  # fmt: skip
     for key, name in names.items():
         if key in figures:
@@ -296,6 +321,9 @@ def report(figures: dict, events: int) -> list[str]:
     if "b" in figures and "d" in figures:
         ratio = statistics.median(figures["d"]) / statistics.median(figures["b"])
         lines.append(f"d / b = {ratio:.2f} (goal ≥ {GOALS['d/b']})")
+    if "d" in figures and "e" in figures:
+        ratio = statistics.median(figures["e"]) / statistics.median(figures["d"])
+        lines.append(f"e / d = {ratio:.2f} (goal ≥ {GOALS['e/d']})")
     if "a" in figures and "b" in figures:
         ratio = statistics.median(figures["b"]) / statistics.median(figures["a"])
         lines.append(f"b / a = {ratio:.3f} (Faust's share of Python's limit)")
@@ -315,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of traffic per latency run")  # fmt: skip
     parser.add_argument("--latency-rate", type=float,
                         help="events/s for f (default: half of d's median)")  # fmt: skip
-    parser.add_argument("--only", default="abdf", help="scenarios to run, e.g. bd")
+    parser.add_argument("--only", default="abdef", help="scenarios to run, e.g. bd")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="a stack of its own with a three-master Redis Cluster")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     end = int(time.time() * 1000)
@@ -323,7 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rtba-bench-") as scratch:
         home = Path(scratch)
         given = os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL")
-        own = None if given else stack.up(Settings.from_env({"RTBA_HOME": str(home)}))
+        cluster = "1" if args.redis_cluster else "0"
+        own = (
+            None
+            if given
+            else stack.up(
+                Settings.from_env({"RTBA_HOME": str(home), "RTBA_REDIS_CLUSTER": cluster})
+            )
+        )
         info = own or {"kafka_bootstrap": os.environ["KAFKA_BOOTSTRAP"],
                        "redis_url": os.environ["REDIS_URL"]}  # fmt: skip
         try:

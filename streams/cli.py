@@ -4,6 +4,7 @@ progress go to stderr."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -35,6 +36,8 @@ def cmd_stack(args, settings: Settings) -> int:
                 "redis_server": stack.ensure_redis_server(),
             }
         elif args.action == "up":
+            if args.redis_cluster:
+                settings = dataclasses.replace(settings, redis_cluster=True)
             result = stack.up(settings)
         elif args.action == "down":
             result = stack.down(settings)
@@ -296,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stack", help="local real Kafka (KRaft) and Redis on loopback")
     s.add_argument("action", choices=["up", "down", "status", "install"])
     s.add_argument("--json", action="store_true")
+    s.add_argument("--redis-cluster", action="store_true",
+                   help="up: a three-master Redis Cluster instead of one redis-server "
+                        "(also RTBA_REDIS_CLUSTER=1)")  # fmt: skip
     s.set_defaults(func=cmd_stack)
 
     s = sub.add_parser("worker", help="run a Faust worker (any number may run)")

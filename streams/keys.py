@@ -1,10 +1,24 @@
 """Every Redis key name rtba uses, built in this one place.
 
 A customer's keys share the hash tag ``{customer_id}`` so that one script call
-touching all of them stays in one Redis Cluster slot.
+touching all of them stays in one Redis Cluster slot. Redis takes the tag from the
+first ``{`` to the next ``}``, so an id holding a brace would end the tag early (or
+leave it empty, and then each key hashes whole, to different slots): ``%``, ``{``
+and ``}`` are percent-encoded inside the tag. Every other id is its own tag.
 """
 
 from __future__ import annotations
+
+_TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+
+
+def hash_tag(customer_id: str) -> str:
+    """The customer's hash tag, braces included: one per id, and free of braces inside.
+
+    >>> hash_tag("c000001"), hash_tag("}{"), hash_tag("50%{off}")
+    ('{c000001}', '{%7D%7B}', '{50%25%7Boff%7D}')
+    """
+    return "{" + customer_id.translate(_TAG_ESCAPES) + "}"
 
 
 class Keys:
@@ -13,20 +27,20 @@ class Keys:
 
     def customer(self, customer_id: str) -> str:
         """Hash: the customer's RFM and behaviour state."""
-        return f"{self.namespace}:c:{{{customer_id}}}"
+        return f"{self.namespace}:c:{hash_tag(customer_id)}"
 
     def dedup(self, customer_id: str) -> str:
         """Set: refund ids (``r:<event_id>``) already counted."""
-        return f"{self.namespace}:c:{{{customer_id}}}:dedup"
+        return f"{self.namespace}:c:{hash_tag(customer_id)}:dedup"
 
     def orders(self, customer_id: str) -> str:
         """Hash: order id -> ``ts|amount|refunded|items|discounted`` (online_models.Order);
         ``ts`` is empty for an order only refunded so far."""
-        return f"{self.namespace}:c:{{{customer_id}}}:orders"
+        return f"{self.namespace}:c:{hash_tag(customer_id)}:orders"
 
     def outbox(self, customer_id: str) -> str:
         """Hash: event id -> output event not yet acknowledged by Kafka (streams.outbox)."""
-        return f"{self.namespace}:c:{{{customer_id}}}:outbox"
+        return f"{self.namespace}:c:{hash_tag(customer_id)}:outbox"
 
     @property
     def outbox_index(self) -> str:

@@ -74,6 +74,9 @@ class Settings:
     # The local stack's Redis AOF fsync policy: "always" makes every acknowledged write
     # durable before its Kafka offsets are committed; "everysec" may lose up to a second.
     redis_fsync: str = "always"
+    # `rtba stack up` starts a three-master Redis Cluster instead of one redis-server.
+    # Workers and the CLI need no setting: they ask the server which kind it is.
+    redis_cluster: bool = False
     rfm_adaptive: bool = True
     rfm_refresh_s: float = 60.0
     clusters: int = 5
@@ -120,6 +123,7 @@ class Settings:
             session_timeout_s=float(env.get("RTBA_SESSION_TIMEOUT_S", d.session_timeout_s)),
             worker_id=env.get("RTBA_WORKER_ID") or None,
             redis_fsync=_choice(env, "RTBA_REDIS_FSYNC", d.redis_fsync, ("always", "everysec")),
+            redis_cluster=_choice(env, "RTBA_REDIS_CLUSTER", "0", ("0", "1")) == "1",
             rfm_adaptive=env.get("RTBA_RFM_ADAPTIVE", "1") not in ("0", "false", "no"),
             rfm_refresh_s=float(env.get("RTBA_RFM_REFRESH_S", d.rfm_refresh_s)),
             clusters=int(env.get("RTBA_CLUSTERS", d.clusters)),

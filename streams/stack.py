@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis
 
+from streams import redis_client
 from streams.settings import Settings, read_stack_state, stack_state_file
 from streams.topics import admin_client, ensure_topics
 
@@ -209,19 +210,77 @@ def start_redis(home: Path, port: int, fsync: str = "always") -> int:
     """redis-server on loopback with its append-only file fsynced as ``fsync`` says:
     ``always`` (the default, see docs/decisions.md: a write acknowledged to a worker is on
     disk before Kafka offsets move past it) or ``everysec``."""
+    return _redis_server(home / "redis", port, fsync)
+
+
+def _redis_server(data: Path, port: int, fsync: str, *extra: str) -> int:
     binary = ensure_redis_server()
-    data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     log = data / "redis.log"
     cmd = [
         binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
         "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
-        "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
+        "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes", *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     _wait(lambda: redis_healthy(f"redis://127.0.0.1:{port}/0"), "redis-server", proc.pid, log, 20)
     return proc.pid
+
+
+CLUSTER_MASTERS = 3
+
+
+def start_redis_cluster(home: Path, ports: list[int], bus_ports: list[int],
+                        fsync: str = "always") -> list[int]:  # fmt: skip
+    """A Redis Cluster of ``len(ports)`` masters (no replicas) on loopback, each an
+    append-only redis-server as in :func:`start_redis`, with its cluster bus on the
+    matching ``bus_ports`` entry (Redis's default, port + 10,000, may be taken or past
+    65,535). A cluster formed before (its nodes files in RTBA_HOME, the same ports) comes
+    back as it was; a new one is created with ``redis-cli --cluster create``, which
+    spreads the 16,384 slots evenly."""
+    pids = []
+    for port, bus in zip(ports, bus_ports, strict=True):
+        data = home / "redis-cluster" / str(port)
+        pids.append(_redis_server(data, port, fsync, "--cluster-enabled", "yes",
+                                  "--cluster-port", str(bus),
+                                  "--cluster-config-file", "nodes.conf",
+                                  "--cluster-node-timeout", "5000"))  # fmt: skip
+    first = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=2)
+    try:
+        if int(first.info("cluster").get("cluster_enabled", 0)) != 1:
+            raise StackError(f"redis-server on port {ports[0]} did not start in cluster mode")
+        if int(first.cluster("info")["cluster_slots_assigned"]) == 0:
+            nodes = [f"127.0.0.1:{p}" for p in ports]
+            proc = subprocess.run(
+                [shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *nodes,
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise StackError(f"redis-cli --cluster create failed:\n{proc.stdout[-2000:]}"
+                                 f"{proc.stderr[-2000:]}")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not _cluster_ok(ports):
+            if time.monotonic() > deadline:
+                raise StackError(f"the Redis Cluster on ports {ports} did not reach state ok")
+            time.sleep(0.3)
+    finally:
+        first.close()
+    return pids
+
+
+def _cluster_ok(ports: list[int]) -> bool:
+    for port in ports:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        try:
+            if client.cluster("info").get("cluster_state") != "ok":
+                return False
+        except redis.exceptions.RedisError:
+            return False
+        finally:
+            client.close()
+    return True
 
 
 def _server_properties(data: Path, port: int, controller_port: int, partitions: int) -> str:
@@ -257,11 +316,12 @@ def start_kafka(home: Path, port: int, controller_port: int, partitions: int) ->
     props.write_text(_server_properties(data, port, controller_port, partitions))
     classpath = f"{jars}/*"
     if not (data / "meta.properties").exists():
-        # Kafka wants its cluster id as a url-safe base64 UUID.
+        # Kafka wants its cluster id as a url-safe base64 UUID; one in 64 starts with "-",
+        # which the option parser takes for an option unless it is joined with "=".
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         fmt = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(props)],
+             f"--cluster-id={cluster_id}", "-c", str(props)],
             capture_output=True, text=True,
         )  # fmt: skip
         if fmt.returncode != 0:
@@ -318,6 +378,8 @@ def status(settings: Settings) -> dict:
         "redis": "up" if redis_healthy(settings.redis_url) else "down",
         "kafka_pid": state.get("kafka_pid") if managed else None,
         "redis_pid": state.get("redis_pid") if managed else None,
+        "redis_cluster_pids": state.get("redis_cluster_pids") if managed else None,
+        "redis_cluster": redis_client.is_cluster(settings.redis_url),
         "home": str(settings.home.resolve()),
     }
 
@@ -334,11 +396,16 @@ def up(settings: Settings) -> dict:
     home = settings.home.resolve()  # redis-server chdirs to its --dir: paths must be absolute
     home.mkdir(parents=True, exist_ok=True)
     state = read_stack_state(home)
-    if not (alive(state.get("redis_pid")) and redis_healthy(state.get("redis_url", ""))):
-        port = _choose_port("RTBA_REDIS_PORT", state.get("redis_port"))
-        state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
-        state["redis_pid"] = start_redis(home, port, settings.redis_fsync)
-        _say(f"redis-server up on 127.0.0.1:{port} (pid {state['redis_pid']})")
+    if settings.redis_cluster:
+        _cluster_up(home, state, settings.redis_fsync)
+    else:
+        for pid in state.pop("redis_cluster_pids", None) or []:  # the other kind was up
+            stop_pid(pid)
+        if not (alive(state.get("redis_pid")) and redis_healthy(state.get("redis_url", ""))):
+            port = _choose_port("RTBA_REDIS_PORT", state.get("redis_port"))
+            state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
+            state["redis_pid"] = start_redis(home, port, settings.redis_fsync)
+            _say(f"redis-server up on 127.0.0.1:{port} (pid {state['redis_pid']})")
     if not (alive(state.get("kafka_pid")) and kafka_healthy(state.get("kafka_bootstrap", ""))):
         port = _choose_port("RTBA_KAFKA_PORT", state.get("kafka_port"))
         cport = _choose_port("RTBA_KAFKA_CONTROLLER_PORT", state.get("kafka_controller_port"))
@@ -355,6 +422,34 @@ def up(settings: Settings) -> dict:
     return status(resolved)
 
 
+def _cluster_up(home: Path, state: dict, fsync: str) -> None:
+    """The Redis Cluster in ``state`` (``redis_cluster_ports``, ``..._pids``), started
+    unless every node is up; the single server, if one was up, is stopped."""
+    stop_pid(state.pop("redis_pid", None))
+    pids = state.get("redis_cluster_pids") or []
+    if pids and all(alive(p) for p in pids) and _cluster_ok(state["redis_cluster_ports"]):
+        return
+    for pid in pids:
+        stop_pid(pid)
+    ports = state.get("redis_cluster_ports") or []
+    ports += state.get("redis_cluster_bus_ports") or []
+    # The old ports are taken only while something listens on them: a port a client has
+    # just left is in TIME_WAIT, which redis-server's SO_REUSEADDR binds through.
+    if len(ports) != 2 * CLUSTER_MASTERS or any(_port_answers(f"127.0.0.1:{p}") for p in ports):
+        ports = []  # a cluster remembers its nodes' ports: new ports, new cluster
+        shutil.rmtree(home / "redis-cluster", ignore_errors=True)
+        while len(ports) < 2 * CLUSTER_MASTERS:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+    ports, bus = ports[:CLUSTER_MASTERS], ports[CLUSTER_MASTERS:]
+    state["redis_cluster_pids"] = start_redis_cluster(home, ports, bus, fsync)
+    state.update(redis_cluster_ports=ports, redis_cluster_bus_ports=bus, redis_port=ports[0],
+                 redis_url=f"redis://127.0.0.1:{ports[0]}/0")  # fmt: skip
+    _say(f"Redis Cluster up: {CLUSTER_MASTERS} masters on 127.0.0.1:{ports} "
+         f"(pids {state['redis_cluster_pids']})")  # fmt: skip
+
+
 def down(settings: Settings) -> dict:
     """Stop what `up` started (never an external stack)."""
     state = read_stack_state(settings.home)
@@ -363,7 +458,9 @@ def down(settings: Settings) -> dict:
         return status(settings)
     stop_pid(state.get("kafka_pid"))
     stop_pid(state.get("redis_pid"))
-    state.update(kafka_pid=None, redis_pid=None)
+    for pid in state.get("redis_cluster_pids") or []:
+        stop_pid(pid)
+    state.update(kafka_pid=None, redis_pid=None, redis_cluster_pids=None)
     stack_state_file(settings.home).write_text(json.dumps(state, indent=2))
     _say("stack stopped")
     return status(settings)

@@ -1,9 +1,10 @@
 """Customer state in Redis: the hash codec, the worker's async store and the
 CLI's read helpers.
 
-A worker's batch costs two round trips: one pipelined read of the customers it
-touches, one pipelined write (one atomic, single-slot script call per customer,
-plus counters and the watermark).
+A worker's batch costs two round trips on a single Redis: one pipelined read of the
+customers it touches, one pipelined write (one atomic, single-slot script call per
+customer, plus counters and the watermark). On a Redis Cluster the write is phased
+(streams.redis_client.Batch): no script runs inside a cluster pipeline.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import redis.asyncio as aioredis
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState, Order
+from streams import redis_client
 from streams.keys import Keys
 from streams.outbox import Entry, by_customer
+from streams.redis_client import Batch, connect_async
 
 _INT_FIELDS = {
     "fp": "first_purchase_ms",
@@ -130,7 +133,7 @@ class StateStore:
 
     @classmethod
     def from_url(cls, url: str, keys: Keys) -> StateStore:
-        return cls(aioredis.Redis.from_url(url), keys)
+        return cls(connect_async(url), keys)
 
     async def load(
         self, needed: dict[str, tuple[set[str], bool]]
@@ -236,72 +239,67 @@ class StateStore:
         write then conflicts is harmless: the winner's write (or the next tick) sets it
         again, and a spurious wake-up changes nothing."""
         entries = by_customer(outbox)
-        async with self.client.pipeline(transaction=False) as pipe:
-            order = []
-            for cid, state in states.items():
-                fields = state_to_fields(state)
-                args: list = [state.version, len(fields)]
-                for f, v in fields.items():
-                    args += [f, v]
-                args += [len(state.new_keys), *sorted(state.new_keys)]
-                changed = sorted(state.changed_orders)
-                args += [len(changed)]
-                for order_id in changed:
-                    args += [order_id, state.orders[order_id].encode()]
-                mine = entries.get(cid, [])
-                args += [len(mine)]
-                for entry in mine:
-                    args += [entry.event_id, entry.encode()]
-                if mine:  # indexed before it is written: see outbox_unindex.lua
-                    pipe.zadd(self.keys.outbox_index, {cid: state.version + 1}, gt=True)
-                keys = [
-                    self.keys.customer(cid),
-                    self.keys.dedup(cid),
-                    self.keys.orders(cid),
-                    self.keys.outbox(cid),
-                ]
-                await self._apply(keys=keys, args=args, client=pipe)
-                order.append(cid)
-            if states:
-                pipe.sadd(self.keys.customers, *states)
-            scheduled = {cid: t for cid, t in due.items() if t is not None}
-            if scheduled:
-                pipe.zadd(self.keys.due, scheduled)
-            unscheduled = [cid for cid, t in due.items() if t is None]
-            if unscheduled:
-                pipe.zrem(self.keys.due, *unscheduled)
-            for name, n in counters.items():
-                if n:
-                    pipe.hincrby(self.keys.stats, name, n)
-            for (name, bucket), n in (histogram_deltas or {}).items():
-                if n:
-                    pipe.hincrby(self.keys.histogram(name), bucket, n)
-            raise_marks = [(f"p:{p}", ts) for p, ts in marks.items()]
-            if max_event_ts is not None:
-                raise_marks.append(("max_event_ts", max_event_ts))
-            if raise_marks:
-                args = [v for pair in raise_marks for v in pair]
-                await self._advance(keys=[self.keys.watermark], args=args, client=pipe)
-            replies = await pipe.execute()
-        replies = iter(replies)
-        conflicts = []
-        for cid in order:
-            if cid in entries:
-                next(replies)  # the ZADD
-            if int(next(replies)) < 0:
-                conflicts.append(cid)
-        return SaveResult(conflicts)
+        # Customers whose outbox gains entries are indexed before their write (see
+        # outbox_unindex.lua): one ZADD ahead of every script call.
+        indexed = {cid: states[cid].version + 1 for cid in states if cid in entries}
+        batch, order = Batch(), []
+        if indexed:
+            batch.command("zadd", self.keys.outbox_index, indexed, gt=True)
+        for cid, state in states.items():
+            fields = state_to_fields(state)
+            args: list = [state.version, len(fields)]
+            for f, v in fields.items():
+                args += [f, v]
+            args += [len(state.new_keys), *sorted(state.new_keys)]
+            changed = sorted(state.changed_orders)
+            args += [len(changed)]
+            for order_id in changed:
+                args += [order_id, state.orders[order_id].encode()]
+            mine = entries.get(cid, [])
+            args += [len(mine)]
+            for entry in mine:
+                args += [entry.event_id, entry.encode()]
+            keys = [
+                self.keys.customer(cid),
+                self.keys.dedup(cid),
+                self.keys.orders(cid),
+                self.keys.outbox(cid),
+            ]
+            batch.script(self._apply, keys, args)
+            order.append(cid)
+        if states:
+            batch.command("sadd", self.keys.customers, *states)
+        scheduled = {cid: t for cid, t in due.items() if t is not None}
+        if scheduled:
+            batch.command("zadd", self.keys.due, scheduled)
+        unscheduled = [cid for cid, t in due.items() if t is None]
+        if unscheduled:
+            batch.command("zrem", self.keys.due, *unscheduled)
+        for name, n in counters.items():
+            if n:
+                batch.command("hincrby", self.keys.stats, name, n)
+        for (name, bucket), n in (histogram_deltas or {}).items():
+            if n:
+                batch.command("hincrby", self.keys.histogram(name), bucket, n)
+        raise_marks = [(f"p:{p}", ts) for p, ts in marks.items()]
+        if max_event_ts is not None:
+            raise_marks.append(("max_event_ts", max_event_ts))
+        if raise_marks:
+            args = [v for pair in raise_marks for v in pair]
+            batch.script(self._advance, [self.keys.watermark], args)
+        replies = await batch.run(self.client)
+        written = replies[1 if indexed else 0 :][: len(order)]
+        return SaveResult([cid for cid, v in zip(order, written, strict=True) if int(v) < 0])
 
     async def outbox_done(self, entries: list[Entry]) -> None:
         """Forget entries the broker acknowledged; unindex customers left with none."""
         mine = by_customer(entries)
         if not mine:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for cid, items in mine.items():
-                ids = [e.event_id for e in items]
-                await self._outbox_ack(keys=[self.keys.outbox(cid)], args=ids, client=pipe)
-            left = await pipe.execute()
+        batch = Batch()
+        for cid, items in mine.items():
+            batch.script(self._outbox_ack, [self.keys.outbox(cid)], [e.event_id for e in items])
+        left = await batch.run(self.client)
         empty = {
             cid: max(e.version for e in items)
             for (cid, items), n in zip(mine.items(), left, strict=True)
@@ -314,11 +312,10 @@ class StateStore:
         bound indexed it again (outbox_unindex.lua)."""
         if not bounds:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for cid, version in bounds.items():
-                await self._outbox_unindex(keys=[self.keys.outbox_index], args=[cid, version],
-                                           client=pipe)  # fmt: skip
-            await pipe.execute()
+        batch = Batch()
+        for cid, version in bounds.items():
+            batch.script(self._outbox_unindex, [self.keys.outbox_index], [cid, version])
+        await batch.run(self.client)
 
     async def pending_outbox(self, limit: int) -> dict[str, tuple[int, list[Entry]]]:
         """Up to ``limit`` indexed customers: the index score and the outbox entries of
@@ -343,7 +340,8 @@ class StateStore:
 
 
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+    """The CLI's client: a single server or a Cluster (streams.redis_client)."""
+    return redis_client.connect(url)
 
 
 def durability_warning(client: redis.Redis) -> str | None:

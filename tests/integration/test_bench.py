@@ -26,9 +26,9 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(out.read_text())["figures"]
-    assert set(figures) == {"a", "b", "d", "f", "g"}
-    # a, b and d each took all 3,000 records; nothing is faster than raw consumption
-    assert all(rate > 0 for key in "abd" for rate in figures[key])
+    assert set(figures) == {"a", "b", "d", "e", "f", "g"}
+    # a, b, d and e each took all 3,000 records; nothing is faster than raw consumption
+    assert all(rate > 0 for key in "abde" for rate in figures[key])
     assert figures["a"][0] > figures["b"][0] and figures["a"][0] > figures["d"][0]
     assert 100 < figures["g"][0] < 100_000  # bytes per customer: a state, not nothing
     latency = figures["f"][0]
@@ -36,3 +36,4 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     assert latency["answered"] == latency["sent"] > 0  # every new customer got its change
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert "d / b =" in done.stdout and "f p99 / goal =" in done.stdout
+    assert "e / d =" in done.stdout

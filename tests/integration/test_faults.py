@@ -124,7 +124,8 @@ def distinct_changes(settings, expected: int) -> dict[str, list[dict]]:
     """The segment changes on the topic, per customer in sequence order, after checking
     that a duplicate is the same event byte for byte."""
     by_id: dict[str, bytes] = {}
-    records = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, expected)
+    records = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, expected,
+                          distinct=lambda r: json.loads(r.value)["event_id"])  # fmt: skip
     for record in records:
         assert by_id.setdefault(json.loads(record.value)["event_id"], record.value) == record.value
     print(f"\nsegment-change records {len(records)}, distinct {len(by_id)}, "

@@ -7,9 +7,9 @@ import os
 import socket
 
 import pytest
-import redis
 
 from streams import stack
+from streams.store import connect
 from streams.topics import admin_client
 from tests.conftest import run_rtba
 
@@ -34,21 +34,36 @@ def test_up_against_a_given_stack_starts_nothing_and_creates_the_topics(rtba_env
     assert set(settings.all_topics) <= topics
 
 
-def test_up_down_up_keeps_redis_data(tmp_path, real_stack):
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis-server", "redis-cluster"])
+def test_up_down_up_keeps_redis_data(tmp_path, real_stack, cluster):
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL")}
     env["RTBA_HOME"] = str(tmp_path / "own-stack")
-    first = json.loads(run_rtba(env, "stack", "up", "--json").stdout)
+    env["RTBA_REDIS_CLUSTER"] = "0"
+    up = ["stack", "up", "--json", *(["--redis-cluster"] if cluster else [])]
+    first = json.loads(run_rtba(env, *up).stdout)
     try:
         assert first["managed"] and first["kafka"] == "up" and first["redis"] == "up"
         assert first["kafka_bootstrap"] != real_stack["kafka_bootstrap"]  # its own free ports
-        redis.Redis.from_url(first["redis_url"]).set("survives", "yes")
+        assert first["redis_cluster"] is cluster
+        redis_pids = first["redis_cluster_pids"] if cluster else [first["redis_pid"]]
+        assert len(redis_pids) == (3 if cluster else 1)
+        client = connect(first["redis_url"])
+        if cluster:  # three masters share every slot
+            masters = [n for n in client.get_nodes() if n.server_type == "primary"]
+            assert len(masters) == 3
+            info = client.cluster_info(target_nodes=masters[0])
+            assert info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384
+        keys = [f"survives:{i}" for i in range(30)]  # over every master of a cluster
+        for key in keys:
+            client.set(key, "yes")
+        client.close()
         down = json.loads(run_rtba(env, "stack", "down", "--json").stdout)
         assert down["kafka"] == "down" and down["redis"] == "down"
-        assert not stack.alive(first["kafka_pid"]) and not stack.alive(first["redis_pid"])
-        again = json.loads(run_rtba(env, "stack", "up", "--json").stdout)
-        assert (
-            redis.Redis.from_url(again["redis_url"]).get("survives") == b"yes"
-        )  # append-only file
+        assert not any(stack.alive(pid) for pid in [first["kafka_pid"], *redis_pids])
+        again = json.loads(run_rtba(env, *up).stdout)
+        client = connect(again["redis_url"])
+        assert [client.get(key) for key in keys] == [b"yes"] * 30  # append-only files
+        client.close()
     finally:
         run_rtba(env, "stack", "down", check=False)
 

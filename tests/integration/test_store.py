@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import redis
 
 from online_models.clusters import ClusterSnapshot
 from online_models.features import FEATURES
@@ -34,7 +33,7 @@ def purchase(i: int, cid: str, order: str) -> Record:
 
 def test_a_lost_write_is_refolded_and_counted_once(settings):
     keys = Keys(settings.namespace)
-    other_writer = redis.Redis.from_url(settings.redis_url)
+    other_writer = connect(settings.redis_url)
 
     async def scenario():
         store = StateStore.from_url(settings.redis_url, keys)
@@ -85,7 +84,7 @@ def test_outbox_entries_live_with_the_state_until_acknowledged(settings):
     """A batch's output events are in Redis with its state; an ack removes them and the
     index entry, unless a newer write indexed the customer again meanwhile."""
     keys = Keys(settings.namespace)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
 
     async def scenario():
         store = StateStore.from_url(settings.redis_url, keys)
