@@ -3,6 +3,8 @@
     a  raw aiokafka: consume and JSON-decode the events topic (the limit of Python)
     b  a do-nothing Faust agent on rtba's own Faust app (benchmarks/noop_agent.py):
        Faust's per-record cost, the ceiling of one worker process
+    c  the naive per-event pipeline (benchmarks/naive_agent.py): HGETALL + HSET and River
+       learn + predict per event
     d  rtba's worker with everything on (outbox, durable writes, clusters, the tick)
     e  d with two worker processes sharing the partitions
     g  Redis bytes per customer after d (MEMORY USAGE of every key of the namespace)
@@ -19,7 +21,7 @@ Uses the stack given by KAFKA_BOOTSTRAP and REDIS_URL, or starts one of its own 
 three-master Redis Cluster under ``--redis-cluster``).
 
 Run: .venv/bin/python -m benchmarks.pipeline [--events N] [--customers C] [--runs R]
-     [--latency-s S] [--only abdef] [--redis-cluster] [--json PATH]
+     [--latency-s S] [--only abcdef] [--redis-cluster] [--json PATH]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from producers import synthetic
 from producers.kafka import make_producer, send_all
 from streams import stack
 from streams.keys import Keys
+from streams.redis_client import clustered
 from streams.settings import Settings
 from streams.store import connect
 from streams.topics import ensure_topics
@@ -53,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
 GOALS = {  # scenario: (what it is compared with, the goal, as the issue states it)
     "d/b": 0.8,
+    "d/c": 2.5,
     "e/d": 1.7,
     "f_p99_ms": 250.0,
 }
@@ -142,12 +146,13 @@ def raw_aiokafka(bench: Bench, namespace: str) -> float:
     return asyncio.run(consume())
 
 
-def faust_noop(bench: Bench, namespace: str) -> float:
-    """b: the do-nothing agent, in a group of its own."""
-    app_id = f"noop{uuid.uuid4().hex[:8]}"
-    proc = bench.start(["benchmarks.noop_agent", app_id], namespace, "noop.log")
+def faust_agent(bench: Bench, namespace: str, kind: str = "noop") -> float:
+    """b (``noop``, the do-nothing agent) or c (``naive``, the per-event pipeline), in a
+    consumer group of its own; each counts its records at ``{ns}:{kind}:{app id}``."""
+    app_id = f"{kind}{uuid.uuid4().hex[:8]}"
+    proc = bench.start([f"benchmarks.{kind}_agent", app_id], namespace, f"{kind}.log")
     try:
-        return bench.rate(proc, f"{namespace}:noop:{app_id}", "records", 600)
+        return bench.rate(proc, f"{namespace}:{kind}:{app_id}", "records", 600)
     finally:
         stop(proc)
 
@@ -181,6 +186,16 @@ def _wait_for_members(bench: Bench, namespace: str, workers: int, timeout_s: flo
     finally:
         admin.close()
     raise RuntimeError(f"{workers} workers did not join {group} in {timeout_s:.0f}s")
+
+
+def redis_cpu_s(bench: Bench) -> float:
+    """CPU seconds Redis has used (user + system), summed over a Cluster's masters: what d
+    costs Redis per event, for the sizing in docs/scaling.md."""
+    if clustered(bench.redis):
+        infos = bench.redis.info("cpu", target_nodes=bench.redis.PRIMARIES).values()
+    else:
+        infos = [bench.redis.info("cpu")]
+    return sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos)
 
 
 def bytes_per_customer(bench: Bench, namespace: str) -> float:
@@ -279,15 +294,19 @@ def spread(values: list[float]) -> str:
 def run(bench: Bench, runs: int, only: set[str], latency_s: float,
         latency_rate: float | None = None) -> dict:  # fmt: skip
     shared = bench.loaded_namespace()  # a and b only read: one topic serves every run
-    figures: dict[str, list] = {k: [] for k in "abdefg"}
+    figures: dict[str, list] = {k: [] for k in "abcdefgr"}
     for _ in range(runs):
         if "a" in only:
             figures["a"].append(raw_aiokafka(bench, shared))
         if "b" in only:
-            figures["b"].append(faust_noop(bench, shared))
+            figures["b"].append(faust_agent(bench, shared))
+        if "c" in only:  # its own namespace: it writes customer hashes
+            figures["c"].append(faust_agent(bench, bench.loaded_namespace(), "naive"))
         if "d" in only or "f" in only:
             namespace = bench.loaded_namespace()
+            cpu_before = redis_cpu_s(bench)
             figures["d"].append(rtba_worker(bench, namespace))
+            figures["r"].append((redis_cpu_s(bench) - cpu_before) / len(bench.events) * 1e6)
             figures["g"].append(bytes_per_customer(bench, namespace))
         if "e" in only:
             figures["e"].append(rtba_worker(bench, bench.loaded_namespace(), workers=2))
@@ -302,9 +321,11 @@ def report(figures: dict, events: int) -> list[str]:
              f"{'scenario':44} {'median':>12} {'spread':>16}"]  # fmt: skip
     names = {"a": "a raw aiokafka consume + decode (ev/s)",
              "b": "b do-nothing Faust agent (ev/s)",
+             "c": "c naive per-event pipeline (ev/s)",
              "d": "d rtba worker, everything on (ev/s)",
              "e": "e two rtba workers (ev/s)",
-             "g": "g Redis bytes per customer, after d"}  # fmt: skip
+             "g": "g Redis bytes per customer, after d",
+             "r": "Redis CPU µs per event during d (all nodes)"}  # fmt: skip
     for key, name in names.items():
         if key in figures:
             values = figures[key]
@@ -321,6 +342,9 @@ def report(figures: dict, events: int) -> list[str]:
     if "b" in figures and "d" in figures:
         ratio = statistics.median(figures["d"]) / statistics.median(figures["b"])
         lines.append(f"d / b = {ratio:.2f} (goal ≥ {GOALS['d/b']})")
+    if "c" in figures and "d" in figures:
+        ratio = statistics.median(figures["d"]) / statistics.median(figures["c"])
+        lines.append(f"d / c = {ratio:.2f} (goal ≥ {GOALS['d/c']})")
     if "d" in figures and "e" in figures:
         ratio = statistics.median(figures["e"]) / statistics.median(figures["d"])
         lines.append(f"e / d = {ratio:.2f} (goal ≥ {GOALS['e/d']})")
@@ -343,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of traffic per latency run")  # fmt: skip
     parser.add_argument("--latency-rate", type=float,
                         help="events/s for f (default: half of d's median)")  # fmt: skip
-    parser.add_argument("--only", default="abdef", help="scenarios to run, e.g. bd")
+    parser.add_argument("--only", default="abcdef", help="scenarios to run, e.g. bd")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="a stack of its own with a three-master Redis Cluster")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every figure here")
