@@ -38,3 +38,21 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert "d / b =" in done.stdout and "f p99 / goal =" in done.stdout
     assert "e / d =" in done.stdout and "d / c =" in done.stdout
+
+
+def test_the_population_benchmark_loads_and_ticks(real_stack, tmp_path):
+    """g and h at a small size: every due customer is re-scored, 1,000 a tick."""
+    out = tmp_path / "population.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP": real_stack["kafka_bootstrap"],
+           "REDIS_URL": real_stack["redis_url"]}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.population", "--customers", "4000", "--due", "2500",
+         "--json", str(out)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())
+    assert len(figures["tick_ms"]) == 3  # 1,000 + 1,000 + 500: each tick took its share
+    assert all(ms > 0 for ms in figures["tick_ms"])
+    assert 100 < figures["bytes_per_customer"] < 100_000
+    assert "h  tick with 1,000 due" in done.stdout
