@@ -47,7 +47,7 @@ from producers import synthetic
 from producers.kafka import make_producer, send_all
 from streams import stack
 from streams.keys import Keys
-from streams.redis_client import clustered
+from streams.redis_client import info_per_server
 from streams.settings import Settings
 from streams.store import connect
 from streams.topics import ensure_topics
@@ -191,10 +191,7 @@ def _wait_for_members(bench: Bench, namespace: str, workers: int, timeout_s: flo
 def redis_cpu_s(bench: Bench) -> float:
     """CPU seconds Redis has used (user + system), summed over a Cluster's masters: what d
     costs Redis per event, for the sizing in docs/scaling.md."""
-    if clustered(bench.redis):
-        infos = bench.redis.info("cpu", target_nodes=bench.redis.PRIMARIES).values()
-    else:
-        infos = [bench.redis.info("cpu")]
+    infos = info_per_server(bench.redis, "cpu")
     return sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos)
 
 

@@ -36,7 +36,7 @@ from producers import synthetic
 from streams import stack
 from streams.keys import Keys
 from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
-from streams.redis_client import clustered
+from streams.redis_client import info_per_server
 from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore, connect
@@ -60,11 +60,7 @@ def templates(seed: int = 7) -> list[CustomerState]:
 
 
 def used_memory(client) -> int:
-    if clustered(client):
-        infos = client.info("memory", target_nodes=client.PRIMARIES).values()
-    else:
-        infos = [client.info("memory")]
-    return sum(int(i["used_memory"]) for i in infos)
+    return sum(int(i["used_memory"]) for i in info_per_server(client, "memory"))
 
 
 async def load(store: StateStore, models: list[CustomerState], customers: int, due: int,

@@ -64,6 +64,13 @@ def clustered(client) -> bool:
     return isinstance(client, aioredis.RedisCluster | redis.RedisCluster)
 
 
+def info_per_server(client: redis.Redis, section: str) -> list[dict]:
+    """``INFO section`` of the one server, or of every master of a Cluster."""
+    if clustered(client):
+        return list(client.info(section, target_nodes=client.PRIMARIES).values())
+    return [client.info(section)]
+
+
 @dataclass
 class Batch:
     """Commands and script calls written in one go; ``run`` returns their replies in the
@@ -90,6 +97,11 @@ class Batch:
                 for step in self.steps:
                     await _queue(pipe, step)
                 return await pipe.execute()
+        # Concurrent first commands on a cluster client each start its initialisation
+        # (slots, nodes), which can drop connections others are using; redis-py then
+        # retries a script call the server already ran (seen: spurious version conflicts
+        # and "'NoneType' object has no attribute 'writelines'"). Initialise once first.
+        await client.initialize()
         replies: list = []
         for kind, group in itertools.groupby(self.steps, key=lambda step: step[0]):
             group = list(group)

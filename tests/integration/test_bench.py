@@ -15,16 +15,22 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 
-def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
-    out = tmp_path / "bench.json"
+def run_benchmark(real_stack, out, module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m benchmarks.<module> ARGS --json OUT`` on the session's stack."""
     env = {**os.environ, "KAFKA_BOOTSTRAP": real_stack["kafka_bootstrap"],
            "REDIS_URL": real_stack["redis_url"]}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.pipeline", "--events", "3000", "--customers", "300",
-         "--runs", "1", "--latency-s", "3", "--json", str(out)],
+        [sys.executable, "-m", f"benchmarks.{module}", *args, "--json", str(out)],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_benchmark(real_stack, out, "pipeline", "--events", "3000", "--customers", "300",
+                         "--runs", "1", "--latency-s", "3")  # fmt: skip
     figures = json.loads(out.read_text())["figures"]
     assert set(figures) == {"a", "b", "c", "d", "e", "f", "g", "r"}
     assert figures["r"][0] > 0  # Redis did work for d
@@ -43,14 +49,7 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
 def test_the_population_benchmark_loads_and_ticks(real_stack, tmp_path):
     """g and h at a small size: every due customer is re-scored, 1,000 a tick."""
     out = tmp_path / "population.json"
-    env = {**os.environ, "KAFKA_BOOTSTRAP": real_stack["kafka_bootstrap"],
-           "REDIS_URL": real_stack["redis_url"]}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.population", "--customers", "4000", "--due", "2500",
-         "--json", str(out)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_benchmark(real_stack, out, "population", "--customers", "4000", "--due", "2500")
     figures = json.loads(out.read_text())
     assert len(figures["tick_ms"]) == 3  # 1,000 + 1,000 + 500: each tick took its share
     assert all(ms > 0 for ms in figures["tick_ms"])
