@@ -15,7 +15,13 @@ def slots(customer_id: str) -> set[int]:
     return {key_slot(name.encode()) for name in names}
 
 
-@given(st.text(st.sampled_from("ab{}%7D") | st.characters(), min_size=1, max_size=40))
+# Any text a valid id can hold (no lone surrogates: they are not Unicode text), with braces
+# and percent signs made likely.
+IDS = st.text(st.sampled_from("ab{}%7D") | st.characters(exclude_categories=("Cs",)),
+              min_size=1, max_size=40)  # fmt: skip
+
+
+@given(IDS)
 def test_a_customers_keys_share_one_slot(customer_id):
     assert len(slots(customer_id)) == 1
 
