@@ -322,10 +322,11 @@ class StableClusterer(base.Clusterer):
         (2, [1])
         """
         width = len(FEATURES)
-        version = older.last.version if older.last is not None else 0
+        last = getattr(older, "last", None)  # a learner from before S3 may lack either
+        version = last.version if last is not None else 0
         self.last = ClusterSnapshot(version, [], np.empty((0, width)), np.zeros(width),
                                     np.ones(width))  # fmt: skip
-        self.next_id = max(self.next_id, older.next_id)
+        self.next_id = max(self.next_id, getattr(older, "next_id", 0))
 
     def predict_one(self, x: dict[str, float]) -> int:
         """The id of the nearest centroid of the last snapshot (0 before the first)."""
