@@ -79,13 +79,19 @@ class Bench:
 
     def loaded_namespace(self) -> str:
         """A fresh namespace whose events topic holds every event."""
-        namespace = f"bench{uuid.uuid4().hex[:8]}"
-        settings = self.settings(namespace)
-        ensure_topics(settings)
-        producer = make_producer(self.bootstrap)
-        send_all(producer, settings.events_topic, self.events)
-        producer.close()
+        namespace = self.empty_namespace()
+        self.fill(namespace)
         return namespace
+
+    def empty_namespace(self) -> str:
+        namespace = f"bench{uuid.uuid4().hex[:8]}"
+        ensure_topics(self.settings(namespace))
+        return namespace
+
+    def fill(self, namespace: str) -> None:
+        producer = make_producer(self.bootstrap)
+        send_all(producer, self.settings(namespace).events_topic, self.events)
+        producer.close()
 
     def start(self, args: list[str], namespace: str, log: str, **extra: str) -> subprocess.Popen:
         with open(self.home / log, "ab") as out:  # the child keeps its own copy
@@ -157,13 +163,18 @@ def faust_agent(bench: Bench, namespace: str, kind: str = "noop") -> float:
         stop(proc)
 
 
-def rtba_worker(bench: Bench, namespace: str, workers: int = 1) -> float:
-    """d (e with two workers): rtba's workers on a namespace of their own."""
+def rtba_worker(bench: Bench, namespace: str | None, workers: int = 1) -> float:
+    """d: a worker catching up with a full topic. e (``namespace`` None): two workers that
+    form their group on an empty topic, so that both share the events from the first one
+    (on a full topic the first to join took most of them before the second was in)."""
+    fill_later = namespace is None
+    namespace = bench.empty_namespace() if fill_later else namespace
     procs = [bench.start(["streams.cli", "worker"], namespace, f"worker{i}.log")
              for i in range(workers)]  # fmt: skip
     try:
-        if workers > 1:  # count from a settled group: every worker has its partitions
+        if fill_later:
             _wait_for_members(bench, namespace, workers)
+            threading.Thread(target=bench.fill, args=(namespace,), daemon=True).start()
         return bench.rate(procs[0], Keys(namespace).stats, "records", 600)
     finally:
         for proc in procs:
@@ -306,7 +317,7 @@ def run(bench: Bench, runs: int, only: set[str], latency_s: float,
             figures["r"].append((redis_cpu_s(bench) - cpu_before) / len(bench.events) * 1e6)
             figures["g"].append(bytes_per_customer(bench, namespace))
         if "e" in only:
-            figures["e"].append(rtba_worker(bench, bench.loaded_namespace(), workers=2))
+            figures["e"].append(rtba_worker(bench, None, workers=2))
     if "f" in only:
         half = latency_rate or statistics.median(figures["d"]) / 2
         figures["f"] = [latency(bench, half, latency_s) for _ in range(runs)]
