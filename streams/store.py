@@ -333,23 +333,46 @@ class StateStore:
             batch.script(self._outbox_unindex, [self.keys.outbox_index], [cid, version])
         await batch.run(self.client)
 
-    async def pending_outbox(self, limit: int) -> dict[str, tuple[int, list[Entry]]]:
-        """Up to ``limit`` indexed customers: the index score and the outbox entries of
-        each (oldest write first within a customer: its events in sequence order)."""
+    async def pending_outbox(self, limit: int) -> dict[str, Pending]:
+        """Up to ``limit`` indexed customers: the index score, the state version and the
+        outbox entries of each (oldest write first within a customer: its events in
+        sequence order). The version is read first, so the entries read after it include
+        those of every write up to that version."""
         indexed = await self.client.zrange(self.keys.outbox_index, 0, limit - 1, withscores=True)
         if not indexed:
             return {}
         async with self.client.pipeline(transaction=False) as pipe:
             for member, _ in indexed:
-                pipe.hgetall(self.keys.outbox(_text(member)))
+                cid = _text(member)
+                pipe.hget(self.keys.customer(cid), "v")
+                pipe.hgetall(self.keys.outbox(cid))
             raws = await pipe.execute()
         out = {}
-        for (member, score), raw in zip(indexed, raws, strict=True):
+        for i, (member, score) in enumerate(indexed):
             cid = _text(member)
+            version, raw = raws[2 * i], raws[2 * i + 1]
             items = [Entry.decode(cid, _text(k), _text(v)) for k, v in raw.items()]
             items.sort(key=lambda e: e.seq)
-            out[cid] = (int(score), items)
+            out[cid] = Pending(int(score), int(version or 0), items)
         return out
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An outbox-indexed customer as the relay found it."""
+
+    score: int  # the version of the latest write that indexed the customer
+    version: int  # the customer's state version, read before the entries
+    entries: list[Entry]
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to relay, and the write that indexed the customer has happened (or lost
+        its version check to one that has): its entries, if any, were among those read.
+        A writer indexes before its script call, so an empty outbox alone can mean a
+        write still in flight; unindexing then would strand its entries if the writer
+        crashed before its send."""
+        return not self.entries and self.version >= self.score
 
 
 # -- read helpers for the CLI (synchronous client) ---------------------------

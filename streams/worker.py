@@ -363,12 +363,12 @@ class OutboxRelay:
     async def _leftovers_once(self) -> BatchOutcome:
         total = BatchOutcome()
         stale_before = int(self.clock() * 1000) - STALE_MS
-        empty = {}
-        for cid, (score, entries) in (await self.store.pending_outbox(self.limit)).items():
-            if not entries:
-                empty[cid] = score
-            total.outbox += [e for e in entries if e.written_ms < stale_before]
-        await self.store.unindex(empty)
+        settled = {}
+        for cid, pending in (await self.store.pending_outbox(self.limit)).items():
+            if pending.settled:
+                settled[cid] = pending.score
+            total.outbox += [e for e in pending.entries if e.written_ms < stale_before]
+        await self.store.unindex(settled)
         return total
 
 

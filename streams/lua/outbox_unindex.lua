@@ -8,7 +8,10 @@
 -- returns  1 if removed, else 0
 --
 -- Writers index before they write, so an entry added after the caller looked has a
--- higher score, and stays indexed.
+-- higher score, and stays indexed. A caller's bound is the version of a write that has
+-- completed (its own acknowledged entries, or a state version the relay read before
+-- finding the outbox empty), never an index score alone: a write indexed at that score
+-- may not have run yet.
 
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) <= tonumber(ARGV[2]) then

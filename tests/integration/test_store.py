@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -13,10 +14,11 @@ from online_models.clusters import ClusterSnapshot
 from online_models.features import FEATURES
 from online_models.rfm import RFMScorer
 from streams.keys import Keys
+from streams.outbox import STALE_MS
 from streams.pipeline import Record
 from streams.schemas import Limits
 from streams.store import StateStore, connect, read_states, read_stats
-from streams.worker import BatchProcessor, Rescorer
+from streams.worker import BatchProcessor, OutboxRelay, Rescorer
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +96,7 @@ def test_outbox_entries_live_with_the_state_until_acknowledged(settings):
         stored = {k.decode() for k in client.hkeys(keys.outbox("c1"))}
         assert stored == {e.event_id for e in first.outbox if e.customer_id == "c1"}
         pending = await store.pending_outbox(10)
-        assert {cid: [e.payload for e in es] for cid, (_, es) in pending.items()} == {
+        assert {cid: [e.payload for e in p.entries] for cid, p in pending.items()} == {
             e.customer_id: [e.payload] for e in first.outbox
         }
         # c2 is written again (a newer version, a new entry) before c1 and c2's acks land
@@ -106,6 +108,46 @@ def test_outbox_entries_live_with_the_state_until_acknowledged(settings):
         assert client.hlen(keys.outbox("c2")) == len(second.outbox) > 0
         await store.outbox_done(second.outbox)
         assert client.zcard(keys.outbox_index) == 0 and client.hlen(keys.outbox("c2")) == 0
+        await store.client.aclose()
+
+    asyncio.run(scenario())
+    client.close()
+
+
+def test_the_relay_keeps_a_customer_indexed_while_its_write_is_in_flight(settings):
+    """A writer indexes a customer, then runs its script; on a Cluster the two are separate
+    round trips. The relay looking in between finds the outbox empty, and must not take
+    the customer out of the index: if the writer then crashes before its send, the
+    entries it wrote are the relay's to send."""
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    now = [time.time()]
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        processor = BatchProcessor(store, RFMScorer(), Limits())
+        relay = OutboxRelay(store, clock=lambda: now[0])
+        first = await processor.process([purchase(1, "c1", "o1")])
+        await store.outbox_done(first.outbox)
+        assert client.zcard(keys.outbox_index) == 0
+
+        client.zadd(keys.outbox_index, {"c1": 2})  # a writer's first step for version 2
+        assert (await relay.leftovers()).outbox == []
+        assert client.zscore(keys.outbox_index, "c1") == 2  # still indexed
+
+        # the write lands (the second purchase changes the customer's segment) and
+        # the writer crashes before sending: the relay sends the entries once stale
+        second = await processor.process([purchase(2, "c1", "o2")])
+        assert second.outbox, "the second purchase emitted nothing: the test proves little"
+        now[0] += 2 * STALE_MS / 1000
+        relayed = await relay.leftovers()
+        assert [e.event_id for e in relayed.outbox] == [e.event_id for e in second.outbox]
+
+        await store.outbox_done(relayed.outbox)
+        assert client.zcard(keys.outbox_index) == 0
+        client.zadd(keys.outbox_index, {"c1": 2})  # a writer that lost its version check
+        assert (await relay.leftovers()).outbox == []
+        assert client.zcard(keys.outbox_index) == 0  # settled: it leaves the index
         await store.client.aclose()
 
     asyncio.run(scenario())
