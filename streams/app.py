@@ -11,11 +11,13 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import faust
 
 from streams.faults import Faults
 from streams.keys import Keys
+from streams.offload import run_off_loop
 from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
 from streams.settings import Settings
@@ -174,7 +176,7 @@ def create_app(settings: Settings) -> Pipeline:
     async def in_background(job, what: str) -> None:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""
         try:
-            result = await asyncio.to_thread(job, settings)
+            result = await run_off_loop(partial(job, settings))
         except RefitSkipped as exc:
             log.warning("%s did not run: %s", what, exc)
             return
