@@ -46,8 +46,9 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     assert "e / d =" in done.stdout and "d / c =" in done.stdout
 
 
-def test_the_population_benchmark_loads_and_ticks(real_stack, tmp_path):
-    """g and h at a small size: every due customer is re-scored, 1,000 a tick."""
+def test_the_population_benchmark_loads_ticks_and_refits(real_stack, tmp_path):
+    """g, h and i at a small size: every due customer is re-scored, 1,000 a tick; the
+    refit and the refresh ran (a job that failed would raise) and the loop was timed."""
     out = tmp_path / "population.json"
     done = run_benchmark(real_stack, out, "population", "--customers", "4000", "--due", "2500")
     figures = json.loads(out.read_text())
@@ -55,3 +56,7 @@ def test_the_population_benchmark_loads_and_ticks(real_stack, tmp_path):
     assert all(ms > 0 for ms in figures["tick_ms"])
     assert 100 < figures["bytes_per_customer"] < 100_000
     assert "h  tick with 1,000 due" in done.stdout
+    stalls = figures["stalls"]
+    assert set(stalls) == {"idle", "refit", "refresh"}
+    assert all(s["job_s"] > 0 and s["worst_stall_ms"] >= 0 for s in stalls.values())
+    assert "i  refit" in done.stdout and "i  refresh" in done.stdout
