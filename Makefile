@@ -44,6 +44,7 @@ test: stack-install compose-cli lint
 # Full sizes: the benchmarks, and the worker-SIGKILL fault scenario at ~100k events.
 bench: stack-install
 	mkdir -p .rtba && $(BIN)/python -m benchmarks.pipeline --json .rtba/bench-pipeline.json
+	$(BIN)/python -m benchmarks.pipeline --only dD --population 1000000 --json .rtba/bench-million.json
 	$(BIN)/python -m benchmarks.pipeline --redis-cluster --only de --json .rtba/bench-cluster.json
 	$(BIN)/python -m benchmarks.population --customers 1000000 --json .rtba/bench-population.json
 	$(BIN)/python -m benchmarks.durability

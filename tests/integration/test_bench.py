@@ -30,20 +30,22 @@ def run_benchmark(real_stack, out, module: str, *args: str) -> subprocess.Comple
 def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     out = tmp_path / "bench.json"
     done = run_benchmark(real_stack, out, "pipeline", "--events", "3000", "--customers", "300",
-                         "--runs", "1", "--latency-s", "3")  # fmt: skip
+                         "--runs", "1", "--latency-s", "3", "--only", "abcdDef",
+                         "--population", "2000")  # fmt: skip
     figures = json.loads(out.read_text())["figures"]
-    assert set(figures) == {"a", "b", "c", "d", "e", "f", "g", "r"}
+    assert set(figures) == {"a", "b", "c", "d", "D", "D_customers", "e", "f", "g", "r"}
+    assert figures["D_customers"][0] > 2000  # the population and the events' customers
     assert figures["r"][0] > 0  # Redis did work for d
     # a to e each took all 3,000 records; nothing is faster than raw consumption
-    assert all(rate > 0 for key in "abcde" for rate in figures[key])
-    assert all(figures["a"][0] > figures[key][0] for key in "bcde")
+    assert all(rate > 0 for key in "abcdDe" for rate in figures[key])
+    assert all(figures["a"][0] > figures[key][0] for key in "bcdDe")
     assert 100 < figures["g"][0] < 100_000  # bytes per customer: a state, not nothing
     latency = figures["f"][0]
     assert latency["rate"] == pytest.approx(figures["d"][0] / 2)
     assert latency["answered"] == latency["sent"] > 0  # every new customer got its change
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert "d / b =" in done.stdout and "f p99 / goal =" in done.stdout
-    assert "e / d =" in done.stdout and "d / c =" in done.stdout
+    assert "e / d =" in done.stdout and "d / c =" in done.stdout and "D / d =" in done.stdout
 
 
 def test_the_population_benchmark_loads_ticks_and_refits(real_stack, tmp_path):
