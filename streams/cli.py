@@ -376,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # its own options: benchmarks/pipeline.py parses them
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args, Settings.from_env())
+    try:
+        return args.func(args, Settings.from_env())
+    except KeyboardInterrupt:  # Ctrl-C (or the demo's group-wide stop): quietly, as a shell does
+        print("rtba: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

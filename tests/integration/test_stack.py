@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -81,3 +85,19 @@ def test_missing_java_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(stack.shutil, "which", lambda name: None)
     with pytest.raises(stack.StackError, match="Java"):
         stack.ensure_java()
+
+
+def test_ctrl_c_stops_a_producer_with_one_line(rtba_env):
+    """`make demo` stopped with Ctrl-C interrupts its producer too: no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "produce", "synthetic", "--customers", "50",
+         "--events", "100000", "--rate", "50"],
+        env=rtba_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)  # producing by now
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "rtba: interrupted"
