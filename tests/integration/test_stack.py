@@ -89,11 +89,18 @@ def test_missing_java_is_a_clear_error(monkeypatch):
 
 def test_ctrl_c_stops_a_producer_with_one_line(rtba_env):
     """`make demo` stopped with Ctrl-C interrupts its producer too: no traceback."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "produce", "synthetic", "--customers", "50",
-         "--events", "100000", "--rate", "50"],
-        env=rtba_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # A shell's background job (CI's, say) starts with SIGINT ignored, and a child
+    # inherits that; a handler (not SIG_IGN) is reset to the default across exec, as a
+    # terminal's child has it.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "produce", "synthetic", "--customers", "50",
+             "--events", "100000", "--rate", "50"],
+            env=rtba_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     time.sleep(4)  # producing by now
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
