@@ -140,8 +140,6 @@ class CustomerState:
     seen_keys: set[str] = field(default_factory=set, repr=False)
     new_keys: set[str] = field(default_factory=set, repr=False)
     changed_orders: set[str] = field(default_factory=set, repr=False)
-    # What a store read for this customer, opaque here: a store writes only what differs.
-    stored: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def next_change_seq(self) -> int:
         """The sequence number of the customer's next output event: strictly increasing

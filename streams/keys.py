@@ -26,7 +26,8 @@ class Keys:
         self.namespace = namespace
 
     def customer(self, customer_id: str) -> str:
-        """Hash: the customer's RFM and behaviour state."""
+        """String: the customer's RFM and behaviour state, ``<version>|<payload>``
+        (streams.state_codec)."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}"
 
     def dedup(self, customer_id: str) -> str:

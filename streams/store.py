@@ -9,40 +9,23 @@ customer, plus counters and the watermark). On a Redis Cluster the write is phas
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 
 import redis
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState, Order
-from streams import redis_client
+from streams import redis_client, state_codec
 from streams.keys import Keys
 from streams.outbox import Entry, by_customer
 from streams.redis_client import Batch, connect_async
-
-_INT_FIELDS = {
-    "fp": "first_purchase_ms",
-    "lp": "last_purchase_ms",
-    "n": "purchases",
-    "nd": "purchase_days",
-    "le": "last_event_ms",
-    "fe": "first_event_ms",
-    "it": "items",
-    "dc": "discounted",
-    "cl": "cluster_id",
-    "ev": "evaluated_ms",
-    "ap": "applied_partition",
-    "ao": "applied_offset",
-    "v": "version",
-    "sq": "change_seq",
-}
-_DECIMAL_FIELDS = {"fda": "first_day_amount", "gross": "gross", "ref": "refunds"}
 
 
 def lua(name: str) -> str:
@@ -51,60 +34,6 @@ def lua(name: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def state_to_fields(state: CustomerState) -> dict[str, str]:
-    """Hash fields of a state (the version `v` is the script's to set)."""
-    fields: dict[str, str] = {}
-    for short, attr in _INT_FIELDS.items():
-        if short != "v":
-            value = getattr(state, attr)
-            fields[short] = "" if value is None else str(value)
-    for short, attr in _DECIMAL_FIELDS.items():
-        fields[short] = str(getattr(state, attr))
-    fields["seg"] = state.segment or ""
-    fields["ca"] = "1" if state.churn_armed else "0"
-    fields.update({f"clk:{a}": str(n) for a, n in state.clicks.items()})
-    fields.update({f"cat:{c}": str(n) for c, n in state.categories.items()})
-    return fields
-
-
-def changed_fields(state: CustomerState) -> dict[str, str]:
-    """The hash fields to write: those that differ from what was read (``state.stored``;
-    an empty value deletes a field that is there). The version check in
-    ``apply_customer.lua`` makes this safe: a write lands only on the hash it was read from.
-    Sending every field cost a tick more in redis-py's argument packing than in Redis.
-
-    >>> s = state_from_fields("c", {b"n": b"2", b"seg": b"Loyal", b"v": b"3"})
-    >>> s.purchases, s.segment = 3, None
-    >>> changed_fields(s)["n"], changed_fields(s)["seg"], "fp" in changed_fields(s)
-    ('3', '', False)
-    """
-    return {f: v for f, v in state_to_fields(state).items()
-            if state.stored.get(f, "") != v}  # fmt: skip
-
-
-def state_from_fields(customer_id: str, raw: dict) -> CustomerState:
-    """A stored state without its orders (``orders_loaded`` False for a stored customer)."""
-    state = CustomerState(customer_id, orders_loaded=not raw)
-    for key, value in raw.items():
-        key, value = _text(key), _text(value)
-        state.stored[key] = value
-        if value == "":  # an unset field (the script deletes these; tolerate them anyway)
-            continue
-        if key in _INT_FIELDS:
-            setattr(state, _INT_FIELDS[key], int(value))
-        elif key in _DECIMAL_FIELDS:
-            setattr(state, _DECIMAL_FIELDS[key], Decimal(value))
-        elif key == "seg":
-            state.segment = value or None
-        elif key == "ca":
-            state.churn_armed = value == "1"
-        elif key.startswith("clk:"):
-            state.clicks[key[4:]] = int(value)
-        elif key.startswith("cat:"):
-            state.categories[key[4:]] = int(value)
-    return state
 
 
 @dataclass(frozen=True)
@@ -135,13 +64,31 @@ class SaveResult:
     conflicts: list[str]
 
 
+# Customers per write script call: bounds how long one call holds Redis (~10 µs each).
+WRITE_CHUNK = 200
+
+
+def _write_args(state: CustomerState, entries: list[Entry]) -> list:
+    """One customer's block of apply_customers.lua's arguments."""
+    args: list = [state.version, state_codec.encode(state)]
+    args += [len(state.new_keys), *sorted(state.new_keys)]
+    changed = sorted(state.changed_orders)
+    args.append(len(changed))
+    for order_id in changed:
+        args += [order_id, state.orders[order_id].encode()]
+    args.append(len(entries))
+    for entry in entries:
+        args += [entry.event_id, entry.encode()]
+    return args
+
+
 class StateStore:
     """The worker's view of Redis (asyncio client, scripts registered once)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys):
         self.client = client
         self.keys = keys
-        self._apply = client.register_script(lua("apply_customer"))
+        self._apply = client.register_script(lua("apply_customers"))
         self._advance = client.register_script(lua("advance_watermark"))
         self._outbox_ack = client.register_script(lua("outbox_ack"))
         self._outbox_unindex = client.register_script(lua("outbox_unindex"))
@@ -157,24 +104,32 @@ class StateStore:
         """Each customer's state, which of the given refund keys it already has, all its
         orders where asked for (a purchase or refund in the batch), and the versions of the
         stored churn model, RFM edges and cluster snapshot (one round trip)."""
+        # One MGET for every state on a single server: a reply per key cost more in
+        # redis-py's pipeline than the read itself. A Cluster takes a GET per key (an MGET
+        # must stay in one slot).
+        one_read = bool(needed) and not redis_client.clustered(self.client)
         order = []
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.churn_model, "version")
             pipe.hget(self.keys.rfm_model, "version")
             pipe.hget(self.keys.cluster_model, "version")
+            if one_read:
+                pipe.mget([self.keys.customer(cid) for cid in needed])
             for cid, (dedup, with_orders) in needed.items():
                 dedup_l = sorted(dedup)
                 order.append((cid, dedup_l, with_orders))
-                pipe.hgetall(self.keys.customer(cid))
+                if not one_read:
+                    pipe.get(self.keys.customer(cid))
                 if dedup_l:
                     pipe.smismember(self.keys.dedup(cid), dedup_l)
                 if with_orders:
                     pipe.hgetall(self.keys.orders(cid))
             replies = iter(await pipe.execute())
         model_versions = tuple(int(next(replies) or 0) for _ in range(3))
+        raw_states = iter(next(replies)) if one_read else replies
         states = {}
         for cid, dedup_l, with_orders in order:
-            state = state_from_fields(cid, next(replies))
+            state = state_codec.decode(cid, next(raw_states))
             if dedup_l:
                 state.seen_keys = {k for k, hit in zip(dedup_l, next(replies), strict=True) if hit}
             if with_orders:
@@ -258,31 +213,16 @@ class StateStore:
         # Customers whose outbox gains entries are indexed before their write (see
         # outbox_unindex.lua): one ZADD ahead of every script call.
         indexed = {cid: states[cid].version + 1 for cid in states if cid in entries}
-        batch, order = Batch(), []
+        batch = Batch()
         if indexed:
             batch.command("zadd", self.keys.outbox_index, indexed, gt=True)
-        for cid, state in states.items():
-            fields = changed_fields(state)
-            args: list = [state.version, len(fields)]
-            for f, v in fields.items():
-                args += [f, v]
-            args += [len(state.new_keys), *sorted(state.new_keys)]
-            changed = sorted(state.changed_orders)
-            args += [len(changed)]
-            for order_id in changed:
-                args += [order_id, state.orders[order_id].encode()]
-            mine = entries.get(cid, [])
-            args += [len(mine)]
-            for entry in mine:
-                args += [entry.event_id, entry.encode()]
-            keys = [
-                self.keys.customer(cid),
-                self.keys.dedup(cid),
-                self.keys.orders(cid),
-                self.keys.outbox(cid),
-            ]
+        groups = self._write_groups(list(states))
+        for group in groups:
+            keys, args = [], []
+            for cid in group:
+                keys += self._customer_keys(cid)
+                args += _write_args(states[cid], entries.get(cid, []))
             batch.script(self._apply, keys, args)
-            order.append(cid)
         if states:
             batch.command("sadd", self.keys.customers, *states)
         scheduled = {cid: t for cid, t in due.items() if t is not None}
@@ -304,8 +244,27 @@ class StateStore:
             args = [v for pair in raise_marks for v in pair]
             batch.script(self._advance, [self.keys.watermark], args)
         replies = await batch.run(self.client)
-        written = replies[1 if indexed else 0 :][: len(order)]
-        return SaveResult([cid for cid, v in zip(order, written, strict=True) if int(v) < 0])
+        calls = replies[1 if indexed else 0 :][: len(groups)]
+        written = zip(itertools.chain(*groups), itertools.chain(*calls), strict=True)
+        return SaveResult([cid for cid, version in written if int(version) < 0])
+
+    def _customer_keys(self, cid: str) -> list[str]:
+        keys = self.keys
+        return [keys.customer(cid), keys.dedup(cid), keys.orders(cid), keys.outbox(cid)]
+
+    def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
+        """Customers written by one script call each: up to WRITE_CHUNK on a single server;
+        on a Cluster, those of one slot (one call's keys must share it)."""
+        if redis_client.clustered(self.client):
+            by_slot: dict[int, list[str]] = {}
+            for cid in customer_ids:
+                by_slot.setdefault(key_slot(self.keys.customer(cid).encode()), []).append(cid)
+            slots = by_slot.values()
+        else:
+            slots = [customer_ids]
+        return [
+            ids[at : at + WRITE_CHUNK] for ids in slots for at in range(0, len(ids), WRITE_CHUNK)
+        ]
 
     async def outbox_done(self, entries: list[Entry]) -> None:
         """Forget entries the broker acknowledged; unindex customers left with none."""
@@ -344,7 +303,7 @@ class StateStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for member, _ in indexed:
                 cid = _text(member)
-                pipe.hget(self.keys.customer(cid), "v")
+                pipe.get(self.keys.customer(cid))
                 pipe.hgetall(self.keys.outbox(cid))
             raws = await pipe.execute()
         out = {}
@@ -353,7 +312,7 @@ class StateStore:
             version, raw = raws[2 * i], raws[2 * i + 1]
             items = [Entry.decode(cid, _text(k), _text(v)) for k, v in raw.items()]
             items.sort(key=lambda e: e.seq)
-            out[cid] = Pending(int(score), int(version or 0), items)
+            out[cid] = Pending(int(score), state_codec.version_of(version), items)
         return out
 
 
@@ -413,10 +372,10 @@ def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> lis
         chunk = customer_ids[start : start + 1000]
         with client.pipeline(transaction=False) as pipe:
             for cid in chunk:
-                pipe.hgetall(keys.customer(cid))
+                pipe.get(keys.customer(cid))
             for cid, raw in zip(chunk, pipe.execute(), strict=True):
                 if raw:
-                    out.append(state_from_fields(cid, raw))
+                    out.append(state_codec.decode(cid, raw))
     return out
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from online_models.clusters import ClusterSnapshot
+from online_models.customer import CustomerState
 from online_models.features import FEATURES
 from online_models.rfm import RFMScorer
+from streams import state_codec
 from streams.keys import Keys
 from streams.outbox import STALE_MS
 from streams.pipeline import Record
@@ -45,7 +47,9 @@ def test_a_lost_write_is_refolded_and_counted_once(settings):
         async def load_then_interfere(needed):
             loaded = await real_load(needed)
             if not interfered:  # someone else writes c1 between our read and our write
-                other_writer.hincrby(keys.customer("c1"), "v", 1)
+                other_writer.set(
+                    keys.customer("c1"), b"1|" + state_codec.encode(CustomerState("c1"))
+                )
                 interfered.append(True)
             return loaded
 

@@ -97,10 +97,10 @@ def test_orders_on_one_day_are_one_transaction_day():
 
 
 def test_figures_need_every_order():
-    from streams.store import state_from_fields, state_to_fields
+    from streams import state_codec
 
     s = fold([("p", T0, "5", "a")])
-    stored = state_from_fields("c", state_to_fields(s))  # as the store hands it, no orders
+    stored = state_codec.decode("c", b"1|" + state_codec.encode(s))  # as stored: no orders
     with pytest.raises(RuntimeError, match="not loaded"):
         stored.apply_purchase(T0 + 1, Decimal("1"), "b")
 
