@@ -220,7 +220,7 @@ def bytes_per_customer(bench: Bench, namespace: str) -> float:
         for name in chunk:
             pipe.memory_usage(name, samples=0)
         total += sum(size or 0 for size in pipe.execute())
-    return total / max(1, bench.redis.scard(keys.customers))
+    return total / max(1, bench.redis.zcard(keys.due))
 
 
 def latency(bench: Bench, rate: float, seconds: float) -> dict:
@@ -335,7 +335,7 @@ def run(bench: Bench, runs: int, only: set[str], latency_s: float,
             namespace = bench.loaded_namespace()
             preload(bench, namespace, population)
             figures["D"].append(rtba_worker(bench, namespace))
-            figures["D_customers"].append(bench.redis.scard(Keys(namespace).customers))
+            figures["D_customers"].append(bench.redis.zcard(Keys(namespace).due))
         if "e" in only:
             figures["e"].append(rtba_worker(bench, None, workers=2))
     if "f" in only:

@@ -50,18 +50,15 @@ class Keys:
         return f"{self.namespace}:outbox"
 
     @property
-    def customers(self) -> str:
-        """Set: every customer id with state (for --all and segment summaries)."""
-        return f"{self.namespace}:customers"
-
-    @property
     def watermark(self) -> str:
         """Hash: max_event_ts and explicit watermark, epoch ms."""
         return f"{self.namespace}:watermark"
 
     @property
     def due(self) -> str:
-        """Sorted set: customer id scored by the event time (ms) it is next due for re-scoring."""
+        """Sorted set: every customer with state, scored by the event time (ms) it is next
+        due for re-scoring, ``+inf`` while nothing is due (also the list of customers: a
+        separate set cost ~60 bytes per customer)."""
         return f"{self.namespace}:due"
 
     @property

@@ -64,6 +64,9 @@ class SaveResult:
     conflicts: list[str]
 
 
+# The due-index score of a customer nothing is due for (the index lists every customer).
+NEVER = "+inf"
+
 # Customers per write script call: bounds how long one call holds Redis (~10 µs each).
 WRITE_CHUNK = 200
 
@@ -161,8 +164,8 @@ class StateStore:
         await self.client.hset(self.keys.cluster_sweep, mapping=position)
 
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
-        cursor, members = await self.client.sscan(self.keys.customers, cursor, count=count)
-        return int(cursor), [_text(m) for m in members]
+        cursor, members = await self.client.zscan(self.keys.due, cursor, count=count)
+        return int(cursor), [_text(m) for m, _ in members]
 
     async def cluster_learner(self) -> bytes | None:
         return await self.client.hget(self.keys.cluster_model, "learner")
@@ -204,11 +207,13 @@ class StateStore:
         max_event_ts: int | None,
         histogram_deltas: dict[tuple[str, int], int] | None = None,
         outbox: list[Entry] = (),
+        forget: list[str] = (),
     ) -> SaveResult:
-        """Write changed states with their outbox entries, their next due times, counters
-        and event-time marks in one round trip. A due time written for a customer whose
-        write then conflicts is harmless: the winner's write (or the next tick) sets it
-        again, and a spurious wake-up changes nothing."""
+        """Write changed states with their outbox entries, their next due times (None:
+        never, as things stand), counters and event-time marks in one round trip; take the
+        ``forget`` ids (due, but without state) out of the due index. A due time written
+        for a customer whose write then conflicts is harmless: the winner's write (or the
+        next tick) sets it again, and a spurious wake-up changes nothing."""
         entries = by_customer(outbox)
         # Customers whose outbox gains entries are indexed before their write (see
         # outbox_unindex.lua): one ZADD ahead of every script call.
@@ -223,14 +228,12 @@ class StateStore:
                 keys += self._customer_keys(cid)
                 args += _write_args(states[cid], entries.get(cid, []))
             batch.script(self._apply, keys, args)
-        if states:
-            batch.command("sadd", self.keys.customers, *states)
-        scheduled = {cid: t for cid, t in due.items() if t is not None}
-        if scheduled:
-            batch.command("zadd", self.keys.due, scheduled)
-        unscheduled = [cid for cid, t in due.items() if t is None]
-        if unscheduled:
-            batch.command("zrem", self.keys.due, *unscheduled)
+        if due:  # None: nothing due, but still one of the namespace's customers
+            batch.command(
+                "zadd", self.keys.due, {c: NEVER if t is None else t for c, t in due.items()}
+            )
+        if forget:
+            batch.command("zrem", self.keys.due, *forget)
         for name, n in counters.items():
             if n:
                 batch.command("hincrby", self.keys.stats, name, n)
@@ -380,7 +383,7 @@ def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> lis
 
 
 def all_customer_ids(client: redis.Redis, keys: Keys) -> list[str]:
-    return sorted(_text(m) for m in client.sscan_iter(keys.customers, count=1000))
+    return sorted(_text(m) for m, _ in client.zscan_iter(keys.due, count=1000))
 
 
 def read_churn_model(client: redis.Redis, keys: Keys) -> ChurnScorer | None:

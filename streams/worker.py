@@ -330,18 +330,18 @@ class Rescorer:
             return
         states, model_versions = await self.store.load({cid: (set(), False) for cid in due})
         models = await self.processor.models.refresh(model_versions)
-        # A due customer without state (erased, say) is simply dropped from the index.
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
-        for cid in due:
-            out.due.setdefault(cid, None)
+        # A due customer without state (erased, say) is simply dropped from the index.
+        gone = [cid for cid in due if states[cid].version == 0]
         # A lost write means the owner just wrote the customer: its due time is current again.
-        await self._write(total, out, {"rescored": len(out.states)})
+        await self._write(total, out, {"rescored": len(out.states)}, gone)
 
-    async def _write(self, total: BatchOutcome, out: BatchOutcome, counters: dict) -> None:
+    async def _write(self, total: BatchOutcome, out: BatchOutcome, counters: dict,
+                     forget: list[str] = ()) -> None:  # fmt: skip
         """Save a tick's states with their due times and outbox entries; keep what won."""
         out.outbox = self.processor.outbox_entries(out)
         result = await self.store.save(out.states, out.due, counters, {}, None,
-                                       outbox=out.outbox)  # fmt: skip
+                                       outbox=out.outbox, forget=forget)  # fmt: skip
         self.processor.faults.drop("drop_after_tick_write")
         _merge(total, out, set(result.conflicts))
 
