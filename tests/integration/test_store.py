@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from streams.keys import Keys
 from streams.outbox import STALE_MS
 from streams.pipeline import Record
 from streams.schemas import Limits
-from streams.store import StateStore, connect, read_states, read_stats
+from streams.store import StateStore, all_customer_ids, connect, read_states, read_stats
 from streams.worker import BatchProcessor, OutboxRelay, Rescorer
 
 pytestmark = pytest.mark.integration
@@ -184,3 +185,35 @@ def test_the_sweep_reaches_everybody_while_snapshots_keep_coming(settings):
     states = read_states(client, keys, [f"s{i:04}" for i in range(customers)])
     assert len(states) == customers
     assert sum(s.cluster_id == 7 for s in states) == customers
+
+
+def test_every_customer_is_listed_with_its_own_state_and_only_the_due_are_due(settings):
+    """250 customers written by one batch (more than one script call's worth), a third of
+    them click-only and so never due; a due id without state leaves the index on a tick."""
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    records = []
+    for i in range(250):
+        body = {"event_id": f"e{i}", "customer_id": f"k{i:03d}", "ts": purchase_ms(i)}
+        if i % 3:
+            body.update(type="purchase", order_id=f"o{i}", amount=f"{i}.25")
+        else:
+            body.update(type="click", action="view")
+        records.append(Record(0, i, None, json.dumps(body).encode()))
+
+    async def scenario():
+        processor = BatchProcessor(StateStore.from_url(settings.redis_url, keys), RFMScorer(),
+                                   Limits())  # fmt: skip
+        await processor.process(records)
+        client.zadd(keys.due, {"ghost": 0})  # due at once, and no state
+        return await Rescorer(processor).tick()
+
+    asyncio.run(scenario())
+    ids = [f"k{i:03d}" for i in range(250)]
+    assert all_customer_ids(client, keys) == ids  # the ghost is gone, nobody else
+    for i, state in enumerate(read_states(client, keys, ids)):
+        assert state.customer_id == ids[i]
+        assert state.monetary == (Decimal(f"{i}.25") if i % 3 else 0)
+        assert state.purchases == (1 if i % 3 else 0)
+        due = client.zscore(keys.due, ids[i])
+        assert (due > purchase_ms(i)) if i % 3 else due == float("inf")
