@@ -2,10 +2,10 @@
 
 Why not a hash of fields: 24 small fields cost ~350 bytes per customer in a listpack
 hash (every field name stored with every customer) and ~50 script arguments per write;
-one positional MessagePack value is ~140 bytes and one argument (docs/performance.md).
+one positional MessagePack value is ~100-175 bytes and one argument (docs/performance.md).
 The version stays plain text in front, so ``apply_customers.lua`` checks it without
-decoding the rest. Times are stored as offsets from the last event (small integers,
-mostly under MessagePack's 5-byte int32), amounts as decimal text (exact).
+decoding the rest. Times are stored as offsets from the last event (5 bytes within ~50
+days of it, 9 beyond), amounts as decimal text (exact).
 
 ``FORMAT`` leads the array: a later layout adds a format, and ``decode`` keeps reading
 the old one.
@@ -58,12 +58,14 @@ def version_of(raw: bytes | None) -> int:
     >>> version_of(None), version_of(b"12|..."), version_of(b"")
     (0, 12, 0)
     """
-    if not raw:
-        return 0
-    head, sep, _ = raw.partition(b"|")
+    return _split(raw)[0] if raw else 0
+
+
+def _split(raw: bytes) -> tuple[int, bytes]:
+    head, sep, body = raw.partition(b"|")
     if not sep or not head.isdigit():
         raise CorruptState(f"not an rtba state value: {raw[:20]!r}")
-    return int(head)
+    return int(head), body
 
 
 def decode(customer_id: str, raw: bytes | None) -> CustomerState:
@@ -71,25 +73,31 @@ def decode(customer_id: str, raw: bytes | None) -> CustomerState:
     a new customer (``raw`` None) has all of its none."""
     if not raw:
         return CustomerState(customer_id)
-    version = version_of(raw)
+    version, body = _split(raw)
     try:
-        fields = msgpack.unpackb(raw[raw.index(b"|") + 1 :])
-        if fields[0] != FORMAT:
-            raise CorruptState(f"state format {fields[0]!r} of {customer_id!r} is unknown")
-        anchor_ms, values = fields[1], iter(fields[2:])
-        state = CustomerState(customer_id, last_event_ms=anchor_ms, version=version,
-                              orders_loaded=False)  # fmt: skip
-        anchor = anchor_ms or 0
-        for name in _TIMES:
-            offset = next(values)
-            setattr(state, name, None if offset is None else anchor - offset)
-        for name in _INTS:
-            setattr(state, name, next(values))
-        for name in _AMOUNTS:
-            setattr(state, name, Decimal(next(values)))
-        state.segment, state.churn_armed, state.clicks, state.categories = values
-    except (ValueError, TypeError, IndexError, StopIteration, msgpack.UnpackException) as e:
-        if isinstance(e, CorruptState):
-            raise
+        fields = msgpack.unpackb(body)
+        fmt = fields[0]
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as e:
         raise CorruptState(f"stored state of {customer_id!r} does not decode: {e}") from e
+    if fmt != FORMAT:
+        raise CorruptState(f"state format {fmt!r} of {customer_id!r} is unknown")
+    try:
+        return _from_fields(customer_id, version, fields)
+    except (ValueError, TypeError, IndexError, StopIteration) as e:
+        raise CorruptState(f"stored state of {customer_id!r} does not decode: {e}") from e
+
+
+def _from_fields(customer_id: str, version: int, fields: list) -> CustomerState:
+    anchor_ms, values = fields[1], iter(fields[2:])
+    state = CustomerState(customer_id, last_event_ms=anchor_ms, version=version,
+                          orders_loaded=False)  # fmt: skip
+    anchor = anchor_ms or 0
+    for name in _TIMES:
+        offset = next(values)
+        setattr(state, name, None if offset is None else anchor - offset)
+    for name in _INTS:
+        setattr(state, name, next(values))
+    for name in _AMOUNTS:
+        setattr(state, name, Decimal(next(values)))
+    state.segment, state.churn_armed, state.clicks, state.categories = values
     return state

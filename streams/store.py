@@ -1,10 +1,11 @@
-"""Customer state in Redis: the hash codec, the worker's async store and the
-CLI's read helpers.
+"""Customer state in Redis: the worker's async store and the CLI's read helpers (the
+state value itself is streams.state_codec's).
 
 A worker's batch costs two round trips on a single Redis: one pipelined read of the
-customers it touches, one pipelined write (one atomic, single-slot script call per
-customer, plus counters and the watermark). On a Redis Cluster the write is phased
-(streams.redis_client.Batch): no script runs inside a cluster pipeline.
+customers it touches, one pipelined write (script calls of up to WRITE_CHUNK customers
+each, every customer under its own version check, plus due times, counters and the
+watermark). On a Redis Cluster the write is phased (streams.redis_client.Batch): no
+script runs inside a cluster pipeline, and a call's customers share one slot.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class SaveResult:
 # The due-index score of a customer nothing is due for (the index lists every customer).
 NEVER = "+inf"
 
-# Customers per write script call: bounds how long one call holds Redis (~10 µs each).
+# Customers per write script call: bounds how long one call holds Redis.
 WRITE_CHUNK = 200
 
 
