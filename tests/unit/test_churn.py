@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from online_models.churn import BGNBD, GammaGamma, ModifiedBGNBD
+from online_models.churn import BGNBD, GammaGamma, ModifiedBGNBD, expected_while_alive
 
 PARAMS = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
 # Shapes above 1 keep the mixing densities finite at 0, so plain quadrature converges fast;
@@ -152,3 +152,18 @@ def test_expected_purchases_stay_finite_for_near_homogeneous_rates():
     m.params = {"r": 29188.7, "alpha": 29356.7, "a": 0.136, "b": 270.4}  # a real degenerate fit
     value = float(m.expected_purchases(30 / 7, 9, 9.0, 60.0))
     assert np.isfinite(value) and value >= 0
+
+
+def test_expectations_stay_finite_for_a_beta_with_a_large_b():
+    """A refit in the time-driven suite found a ~ 2e-5, b ~ 1074 (drop-out all but
+    impossible): the quadrature's weights overflowed and every expectation was nan. With
+    p ~ 0, the expectation while alive is the Poisson one, (r + x) / (alpha + T) * t."""
+    params = {"r": 159071.9, "alpha": 162754.8, "a": 2.24e-5, "b": 1074.16}
+    model = ModifiedBGNBD()
+    model.params = params
+    x, t_x, big_t, t = 9, 9.0, 60.0, 30 / 7
+    poisson = (params["r"] + x) / (params["alpha"] + big_t) * t
+    got = expected_while_alive(t, params["r"] + x, params["alpha"] + big_t, params["a"],
+                               params["b"] + x + 1)  # fmt: skip
+    assert got == pytest.approx(poisson, rel=1e-4)
+    assert np.isfinite(model.expected_purchases(t, x, t_x, big_t))
