@@ -12,10 +12,18 @@ before its order waits on the order and is applied when it comes; a fully
 refunded order (amount > 0, nothing left) is no purchase: it counts toward
 neither F nor x and sets neither first nor last purchase. A free order
 (amount 0) is a purchase.
+
+Orders are kept for a horizon, not forever (docs/decisions.md, "The order horizon"):
+:meth:`CustomerState.seal` folds the orders placed more than the horizon before the
+customer's latest event into :class:`Sealed` totals and forgets them, ids and refunds
+included, so a customer's state stays bounded however long it lives. A purchase placed
+before the sealed day cannot be told from a repeat of a forgotten order and is refused
+(:class:`BeyondHorizon`); a refund whose order is never placed expires after the horizon.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -31,6 +39,11 @@ def utc_day(ts_ms: int) -> int:
     return ts_ms // MS_PER_DAY
 
 
+class BeyondHorizon(ValueError):
+    """A purchase placed before the customer's sealed day: its order id may be one that
+    was forgotten, so it cannot be de-duplicated."""
+
+
 def _max(a: int | None, b: int) -> int:
     return b if a is None or b > a else a
 
@@ -44,12 +57,12 @@ class Order:
     """One order id of a customer: placed (``ts_ms`` set) or only refunded so far.
 
     ``refunded`` is what the refunds credited to it add up to: at most ``amount`` once the
-    order is placed; before that, everything its early refunds asked for.
+    order is placed; before that, everything its early refunds asked for. ``refund_ids``
+    are the refunds counted (a refund is de-duplicated by its event id within its order),
+    ``refund_ms`` the latest of their times (an order never placed expires by it).
 
     >>> Order(5, Decimal("10"), Decimal("10")).counts, Order(5, Decimal("0")).counts
     (False, True)
-    >>> Order.decode(Order(5, Decimal("9.5"), Decimal("1"), 2, True).encode())
-    Order(ts_ms=5, amount=Decimal('9.5'), refunded=Decimal('1'), items=2, discounted=True)
     """
 
     ts_ms: int | None = None
@@ -57,6 +70,8 @@ class Order:
     refunded: Decimal = Decimal(0)
     items: int = 0
     discounted: bool = False
+    refund_ids: tuple[str, ...] = ()
+    refund_ms: int | None = None
 
     @property
     def placed(self) -> bool:
@@ -71,15 +86,54 @@ class Order:
     def net(self) -> Decimal:
         return self.amount - self.refunded if self.placed else Decimal(0)
 
-    def encode(self) -> str:
-        ts = "" if self.ts_ms is None else str(self.ts_ms)
-        return f"{ts}|{self.amount}|{self.refunded}|{self.items}|{int(self.discounted)}"
+
+@dataclass(frozen=True)
+class Totals:
+    """The purchase figures of a set of orders: what a customer's sealed orders add up to.
+
+    >>> old = Totals.of([Order(0, Decimal("5")), Order(MS_PER_DAY, Decimal("7"))])
+    >>> new = Totals.of([Order(9 * MS_PER_DAY, Decimal("3"), Decimal("3"))])  # refunded
+    >>> both = old.then(new)
+    >>> both.purchases, both.days, both.gross, both.refunds, both.last_ms == MS_PER_DAY
+    (2, 2, Decimal('15'), Decimal('3'), True)
+    """
+
+    purchases: int = 0
+    days: int = 0
+    items: int = 0
+    discounted: int = 0
+    gross: Decimal = Decimal(0)  # placed orders' amounts
+    refunds: Decimal = Decimal(0)  # refunds credited to placed orders (each capped)
+    first_ms: int | None = None  # first and last purchase
+    last_ms: int | None = None
+    first_day_amount: Decimal = Decimal(0)  # net value of the first purchase day's orders
 
     @classmethod
-    def decode(cls, text: str) -> Order:
-        ts, amount, refunded, items, discounted = text.split("|")
-        return cls(int(ts) if ts else None, Decimal(amount), Decimal(refunded), int(items),
-                   discounted == "1")  # fmt: skip
+    def of(cls, orders: Iterable[Order]) -> Totals:
+        placed = [o for o in orders if o.placed]
+        buys = [o for o in placed if o.counts]
+        days = {utc_day(o.ts_ms) for o in buys}
+        first_day = min(days, default=None)
+        return cls(
+            len(buys), len(days), sum(o.items for o in buys), sum(o.discounted for o in buys),
+            sum((o.amount for o in placed), Decimal(0)),
+            sum((o.refunded for o in placed), Decimal(0)),
+            min((o.ts_ms for o in buys), default=None),
+            max((o.ts_ms for o in buys), default=None),
+            sum((o.net for o in buys if utc_day(o.ts_ms) == first_day), Decimal(0)),
+        )  # fmt: skip
+
+    def then(self, later: Totals) -> Totals:
+        """These totals followed by those of orders placed on later UTC days only (days
+        are counted apart, so they must not overlap)."""
+        return Totals(
+            self.purchases + later.purchases, self.days + later.days,
+            self.items + later.items, self.discounted + later.discounted,
+            self.gross + later.gross, self.refunds + later.refunds,
+            self.first_ms if self.first_ms is not None else later.first_ms,
+            later.last_ms if later.last_ms is not None else self.last_ms,
+            self.first_day_amount if self.purchases else later.first_day_amount,
+        )  # fmt: skip
 
 
 @dataclass
@@ -88,9 +142,10 @@ class CustomerState:
 
     ``orders`` holds the customer's orders when a fold needs them (a store loads them for
     customers with a purchase or refund in the batch); the purchase figures are cached
-    beside them, so readers that only score need not load the orders. ``seen_keys`` holds
-    the refund ids known so far; ``new_keys`` and ``changed_orders`` collect what a fold
-    added, for the store to persist.
+    beside them, so readers that only score need not load the orders. ``sealed`` holds
+    the totals of the orders placed before ``sealed_before_ms`` (:meth:`seal`), which are
+    kept no more. ``changed_orders`` and ``removed_orders`` collect what a fold changed,
+    for the store to persist.
 
     Examples
     --------
@@ -135,11 +190,12 @@ class CustomerState:
     applied_offset: int | None = None  # its position: topic epoch << 48 | offset
     version: int = 0
     change_seq: int = 0  # the last output event's per-customer sequence number
+    sealed: Totals = field(default_factory=Totals)
+    sealed_before_ms: int | None = None  # a UTC midnight: every order before it is sealed
     orders: dict[str, Order] = field(default_factory=dict, repr=False)
     orders_loaded: bool = field(default=True, repr=False)  # False: `orders` is not all of them
-    seen_keys: set[str] = field(default_factory=set, repr=False)
-    new_keys: set[str] = field(default_factory=set, repr=False)
     changed_orders: set[str] = field(default_factory=set, repr=False)
+    removed_orders: set[str] = field(default_factory=set, repr=False)
 
     def next_change_seq(self) -> int:
         """The sequence number of the customer's next output event: strictly increasing
@@ -221,20 +277,51 @@ class CustomerState:
 
     def _derive_purchases(self) -> None:
         """Every purchase figure from the orders: exact whatever order events arrived in."""
-        placed = [o for o in self.orders.values() if o.placed]
-        buys = [o for o in placed if o.counts]
-        days = {utc_day(o.ts_ms) for o in buys}
-        self.gross = sum((o.amount for o in placed), Decimal(0))
-        self.refunds = sum((o.refunded for o in placed), Decimal(0))
-        self.purchases, self.purchase_days = len(buys), len(days)
-        self.items = sum(o.items for o in buys)
-        self.discounted = sum(o.discounted for o in buys)
-        self.first_purchase_ms = min((o.ts_ms for o in buys), default=None)
-        self.last_purchase_ms = max((o.ts_ms for o in buys), default=None)
-        first_day = min(days, default=None)
-        self.first_day_amount = sum(
-            (o.net for o in buys if utc_day(o.ts_ms) == first_day), Decimal(0)
-        )
+        totals = self.sealed.then(Totals.of(self.orders.values()))
+        self.purchases, self.purchase_days = totals.purchases, totals.days
+        self.items, self.discounted = totals.items, totals.discounted
+        self.gross, self.refunds = totals.gross, totals.refunds
+        self.first_purchase_ms, self.last_purchase_ms = totals.first_ms, totals.last_ms
+        self.first_day_amount = totals.first_day_amount
+
+    def seal(self, horizon_ms: int) -> int:
+        """Seal the orders placed before the UTC day ``horizon_ms`` ahead of the latest
+        event: their figures move into ``sealed`` (no figure changes) and they are
+        forgotten; a refund that has waited that long for its order is dropped. Returns
+        how many such refunds were dropped.
+
+        >>> s = CustomerState("c")
+        >>> s.apply_purchase(0, Decimal("5"), "old")
+        True
+        >>> s.apply_refund(0, Decimal("1"), "never-placed", "r1")
+        True
+        >>> s.apply_purchase(30 * MS_PER_DAY, Decimal("7"), "new")
+        True
+        >>> s.seal(10 * MS_PER_DAY), sorted(s.orders), sorted(s.removed_orders)
+        (1, ['new'], ['never-placed', 'old'])
+        >>> s.purchases, s.monetary, s.sealed_before_ms == 20 * MS_PER_DAY
+        (2, Decimal('12'), True)
+        >>> s.apply_purchase(19 * MS_PER_DAY, Decimal("9"), "old")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        online_models.customer.BeyondHorizon: order 'old' placed before the sealed day ...
+        """
+        if self.last_event_ms is None or not self.orders:
+            return 0
+        if not self.orders_loaded:
+            raise RuntimeError(f"orders of {self.customer_id!r} were not loaded")
+        cutoff = utc_day(self.last_event_ms - horizon_ms) * MS_PER_DAY
+        final = [oid for oid, o in self.orders.items() if o.placed and o.ts_ms < cutoff]
+        expired = [oid for oid, o in self.orders.items()
+                   if not o.placed and (o.refund_ms or 0) < cutoff]  # fmt: skip
+        if final:
+            self.sealed = self.sealed.then(Totals.of(self.orders[oid] for oid in final))
+            self.sealed_before_ms = max(cutoff, self.sealed_before_ms or cutoff)
+        for oid in final + expired:
+            del self.orders[oid]
+            self.changed_orders.discard(oid)
+            self.removed_orders.add(oid)
+        return len(expired)
 
     def apply_purchase(
         self,
@@ -247,13 +334,21 @@ class CustomerState:
     ) -> bool:
         """Count a purchase; returns False (and changes nothing) for a repeated order id.
 
-        Refunds that came before it are credited now, capped at ``amount``."""
-        early = self.orders.get(order_id)
-        if early is not None and early.placed:
+        Refunds that came before it are credited now, capped at ``amount``. Raises
+        :class:`BeyondHorizon` (changing nothing) for an order placed before the sealed
+        day."""
+        early = self.orders.get(order_id, Order())
+        if early.placed:
             return False
-        waiting = early.refunded if early is not None else Decimal(0)
+        if self.sealed_before_ms is not None and ts_ms < self.sealed_before_ms:
+            raise BeyondHorizon(
+                f"order {order_id!r} placed before the sealed day (orders before "
+                f"{self.sealed_before_ms} ms are kept as totals only): it cannot be told "
+                "from a repeat"
+            )
         self._touch(ts_ms)
-        order = Order(ts_ms, amount, min(waiting, amount), items, bool(discounted))
+        order = replace(early, ts_ms=ts_ms, amount=amount, refunded=min(early.refunded, amount),
+                        items=items, discounted=bool(discounted))  # fmt: skip
         self._set_order(order_id, order)
         for category, quantity in (categories or {}).items():
             self.categories[category] = self.categories.get(category, 0) + quantity
@@ -262,17 +357,15 @@ class CustomerState:
     def apply_refund(self, ts_ms: int, amount: Decimal, order_id: str, refund_id: str) -> bool:
         """Credit a refund to its order, capped at what is left of it (an order not seen yet
         keeps it until it arrives); returns False for a refund id already counted."""
-        key = f"r:{refund_id}"
-        if key in self.seen_keys:
-            return False
-        self.seen_keys.add(key)
-        self.new_keys.add(key)
-        self._touch(ts_ms)
         order = self.orders.get(order_id, Order())
-        if order.placed:
-            order = replace(order, refunded=min(order.amount, order.refunded + amount))
-        else:
-            order = replace(order, refunded=order.refunded + amount)
+        if refund_id in order.refund_ids:
+            return False
+        self._touch(ts_ms)
+        refunded = order.refunded + amount
+        order = replace(
+            order, refunded=min(order.amount, refunded) if order.placed else refunded,
+            refund_ids=(*order.refund_ids, refund_id), refund_ms=_max(order.refund_ms, ts_ms),
+        )  # fmt: skip
         self._set_order(order_id, order)
         return True
 

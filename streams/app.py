@@ -15,6 +15,7 @@ from functools import partial
 
 import faust
 
+from online_models.customer import MS_PER_DAY
 from streams.faults import Faults
 from streams.keys import Keys
 from streams.offload import run_off_loop
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> Pipeline:
         settings.scorer(),
         limits,
         allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
+        order_horizon_ms=round(settings.order_horizon_days * MS_PER_DAY),
         incarnation=TopicIncarnation(
             store, TopicIds(settings.kafka_bootstrap, settings.events_topic)
         ),

@@ -30,13 +30,9 @@ class Keys:
         (streams.state_codec)."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}"
 
-    def dedup(self, customer_id: str) -> str:
-        """Set: refund ids (``r:<event_id>``) already counted."""
-        return f"{self.namespace}:c:{hash_tag(customer_id)}:dedup"
-
     def orders(self, customer_id: str) -> str:
-        """Hash: order id -> ``ts|amount|refunded|items|discounted`` (online_models.Order);
-        ``ts`` is empty for an order only refunded so far."""
+        """Hash: order id -> the order within the horizon, refund ids included
+        (streams.state_codec.encode_order); older orders are totals in the state."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}:orders"
 
     def outbox(self, customer_id: str) -> str:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
-from online_models.customer import MS_PER_DAY, CustomerState, utc_day
+from online_models.customer import MS_PER_DAY, BeyondHorizon, CustomerState, utc_day
 from online_models.features import behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
@@ -29,6 +29,10 @@ from streams.schemas import (
     decode,
     iso,
 )
+
+# How long a customer's orders are kept for de-duplication and refunds after its latest
+# event (docs/decisions.md, "The order horizon"); Settings.order_horizon_days sets it.
+ORDER_HORIZON_MS = 730 * MS_PER_DAY
 
 EPOCH_SHIFT = 48  # offsets below 2**48 (Kafka's are int64, but 2.8e14 is decades at 1M/s)
 
@@ -205,17 +209,15 @@ def decode_batch(
     return valid, rejected
 
 
-def lookups(valid: Iterable[tuple[Record, Event]]) -> dict[str, tuple[set[str], bool]]:
-    """Per customer, the refund keys the store must look up, and whether it must load the
-    customer's orders (a purchase or refund in the batch: purchase figures derive from them)."""
-    needed: dict[str, tuple[set[str], bool]] = {}
+def lookups(valid: Iterable[tuple[Record, Event]]) -> dict[str, bool]:
+    """Per customer of the batch, whether the store must load its orders (a purchase or
+    refund in the batch: purchase figures derive from them)."""
+    needed: dict[str, bool] = {}
     for _, event in valid:
         if isinstance(event, Watermark):
             continue
-        keys, with_orders = needed.get(event.customer_id, (set(), False))
-        if isinstance(event, Refund):
-            keys.add(f"r:{event.event_id}")
-        needed[event.customer_id] = (keys, with_orders or isinstance(event, Purchase | Refund))
+        with_orders = isinstance(event, Purchase | Refund)
+        needed[event.customer_id] = needed.get(event.customer_id, False) or with_orders
     return needed
 
 
@@ -336,7 +338,16 @@ def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, 
     return {k: v for k, v in delta.items() if v}
 
 
-def _apply(state: CustomerState, event: Event) -> bool:
+def _apply(state: CustomerState, event: Event, horizon_ms: int) -> bool:
+    if isinstance(event, Purchase | Refund):
+        applied = _apply_order_event(state, event)
+        state.seal(horizon_ms)
+        return applied
+    assert isinstance(event, Click)
+    return state.apply_click(event.ts, event.action, event.category)
+
+
+def _apply_order_event(state: CustomerState, event: Purchase | Refund) -> bool:
     if isinstance(event, Purchase):
         return state.apply_purchase(
             event.ts,
@@ -346,10 +357,7 @@ def _apply(state: CustomerState, event: Event) -> bool:
             discounted=bool(event.discount),
             items=sum(item.quantity for item in event.items),
         )
-    if isinstance(event, Refund):
-        return state.apply_refund(event.ts, event.amount, event.order_id, event.event_id)
-    assert isinstance(event, Click)
-    return state.apply_click(event.ts, event.action, event.category)
+    return state.apply_refund(event.ts, event.amount, event.order_id, event.event_id)
 
 
 def fold_batch(
@@ -357,6 +365,7 @@ def fold_batch(
     states: Mapping[str, CustomerState],
     models: Models,
     isolate: bool = False,
+    horizon_ms: int = ORDER_HORIZON_MS,
 ) -> BatchOutcome:
     """Apply decoded events, in record order, to the loaded customer states.
 
@@ -368,7 +377,9 @@ def fold_batch(
 
     With ``isolate``, a record whose fold raises is set aside (``set_aside``, reason
     ``unprocessable``) and its customer's state restored, so the rest of the batch
-    applies: the worker folds a batch that way only after a plain fold raised.
+    applies: the worker folds a batch that way only after a plain fold raised. A purchase
+    placed before its customer's sealed day (``horizon_ms``) is set aside as
+    ``beyond_horizon``: it cannot be told from a repeat of a forgotten order.
     """
     out = BatchOutcome()
     states = dict(states)
@@ -380,13 +391,13 @@ def fold_batch(
             out.explicit_watermark[p] = max(out.explicit_watermark.get(p, event.ts), event.ts)
             continue
         if not isolate:
-            _fold_one(record, event, states[event.customer_id], models, out, before)
+            _fold_one(record, event, states[event.customer_id], models, out, before, horizon_ms)
             continue
         cid = event.customer_id
         saved = copy.deepcopy(states[cid])
         marks = (len(out.changes), len(out.alerts), list(out.counts.get(cid, [0, 0, 0])))
         try:
-            _fold_one(record, event, states[cid], models, out, before)
+            _fold_one(record, event, states[cid], models, out, before, horizon_ms)
         except Exception as exc:  # noqa: BLE001 - one record never loses the others
             states[cid] = saved
             if cid in out.states:
@@ -404,8 +415,15 @@ def fold_batch(
     return out
 
 
-def _fold_one(record: Record, event: Event, state: CustomerState, models: Models,
-              out: BatchOutcome, before: dict[str, dict | None]) -> None:  # fmt: skip
+def _fold_one(
+    record: Record,
+    event: Event,
+    state: CustomerState,
+    models: Models,
+    out: BatchOutcome,
+    before: dict[str, dict | None],
+    horizon_ms: int,
+) -> None:
     counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
     if event.customer_id not in before:
         before[event.customer_id] = histogram_point(state)
@@ -414,7 +432,12 @@ def _fold_one(record: Record, event: Event, state: CustomerState, models: Models
         return
     state.mark_applied(record.partition, record.position)
     out.states[event.customer_id] = state
-    if not _apply(state, event):
+    try:
+        applied = _apply(state, event, horizon_ms)
+    except BeyondHorizon as e:
+        out.set_aside.append((event.customer_id, record, Rejection("beyond_horizon", str(e))))
+        return
+    if not applied:
         counts[1] += 1
         return
     counts[0] += 1

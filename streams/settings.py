@@ -50,6 +50,9 @@ class Settings:
     max_future_s: float = 86_400.0
     max_amount: float = 1_000_000.0
     max_event_bytes: int = 65_536
+    # A customer's orders are kept this long after its latest event (de-duplication and
+    # refunds), then kept as totals only (docs/decisions.md, "The order horizon").
+    order_horizon_days: float = 730.0
     batch_size: int = 500
     # A lone event waits this long for company before its batch runs (the latency floor).
     batch_within_s: float = 0.02
@@ -102,6 +105,7 @@ class Settings:
             max_future_s=float(env.get("RTBA_MAX_FUTURE_S", d.max_future_s)),
             max_amount=float(env.get("RTBA_MAX_AMOUNT", d.max_amount)),
             max_event_bytes=int(env.get("RTBA_MAX_EVENT_BYTES", d.max_event_bytes)),
+            order_horizon_days=float(env.get("RTBA_ORDER_HORIZON_DAYS", d.order_horizon_days)),
             batch_size=int(env.get("RTBA_BATCH_SIZE", d.batch_size)),
             batch_within_s=float(env.get("RTBA_BATCH_WITHIN_S", d.batch_within_s)),
             fetch_wait_ms=int(env.get("RTBA_FETCH_WAIT_MS", d.fetch_wait_ms)),

@@ -7,8 +7,13 @@ The version stays plain text in front, so ``apply_customers.lua`` checks it with
 decoding the rest. Times are stored as offsets from the last event (5 bytes within ~50
 days of it, 9 beyond), amounts as decimal text (exact).
 
-``FORMAT`` leads the array: a later layout adds a format, and ``decode`` keeps reading
-the old one.
+``FORMAT`` leads the array. Format 2 added the sealed-order totals; format 1 values
+(one unreleased build) are refused with a message to replay, as the hash layout before
+them was (docs/decisions.md). After a release, a new layout adds a format and ``decode``
+keeps reading the old one.
+
+An order (the orders hash's values) is a MessagePack array too: ``[ts, amount,
+refunded, items, discounted]``, plus ``refund_ms`` and the refund ids once refunded.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from decimal import Decimal
 
 import msgpack
 
-from online_models.customer import CustomerState
+from online_models.customer import CustomerState, Order, Totals
 
-FORMAT = 1
+FORMAT = 2
 
 _TIMES = ("first_event_ms", "first_purchase_ms", "last_purchase_ms", "evaluated_ms")
 _INTS = ("purchases", "purchase_days", "items", "discounted", "cluster_id",
@@ -49,7 +54,25 @@ def encode(state: CustomerState) -> bytes:
         *(getattr(state, name) for name in _INTS),
         *(str(getattr(state, name)) for name in _AMOUNTS),
         state.segment, state.churn_armed, state.clicks, state.categories,
+        _sealed_fields(state, anchor),
     ])  # fmt: skip
+
+
+def _sealed_fields(state: CustomerState, anchor: int) -> list | None:
+    if state.sealed_before_ms is None:
+        return None
+    t = state.sealed
+    return [anchor - state.sealed_before_ms, t.purchases, t.days, t.items, t.discounted,
+            str(t.gross), str(t.refunds), _offset(anchor, t.first_ms), _offset(anchor, t.last_ms),
+            str(t.first_day_amount)]  # fmt: skip
+
+
+def _offset(anchor: int, ts: int | None) -> int | None:
+    return None if ts is None else anchor - ts
+
+
+def _at(anchor: int, offset: int | None) -> int | None:
+    return None if offset is None else anchor - offset
 
 
 def version_of(raw: bytes | None) -> int:
@@ -79,6 +102,9 @@ def decode(customer_id: str, raw: bytes | None) -> CustomerState:
         fmt = fields[0]
     except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as e:
         raise CorruptState(f"stored state of {customer_id!r} does not decode: {e}") from e
+    if fmt == 1:
+        raise CorruptState(f"state of {customer_id!r} was written by an earlier build "
+                           "(format 1): replay the events into a fresh namespace")  # fmt: skip
     if fmt != FORMAT:
         raise CorruptState(f"state format {fmt!r} of {customer_id!r} is unknown")
     try:
@@ -93,11 +119,41 @@ def _from_fields(customer_id: str, version: int, fields: list) -> CustomerState:
                           orders_loaded=False)  # fmt: skip
     anchor = anchor_ms or 0
     for name in _TIMES:
-        offset = next(values)
-        setattr(state, name, None if offset is None else anchor - offset)
+        setattr(state, name, _at(anchor, next(values)))
     for name in _INTS:
         setattr(state, name, next(values))
     for name in _AMOUNTS:
         setattr(state, name, Decimal(next(values)))
-    state.segment, state.churn_armed, state.clicks, state.categories = values
+    state.segment, state.churn_armed, state.clicks, state.categories, sealed = values
+    if sealed is not None:
+        before, purchases, days, items, discounted, gross, refunds, first, last, first_day = sealed
+        state.sealed_before_ms = anchor - before
+        state.sealed = Totals(purchases, days, items, discounted, Decimal(gross),
+                              Decimal(refunds), _at(anchor, first), _at(anchor, last),
+                              Decimal(first_day))  # fmt: skip
     return state
+
+
+def encode_order(order: Order) -> bytes:
+    """An order as the orders hash stores it.
+
+    >>> o = Order(5, Decimal("9.5"), Decimal("1"), 2, True, ("r1",), 9)
+    >>> decode_order(encode_order(o)) == o
+    True
+    >>> len(encode_order(Order(1_700_000_000_000, Decimal("25"))))  # the text form took 23
+    17
+    """
+    fields = [order.ts_ms, str(order.amount), str(order.refunded), order.items, order.discounted]
+    if order.refund_ids:
+        fields += [order.refund_ms, list(order.refund_ids)]
+    return msgpack.packb(fields)
+
+
+def decode_order(raw: bytes) -> Order:
+    try:
+        ts, amount, refunded, items, discounted, *refunds = msgpack.unpackb(raw)
+        refund_ms, ids = refunds or (None, ())
+        return Order(ts, Decimal(amount), Decimal(refunded), items, bool(discounted), tuple(ids),
+                     refund_ms)  # fmt: skip
+    except (ValueError, TypeError, ArithmeticError, msgpack.UnpackException) as e:
+        raise CorruptState(f"stored order does not decode: {raw[:40]!r}: {e}") from e

@@ -22,7 +22,7 @@ from redis.crc import key_slot
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
-from online_models.customer import CustomerState, Order
+from online_models.customer import CustomerState
 from streams import redis_client, state_codec
 from streams.keys import Keys
 from streams.outbox import Entry, by_customer
@@ -75,11 +75,11 @@ WRITE_CHUNK = 200
 def _write_args(state: CustomerState, entries: list[Entry]) -> list:
     """One customer's block of apply_customers.lua's arguments."""
     args: list = [state.version, state_codec.encode(state)]
-    args += [len(state.new_keys), *sorted(state.new_keys)]
     changed = sorted(state.changed_orders)
     args.append(len(changed))
     for order_id in changed:
-        args += [order_id, state.orders[order_id].encode()]
+        args += [order_id, state_codec.encode_order(state.orders[order_id])]
+    args += [len(state.removed_orders), *sorted(state.removed_orders)]
     args.append(len(entries))
     for entry in entries:
         args += [entry.event_id, entry.encode()]
@@ -103,11 +103,11 @@ class StateStore:
         return cls(connect_async(url), keys)
 
     async def load(
-        self, needed: dict[str, tuple[set[str], bool]]
+        self, needed: dict[str, bool]
     ) -> tuple[dict[str, CustomerState], tuple[int, int, int]]:
-        """Each customer's state, which of the given refund keys it already has, all its
-        orders where asked for (a purchase or refund in the batch), and the versions of the
-        stored churn model, RFM edges and cluster snapshot (one round trip)."""
+        """Each customer's state, all its orders where asked for (True: a purchase or refund
+        in the batch), and the versions of the stored churn model, RFM edges and cluster
+        snapshot (one round trip)."""
         # One MGET for every state on a single server: a reply per key cost more in
         # redis-py's pipeline than the read itself. A Cluster takes a GET per key (an MGET
         # must stay in one slot).
@@ -119,25 +119,21 @@ class StateStore:
             pipe.hget(self.keys.cluster_model, "version")
             if one_read:
                 pipe.mget([self.keys.customer(cid) for cid in needed])
-            for cid, (dedup, with_orders) in needed.items():
-                dedup_l = sorted(dedup)
-                order.append((cid, dedup_l, with_orders))
+            for cid, with_orders in needed.items():
+                order.append((cid, with_orders))
                 if not one_read:
                     pipe.get(self.keys.customer(cid))
-                if dedup_l:
-                    pipe.smismember(self.keys.dedup(cid), dedup_l)
                 if with_orders:
                     pipe.hgetall(self.keys.orders(cid))
             replies = iter(await pipe.execute())
         model_versions = tuple(int(next(replies) or 0) for _ in range(3))
         raw_states = iter(next(replies)) if one_read else replies
         states = {}
-        for cid, dedup_l, with_orders in order:
+        for cid, with_orders in order:
             state = state_codec.decode(cid, next(raw_states))
-            if dedup_l:
-                state.seen_keys = {k for k, hit in zip(dedup_l, next(replies), strict=True) if hit}
             if with_orders:
-                state.orders = {_text(k): Order.decode(_text(v)) for k, v in next(replies).items()}
+                stored = next(replies).items()
+                state.orders = {_text(k): state_codec.decode_order(v) for k, v in stored}
                 state.orders_loaded = True
             states[cid] = state
         return states, model_versions
@@ -254,7 +250,7 @@ class StateStore:
 
     def _customer_keys(self, cid: str) -> list[str]:
         keys = self.keys
-        return [keys.customer(cid), keys.dedup(cid), keys.orders(cid), keys.outbox(cid)]
+        return [keys.customer(cid), keys.orders(cid), keys.outbox(cid)]
 
     def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers written by one script call each: up to WRITE_CHUNK on a single server;

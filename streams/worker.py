@@ -24,6 +24,7 @@ from streams.faults import Faults
 from streams.keys import Keys
 from streams.outbox import STALE_MS, entries_for
 from streams.pipeline import (
+    ORDER_HORIZON_MS,
     BatchOutcome,
     Models,
     Record,
@@ -152,6 +153,7 @@ class BatchProcessor:
         scorer: RFMScorer,
         limits: Limits,
         allowed_lateness_ms: int = 0,
+        order_horizon_ms: int = ORDER_HORIZON_MS,
         clock: Callable[[], float] = time.time,
         max_conflict_retries: int = 20,
         incarnation: TopicIncarnation | None = None,
@@ -161,6 +163,7 @@ class BatchProcessor:
         self.incarnation = incarnation
         self.faults = faults or Faults()
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.order_horizon_ms = order_horizon_ms
         self.limits = limits
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
@@ -196,13 +199,15 @@ class BatchProcessor:
             states, model_versions = await self.store.load(lookups(pending))
             models = await self.models.refresh(model_versions)
             try:
-                out = fold_batch(pending, states, models)
+                out = fold_batch(pending, states, models, horizon_ms=self.order_horizon_ms)
             except Exception:
                 # A record the decoder let through still breaks the fold: fold again from
                 # fresh states, setting aside each record that raises (to the DLQ).
                 log.exception("a record of this batch cannot be folded; isolating it")
                 states, _ = await self.store.load(lookups(pending))
-                out = fold_batch(pending, states, models, isolate=True)
+                out = fold_batch(
+                    pending, states, models, isolate=True, horizon_ms=self.order_horizon_ms
+                )
             if out.redelivered and await self._topic_was_recreated(epoch):
                 return await self._process_once(records)  # again, in the new epoch
             for name, i in (("applied", 0), ("duplicates", 1), ("redelivered", 2)):
@@ -221,7 +226,7 @@ class BatchProcessor:
             )
             self.faults.drop("drop_after_write")
             conflicts = _merge(total, out, set(result.conflicts))
-            await self._count_unprocessable(out, conflicts)
+            await self._count_set_aside(out, conflicts)
             if not conflicts:
                 return total
             # Another writer got there first: re-read and re-fold just those customers,
@@ -245,12 +250,16 @@ class BatchProcessor:
         versions = {cid: state.version for cid, state in out.states.items()}
         return entries_for(out.outputs, versions, int(self.clock() * 1000))
 
-    async def _count_unprocessable(self, out: BatchOutcome, conflicts: set[str]) -> None:
-        """Count the records the fold set aside (those of customers re-folded are counted
-        when their fold is kept)."""
-        n = sum(1 for cid, _, _ in out.set_aside if cid not in conflicts)
-        if n:
-            await self.store.count({"dlq": n, "dlq:unprocessable": n})
+    async def _count_set_aside(self, out: BatchOutcome, conflicts: set[str]) -> None:
+        """Count the records the fold set aside, by reason (those of customers re-folded
+        are counted when their fold is kept)."""
+        counters: dict[str, int] = {}
+        for cid, _, why in out.set_aside:
+            if cid not in conflicts:
+                counters["dlq"] = counters.get("dlq", 0) + 1
+                counters[f"dlq:{why.reason}"] = counters.get(f"dlq:{why.reason}", 0) + 1
+        if counters:
+            await self.store.count(counters)
 
 
 def _sum_deltas(added, taken_back) -> dict[tuple[str, int], int]:

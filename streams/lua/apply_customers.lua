@@ -3,16 +3,15 @@
 -- One call writes many customers (one reply for them all): a call per customer cost
 -- more in the client's command packing and reply parsing than in Redis.
 --
--- KEYS     four per customer, in the order of the customer blocks in ARGV:
+-- KEYS     three per customer, in the order of the customer blocks in ARGV:
 --          state string   ({ns}:c:{id}): `<version>|<payload>` (streams.state_codec)
---          refund-id set  ({ns}:c:{id}:dedup)
---          orders hash    ({ns}:c:{id}:orders)
+--          orders hash    ({ns}:c:{id}:orders): order id -> order within the horizon
 --          outbox hash    ({ns}:c:{id}:outbox): event id -> entry (streams.outbox)
 -- ARGV     one block per customer:
 --          expected version (the one that was read; 0 for a new customer),
 --          the state's payload, stored behind the new version,
---          k = number of refund ids to add, then the k ids,
 --          o = number of changed orders, then o order-id/record pairs,
+--          d = number of orders sealed or expired, then the d order ids (deleted),
 --          e = number of output events, then e event-id/entry pairs: written with the
 --          state or not at all, so a crash before the Kafka send loses none of them
 -- returns  per customer, the new version, or -1 if the stored version was not the
@@ -22,13 +21,12 @@
 
 local written = {}
 local i = 1
-for c = 0, #KEYS / 4 - 1 do
-  local state, refunds, orders, outbox = KEYS[4 * c + 1], KEYS[4 * c + 2], KEYS[4 * c + 3],
-    KEYS[4 * c + 4]
+for c = 0, #KEYS / 3 - 1 do
+  local state, orders, outbox = KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3]
   local expected, payload = tonumber(ARGV[i]), ARGV[i + 1]
-  local k = tonumber(ARGV[i + 2])
-  local o = tonumber(ARGV[i + 3 + k])
-  local e = tonumber(ARGV[i + 4 + k + 2 * o])
+  local o = tonumber(ARGV[i + 2])
+  local d = tonumber(ARGV[i + 3 + 2 * o])
+  local e = tonumber(ARGV[i + 4 + 2 * o + d])
   local stored = redis.call('GET', state)
   local current = 0
   if stored then
@@ -42,17 +40,17 @@ for c = 0, #KEYS / 4 - 1 do
   else
     local version = current + 1
     redis.call('SET', state, version .. '|' .. payload)
-    if k > 0 then
-      redis.call('SADD', refunds, unpack(ARGV, i + 3, i + 2 + k))
-    end
     if o > 0 then
-      redis.call('HSET', orders, unpack(ARGV, i + 4 + k, i + 3 + k + 2 * o))
+      redis.call('HSET', orders, unpack(ARGV, i + 3, i + 2 + 2 * o))
+    end
+    if d > 0 then
+      redis.call('HDEL', orders, unpack(ARGV, i + 4 + 2 * o, i + 3 + 2 * o + d))
     end
     if e > 0 then
-      redis.call('HSET', outbox, unpack(ARGV, i + 5 + k + 2 * o, i + 4 + k + 2 * o + 2 * e))
+      redis.call('HSET', outbox, unpack(ARGV, i + 5 + 2 * o + d, i + 4 + 2 * o + d + 2 * e))
     end
     written[#written + 1] = version
   end
-  i = i + 5 + k + 2 * o + 2 * e
+  i = i + 5 + 2 * o + d + 2 * e
 end
 return written

@@ -217,3 +217,39 @@ def test_every_customer_is_listed_with_its_own_state_and_only_the_due_are_due(se
         assert state.purchases == (1 if i % 3 else 0)
         due = client.zscore(keys.due, ids[i])
         assert (due > purchase_ms(i)) if i % 3 else due == float("inf")
+
+
+def test_sealed_orders_leave_redis_and_a_repeat_of_one_goes_to_the_dlq(settings):
+    """Through the real write script: orders beyond the horizon are deleted from the
+    orders hash while their figures stay, a waiting refund expires, a repeat of a sealed
+    order is set aside as beyond_horizon (and counted so), and a refund of a kept order
+    still de-duplicates by its id after the round trip."""
+    keys, day = Keys(settings.namespace), 86_400_000
+    t0 = 1_700_000_000_000
+
+    def event(i, body):
+        body = {"event_id": f"e{i}", "customer_id": "c", "ts": t0, **body}
+        return Record(0, i, b"c", json.dumps(body).encode())
+
+    batches = [
+        [event(0, {"type": "purchase", "order_id": "old", "amount": "10.00"}),
+         event(1, {"type": "refund", "order_id": "never", "amount": "1.00"})],
+        [event(2, {"type": "purchase", "order_id": "new", "amount": "20.00", "ts": t0 + 90 * day}),
+         event(3, {"type": "refund", "order_id": "new", "amount": "5.00", "ts": t0 + 91 * day})],
+        [event(4, {"type": "refund", "order_id": "new", "amount": "5.00", "ts": t0 + 91 * day}),
+         event(5, {"type": "purchase", "order_id": "old", "amount": "10.00"})],
+    ]  # fmt: skip
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        processor = BatchProcessor(store, RFMScorer(), Limits(), order_horizon_ms=30 * day)
+        return [await processor.process(batch) for batch in batches]
+
+    outcomes = asyncio.run(scenario())
+    client = connect(settings.redis_url)
+    assert sorted(client.hkeys(keys.orders("c"))) == [b"new"]
+    (state,) = read_states(client, keys, ["c"])
+    assert (state.purchases, state.monetary) == (2, Decimal("20.00"))  # 10 + 20 - 5 - 5
+    assert [(r.offset, why.reason) for r, why in outcomes[2].rejected] == [(5, "beyond_horizon")]
+    stats = read_stats(client, keys)
+    assert (stats["dlq"], stats["dlq:beyond_horizon"], stats["applied"]) == (1, 1, 5)

@@ -3,21 +3,33 @@
 from dataclasses import fields
 from decimal import Decimal
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from online_models.customer import CustomerState
-from streams.state_codec import CorruptState, decode, encode, version_of
+from online_models.customer import CustomerState, Order, Totals
+from streams.state_codec import (
+    CorruptState,
+    decode,
+    decode_order,
+    encode,
+    encode_order,
+    version_of,
+)
 
-# What the store keeps besides the value (orders, refund ids) or never keeps.
-NOT_IN_THE_VALUE = {"customer_id", "version", "orders", "orders_loaded", "seen_keys",
-                    "new_keys", "changed_orders"}  # fmt: skip
+# What the store keeps besides the value (the orders) or never keeps.
+NOT_IN_THE_VALUE = {"customer_id", "version", "orders", "orders_loaded", "changed_orders",
+                    "removed_orders"}  # fmt: skip
 MS = st.integers(0, 4_102_444_800_000)  # up to 2100
 maybe_ms = st.none() | MS
 count = st.integers(0, 2**40)
 amount = st.decimals(min_value=0, max_value=10**9, places=4, allow_nan=False)
 names = st.text(min_size=1, max_size=20)
+totals = st.builds(
+    Totals, purchases=count, days=count, items=count, discounted=count, gross=amount,
+    refunds=amount, first_ms=maybe_ms, last_ms=maybe_ms, first_day_amount=amount,
+)  # fmt: skip
 
 states = st.builds(
     CustomerState,
@@ -31,7 +43,14 @@ states = st.builds(
     segment=st.none() | names, cluster_id=st.none() | st.integers(0, 1000),
     churn_armed=st.booleans(), applied_partition=st.none() | st.integers(0, 10_000),
     applied_offset=st.none() | st.integers(0, 2**62), change_seq=count,
-)  # fmt: skip
+    sealed=totals, sealed_before_ms=MS,
+) | st.builds(CustomerState, customer_id=st.text(min_size=1, max_size=30),
+              last_event_ms=maybe_ms)  # fmt: skip
+orders = st.builds(
+    Order, ts_ms=maybe_ms, amount=amount, refunded=amount, items=count,
+    discounted=st.booleans(), refund_ids=st.lists(names, max_size=4).map(tuple),
+    refund_ms=maybe_ms,
+).filter(lambda o: o.refund_ids or o.refund_ms is None)  # fmt: skip
 
 
 @given(states, st.integers(1, 2**50))
@@ -42,6 +61,17 @@ def test_every_field_comes_back(state, version):
             assert getattr(back, f.name) == getattr(state, f.name), f.name
     assert back.version == version and back.customer_id == state.customer_id
     assert not back.orders_loaded  # a stored customer's orders are elsewhere
+
+
+@given(orders)
+def test_every_order_comes_back(order):
+    assert decode_order(encode_order(order)) == order
+
+
+def test_a_state_of_the_earlier_format_is_refused_with_what_to_do():
+    earlier = b"4|" + msgpack.packb([1, 1_700_000_000_000] + [None] * 12)
+    with pytest.raises(CorruptState, match="earlier build.*replay the events"):
+        decode("c", earlier)
 
 
 def test_no_stored_value_is_a_new_customer_with_all_of_its_orders():

@@ -1,0 +1,151 @@
+"""The order horizon: a long-lived customer keeps a bounded set of orders, and its figures
+stay those of every order it ever placed (checked against tests/reference.py, which keeps
+them all) as long as refunds come within the horizon of their order; what cannot be
+de-duplicated any more goes to the DLQ instead of being counted twice."""
+
+import json
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from online_models.customer import CustomerState
+from online_models.rfm import RFMScorer
+from streams import state_codec
+from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
+from streams.schemas import Limits
+from tests import reference
+
+NOW = 1_800_000_000_000
+DAY = 86_400_000
+START = NOW - 900 * DAY
+HORIZON_DAYS = 30
+FIGURES = ("purchases", "purchase_days", "first_purchase_ms", "last_purchase_ms", "items",
+           "monetary", "repeat_value")  # fmt: skip
+
+
+def stored_again(state: CustomerState) -> CustomerState:
+    """The state as a later batch loads it: through the value and the orders hash."""
+    raw = f"{state.version + 1}|".encode() + state_codec.encode(state)
+    back = state_codec.decode(state.customer_id, raw)
+    back.orders = {k: state_codec.decode_order(state_codec.encode_order(o))
+                   for k, o in state.orders.items()}  # fmt: skip
+    back.orders_loaded = True
+    return back
+
+
+def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
+    """Fold events a batch at a time, each batch from the stored form of the last."""
+    states: dict[str, CustomerState] = {}
+    set_aside = []
+    records = [Record(0, i, b"k", json.dumps(e).encode()) for i, e in enumerate(events)]
+    for at in range(0, len(records), batch):
+        valid, rejected = decode_batch(records[at : at + batch], NOW, Limits())
+        assert not rejected
+        loaded = {c: stored_again(states[c]) if c in states else CustomerState(c)
+                  for c in lookups(valid)}  # fmt: skip
+        out = fold_batch(valid, loaded, Models(RFMScorer()), horizon_ms=HORIZON_DAYS * DAY)
+        for cid, state in out.states.items():
+            assert not state.changed_orders & state.removed_orders
+            states[cid] = state
+        set_aside += [(r.offset, why.reason) for _, r, why in out.set_aside]
+    return states, set_aside
+
+
+def figures(state: CustomerState) -> dict:
+    return {name: getattr(state, name) for name in FIGURES}
+
+
+def reference_figures(events: list[dict], cid: str) -> dict:
+    ref = reference.batch_state(events)[cid]
+    return {name: ref[name] for name in FIGURES}
+
+
+# One step of a customer's life: days since the step before, then what happens.
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 12),
+        st.sampled_from(["buy", "buy", "buy", "free", "refund", "refund-all", "early-refund",
+                         "repeat", "click"]),
+        st.integers(1, 300),
+    ),
+    min_size=1, max_size=120,
+)  # fmt: skip
+
+
+def life(plan) -> list[dict]:
+    """Events in time order; refunds and repeats only of orders placed within the last
+    HORIZON_DAYS - 2 days, so the horizon never has to refuse or drop one."""
+    events, placed, t = [], [], START
+    for n, (gap_days, what, cents) in enumerate(plan):
+        # hours apart: two orders on one day as well as days apart, across midnights
+        t += gap_days * DAY + (cents % 9) * 3_600_000 + n
+        recent = [(oid, ts, amount) for oid, ts, amount in placed
+                  if t - ts < (HORIZON_DAYS - 2) * DAY]  # fmt: skip
+        refundable = [order for order in recent if order[2] > 0]
+        base = {"event_id": f"e{n}", "customer_id": "c", "ts": t}
+        if what in ("buy", "free"):
+            amount = "0" if what == "free" else f"{cents}.{n % 100:02d}"
+            events.append({**base, "type": "purchase", "order_id": f"o{n}", "amount": amount,
+                           "items": [{"sku": "s", "quantity": 1 + n % 3}]})  # fmt: skip
+            placed.append((f"o{n}", t, Decimal(amount)))
+        elif what in ("refund", "refund-all") and refundable:
+            oid, _, amount = refundable[cents % len(refundable)]
+            part = amount if what == "refund-all" else Decimal(cents) / 7
+            events.append({**base, "type": "refund", "order_id": oid,
+                           "amount": str(round(part, 2))})  # fmt: skip
+        elif what == "early-refund":  # the order comes a day later
+            events.append({**base, "type": "refund", "order_id": f"o{n}", "amount": "1.00"})
+            events.append({**base, "event_id": f"e{n}b", "type": "purchase",
+                           "order_id": f"o{n}", "amount": f"{cents}", "ts": t + DAY})  # fmt: skip
+            placed.append((f"o{n}", t + DAY, Decimal(cents)))
+            t += DAY
+        elif what == "repeat" and recent:
+            oid, ts, _ = recent[cents % len(recent)]
+            events.append({**base, "type": "purchase", "order_id": oid, "amount": "999",
+                           "ts": ts})  # fmt: skip
+        else:
+            events.append({**base, "type": "click", "action": "view"})
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps, st.sampled_from([1, 7, 500]))
+def test_a_long_life_keeps_every_figure_and_a_bounded_order_book(plan, batch):
+    events = life(plan)
+    states, set_aside = fold_in_batches(events, batch)
+    state = states["c"]
+    assert set_aside == []
+    assert figures(state) == reference_figures(events, "c")
+    # what is kept: orders placed (or refunds asked) within the horizon and a day of the
+    # latest purchase or refund (clicks do not load the orders, so they seal nothing)
+    last = max((e["ts"] for e in events if e["type"] != "click"), default=0)
+    oldest = last - (HORIZON_DAYS + 1) * DAY
+    assert all((o.ts_ms if o.placed else o.refund_ms) >= oldest for o in state.orders.values())
+
+
+def purchase(n, ts, order=None, amount="50"):
+    return {"event_id": f"e{n}", "customer_id": "c", "type": "purchase",
+            "order_id": order or f"o{n}", "amount": amount, "ts": ts}  # fmt: skip
+
+
+def test_a_repeat_of_a_sealed_order_goes_to_the_dlq_not_into_the_figures():
+    events = [purchase(0, START), purchase(1, START + 90 * DAY),
+              purchase(2, START, order="o0")]  # fmt: skip
+    for batch in (1, 3):
+        states, set_aside = fold_in_batches(events, batch)
+        assert set_aside == [(2, "beyond_horizon")]
+        assert states["c"].purchases == 2 and states["c"].monetary == Decimal(100)
+        assert sorted(states["c"].orders) == ["o1"]
+
+
+def test_a_refund_of_a_sealed_order_is_not_applied_and_does_not_wait_forever():
+    events = [purchase(0, START), purchase(1, START + 90 * DAY),
+              {"event_id": "r", "customer_id": "c", "type": "refund", "order_id": "o0",
+               "amount": "50", "ts": START + 91 * DAY},
+              purchase(3, START + 200 * DAY)]  # fmt: skip
+    states, set_aside = fold_in_batches(events, 1)
+    state = states["c"]
+    assert set_aside == []
+    assert (state.purchases, state.monetary) == (3, Decimal(150))  # the refund came too late
+    assert sorted(state.orders) == ["o3"]  # the waiting refund expired with o1
