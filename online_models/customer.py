@@ -144,8 +144,8 @@ class CustomerState:
     customers with a purchase or refund in the batch); the purchase figures are cached
     beside them, so readers that only score need not load the orders. ``sealed`` holds
     the totals of the orders placed before ``sealed_before_ms`` (:meth:`seal`), which are
-    kept no more. ``changed_orders`` and ``removed_orders`` collect what a fold changed,
-    for the store to persist.
+    kept no more. ``stored_orders`` is the store's: the orders as stored, carried unparsed
+    while they are not loaded, so a write that did not need them passes them on as is.
 
     Examples
     --------
@@ -194,8 +194,7 @@ class CustomerState:
     sealed_before_ms: int | None = None  # a UTC midnight: every order before it is sealed
     orders: dict[str, Order] = field(default_factory=dict, repr=False)
     orders_loaded: bool = field(default=True, repr=False)  # False: `orders` is not all of them
-    changed_orders: set[str] = field(default_factory=set, repr=False)
-    removed_orders: set[str] = field(default_factory=set, repr=False)
+    stored_orders: bytes | None = field(default=None, repr=False)
 
     def next_change_seq(self) -> int:
         """The sequence number of the customer's next output event: strictly increasing
@@ -272,7 +271,6 @@ class CustomerState:
             # the figures are derived from every order: a partial set would corrupt them
             raise RuntimeError(f"orders of {self.customer_id!r} were not loaded")
         self.orders[order_id] = order
-        self.changed_orders.add(order_id)
         self._derive_purchases()
 
     def _derive_purchases(self) -> None:
@@ -297,8 +295,8 @@ class CustomerState:
         True
         >>> s.apply_purchase(30 * MS_PER_DAY, Decimal("7"), "new")
         True
-        >>> s.seal(10 * MS_PER_DAY), sorted(s.orders), sorted(s.removed_orders)
-        (1, ['new'], ['never-placed', 'old'])
+        >>> s.seal(10 * MS_PER_DAY), sorted(s.orders)
+        (1, ['new'])
         >>> s.purchases, s.monetary, s.sealed_before_ms == 20 * MS_PER_DAY
         (2, Decimal('12'), True)
         >>> s.apply_purchase(19 * MS_PER_DAY, Decimal("9"), "old")  # doctest: +ELLIPSIS
@@ -319,8 +317,6 @@ class CustomerState:
             self.sealed_before_ms = max(cutoff, self.sealed_before_ms or cutoff)
         for oid in final + expired:
             del self.orders[oid]
-            self.changed_orders.discard(oid)
-            self.removed_orders.add(oid)
         return len(expired)
 
     def apply_purchase(

@@ -26,14 +26,9 @@ class Keys:
         self.namespace = namespace
 
     def customer(self, customer_id: str) -> str:
-        """String: the customer's RFM and behaviour state, ``<version>|<payload>``
-        (streams.state_codec)."""
+        """String: the customer's RFM and behaviour state and its orders within the order
+        horizon, ``<version>|<payload>`` (streams.state_codec)."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}"
-
-    def orders(self, customer_id: str) -> str:
-        """Hash: order id -> the order within the horizon, refund ids included
-        (streams.state_codec.encode_order); older orders are totals in the state."""
-        return f"{self.namespace}:c:{hash_tag(customer_id)}:orders"
 
     def outbox(self, customer_id: str) -> str:
         """Hash: event id -> output event not yet acknowledged by Kafka (streams.outbox)."""

@@ -12,8 +12,12 @@ days of it, 9 beyond), amounts as decimal text (exact).
 them was (docs/decisions.md). After a release, a new layout adds a format and ``decode``
 keeps reading the old one.
 
-An order (the orders hash's values) is a MessagePack array too: ``[ts, amount,
-refunded, items, discounted]``, plus ``refund_ms`` and the refund ids once refunded.
+The customer's orders within the horizon ride in the value as its last element, a
+MessagePack blob of ``[order id, ts, amount, refunded, items, discounted]`` arrays (plus
+``refund_ms`` and the refund ids once refunded; times as offsets again): a hash of their
+own cost ~90 bytes of key per buyer and a read per batch. The blob stays unparsed
+(``CustomerState.stored_orders``) unless the fold needs the orders, so a tick or a
+click-only batch neither parses nor re-packs them.
 """
 
 from __future__ import annotations
@@ -37,15 +41,19 @@ class CorruptState(ValueError):
 
 
 def encode(state: CustomerState) -> bytes:
-    """The state without its version (the write script prefixes that), orders or keys.
+    """The state and its orders, without the version (the write script prefixes that).
 
     >>> s = CustomerState("c", last_event_ms=1_700_000_000_000, first_event_ms=1_699_000_000_000,
     ...                   gross=Decimal("12.50"), clicks={"view": 3}, segment="Champions")
     >>> back = decode("c", b"7|" + encode(s))
     >>> (back.version, back.first_event_ms, back.gross, back.clicks, back.segment)
     (7, 1699000000000, Decimal('12.50'), {'view': 3}, 'Champions')
-    >>> len(encode(s)) < 60
+    >>> len(encode(s))
+    60
+    >>> s.apply_purchase(1_700_000_000_000, Decimal("25.00"), "o-123456")  # one order: +27
     True
+    >>> len(encode(s)), list(decode("c", b"8|" + encode(s), with_orders=True).orders)
+    (87, ['o-123456'])
     """
     anchor = state.last_event_ms or 0
     times = [None if (t := getattr(state, name)) is None else anchor - t for name in _TIMES]
@@ -54,8 +62,35 @@ def encode(state: CustomerState) -> bytes:
         *(getattr(state, name) for name in _INTS),
         *(str(getattr(state, name)) for name in _AMOUNTS),
         state.segment, state.churn_armed, state.clicks, state.categories,
-        _sealed_fields(state, anchor),
+        _sealed_fields(state, anchor), _orders_blob(state, anchor),
     ])  # fmt: skip
+
+
+def _orders_blob(state: CustomerState, anchor: int) -> bytes | None:
+    if not state.orders_loaded:
+        return state.stored_orders
+    if not state.orders:
+        return None
+    return msgpack.packb([_order_fields(oid, o, anchor) for oid, o in state.orders.items()])
+
+
+def _order_fields(order_id: str, order: Order, anchor: int) -> list:
+    fields = [order_id, _offset(anchor, order.ts_ms), str(order.amount), str(order.refunded),
+              order.items, order.discounted]  # fmt: skip
+    if order.refund_ids:
+        fields += [_offset(anchor, order.refund_ms), list(order.refund_ids)]
+    return fields
+
+
+def _orders(blob: bytes | None, anchor: int) -> dict[str, Order]:
+    orders = {}
+    for order_id, ts, amount, refunded, items, discounted, *refunds in msgpack.unpackb(
+        blob or b"\x90"
+    ):
+        refund_ms, ids = refunds or (None, ())
+        orders[order_id] = Order(_at(anchor, ts), Decimal(amount), Decimal(refunded), items,
+                                 bool(discounted), tuple(ids), _at(anchor, refund_ms))  # fmt: skip
+    return orders
 
 
 def _sealed_fields(state: CustomerState, anchor: int) -> list | None:
@@ -91,9 +126,9 @@ def _split(raw: bytes) -> tuple[int, bytes]:
     return int(head), body
 
 
-def decode(customer_id: str, raw: bytes | None) -> CustomerState:
-    """A stored state without its orders (``orders_loaded`` False for a stored customer);
-    a new customer (``raw`` None) has all of its none."""
+def decode(customer_id: str, raw: bytes | None, with_orders: bool = False) -> CustomerState:
+    """A stored state; its orders parsed ``with_orders``, else carried unparsed
+    (``orders_loaded`` False). A new customer (``raw`` None) has all of its none."""
     if not raw:
         return CustomerState(customer_id)
     version, body = _split(raw)
@@ -108,12 +143,13 @@ def decode(customer_id: str, raw: bytes | None) -> CustomerState:
     if fmt != FORMAT:
         raise CorruptState(f"state format {fmt!r} of {customer_id!r} is unknown")
     try:
-        return _from_fields(customer_id, version, fields)
-    except (ValueError, TypeError, IndexError, StopIteration) as e:
+        return _from_fields(customer_id, version, fields, with_orders)
+    except (ValueError, TypeError, IndexError, StopIteration, ArithmeticError,
+            msgpack.UnpackException) as e:  # fmt: skip
         raise CorruptState(f"stored state of {customer_id!r} does not decode: {e}") from e
 
 
-def _from_fields(customer_id: str, version: int, fields: list) -> CustomerState:
+def _from_fields(customer_id: str, version: int, fields: list, with_orders: bool) -> CustomerState:
     anchor_ms, values = fields[1], iter(fields[2:])
     state = CustomerState(customer_id, last_event_ms=anchor_ms, version=version,
                           orders_loaded=False)  # fmt: skip
@@ -124,7 +160,11 @@ def _from_fields(customer_id: str, version: int, fields: list) -> CustomerState:
         setattr(state, name, next(values))
     for name in _AMOUNTS:
         setattr(state, name, Decimal(next(values)))
-    state.segment, state.churn_armed, state.clicks, state.categories, sealed = values
+    state.segment, state.churn_armed, state.clicks, state.categories, sealed, blob = values
+    if with_orders:
+        state.orders, state.orders_loaded = _orders(blob, anchor), True
+    else:
+        state.stored_orders = blob
     if sealed is not None:
         before, purchases, days, items, discounted, gross, refunds, first, last, first_day = sealed
         state.sealed_before_ms = anchor - before
@@ -132,28 +172,3 @@ def _from_fields(customer_id: str, version: int, fields: list) -> CustomerState:
                               Decimal(refunds), _at(anchor, first), _at(anchor, last),
                               Decimal(first_day))  # fmt: skip
     return state
-
-
-def encode_order(order: Order) -> bytes:
-    """An order as the orders hash stores it.
-
-    >>> o = Order(5, Decimal("9.5"), Decimal("1"), 2, True, ("r1",), 9)
-    >>> decode_order(encode_order(o)) == o
-    True
-    >>> len(encode_order(Order(1_700_000_000_000, Decimal("25"))))  # the text form took 23
-    17
-    """
-    fields = [order.ts_ms, str(order.amount), str(order.refunded), order.items, order.discounted]
-    if order.refund_ids:
-        fields += [order.refund_ms, list(order.refund_ids)]
-    return msgpack.packb(fields)
-
-
-def decode_order(raw: bytes) -> Order:
-    try:
-        ts, amount, refunded, items, discounted, *refunds = msgpack.unpackb(raw)
-        refund_ms, ids = refunds or (None, ())
-        return Order(ts, Decimal(amount), Decimal(refunded), items, bool(discounted), tuple(ids),
-                     refund_ms)  # fmt: skip
-    except (ValueError, TypeError, ArithmeticError, msgpack.UnpackException) as e:
-        raise CorruptState(f"stored order does not decode: {raw[:40]!r}: {e}") from e

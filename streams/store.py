@@ -74,13 +74,7 @@ WRITE_CHUNK = 200
 
 def _write_args(state: CustomerState, entries: list[Entry]) -> list:
     """One customer's block of apply_customers.lua's arguments."""
-    args: list = [state.version, state_codec.encode(state)]
-    changed = sorted(state.changed_orders)
-    args.append(len(changed))
-    for order_id in changed:
-        args += [order_id, state_codec.encode_order(state.orders[order_id])]
-    args += [len(state.removed_orders), *sorted(state.removed_orders)]
-    args.append(len(entries))
+    args: list = [state.version, state_codec.encode(state), len(entries)]
     for entry in entries:
         args += [entry.event_id, entry.encode()]
     return args
@@ -105,37 +99,29 @@ class StateStore:
     async def load(
         self, needed: dict[str, bool]
     ) -> tuple[dict[str, CustomerState], tuple[int, int, int]]:
-        """Each customer's state, all its orders where asked for (True: a purchase or refund
-        in the batch), and the versions of the stored churn model, RFM edges and cluster
-        snapshot (one round trip)."""
+        """Each customer's state, its orders parsed where asked for (True: a purchase or
+        refund in the batch), and the versions of the stored churn model, RFM edges and
+        cluster snapshot (one round trip)."""
         # One MGET for every state on a single server: a reply per key cost more in
         # redis-py's pipeline than the read itself. A Cluster takes a GET per key (an MGET
         # must stay in one slot).
         one_read = bool(needed) and not redis_client.clustered(self.client)
-        order = []
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.churn_model, "version")
             pipe.hget(self.keys.rfm_model, "version")
             pipe.hget(self.keys.cluster_model, "version")
             if one_read:
                 pipe.mget([self.keys.customer(cid) for cid in needed])
-            for cid, with_orders in needed.items():
-                order.append((cid, with_orders))
-                if not one_read:
+            else:
+                for cid in needed:
                     pipe.get(self.keys.customer(cid))
-                if with_orders:
-                    pipe.hgetall(self.keys.orders(cid))
             replies = iter(await pipe.execute())
         model_versions = tuple(int(next(replies) or 0) for _ in range(3))
         raw_states = iter(next(replies)) if one_read else replies
-        states = {}
-        for cid, with_orders in order:
-            state = state_codec.decode(cid, next(raw_states))
-            if with_orders:
-                stored = next(replies).items()
-                state.orders = {_text(k): state_codec.decode_order(v) for k, v in stored}
-                state.orders_loaded = True
-            states[cid] = state
+        states = {
+            cid: state_codec.decode(cid, next(raw_states), with_orders)
+            for cid, with_orders in needed.items()
+        }
         return states, model_versions
 
     async def topic_epoch(self, topic_id: str | None) -> tuple[int, bool]:
@@ -250,7 +236,7 @@ class StateStore:
 
     def _customer_keys(self, cid: str) -> list[str]:
         keys = self.keys
-        return [keys.customer(cid), keys.orders(cid), keys.outbox(cid)]
+        return [keys.customer(cid), keys.outbox(cid)]
 
     def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers written by one script call each: up to WRITE_CHUNK on a single server;

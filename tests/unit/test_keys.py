@@ -10,8 +10,7 @@ from streams.keys import Keys
 
 def slots(customer_id: str) -> set[int]:
     keys = Keys("behavior")
-    names = [keys.customer(customer_id), keys.orders(customer_id),
-             keys.outbox(customer_id)]  # fmt: skip
+    names = [keys.customer(customer_id), keys.outbox(customer_id)]
     return {key_slot(name.encode()) for name in names}
 
 

@@ -25,13 +25,9 @@ FIGURES = ("purchases", "purchase_days", "first_purchase_ms", "last_purchase_ms"
 
 
 def stored_again(state: CustomerState) -> CustomerState:
-    """The state as a later batch loads it: through the value and the orders hash."""
+    """The state as a later batch loads it: through the stored value, orders and all."""
     raw = f"{state.version + 1}|".encode() + state_codec.encode(state)
-    back = state_codec.decode(state.customer_id, raw)
-    back.orders = {k: state_codec.decode_order(state_codec.encode_order(o))
-                   for k, o in state.orders.items()}  # fmt: skip
-    back.orders_loaded = True
-    return back
+    return state_codec.decode(state.customer_id, raw, with_orders=True)
 
 
 def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
@@ -45,9 +41,7 @@ def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
         loaded = {c: stored_again(states[c]) if c in states else CustomerState(c)
                   for c in lookups(valid)}  # fmt: skip
         out = fold_batch(valid, loaded, Models(RFMScorer()), horizon_ms=HORIZON_DAYS * DAY)
-        for cid, state in out.states.items():
-            assert not state.changed_orders & state.removed_orders
-            states[cid] = state
+        states.update(out.states)
         set_aside += [(r.offset, why.reason) for _, r, why in out.set_aside]
     return states, set_aside
 
