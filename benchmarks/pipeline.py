@@ -52,7 +52,7 @@ from streams import stack
 from streams.keys import Keys
 from streams.redis_client import info_per_server
 from streams.settings import Settings
-from streams.store import StateStore, connect
+from streams.store import StateStore, connect, customer_count
 from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def bytes_per_customer(bench: Bench, namespace: str) -> float:
         for name in chunk:
             pipe.memory_usage(name, samples=0)
         total += sum(size or 0 for size in pipe.execute())
-    return total / max(1, bench.redis.zcard(keys.due))
+    return total / max(1, customer_count(bench.redis, keys))
 
 
 def latency(bench: Bench, rate: float, seconds: float) -> dict:
@@ -335,7 +335,7 @@ def run(bench: Bench, runs: int, only: set[str], latency_s: float,
             namespace = bench.loaded_namespace()
             preload(bench, namespace, population)
             figures["D"].append(rtba_worker(bench, namespace))
-            figures["D_customers"].append(bench.redis.zcard(Keys(namespace).due))
+            figures["D_customers"].append(customer_count(bench.redis, Keys(namespace)))
         if "e" in only:
             figures["e"].append(rtba_worker(bench, None, workers=2))
     if "f" in only:

@@ -47,10 +47,16 @@ class Keys:
 
     @property
     def due(self) -> str:
-        """Sorted set: every customer with state, scored by the event time (ms) it is next
-        due for re-scoring, ``+inf`` while nothing is due (also the list of customers: a
-        separate set cost ~60 bytes per customer)."""
-        return f"{self.namespace}:due"
+        """Sorted set: the due index's summary, bucket number -> the least due time (ms) in
+        that bucket (streams.due_index). Every due key shares the tag ``{<ns>:due}``, so a
+        call over several stays in one Cluster slot."""
+        return f"{self.namespace}:due:{{{self.namespace}:due}}"
+
+    def due_bucket(self, bucket: int) -> str:
+        """Sorted set: one bucket of the due index, customer id -> the event time (ms) it
+        is next due for re-scoring, ``+inf`` while nothing is due. The buckets list every
+        customer with state."""
+        return f"{self.namespace}:due:{{{self.namespace}:due}}:{bucket}"
 
     @property
     def churn_model(self) -> str:

@@ -220,7 +220,9 @@ def _redis_server(data: Path, port: int, fsync: str, *extra: str) -> int:
     cmd = [
         binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
         "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
-        "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes", *extra,
+        "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
+        # due-index buckets stay compact listpacks up to ~8M customers (streams/due_index.py)
+        "--zset-max-listpack-entries", "512", *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip

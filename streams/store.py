@@ -23,7 +23,7 @@ from redis.crc import key_slot
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
-from streams import redis_client, state_codec
+from streams import due_index, redis_client, state_codec
 from streams.keys import Keys
 from streams.outbox import Entry, by_customer
 from streams.redis_client import Batch, connect_async
@@ -65,11 +65,11 @@ class SaveResult:
     conflicts: list[str]
 
 
-# The due-index score of a customer nothing is due for (the index lists every customer).
-NEVER = "+inf"
-
 # Customers per write script call: bounds how long one call holds Redis.
 WRITE_CHUNK = 200
+
+# Due-index buckets per pipelined read when walking every customer.
+_BUCKETS_PER_READ = 1024
 
 
 def _write_args(state: CustomerState, entries: list[Entry]) -> list:
@@ -91,6 +91,8 @@ class StateStore:
         self._outbox_ack = client.register_script(lua("outbox_ack"))
         self._outbox_unindex = client.register_script(lua("outbox_unindex"))
         self._topic_epoch = client.register_script(lua("topic_epoch"))
+        self._due_set = client.register_script(lua("due_set"))
+        self._due_until = client.register_script(lua("due_until"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys) -> StateStore:
@@ -147,8 +149,18 @@ class StateStore:
         await self.client.hset(self.keys.cluster_sweep, mapping=position)
 
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
-        cursor, members = await self.client.zscan(self.keys.due, cursor, count=count)
-        return int(cursor), [_text(m) for m, _ in members]
+        """At least ``count`` customers (fewer at the end) from the due index's buckets,
+        from bucket ``cursor`` on; the next cursor is 0 once the last bucket was read."""
+        ids: list[str] = []
+        while cursor < due_index.BUCKETS and len(ids) < count:
+            upto = min(cursor + _BUCKETS_PER_READ, due_index.BUCKETS)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for bucket in range(cursor, upto):
+                    pipe.zrange(self.keys.due_bucket(bucket), 0, -1)
+                for members in await pipe.execute():
+                    ids += [_text(m) for m in members]
+            cursor = upto
+        return (0 if cursor >= due_index.BUCKETS else cursor), ids
 
     async def cluster_learner(self) -> bytes | None:
         return await self.client.hget(self.keys.cluster_model, "learner")
@@ -169,8 +181,13 @@ class StateStore:
         return None if text is None else ChurnScorer.from_dict(json.loads(text), int(version))
 
     async def due_customers(self, until_ms: int, limit: int) -> list[str]:
-        members = await self.client.zrangebyscore(self.keys.due, "-inf", until_ms, 0, limit)
-        return [_text(m) for m in members]
+        """Up to ``limit`` customers due by ``until_ms``: the summary names the buckets
+        with someone due (each at least one), one script call reads them."""
+        buckets = await self.client.zrangebyscore(self.keys.due, "-inf", until_ms, 0, limit)
+        if not buckets:
+            return []
+        names = [self.keys.due_bucket(int(b)) for b in buckets]
+        return [_text(m) for m in await self._due_until(keys=names, args=[until_ms, limit])]
 
     async def count(self, counters: dict[str, int]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -211,12 +228,9 @@ class StateStore:
                 keys += self._customer_keys(cid)
                 args += _write_args(states[cid], entries.get(cid, []))
             batch.script(self._apply, keys, args)
-        if due:  # None: nothing due, but still one of the namespace's customers
-            batch.command(
-                "zadd", self.keys.due, {c: NEVER if t is None else t for c, t in due.items()}
-            )
-        if forget:
-            batch.command("zrem", self.keys.due, *forget)
+        # None: nothing due, but still one of the namespace's customers
+        for names, args in due_index.set_calls(self.keys, due, forget or ()):
+            batch.script(self._due_set, names, args)
         for name, n in counters.items():
             if n:
                 batch.command("hincrby", self.keys.stats, name, n)
@@ -366,7 +380,33 @@ def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> lis
 
 
 def all_customer_ids(client: redis.Redis, keys: Keys) -> list[str]:
-    return sorted(_text(m) for m, _ in client.zscan_iter(keys.due, count=1000))
+    """Every customer with state (the due index's members), sorted."""
+    ids: list[str] = []
+    for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
+        with client.pipeline(transaction=False) as pipe:
+            for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
+                pipe.zrange(keys.due_bucket(bucket), 0, -1)
+            ids += [_text(m) for members in pipe.execute() for m in members]
+    return sorted(ids)
+
+
+def customer_count(client: redis.Redis, keys: Keys) -> int:
+    """How many customers have state (the due index's size)."""
+    total = 0
+    for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
+        with client.pipeline(transaction=False) as pipe:
+            for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
+                pipe.zcard(keys.due_bucket(bucket))
+            total += sum(pipe.execute())
+    return total
+
+
+def write_due(client: redis.Redis, keys: Keys, due: dict[str, int | None],
+              mode: str = "set") -> None:  # fmt: skip
+    """Set customers' due times from a synchronous client (``mode`` "lt": only earlier)."""
+    script = client.register_script(lua("due_set"))
+    for names, args in due_index.set_calls(keys, due, mode=mode):
+        script(keys=names, args=args)
 
 
 def read_churn_model(client: redis.Redis, keys: Keys) -> ChurnScorer | None:

@@ -49,6 +49,7 @@ from streams.store import (
     read_marks,
     read_rfm_edges,
     record_refit_failure,
+    write_due,
 )
 from streams.store import read_states as read_states_sync
 
@@ -320,7 +321,7 @@ class Rescorer:
             position = {"sweeping": snapshot.version, "cursor": 0, "swept": swept}
         cursor, ids = await self.store.scan_customers(position["cursor"], self.limit)
         if ids:
-            states, versions = await self.store.load({cid: (set(), False) for cid in ids})
+            states, versions = await self.store.load(dict.fromkeys(ids, False))
             models = await self.processor.models.refresh(versions)
             out = reassign_clusters([s for s in states.values() if s.version > 0], models)
             # A lost write: the owner just evaluated that customer with the same snapshot.
@@ -337,7 +338,7 @@ class Rescorer:
         due = await self.store.due_customers(watermark, self.limit)
         if not due:
             return
-        states, model_versions = await self.store.load({cid: (set(), False) for cid in due})
+        states, model_versions = await self.store.load(dict.fromkeys(due, False))
         models = await self.processor.models.refresh(model_versions)
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
         # A due customer without state (erased, say) is simply dropped from the index.
@@ -388,9 +389,7 @@ def reschedule(client, keys: Keys, states, models: Models) -> int:
     an early wake-up costs one idle re-score, whereas a late one would miss an alert.
     """
     due = {s.customer_id: t for s in states if (t := next_due_ms(s, models)) is not None}
-    items = list(due.items())
-    for start in range(0, len(items), 1000):
-        client.zadd(keys.due, dict(items[start : start + 1000]), lt=True)
+    write_due(client, keys, due, mode="lt")
     return len(due)
 
 

@@ -16,11 +16,19 @@ from online_models.customer import CustomerState
 from online_models.features import FEATURES
 from online_models.rfm import RFMScorer
 from streams import state_codec
+from streams.due_index import bucket_of
 from streams.keys import Keys
 from streams.outbox import STALE_MS
 from streams.pipeline import Record
 from streams.schemas import Limits
-from streams.store import StateStore, all_customer_ids, connect, read_states, read_stats
+from streams.store import (
+    StateStore,
+    all_customer_ids,
+    connect,
+    read_states,
+    read_stats,
+    write_due,
+)
 from streams.worker import BatchProcessor, OutboxRelay, Rescorer
 
 pytestmark = pytest.mark.integration
@@ -205,7 +213,7 @@ def test_every_customer_is_listed_with_its_own_state_and_only_the_due_are_due(se
         processor = BatchProcessor(StateStore.from_url(settings.redis_url, keys), RFMScorer(),
                                    Limits())  # fmt: skip
         await processor.process(records)
-        client.zadd(keys.due, {"ghost": 0})  # due at once, and no state
+        write_due(client, keys, {"ghost": 0})  # due at once, and no state
         return await Rescorer(processor).tick()
 
     asyncio.run(scenario())
@@ -215,7 +223,7 @@ def test_every_customer_is_listed_with_its_own_state_and_only_the_due_are_due(se
         assert state.customer_id == ids[i]
         assert state.monetary == (Decimal(f"{i}.25") if i % 3 else 0)
         assert state.purchases == (1 if i % 3 else 0)
-        due = client.zscore(keys.due, ids[i])
+        due = client.zscore(keys.due_bucket(bucket_of(ids[i])), ids[i])
         assert (due > purchase_ms(i)) if i % 3 else due == float("inf")
 
 
@@ -253,3 +261,43 @@ def test_sealed_orders_leave_redis_and_a_repeat_of_one_goes_to_the_dlq(settings)
     assert [(r.offset, why.reason) for r, why in outcomes[2].rejected] == [(5, "beyond_horizon")]
     stats = read_stats(client, keys)
     assert (stats["dlq"], stats["dlq:beyond_horizon"], stats["applied"]) == (1, 1, 5)
+
+
+def test_the_bucketed_due_index_returns_exactly_who_is_due(settings):
+    """Due times set, moved later and earlier, cleared to +inf and forgotten, over many
+    buckets: for every cut-off, the due customers are exactly those of a plain dict kept
+    beside it (a bucket whose least time rose must not hide or keep anyone)."""
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    rng = np.random.default_rng(5)
+    expected: dict[str, float] = {}
+
+    def write(due: dict, forget=()):
+        asyncio.run(save(due, forget))
+        for cid, t in due.items():
+            expected[cid] = float("inf") if t is None else t
+        for cid in forget:
+            expected.pop(cid, None)
+
+    async def save(due, forget):
+        store = StateStore.from_url(settings.redis_url, keys)
+        await store.save({}, due, {}, {}, None, forget=list(forget))
+        await store.client.aclose()
+
+    async def due_by(until, limit=100_000):
+        store = StateStore.from_url(settings.redis_url, keys)
+        try:
+            return await store.due_customers(until, limit)
+        finally:
+            await store.client.aclose()
+
+    ids = [f"d{i:05d}" for i in range(3_000)]
+    write({cid: int(t) for cid, t in zip(ids, rng.integers(0, 1_000, len(ids)), strict=True)})
+    write({cid: int(t) for cid, t in zip(ids[::2], rng.integers(500, 2_000, 1_500), strict=True)})
+    write({cid: None for cid in ids[1::7]}, forget=ids[3::11])
+    write({cid: 1 for cid in ids[5::13]})
+    for until in (0, 1, 250, 999, 1_500, 5_000):
+        want = sorted(cid for cid, t in expected.items() if t <= until)
+        assert sorted(asyncio.run(due_by(until))) == want, until
+    assert len(asyncio.run(due_by(5_000, limit=10))) == 10
+    assert all_customer_ids(client, keys) == sorted(expected)
