@@ -35,6 +35,15 @@ _INTS = ("purchases", "purchase_days", "items", "discounted", "cluster_id",
          "applied_partition", "applied_offset", "change_seq")  # fmt: skip
 _AMOUNTS = ("first_day_amount", "gross", "refunds")
 
+# Part of the format: a stored code means the name at that place, so these only ever grow
+# at the end. A segment or click action outside them is stored by name.
+SEGMENT_CODES = ("Champions", "Loyal", "Potential Loyalists", "New", "Promising",
+                 "Need Attention", "About to Sleep", "At Risk", "Can't Lose Them",
+                 "Hibernating", "Lost")  # fmt: skip
+ACTION_CODES = ("view", "add_to_cart", "remove_from_cart", "search", "wishlist")
+_SEGMENT_OF = {name: code for code, name in enumerate(SEGMENT_CODES)}
+_ACTIONS = frozenset(ACTION_CODES)
+
 
 class CorruptState(ValueError):
     """A stored value that is not a state this codec wrote."""
@@ -49,11 +58,11 @@ def encode(state: CustomerState) -> bytes:
     >>> (back.version, back.first_event_ms, back.gross, back.clicks, back.segment)
     (7, 1699000000000, Decimal('12.50'), {'view': 3}, 'Champions')
     >>> len(encode(s))
-    60
+    50
     >>> s.apply_purchase(1_700_000_000_000, Decimal("25.00"), "o-123456")  # one order: +27
     True
     >>> len(encode(s)), list(decode("c", b"8|" + encode(s), with_orders=True).orders)
-    (87, ['o-123456'])
+    (77, ['o-123456'])
     """
     anchor = state.last_event_ms or 0
     times = [None if (t := getattr(state, name)) is None else anchor - t for name in _TIMES]
@@ -61,9 +70,18 @@ def encode(state: CustomerState) -> bytes:
         FORMAT, state.last_event_ms, *times,
         *(getattr(state, name) for name in _INTS),
         *(str(getattr(state, name)) for name in _AMOUNTS),
-        state.segment, state.churn_armed, state.clicks, state.categories,
+        _SEGMENT_OF.get(state.segment, state.segment), state.churn_armed,
+        _clicks(state.clicks), state.categories,
         _sealed_fields(state, anchor), _orders_blob(state, anchor),
     ])  # fmt: skip
+
+
+def _clicks(clicks: dict[str, int]) -> list[int] | dict[str, int]:
+    """Counts in ACTION_CODES order (one byte for a count below 128), or the dict itself
+    when it names another action or holds a zero (the list cannot tell 0 from absent)."""
+    if clicks.keys() <= _ACTIONS and all(clicks.values()):
+        return [clicks.get(action, 0) for action in ACTION_CODES]
+    return clicks
 
 
 def _orders_blob(state: CustomerState, anchor: int) -> bytes | None:
@@ -160,7 +178,11 @@ def _from_fields(customer_id: str, version: int, fields: list, with_orders: bool
         setattr(state, name, next(values))
     for name in _AMOUNTS:
         setattr(state, name, Decimal(next(values)))
-    state.segment, state.churn_armed, state.clicks, state.categories, sealed, blob = values
+    segment, state.churn_armed, clicks, state.categories, sealed, blob = values
+    state.segment = SEGMENT_CODES[segment] if isinstance(segment, int) else segment
+    state.clicks = clicks if isinstance(clicks, dict) else {
+        action: n for action, n in zip(ACTION_CODES, clicks, strict=True) if n
+    }  # fmt: skip
     if with_orders:
         state.orders, state.orders_loaded = _orders(blob, anchor), True
     else:

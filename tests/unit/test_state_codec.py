@@ -1,5 +1,6 @@
 """The stored state value: every field back as it was, compact, and refused when corrupt."""
 
+import typing
 from dataclasses import fields
 from decimal import Decimal
 
@@ -9,7 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from online_models.customer import CustomerState, Order, Totals
-from streams.state_codec import CorruptState, decode, encode, version_of
+from online_models.rfm import SEGMENTS
+from streams.schemas import Click
+from streams.state_codec import (
+    ACTION_CODES,
+    SEGMENT_CODES,
+    CorruptState,
+    decode,
+    encode,
+    version_of,
+)
 
 # Not compared field by field: the key and the version are outside the payload, and the
 # orders are checked on their own (parsed, or carried unparsed).
@@ -37,9 +47,10 @@ states = st.builds(
     last_event_ms=maybe_ms, evaluated_ms=maybe_ms,
     purchases=count, purchase_days=count, items=count, discounted=count,
     first_day_amount=amount, gross=amount, refunds=amount,
-    clicks=st.dictionaries(names, count, max_size=5),
+    clicks=st.dictionaries(st.sampled_from(ACTION_CODES) | names, count, max_size=5),
     categories=st.dictionaries(names, count, max_size=5),
-    segment=st.none() | names, cluster_id=st.none() | st.integers(0, 1000),
+    segment=st.none() | st.sampled_from(SEGMENT_CODES) | names,
+    cluster_id=st.none() | st.integers(0, 1000),
     churn_armed=st.booleans(), applied_partition=st.none() | st.integers(0, 10_000),
     applied_offset=st.none() | st.integers(0, 2**62), change_seq=count,
     sealed=totals, sealed_before_ms=MS,
@@ -73,6 +84,22 @@ def test_a_state_of_the_earlier_format_is_refused_with_what_to_do():
     earlier = b"4|" + msgpack.packb([1, 1_700_000_000_000] + [None] * 12)
     with pytest.raises(CorruptState, match="earlier build.*replay the events"):
         decode("c", earlier)
+
+
+@pytest.mark.parametrize("clicks", [{}, {"view": 3}, {"view": 0}, {"search": 1, "tap": 2},
+                                    {"wishlist": 2**40, "view": 1}])  # fmt: skip
+@pytest.mark.parametrize("segment", [None, "Lost", "Some Future Segment"])
+def test_coded_names_come_back_and_the_rest_by_name(clicks, segment):
+    state = CustomerState("c", last_event_ms=5, clicks=clicks, segment=segment)
+    back = decode("c", b"1|" + encode(state))
+    assert (back.clicks, back.segment) == (clicks, segment)
+
+
+def test_every_segment_and_click_action_has_its_code():
+    """A name outside the codes still round-trips (by name), but costs bytes: the codes
+    must cover what the pipeline writes."""
+    assert set(SEGMENTS) <= set(SEGMENT_CODES)
+    assert set(typing.get_args(Click.model_fields["action"].annotation)) <= set(ACTION_CODES)
 
 
 def test_no_stored_value_is_a_new_customer_with_all_of_its_orders():
