@@ -13,9 +13,11 @@ them was (docs/decisions.md). After a release, a new layout adds a format and ``
 keeps reading the old one.
 
 The customer's orders within the horizon ride in the value as its last element, a
-MessagePack blob of ``[order id, ts, amount, refunded, items, discounted]`` arrays (plus
-``refund_ms`` and the refund ids once refunded; times as offsets again): a hash of their
-own cost ~90 bytes of key per buyer and a read per batch. The blob stays unparsed
+MessagePack blob of its own anchor time and ``[order id, ts, amount, refunded, items,
+discounted]`` arrays (plus ``refund_ms`` and the refund ids once refunded; times as
+offsets from the blob's anchor, which is not the state's: the state's anchor moves with
+every event, while an unparsed blob is written back as it was): a hash of their own cost
+~90 bytes of key per buyer and a read per batch. The blob stays unparsed
 (``CustomerState.stored_orders``) unless the fold needs the orders, so a tick or a
 click-only batch neither parses nor re-packs them.
 """
@@ -59,10 +61,10 @@ def encode(state: CustomerState) -> bytes:
     (7, 1699000000000, Decimal('12.50'), {'view': 3}, 'Champions')
     >>> len(encode(s))
     50
-    >>> s.apply_purchase(1_700_000_000_000, Decimal("25.00"), "o-123456")  # one order: +27
+    >>> s.apply_purchase(1_700_000_000_000, Decimal("25.00"), "o-123456")  # one order: +36
     True
     >>> len(encode(s)), list(decode("c", b"8|" + encode(s), with_orders=True).orders)
-    (77, ['o-123456'])
+    (86, ['o-123456'])
     """
     anchor = state.last_event_ms or 0
     times = [None if (t := getattr(state, name)) is None else anchor - t for name in _TIMES]
@@ -89,7 +91,8 @@ def _orders_blob(state: CustomerState, anchor: int) -> bytes | None:
         return state.stored_orders
     if not state.orders:
         return None
-    return msgpack.packb([_order_fields(oid, o, anchor) for oid, o in state.orders.items()])
+    orders = [_order_fields(oid, o, anchor) for oid, o in state.orders.items()]
+    return msgpack.packb([anchor, *orders])
 
 
 def _order_fields(order_id: str, order: Order, anchor: int) -> list:
@@ -100,11 +103,12 @@ def _order_fields(order_id: str, order: Order, anchor: int) -> list:
     return fields
 
 
-def _orders(blob: bytes | None, anchor: int) -> dict[str, Order]:
+def _orders(blob: bytes | None) -> dict[str, Order]:
+    if blob is None:
+        return {}
+    anchor, *stored = msgpack.unpackb(blob)
     orders = {}
-    for order_id, ts, amount, refunded, items, discounted, *refunds in msgpack.unpackb(
-        blob or b"\x90"
-    ):
+    for order_id, ts, amount, refunded, items, discounted, *refunds in stored:
         refund_ms, ids = refunds or (None, ())
         orders[order_id] = Order(_at(anchor, ts), Decimal(amount), Decimal(refunded), items,
                                  bool(discounted), tuple(ids), _at(anchor, refund_ms))  # fmt: skip
@@ -184,7 +188,7 @@ def _from_fields(customer_id: str, version: int, fields: list, with_orders: bool
         action: n for action, n in zip(ACTION_CODES, clicks, strict=True) if n
     }  # fmt: skip
     if with_orders:
-        state.orders, state.orders_loaded = _orders(blob, anchor), True
+        state.orders, state.orders_loaded = _orders(blob), True
     else:
         state.stored_orders = blob
     if sealed is not None:

@@ -24,10 +24,11 @@ FIGURES = ("purchases", "purchase_days", "first_purchase_ms", "last_purchase_ms"
            "monetary", "repeat_value")  # fmt: skip
 
 
-def stored_again(state: CustomerState) -> CustomerState:
-    """The state as a later batch loads it: through the stored value, orders and all."""
+def stored_again(state: CustomerState, with_orders: bool) -> CustomerState:
+    """The state as a later batch loads it: through the stored value, its orders parsed
+    only if the batch has a purchase or refund of the customer (as the store does)."""
     raw = f"{state.version + 1}|".encode() + state_codec.encode(state)
-    return state_codec.decode(state.customer_id, raw, with_orders=True)
+    return state_codec.decode(state.customer_id, raw, with_orders)
 
 
 def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
@@ -38,8 +39,8 @@ def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
     for at in range(0, len(records), batch):
         valid, rejected = decode_batch(records[at : at + batch], NOW, Limits())
         assert not rejected
-        loaded = {c: stored_again(states[c]) if c in states else CustomerState(c)
-                  for c in lookups(valid)}  # fmt: skip
+        loaded = {c: stored_again(states[c], orders) if c in states else CustomerState(c)
+                  for c, orders in lookups(valid).items()}  # fmt: skip
         out = fold_batch(valid, loaded, Models(RFMScorer()), horizon_ms=HORIZON_DAYS * DAY)
         states.update(out.states)
         set_aside += [(r.offset, why.reason) for _, r, why in out.set_aside]

@@ -80,6 +80,19 @@ def test_orders_not_asked_for_pass_through_a_write_untouched(state):
     assert again.orders == state.orders
 
 
+def test_unparsed_orders_keep_their_times_when_a_later_event_moves_the_state():
+    """A click-only batch carries the orders unparsed while the click moves the state's
+    own time anchor: the orders' times must not move with it (they did: offsets from the
+    state's anchor, found by the fault suite's first-purchase times)."""
+    t = 1_700_000_000_000
+    state = CustomerState("c")
+    state.apply_purchase(t, Decimal("5"), "o1")
+    carried = decode("c", b"1|" + encode(state))  # no purchase in the batch: unparsed
+    carried.apply_click(t + 40 * 86_400_000, "view")
+    back = decode("c", b"2|" + encode(carried), with_orders=True)
+    assert back.orders["o1"].ts_ms == t and back.first_purchase_ms == t
+
+
 def test_a_state_of_the_earlier_format_is_refused_with_what_to_do():
     earlier = b"4|" + msgpack.packb([1, 1_700_000_000_000] + [None] * 12)
     with pytest.raises(CorruptState, match="earlier build.*replay the events"):
