@@ -15,7 +15,7 @@ neither F nor x and sets neither first nor last purchase. A free order
 
 Orders are kept for a horizon, not forever (docs/decisions.md, "The order horizon"):
 :meth:`CustomerState.seal` folds the orders placed more than the horizon before the
-customer's latest event into :class:`Sealed` totals and forgets them, ids and refunds
+customer's latest event into :class:`Totals` and forgets them, ids and refunds
 included, so a customer's state stays bounded however long it lives. A purchase placed
 before the sealed day cannot be told from a repeat of a forgotten order and is refused
 (:class:`BeyondHorizon`); a refund whose order is never placed expires after the horizon.
@@ -267,11 +267,14 @@ class CustomerState:
         self.first_event_ms = _min(self.first_event_ms, ts_ms)
 
     def _set_order(self, order_id: str, order: Order) -> None:
+        self._require_orders()
+        self.orders[order_id] = order
+        self._derive_purchases()
+
+    def _require_orders(self) -> None:
         if not self.orders_loaded:
             # the figures are derived from every order: a partial set would corrupt them
             raise RuntimeError(f"orders of {self.customer_id!r} were not loaded")
-        self.orders[order_id] = order
-        self._derive_purchases()
 
     def _derive_purchases(self) -> None:
         """Every purchase figure from the orders: exact whatever order events arrived in."""
@@ -282,11 +285,10 @@ class CustomerState:
         self.first_purchase_ms, self.last_purchase_ms = totals.first_ms, totals.last_ms
         self.first_day_amount = totals.first_day_amount
 
-    def seal(self, horizon_ms: int) -> int:
+    def seal(self, horizon_ms: int) -> None:
         """Seal the orders placed before the UTC day ``horizon_ms`` ahead of the latest
         event: their figures move into ``sealed`` (no figure changes) and they are
-        forgotten; a refund that has waited that long for its order is dropped. Returns
-        how many such refunds were dropped.
+        forgotten; a refund that has waited that long for its order is dropped.
 
         >>> s = CustomerState("c")
         >>> s.apply_purchase(0, Decimal("5"), "old")
@@ -295,8 +297,9 @@ class CustomerState:
         True
         >>> s.apply_purchase(30 * MS_PER_DAY, Decimal("7"), "new")
         True
-        >>> s.seal(10 * MS_PER_DAY), sorted(s.orders)
-        (1, ['new'])
+        >>> s.seal(10 * MS_PER_DAY)
+        >>> sorted(s.orders)  # "old" sealed, the refund waiting for "never-placed" dropped
+        ['new']
         >>> s.purchases, s.monetary, s.sealed_before_ms == 20 * MS_PER_DAY
         (2, Decimal('12'), True)
         >>> s.apply_purchase(19 * MS_PER_DAY, Decimal("9"), "old")  # doctest: +ELLIPSIS
@@ -305,9 +308,8 @@ class CustomerState:
         online_models.customer.BeyondHorizon: order 'old' placed before the sealed day ...
         """
         if self.last_event_ms is None or not self.orders:
-            return 0
-        if not self.orders_loaded:
-            raise RuntimeError(f"orders of {self.customer_id!r} were not loaded")
+            return
+        self._require_orders()
         cutoff = utc_day(self.last_event_ms - horizon_ms) * MS_PER_DAY
         final = [oid for oid, o in self.orders.items() if o.placed and o.ts_ms < cutoff]
         expired = [oid for oid, o in self.orders.items()
@@ -317,7 +319,6 @@ class CustomerState:
             self.sealed_before_ms = max(cutoff, self.sealed_before_ms or cutoff)
         for oid in final + expired:
             del self.orders[oid]
-        return len(expired)
 
     def apply_purchase(
         self,

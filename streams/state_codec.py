@@ -67,7 +67,7 @@ def encode(state: CustomerState) -> bytes:
     (86, ['o-123456'])
     """
     anchor = state.last_event_ms or 0
-    times = [None if (t := getattr(state, name)) is None else anchor - t for name in _TIMES]
+    times = [_offset(anchor, getattr(state, name)) for name in _TIMES]
     return msgpack.packb([
         FORMAT, state.last_event_ms, *times,
         *(getattr(state, name) for name in _INTS),

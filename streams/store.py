@@ -381,24 +381,25 @@ def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> lis
 
 def all_customer_ids(client: redis.Redis, keys: Keys) -> list[str]:
     """Every customer with state (the due index's members), sorted."""
-    ids: list[str] = []
-    for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
-        with client.pipeline(transaction=False) as pipe:
-            for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
-                pipe.zrange(keys.due_bucket(bucket), 0, -1)
-            ids += [_text(m) for members in pipe.execute() for m in members]
-    return sorted(ids)
+    members = _every_bucket(client, keys, lambda pipe, name: pipe.zrange(name, 0, -1))
+    return sorted(_text(m) for bucket in members for m in bucket)
 
 
 def customer_count(client: redis.Redis, keys: Keys) -> int:
     """How many customers have state (the due index's size)."""
-    total = 0
+    return sum(_every_bucket(client, keys, lambda pipe, name: pipe.zcard(name)))
+
+
+def _every_bucket(client: redis.Redis, keys: Keys, command) -> list:
+    """``command(pipe, bucket key)``'s reply for every due-index bucket, pipelined in
+    chunks of _BUCKETS_PER_READ."""
+    replies: list = []
     for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
         with client.pipeline(transaction=False) as pipe:
             for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
-                pipe.zcard(keys.due_bucket(bucket))
-            total += sum(pipe.execute())
-    return total
+                command(pipe, keys.due_bucket(bucket))
+            replies += pipe.execute()
+    return replies
 
 
 def write_due(client: redis.Redis, keys: Keys, due: dict[str, int | None],

@@ -9,7 +9,8 @@ import dataclasses
 import logging
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 
 import redis.exceptions
 from threadpoolctl import threadpool_limits
@@ -35,7 +36,7 @@ from streams.pipeline import (
     reassign_clusters,
     rescore_due,
 )
-from streams.schemas import Limits
+from streams.schemas import Limits, Rejection
 from streams.settings import Settings
 from streams.store import (
     StateStore,
@@ -190,9 +191,7 @@ class BatchProcessor:
         valid, rejected = decode_batch(records, int(self.clock() * 1000), self.limits)
         total = BatchOutcome(rejected=rejected)
         pending = valid
-        counters = {"records": len(records), "dlq": len(rejected)}
-        for _, rejection in rejected:
-            counters[f"dlq:{rejection.reason}"] = counters.get(f"dlq:{rejection.reason}", 0) + 1
+        counters = {"records": len(records), **dlq_counters(why for _, why in rejected)}
         # what the last attempt wrote for customers whose write then lost: taken back next time
         lost: dict[str, list[int]] = {}
         lost_deltas: dict[str, dict] = {}
@@ -254,13 +253,19 @@ class BatchProcessor:
     async def _count_set_aside(self, out: BatchOutcome, conflicts: set[str]) -> None:
         """Count the records the fold set aside, by reason (those of customers re-folded
         are counted when their fold is kept)."""
-        counters: dict[str, int] = {}
-        for cid, _, why in out.set_aside:
-            if cid not in conflicts:
-                counters["dlq"] = counters.get("dlq", 0) + 1
-                counters[f"dlq:{why.reason}"] = counters.get(f"dlq:{why.reason}", 0) + 1
-        if counters:
-            await self.store.count(counters)
+        kept = [why for cid, _, why in out.set_aside if cid not in conflicts]
+        if kept:
+            await self.store.count(dlq_counters(kept))
+
+
+def dlq_counters(rejections: Iterable[Rejection]) -> dict[str, int]:
+    """The ``dlq`` total and a ``dlq:<reason>`` count per reason, for ``{ns}:stats``.
+
+    >>> dlq_counters([Rejection("empty", ""), Rejection("empty", ""), Rejection("oversize", "")])
+    {'dlq': 3, 'dlq:empty': 2, 'dlq:oversize': 1}
+    """
+    by_reason = Counter(why.reason for why in rejections)
+    return {"dlq": by_reason.total(), **{f"dlq:{r}": n for r, n in by_reason.items()}}
 
 
 def _sum_deltas(added, taken_back) -> dict[tuple[str, int], int]:
