@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -261,6 +262,7 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
             producer.flush()
             time.sleep(0.5)
         start = time.perf_counter()
+        traffic_start = time.time()
         for i, event in enumerate(traffic):
             pause = start + i / rate - time.perf_counter()
             if pause > 0:
@@ -283,6 +285,9 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
         producer.close()
         stop(proc)
     waits = np.array([(arrived[c] - t) * 1000 for c, t in first_purchase.items() if c in arrived])
+    # Where the slow ones sit in the run tells a start-up stall from a steady cost.
+    slowest = sorted(((arrived[c] - t) * 1000, t - traffic_start)
+                     for c, t in first_purchase.items() if c in arrived)[-10:]  # fmt: skip
     return {
         "rate": rate,
         "events": len(traffic),
@@ -290,6 +295,8 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
         "answered": len(waits),
         "p50_ms": float(np.percentile(waits, 50)) if len(waits) else float("nan"),
         "p99_ms": float(np.percentile(waits, 99)) if len(waits) else float("nan"),
+        "traffic_started_at": traffic_start,
+        "slowest": [{"wait_ms": round(w, 1), "sent_after_s": round(s, 2)} for w, s in slowest],
     }
 
 
@@ -405,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-cluster", action="store_true",
                         help="a stack of its own with a three-master Redis Cluster")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--logs", type=Path, help="keep the workers' logs in this folder")
     args = parser.parse_args(argv)
     end = int(time.time() * 1000)
     events = list(synthetic.generate(7, args.customers, args.events, end - 365 * DAY_MS, end))
@@ -428,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if own:
                 stack.down(Settings.from_env({"RTBA_HOME": str(home)}))
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in home.glob("*.log"):
+                    shutil.copy(log, args.logs / log.name)
     print("\n".join(report(figures, len(events))))
     if args.json:
         args.json.write_text(json.dumps({"events": len(events), "runs": args.runs,

@@ -31,9 +31,10 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     out = tmp_path / "bench.json"
     done = run_benchmark(real_stack, out, "pipeline", "--events", "3000", "--customers", "300",
                          "--runs", "1", "--latency-s", "3", "--only", "abcdDef",
-                         "--population", "2000")  # fmt: skip
+                         "--population", "2000", "--logs", str(tmp_path / "logs"))  # fmt: skip
     figures = json.loads(out.read_text())["figures"]
     assert set(figures) == {"a", "b", "c", "d", "D", "D_customers", "e", "f", "g", "r"}
+    assert (tmp_path / "logs" / "latency.log").stat().st_size > 0  # kept for a stall hunt
     assert figures["D_customers"][0] > 2000  # the population and the events' customers
     assert figures["r"][0] > 0  # Redis did work for d
     # a to e each took all 3,000 records; nothing is faster than raw consumption
@@ -44,6 +45,9 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     assert latency["rate"] == pytest.approx(figures["d"][0] / 2)
     assert latency["answered"] == latency["sent"] > 0  # every new customer got its change
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    slowest = [s["wait_ms"] for s in latency["slowest"]]
+    assert slowest == sorted(slowest) and slowest[-1] >= round(latency["p99_ms"], 1)
+    assert all(0 <= s["sent_after_s"] < 30 for s in latency["slowest"])  # after the start
     assert "d / b =" in done.stdout and "f p99 / goal =" in done.stdout
     assert "e / d =" in done.stdout and "d / c =" in done.stdout and "D / d =" in done.stdout
 
