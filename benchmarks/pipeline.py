@@ -284,10 +284,11 @@ def latency(bench: Bench, rate: float, seconds: float) -> dict:
         consumer.close()
         producer.close()
         stop(proc)
-    waits = np.array([(arrived[c] - t) * 1000 for c, t in first_purchase.items() if c in arrived])
-    # Where the slow ones sit in the run tells a start-up stall from a steady cost.
-    slowest = sorted(((arrived[c] - t) * 1000, t - traffic_start)
-                     for c, t in first_purchase.items() if c in arrived)[-10:]  # fmt: skip
+    # (wait, when it was sent): where the slow ones sit tells a start-up stall from a steady cost.
+    answered = sorted(((arrived[c] - t) * 1000, t - traffic_start)
+                      for c, t in first_purchase.items() if c in arrived)  # fmt: skip
+    waits = np.array([wait for wait, _ in answered])
+    slowest = answered[-10:]
     return {
         "rate": rate,
         "events": len(traffic),
