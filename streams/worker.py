@@ -11,6 +11,7 @@ import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import redis.exceptions
 from threadpoolctl import threadpool_limits
@@ -291,40 +292,56 @@ def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[s
 
 class Rescorer:
     """The leader's tick: re-score exactly the customers due by the watermark, then move
-    one chunk of the sweep that assigns customers to a new cluster snapshot."""
+    the sweep that assigns customers to a new cluster snapshot.
 
-    def __init__(self, processor: BatchProcessor, limit: int = 1000):
+    Up to ``limit`` customers of each kind a tick, in slices of ``slice_size``: the tick
+    shares the worker's event loop with the agent serving events, and evaluating 1,000
+    customers in one go held it for over a second when event time leapt (docs/
+    performance.md). Between slices, batches of events go through.
+    """
+
+    def __init__(self, processor: BatchProcessor, limit: int = 1000, slice_size: int = 100):
         self.processor = processor
         self.store = processor.store
         self.limit = limit
+        self.slice_size = slice_size
 
     async def tick(self) -> BatchOutcome:
         return await retry_transient(self._tick_once, "a re-scoring tick")
 
     async def _tick_once(self) -> BatchOutcome:
         total = BatchOutcome()
-        await self._rescore_due(total)
-        await self._sweep_clusters(total)
+        watermark = (await self.store.marks()).watermark()
+        for step in (partial(self._rescore_due, watermark), self._sweep_clusters):
+            done = 0
+            while done < self.limit:
+                wanted = min(self.slice_size, self.limit - done)
+                got = await step(total, wanted)
+                done += got
+                if got < wanted:  # nobody else is due, or the pass reached its end
+                    break
+                await asyncio.sleep(0)  # the agent's turn, even when Redis answered at once
         return total
 
-    async def _sweep_clusters(self, total: BatchOutcome) -> None:
+    async def _sweep_clusters(self, total: BatchOutcome, count: int) -> int:
         """Bounded work per tick: a customer who stays silent still gets the new snapshot's
-        cluster, and nobody is relabelled in one storm."""
+        cluster, and nobody is relabelled in one storm. Returns how many were read, or 0
+        once the pass is over."""
         _, versions = await self.store.load({})
         snapshot = (await self.processor.models.refresh(versions)).clusters
         if snapshot is None:
-            return
+            return 0
         position = await self.store.sweep_position()
         swept = position.get("swept", 0)
         if swept >= snapshot.version:
-            return
+            return 0
         # A pass is under way while "sweeping" is above "swept". A newer snapshot does not
         # restart it: the rest of the pass assigns with the newer one, and a next pass
         # brings it to the customers already passed. (Restarting re-read the same first
         # chunk at every snapshot and never reached the others while training went on.)
         if position.get("sweeping", 0) <= swept:
             position = {"sweeping": snapshot.version, "cursor": 0, "swept": swept}
-        cursor, ids = await self.store.scan_customers(position["cursor"], self.limit)
+        cursor, ids = await self.store.scan_customers(position["cursor"], count)
         if ids:
             states, versions = await self.store.load(dict.fromkeys(ids, False))
             models = await self.processor.models.refresh(versions)
@@ -335,21 +352,25 @@ class Rescorer:
         if cursor == 0:  # everybody now has the pass's first snapshot or a newer one
             position["swept"] = position["sweeping"]
         await self.store.set_sweep_position(position)
+        return 0 if cursor == 0 else len(ids)
 
-    async def _rescore_due(self, total: BatchOutcome) -> None:
-        watermark = (await self.store.marks()).watermark()
+    async def _rescore_due(self, watermark: int | None, total: BatchOutcome, count: int) -> int:
+        """Up to ``count`` customers due by the watermark; returns how many were due."""
         if watermark is None:
-            return
-        due = await self.store.due_customers(watermark, self.limit)
+            return 0
+        due = await self.store.due_customers(watermark, count)
         if not due:
-            return
+            return 0
         states, model_versions = await self.store.load(dict.fromkeys(due, False))
         models = await self.processor.models.refresh(model_versions)
+        # Each customer leaves with a due time past the watermark (or none), so the next
+        # slice reads the next ones.
         out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
         # A due customer without state (erased, say) is simply dropped from the index.
         gone = [cid for cid in due if states[cid].version == 0]
         # A lost write means the owner just wrote the customer: its due time is current again.
         await self._write(total, out, {"rescored": len(out.states)}, gone)
+        return len(due)
 
     async def _write(self, total: BatchOutcome, out: BatchOutcome, counters: dict,
                      forget: list[str] = ()) -> None:  # fmt: skip

@@ -195,6 +195,52 @@ def test_the_sweep_reaches_everybody_while_snapshots_keep_coming(settings):
     assert sum(s.cluster_id == 7 for s in states) == customers
 
 
+def test_a_tick_rescores_its_thousand_in_slices_that_leave_the_loop_to_others(settings):
+    """1,250 customers fall due at once when event time leaps a year. One tick re-scores
+    1,000 of them, the next the rest, and a task sharing the loop (the agent serving
+    events, in a worker) runs between slices: it never sees more than one slice's worth
+    re-scored since it last ran."""
+    keys = Keys(settings.namespace)
+    customers, slice_size, day = 1_250, 100, 86_400_000
+    client = connect(settings.redis_url)
+
+    def rescored() -> int:
+        return read_stats(client, keys).get("rescored", 0)
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        processor = BatchProcessor(store, RFMScorer(), Limits())
+        records = [purchase(i, f"d{i:04}", f"o{i}") for i in range(customers)]
+        for at in range(0, customers, 500):
+            await processor.process(records[at : at + 500])
+        leap = {"event_id": "late", "customer_id": "zz", "type": "click", "action": "view",
+                "ts": purchase_ms(0) + 365 * day}  # fmt: skip
+        await processor.process([Record(0, customers, b"zz", json.dumps(leap).encode())])
+        rescorer = Rescorer(processor, limit=1000, slice_size=slice_size)
+        seen, ticking = [], True
+
+        async def other_work():  # reads the counter the way a user's `rtba stats` would
+            while ticking:
+                seen.append(rescored())
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(other_work())
+        first = await rescorer.tick()
+        ticking = False
+        await watcher
+        after_first = rescored()
+        second = await rescorer.tick()
+        await store.client.aclose()
+        return first, second, seen, after_first
+
+    first, second, seen, after_first = asyncio.run(scenario())
+    assert after_first == 1000 and rescored() == customers
+    assert len(first.states) == 1000 and len(second.states) == customers - 1000
+    steps = [b - a for a, b in zip([0, *seen], [*seen, after_first], strict=True)]
+    assert max(steps) <= slice_size, f"the loop was held for {max(steps)} customers at once"
+    client.close()
+
+
 def test_every_customer_is_listed_with_its_own_state_and_only_the_due_are_due(settings):
     """250 customers written by one batch (more than one script call's worth), a third of
     them click-only and so never due; a due id without state leaves the index on a tick."""
