@@ -60,6 +60,8 @@ def test_the_population_benchmark_loads_ticks_and_refits(real_stack, tmp_path):
     figures = json.loads(out.read_text())
     assert len(figures["tick_ms"]) == 3  # 1,000 + 1,000 + 500: each tick took its share
     assert all(ms > 0 for ms in figures["tick_ms"])
+    # the loop was watched while the ticks ran, and no stall outlasts the ticks themselves
+    assert 0 < figures["tick_worst_stall_ms"] <= sum(figures["tick_ms"])
     assert 100 < figures["bytes_per_customer"] < 100_000
     assert "h  tick with 1,000 due" in done.stdout
     stalls = figures["stalls"]
