@@ -71,3 +71,52 @@ class Worker(faust.Worker):
         repeat = RepeatFilter()
         for handler in logger.handlers:
             handler.addFilter(repeat)
+
+
+SLOW_S = 0.25  # a quarter of the sub-second promise: worth a line at the default level
+
+
+class SlowStep:
+    """Times one step of the worker and logs a warning if it took ``threshold_s`` or more,
+    with the time of each phase marked on the way (wall time, awaits included): the line
+    an operator (or f's timeline) needs to tell a late alert's cause from the broker's.
+
+    >>> import io
+    >>> logger = logging.getLogger("doctest.slow")
+    >>> logger.addHandler(logging.StreamHandler(out := io.StringIO()))
+    >>> ticks = iter([0.0, 0.1, 0.4]).__next__
+    >>> with SlowStep("a batch of 3 events", logger, clock=ticks) as step:
+    ...     step.mark("processed")
+    >>> print(out.getvalue().strip())
+    slow: a batch of 3 events took 400 ms (processed 100, rest 300)
+    """
+
+    def __init__(self, what: str, logger: logging.Logger, threshold_s: float = SLOW_S,
+                 clock: Callable[[], float] = time.perf_counter,
+                 last: str = "rest"):  # fmt: skip
+        self.what = what
+        self.last = last  # the name of the phase after the last mark
+        self.logger = logger
+        self.threshold_s = threshold_s
+        self.clock = clock
+        self._phases: list[tuple[str, float]] = []
+
+    def __enter__(self) -> SlowStep:
+        self._started = self._last = self.clock()
+        return self
+
+    def mark(self, phase: str) -> None:
+        now = self.clock()
+        self._phases.append((phase, now - self._last))
+        self._last = now
+
+    def __exit__(self, *exc) -> None:
+        now = self.clock()
+        took = now - self._started
+        if took < self.threshold_s:
+            return
+        phases = [*self._phases, (self.last, now - self._last)] if self._phases else []
+        detail = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in phases)
+        self.logger.warning(
+            "slow: %s took %.0f ms%s", self.what, took * 1000, f" ({detail})" if detail else ""
+        )
