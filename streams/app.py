@@ -18,6 +18,7 @@ import faust
 from online_models.customer import MS_PER_DAY
 from streams.faults import Faults
 from streams.keys import Keys
+from streams.logs import SlowStep
 from streams.offload import run_off_loop
 from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
@@ -38,6 +39,9 @@ from streams.worker import (
 )
 
 log = logging.getLogger(__name__)
+
+# Records of the features topic per train call: each carries up to a batch's samples.
+TRAIN_RECORDS = 4
 
 
 def dlq_headers(source_topic: str, record: Record, reason: str, detail: str) -> list:
@@ -131,11 +135,11 @@ def create_app(settings: Settings) -> Pipeline:
             await outputs[entry.output].send(key=entry.customer_id.encode(), value=entry.payload)
             for entry in outcome.outbox
         ]
-        sent += [
-            await features.send(key=cid.encode(), value=json.dumps(sample).encode())
-            for cid, sample in outcome.samples.items()
-            if sample is not None
-        ]
+        # A batch's training samples go as one record: a record per customer cost the
+        # emit more than the outputs did (Faust's send path, per record; docs/performance.md).
+        samples = [[cid, sample] for cid, sample in outcome.samples.items() if sample is not None]
+        if samples:
+            sent.append(await features.send(key=b"samples", value=json.dumps(samples).encode()))
         await asyncio.gather(*sent)
         await retry_transient(lambda: store.outbox_done(outcome.outbox), "the outbox")
 
@@ -146,24 +150,32 @@ def create_app(settings: Settings) -> Pipeline:
                 Record(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in batch
             ]
-            outcome = await processor.process(records)
-            if outcome.applied:  # the window between a write and its send
-                faults.crash("crash_before_send")
-            await emit(outcome)
+            with SlowStep(f"a batch of {len(records)} events", log, last="emitted") as step:
+                outcome = await processor.process(records)
+                step.mark("applied")
+                if outcome.applied:  # the window between a write and its send
+                    faults.crash("crash_before_send")
+                await emit(outcome)
 
     @app.agent(features)
     async def train_clusters(stream):
         # The features topic has one partition: exactly one worker runs this learner.
         trainer = await ClusterTrainer.resume(store, settings)
-        async for batch in stream.take_events(settings.cluster_snapshot_every, within=1.0):
-            await trainer.train([(e.key.decode(), json.loads(e.value)) for e in batch])
+        # Each record holds one worker batch's samples (emit): a few records a train call.
+        async for batch in stream.take_events(TRAIN_RECORDS, within=1.0):
+            samples = [(cid, sample) for e in batch for cid, sample in json.loads(e.value)]
+            with SlowStep(f"training on {len(samples)} samples", log):
+                await trainer.train(samples)
 
     async def emit_or_log(step, what: str) -> None:
         """A leader timer's work and its sends. A timer that raises takes the whole worker
         down with it; a failed run loses nothing (the due index, the models and the outbox
         stay as they were), so log it and let the next run retry."""
         try:
-            await emit(await step())
+            with SlowStep(f"a run of the {what}", log, last="emitted") as timed:
+                outcome = await step()
+                timed.mark("work")
+                await emit(outcome)
         except Exception:
             log.exception("%s failed; the next run retries", what)
 

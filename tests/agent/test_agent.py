@@ -23,17 +23,18 @@ def _delivered(**_):
     return future
 
 
-async def _drive(settings: Settings, payloads: list[bytes]) -> tuple[list, list]:
+async def _drive(settings: Settings, payloads: list[bytes]) -> tuple[list, list, list]:
     pipeline = create_app(settings)
     pipeline.app.finalize()
     pipeline.app.conf.store = "memory://"
     dlq_send = AsyncMock(side_effect=_delivered)
     change_send = AsyncMock(side_effect=_delivered)
+    features_send = AsyncMock(side_effect=_delivered)
     keys = Keys(settings.namespace)
     with (
         patch.object(pipeline.dlq, "send", dlq_send),
         patch.object(pipeline.segment_changes, "send", change_send),
-        patch.object(pipeline.features, "send", AsyncMock(side_effect=_delivered)),
+        patch.object(pipeline.features, "send", features_send),
     ):
         async with pipeline.apply_events.test_context() as agent:
             for raw in payloads:
@@ -44,7 +45,7 @@ async def _drive(settings: Settings, payloads: list[bytes]) -> tuple[list, list]
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.3)  # let the sends of the last batch finish
-    return dlq_send.call_args_list, change_send.call_args_list
+    return dlq_send.call_args_list, change_send.call_args_list, features_send.call_args_list
 
 
 def test_agent_writes_state_and_routes_outputs(rtba_env):
@@ -52,7 +53,7 @@ def test_agent_writes_state_and_routes_outputs(rtba_env):
     good = {"event_id": "e1", "customer_id": "c1", "type": "purchase", "order_id": "o1",
             "amount": "30.00", "ts": "2024-05-01T12:00:00Z"}  # fmt: skip
     payloads = [json.dumps(good).encode(), b"{broken", json.dumps(good).encode()]
-    dlq_calls, change_calls = asyncio.run(_drive(settings, payloads))
+    dlq_calls, change_calls, feature_calls = asyncio.run(_drive(settings, payloads))
 
     [state] = read_states(connect(settings.redis_url), Keys(settings.namespace), ["c1"])
     assert state.purchases == 1 and str(state.monetary) == "30.00"
@@ -66,3 +67,8 @@ def test_agent_writes_state_and_routes_outputs(rtba_env):
     assert len(change_calls) == 1  # the repeated order changed nothing
     change = json.loads(change_calls[0].kwargs["value"])
     assert (change["from"], change["to"], change["customer_id"]) == (None, "New", "c1")
+
+    # The trainer's evidence: the one applied event, a batch's samples in one record.
+    samples = [s for call in feature_calls for s in json.loads(call.kwargs["value"])]
+    assert [cid for cid, _ in samples] == ["c1"]
+    assert samples[0][1]["features"] and samples[0][1]["last_event_ms"] > 0
