@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -167,25 +168,28 @@ def create_app(settings: Settings) -> Pipeline:
             with SlowStep(f"training on {len(samples)} samples", log):
                 await trainer.train(samples)
 
-    async def emit_or_log(step, what: str) -> None:
-        """A leader timer's work and its sends. A timer that raises takes the whole worker
-        down with it; a failed run loses nothing (the due index, the models and the outbox
-        stay as they were), so log it and let the next run retry."""
+    async def emit_or_log(outcomes: Callable[[], AsyncIterator[BatchOutcome]], what: str):
+        """A leader timer's work and its sends, each outcome sent as it comes. A timer that
+        raises takes the whole worker down with it; a failed run loses nothing (the due
+        index, the models and the outbox stay as they were), so log it and let the next
+        run retry."""
         try:
-            with SlowStep(f"a run of the {what}", log, last="emitted") as timed:
-                outcome = await step()
-                timed.mark("work")
-                await emit(outcome)
+            with SlowStep(f"a run of the {what}", log):
+                async for outcome in outcomes():
+                    await emit(outcome)
         except Exception:
             log.exception("%s failed; the next run retries", what)
 
     @app.timer(settings.tick_s, on_leader=True)
     async def rescore_due_customers():
-        await emit_or_log(rescorer.tick, "re-scoring tick")
+        await emit_or_log(rescorer.slices, "re-scoring tick")
+
+    async def relay_leftovers():
+        yield await relay.leftovers()
 
     @app.timer(settings.outbox_relay_s, on_leader=True)
     async def relay_outbox_leftovers():
-        await emit_or_log(relay.leftovers, "outbox relay")
+        await emit_or_log(relay_leftovers, "outbox relay")
 
     async def in_background(job, what: str) -> None:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""
