@@ -216,7 +216,14 @@ def test_a_tick_rescores_its_thousand_in_slices_that_leave_the_loop_to_others(se
         leap = {"event_id": "late", "customer_id": "zz", "type": "click", "action": "view",
                 "ts": purchase_ms(0) + 365 * day}  # fmt: skip
         await processor.process([Record(0, customers, b"zz", json.dumps(leap).encode())])
-        rescorer = Rescorer(processor, limit=1000, slice_size=slice_size)
+        pauses: list[float] = []
+
+        async def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            await asyncio.sleep(seconds)
+
+        rescorer = Rescorer(processor, limit=1000, slice_size=slice_size, share=0.5,
+                            pause=pause)  # fmt: skip
         seen, ticking = [], True
 
         async def other_work():  # reads the counter the way a user's `rtba stats` would
@@ -225,8 +232,12 @@ def test_a_tick_rescores_its_thousand_in_slices_that_leave_the_loop_to_others(se
                 await asyncio.sleep(0)
 
         watcher = asyncio.create_task(other_work())
+        started = time.perf_counter()
         first = await rescorer.tick()
         ticking = False
+        # At most half the loop while the tick has work: it pauses as long as each slice took.
+        busy = time.perf_counter() - started - sum(pauses)
+        assert len(pauses) >= 9 and sum(pauses) >= 0.5 * busy, (pauses, busy)
         await watcher
         after_first = rescored()
         second = await rescorer.tick()
