@@ -15,7 +15,7 @@ from typing import ClassVar
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import MS_PER_DAY, BeyondHorizon, CustomerState, utc_day
-from online_models.features import behaviour_features
+from online_models.features import as_rows, behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
 from streams.schemas import (
@@ -246,7 +246,11 @@ def assign_cluster(
     features = behaviour_features(state, now_ms)
     if features is None:
         return
-    cluster_id = models.clusters.assign(features)
+    _set_cluster(state, models.clusters.assign(features), now_ms, cause, features, out)
+
+
+def _set_cluster(state: CustomerState, cluster_id: int, now_ms: int, cause: Cause,
+                 features: dict, out: BatchOutcome) -> None:  # fmt: skip
     if cluster_id != state.cluster_id:
         out.changes.append(SegmentChange(
             state.customer_id, "cluster",
@@ -445,15 +449,21 @@ def _fold_one(
 
 
 def reassign_clusters(states: Iterable[CustomerState], models: Models) -> BatchOutcome:
-    """Assign customers to the clusters of a new snapshot (the leader's sweep). Only the
-    customers whose id actually changes are written and announced."""
+    """Assign customers to the clusters of a new snapshot (the leader's sweep), all of a
+    slice in one distance computation. Only the customers whose id actually changes are
+    written and announced."""
     out = BatchOutcome()
-    if models.clusters is None:
+    snapshot = models.clusters
+    if snapshot is None or not snapshot.ids:
         return out
-    cause = Cause("snapshot", f"s{models.clusters.version}")
-    for state in states:
+    cause = Cause("snapshot", f"s{snapshot.version}")
+    known = [(s, f) for s in states if (f := behaviour_features(s, s.clock_ms)) is not None]
+    if not known:
+        return out
+    nearest = snapshot.assign_many(as_rows([features for _, features in known]))
+    for (state, features), cluster_id in zip(known, nearest.tolist(), strict=True):
         before = state.cluster_id
-        assign_cluster(state, state.clock_ms, models, cause, out)
+        _set_cluster(state, cluster_id, state.clock_ms, cause, features, out)
         if state.cluster_id != before:
             out.states[state.customer_id] = state
     return out

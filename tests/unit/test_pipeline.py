@@ -17,6 +17,7 @@ from streams.pipeline import (
     fold_batch,
     lookups,
     next_due_ms,
+    reassign_clusters,
     rescore_due,
 )
 from streams.schemas import Limits
@@ -280,3 +281,63 @@ def test_the_trainer_snapshots_every_n_samples_but_not_more_often_than_its_inter
     now[0] = 5.0
     assert trainer.learn(batch).version == 2  # the samples waiting are not lost
     assert trainer.learn(batch[:5]) is None  # and a new count starts
+
+
+def test_the_sweep_moves_each_customer_to_its_nearest_centroid_and_announces_only_moves():
+    """Forty customers of different habits, a snapshot of three clusters, the sweep's one
+    distance computation against a nearest centroid worked out here, customer by
+    customer, in plain Python (an unknown feature counts as the mean)."""
+    import math
+
+    import numpy as np
+
+    from online_models.clusters import ClusterSnapshot
+    from online_models.features import FEATURES, behaviour_features
+
+    states = []
+    for c in range(40):
+        state = CustomerState(f"c{c}")
+        for k in range(1 + c % 5):
+            state.apply_purchase(T0 + (k * (c + 1)) * DAY, Decimal(10 + 7 * c), f"o{c}-{k}")
+        state.evaluated_ms = T0 + 200 * DAY + (c % 9) * 30 * DAY  # time-driven "now"
+        states.append(state)
+    rows = [behaviour_features(s, s.clock_ms) for s in states]
+    known = [[r[f] for r in rows if r.get(f) is not None and not math.isnan(r[f])]
+             for f in FEATURES]  # fmt: skip
+    mean = np.array([sum(v) / len(v) if v else 0.0 for v in known])
+    scale = np.array([max(float(np.std(v)), 1.0) if v else 1.0 for v in known])
+
+    def z(features: dict, j: int) -> float:
+        v = features.get(FEATURES[j])
+        return 0.0 if v is None or math.isnan(v) else (v - mean[j]) / scale[j]
+
+    # Three customers' own points, a little off, as the centroids.
+    centroids = np.array([[z(rows[i], j) + 0.1 for j in range(len(FEATURES))]
+                          for i in (1, 17, 33)])  # fmt: skip
+    snapshot = ClusterSnapshot(4, [7, 11, 13], centroids, mean, scale)
+
+    def nearest(features: dict) -> int:
+        best = None
+        for cid, centre in zip([7, 11, 13], centroids.tolist(), strict=True):
+            d2 = sum((z(features, j) - centre[j]) ** 2 for j in range(len(FEATURES)))
+            if best is None or d2 < best[0]:
+                best = (d2, cid)
+        return best[1]
+
+    for c, state in enumerate(states):  # some already sit in their cluster, some elsewhere
+        state.cluster_id = {0: nearest(rows[c]), 1: 7}.get(c % 3)
+
+    before = {s.customer_id: s.cluster_id for s in states}
+    expected = {s.customer_id: nearest(behaviour_features(s, s.clock_ms)) for s in states}
+    out = reassign_clusters(states, Models(RFMScorer(), None, snapshot))
+
+    assert len(set(expected.values())) == 3  # the snapshot splits them
+    assert {s.customer_id: s.cluster_id for s in states} == expected
+    moved = {cid for cid in expected if expected[cid] != before[cid]}
+    assert set(out.states) == moved and moved
+    assert len(expected.keys() - moved) > 0  # some stayed, and are neither written nor sent
+    assert {c.customer_id: (c.from_segment, c.to_segment) for c in out.changes} == {
+        cid: (None if before[cid] is None else str(before[cid]), str(expected[cid]))
+        for cid in moved
+    }
+    assert {(c.cause.reason, c.cause.key) for c in out.changes} == {("snapshot", "s4")}
