@@ -183,7 +183,8 @@ def create_app(settings: Settings) -> Pipeline:
 
     @app.timer(settings.tick_s, on_leader=True)
     async def rescore_due_customers():
-        # A tick stretches (it leaves half the loop to the agent): slow once it overruns.
+        # A tick stretches (it leaves two thirds of the loop to the agent): slow once it
+        # overruns.
         await emit_or_log(rescorer.slices, "re-scoring tick", settings.tick_s)
 
     async def relay_leftovers():

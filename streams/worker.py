@@ -297,9 +297,9 @@ class Rescorer:
     Up to ``limit`` customers of each kind a tick, in slices of ``slice_size``: the tick
     shares the worker's event loop with the agent serving events, and evaluating 1,000
     customers in one go held it for over a second when event time leapt (docs/
-    performance.md). Between slices, batches of events go through; a slice holds the loop
-    for ~20-50 ms on this machine class, and a shorter hold is a shorter wait for the
-    events that arrive during it (f's p99, 3 runs: 378 ms with 100 a slice, 257 with 50).
+    performance.md). Between slices, batches of events go through; a shorter slice is a
+    shorter wait for the events that arrive during it (f's p99, sets of 3 runs: 378 ms
+    with 100 a slice; 257 and 507 with 50. h at 1M: no slice of 50 held the loop 4 ms).
     """
 
     def __init__(self, processor: BatchProcessor, limit: int = 1000, slice_size: int = 50,

@@ -328,7 +328,7 @@ def test_the_sweep_moves_each_customer_to_its_nearest_centroid_and_announces_onl
         state.cluster_id = {0: nearest(rows[c]), 1: 7}.get(c % 3)
 
     before = {s.customer_id: s.cluster_id for s in states}
-    expected = {s.customer_id: nearest(behaviour_features(s, s.clock_ms)) for s in states}
+    expected = {s.customer_id: nearest(row) for s, row in zip(states, rows, strict=True)}
     out = reassign_clusters(states, Models(RFMScorer(), None, snapshot))
 
     assert len(set(expected.values())) == 3  # the snapshot splits them
