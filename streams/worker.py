@@ -294,7 +294,8 @@ class Rescorer:
     """The leader's tick: re-score exactly the customers due by the watermark, then move
     the sweep that assigns customers to a new cluster snapshot.
 
-    Up to ``limit`` customers of each kind a tick, in slices of ``slice_size``: the tick
+    Up to ``limit`` due customers and ``sweep_limit`` swept ones a tick, in slices of
+    ``slice_size``: the tick
     shares the worker's event loop with the agent serving events, and evaluating 1,000
     customers in one go held it for over a second when event time leapt (docs/
     performance.md). Between slices, batches of events go through; a shorter slice is a
@@ -303,11 +304,16 @@ class Rescorer:
     """
 
     def __init__(self, processor: BatchProcessor, limit: int = 1000, slice_size: int = 50,
-                 share: float = 0.33,
+                 share: float = 0.33, sweep_limit: int = 200,
                  pause: Callable[[float], Awaitable] = asyncio.sleep):  # fmt: skip
         self.processor = processor
         self.store = processor.store
         self.limit = limit
+        # The sweep only brings silent customers to a newer snapshot (anyone with an event
+        # gets it at once), and a learning trainer publishes one every few seconds: at
+        # 1,000 a tick the sweep alone kept a third of the loop busy under live traffic
+        # (F, docs/performance.md). 200 a second is a pass over 1M customers in ~80 min.
+        self.sweep_limit = sweep_limit
         self.slice_size = slice_size
         # The most of the event loop a tick takes while it has work: a due customer can
         # wait a second, a new event's alert should not. f's p99, 3 runs each: 257-612 ms
@@ -329,11 +335,13 @@ class Rescorer:
         the slice it hit."""
         marks = await retry_transient(self.store.marks, "a re-scoring tick")
         watermark = marks.watermark()
-        for step in (partial(self._rescore_due, watermark), self._sweep_clusters):
+        steps = ((partial(self._rescore_due, watermark), self.limit),
+                 (self._sweep_clusters, self.sweep_limit))  # fmt: skip
+        for step, limit in steps:
             done = 0
-            while done < self.limit:
+            while done < limit:
                 started = time.perf_counter()
-                wanted = min(self.slice_size, self.limit - done)
+                wanted = min(self.slice_size, limit - done)
                 out, got = await retry_transient(partial(self._slice, step, wanted),
                                                  "a re-scoring tick")  # fmt: skip
                 yield out  # the caller sends it: part of the slice's time

@@ -180,7 +180,7 @@ def test_the_sweep_reaches_everybody_while_snapshots_keep_coming(settings):
         records = [purchase(i, f"s{i:04}", f"o{i}") for i in range(customers)]
         for at in range(0, customers, 500):  # no snapshot yet: nobody has a cluster
             await processor.process(records[at : at + 500])
-        rescorer = Rescorer(processor, limit=chunk)
+        rescorer = Rescorer(processor, sweep_limit=chunk)
         for version in range(1, 3 * customers // chunk):  # one snapshot per tick
             width = len(FEATURES)
             one_cluster = ClusterSnapshot(version, [7], np.zeros((1, width)), np.zeros(width),
