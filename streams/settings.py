@@ -1,34 +1,103 @@
-"""Every setting, with its default and its environment variable.
+"""Every setting in one place: its default, its environment variable and what it accepts.
 
-Connection addresses resolve in this order: the environment variable, then the
-local stack started by `rtba stack up` (its state file under RTBA_HOME), then
-the conventional localhost ports.
+Each field's variable is ``RTBA_`` and its name in capitals, except ``KAFKA_BOOTSTRAP``
+and ``REDIS_URL``. An empty variable counts as unset. A value that does not fit is
+refused when the settings are read, with the variable's name and the form it expects
+(:class:`streams.errors.ConfigError`), never later in a background job.
+
+Connection addresses resolve in this order: the environment variable, then the local
+stack started by ``rtba stack up`` (its state file under ``RTBA_HOME``), then the
+conventional localhost ports. ``RTBA_HOME`` defaults to ``~/.rtba``, so every command
+finds the stack from any directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from online_models.rfm import RFMScorer
+from streams.errors import ConfigError
+
+PREFIX = "RTBA_"
+# Kafka's legal characters for topic names and group.instance.id, and no ':' or braces,
+# which Redis key names and Cluster hash tags give a meaning (streams/keys.py).
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.split(",") if part.strip())
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name, default)
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("expected 1-100 letters, digits, '.', '_' or '-'")
     return value
 
 
-def stack_state_file(home: Path) -> Path:
-    return home / "stack.json"
+def _bootstrap(value: str) -> str:
+    servers = [part.strip() for part in value.split(",")]
+    if not all(_HOST_PORT.match(s) and 0 < int(s.rsplit(":", 1)[1]) < 65536 for s in servers):
+        raise ValueError("expected host:port, or several separated by commas")
+    return ",".join(servers)
+
+
+def _redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    ok = parts.scheme in ("redis", "rediss") and parts.hostname or parts.scheme == "unix"
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("expected redis://[user:password@]host:port/db (or rediss://, unix://)")
+    return value
+
+
+def _edges(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _ascending(edges: tuple[float, ...]) -> tuple[float, ...]:
+    if len(edges) != 4 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise ValueError("expected four ascending numbers separated by commas")
+    return edges
+
+
+def _directory(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError("expected a directory (this path is a file)")
+    return path
+
+
+Edges = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_edges), AfterValidator(_ascending)]
+Directory = Annotated[Path, AfterValidator(_directory)]
+Port = Annotated[int | None, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+
+# The environment read by the next Settings(): from_env's mapping, else os.environ.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("rtba_environ", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source, over the mapping ``from_env`` was given
+    (tests and the benchmarks hand a child exactly the settings they mean)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            return super()._load_env_vars()
+        # as the base class reads os.environ: names in lower case, empty values unset
+        return {name.lower(): value for name, value in environ.items() if value != ""}
 
 
 def read_stack_state(home: Path) -> dict:
@@ -38,107 +107,107 @@ def read_stack_state(home: Path) -> dict:
         return {}
 
 
-@dataclass(frozen=True)
-class Settings:
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    namespace: str = "behavior"
-    home: Path = field(default_factory=lambda: Path(".rtba"))
-    partitions: int = 6
-    replication_factor: int = 1
-    allowed_lateness_s: float = 300.0
-    max_future_s: float = 86_400.0
-    max_amount: float = 1_000_000.0
-    max_event_bytes: int = 65_536
+def stack_state_file(home: Path) -> Path:
+    return home / "stack.json"
+
+
+class Settings(BaseSettings):
+    """rtba's settings; build them with :meth:`from_env`.
+
+    >>> Settings.from_env({"RTBA_PARTITIONS": "12"}).partitions
+    12
+    >>> Settings.from_env({"RTBA_PARTITIONS": "twelve"})
+    Traceback (most recent call last):
+    ...
+    streams.errors.ConfigError: RTBA_PARTITIONS='twelve': expected a whole number
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, frozen=True, extra="ignore"
+    )
+
+    kafka_bootstrap: Annotated[str, AfterValidator(_bootstrap)] = Field(
+        "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP"
+    )
+    redis_url: Annotated[str, AfterValidator(_redis_url)] = Field(
+        "redis://127.0.0.1:6379/0", validation_alias="REDIS_URL"
+    )
+    namespace: Annotated[str, AfterValidator(_name)] = "behavior"
+    home: Directory = Path("~/.rtba")
+    # The Kafka jar cache of `rtba stack install` (the checkout's .cache/ by default).
+    cache: Directory = Path(__file__).resolve().parents[1] / ".cache"
+    partitions: int = Field(6, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=100)
+    allowed_lateness_s: float = Field(300.0, ge=0)
+    max_future_s: Seconds = 86_400.0
+    max_amount: Seconds = 1_000_000.0
+    max_event_bytes: int = Field(65_536, ge=256, le=10_000_000)
     # A customer's orders are kept this long after its latest event (de-duplication and
     # refunds), then kept as totals only (docs/decisions.md, "The order horizon").
-    order_horizon_days: float = 730.0
-    batch_size: int = 500
+    order_horizon_days: Seconds = 730.0
+    batch_size: int = Field(500, ge=1, le=100_000)
     # A lone event waits this long for company before its batch runs (the latency floor).
-    batch_within_s: float = 0.02
+    batch_within_s: float = Field(0.02, ge=0, le=60)
     # How long the broker may hold a fetch when it has little to return (Faust's driver
     # hard-codes 1,500 ms; streams/transport.py).
-    fetch_wait_ms: int = 100
-    recency_edges: tuple[float, ...] = (30.0, 90.0, 180.0, 365.0)
-    frequency_edges: tuple[float, ...] = (2, 3, 5, 8)
-    monetary_edges: tuple[float, ...] = (100.0, 300.0, 750.0, 2000.0)
-    churn_model: str = "mbgnbd"
-    churn_threshold: float = 0.7
-    churn_rearm_below: float = 0.5
-    churn_refit_s: float = 300.0
-    tick_s: float = 1.0
-    outbox_relay_s: float = 1.0  # how often the leader relays a crashed writer's leftovers
+    fetch_wait_ms: int = Field(100, ge=0, le=60_000)
+    recency_edges: Edges = (30.0, 90.0, 180.0, 365.0)
+    frequency_edges: Edges = (2.0, 3.0, 5.0, 8.0)
+    monetary_edges: Edges = (100.0, 300.0, 750.0, 2000.0)
+    rfm_adaptive: bool = True
+    rfm_refresh_s: Seconds = 60.0
+    churn_model: Literal["mbgnbd", "bgnbd"] = "mbgnbd"
+    churn_threshold: float = Field(0.7, gt=0, lt=1)
+    churn_rearm_below: float = Field(0.5, ge=0, lt=1)
+    churn_refit_s: Seconds = 300.0
+    tick_s: Seconds = 1.0
+    outbox_relay_s: Seconds = 1.0  # how often the leader relays a crashed writer's leftovers
     # A dead worker's partitions move after this long without its heartbeat (Kafka's
     # group.min.session.timeout.ms is 6 s by default); Faust's own default is 60 s.
-    session_timeout_s: float = 6.0
+    session_timeout_s: float = Field(6.0, ge=1, le=3600)
     # Static group membership (KIP-345) when set: a restarted worker with the same id gets
     # its partitions back at once, without a rebalance. Unique per running worker.
-    worker_id: str | None = None
+    worker_id: Annotated[str, AfterValidator(_name)] | None = None
     # The local stack's Redis AOF fsync policy: "always" makes every acknowledged write
     # durable before its Kafka offsets are committed; "everysec" may lose up to a second.
-    redis_fsync: str = "always"
+    redis_fsync: Literal["always", "everysec"] = "always"
     # `rtba stack up` starts a three-master Redis Cluster instead of one redis-server.
     # Workers and the CLI need no setting: they ask the server which kind it is.
     redis_cluster: bool = False
-    rfm_adaptive: bool = True
-    rfm_refresh_s: float = 60.0
-    clusters: int = 5
-    cluster_snapshot_every: int = 500
-    cluster_warmup: int = 2000
-    cluster_snapshot_min_s: float = 5.0
+    # Fixed loopback ports for `rtba stack up` (free ones when unset).
+    kafka_port: Port = None
+    kafka_controller_port: Port = None
+    redis_port: Port = None
+    clusters: int = Field(5, ge=1, le=100)
+    cluster_snapshot_every: int = Field(500, ge=1)
+    cluster_warmup: int = Field(2000, ge=0)
+    cluster_snapshot_min_s: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _rearm_below_threshold(self) -> Settings:
+        if self.churn_rearm_below >= self.churn_threshold:
+            raise ValueError("RTBA_CHURN_REARM_BELOW must be below RTBA_CHURN_THRESHOLD")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_others):
+        return (init_settings, _Environment(settings_cls))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        home = Path(env.get("RTBA_HOME", ".rtba"))
-        stack = read_stack_state(home)
-        d = cls()
-        return cls(
-            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP")
-            or stack.get("kafka_bootstrap", d.kafka_bootstrap),
-            redis_url=env.get("REDIS_URL") or stack.get("redis_url", d.redis_url),
-            namespace=env.get("RTBA_NAMESPACE", d.namespace),
-            home=home,
-            partitions=int(env.get("RTBA_PARTITIONS", d.partitions)),
-            replication_factor=int(env.get("RTBA_REPLICATION_FACTOR", d.replication_factor)),
-            allowed_lateness_s=float(env.get("RTBA_ALLOWED_LATENESS_S", d.allowed_lateness_s)),
-            max_future_s=float(env.get("RTBA_MAX_FUTURE_S", d.max_future_s)),
-            max_amount=float(env.get("RTBA_MAX_AMOUNT", d.max_amount)),
-            max_event_bytes=int(env.get("RTBA_MAX_EVENT_BYTES", d.max_event_bytes)),
-            order_horizon_days=float(env.get("RTBA_ORDER_HORIZON_DAYS", d.order_horizon_days)),
-            batch_size=int(env.get("RTBA_BATCH_SIZE", d.batch_size)),
-            batch_within_s=float(env.get("RTBA_BATCH_WITHIN_S", d.batch_within_s)),
-            fetch_wait_ms=int(env.get("RTBA_FETCH_WAIT_MS", d.fetch_wait_ms)),
-            recency_edges=_floats(env["RTBA_RECENCY_EDGES"])
-            if "RTBA_RECENCY_EDGES" in env
-            else d.recency_edges,
-            frequency_edges=_floats(env["RTBA_FREQUENCY_EDGES"])
-            if "RTBA_FREQUENCY_EDGES" in env
-            else d.frequency_edges,
-            monetary_edges=_floats(env["RTBA_MONETARY_EDGES"])
-            if "RTBA_MONETARY_EDGES" in env
-            else d.monetary_edges,
-            churn_model=env.get("RTBA_CHURN_MODEL", d.churn_model),
-            churn_threshold=float(env.get("RTBA_CHURN_THRESHOLD", d.churn_threshold)),
-            churn_rearm_below=float(env.get("RTBA_CHURN_REARM_BELOW", d.churn_rearm_below)),
-            churn_refit_s=float(env.get("RTBA_CHURN_REFIT_S", d.churn_refit_s)),
-            tick_s=float(env.get("RTBA_TICK_S", d.tick_s)),
-            outbox_relay_s=float(env.get("RTBA_OUTBOX_RELAY_S", d.outbox_relay_s)),
-            session_timeout_s=float(env.get("RTBA_SESSION_TIMEOUT_S", d.session_timeout_s)),
-            worker_id=env.get("RTBA_WORKER_ID") or None,
-            redis_fsync=_choice(env, "RTBA_REDIS_FSYNC", d.redis_fsync, ("always", "everysec")),
-            redis_cluster=_choice(env, "RTBA_REDIS_CLUSTER", "0", ("0", "1")) == "1",
-            rfm_adaptive=env.get("RTBA_RFM_ADAPTIVE", "1") not in ("0", "false", "no"),
-            rfm_refresh_s=float(env.get("RTBA_RFM_REFRESH_S", d.rfm_refresh_s)),
-            clusters=int(env.get("RTBA_CLUSTERS", d.clusters)),
-            cluster_snapshot_every=int(
-                env.get("RTBA_CLUSTER_SNAPSHOT_EVERY", d.cluster_snapshot_every)
-            ),
-            cluster_warmup=int(env.get("RTBA_CLUSTER_WARMUP", d.cluster_warmup)),
-            cluster_snapshot_min_s=float(
-                env.get("RTBA_CLUSTER_SNAPSHOT_MIN_S", d.cluster_snapshot_min_s)
-            ),
-        )
+        """The settings of ``env`` (default: the process environment), with the local
+        stack's addresses where ``KAFKA_BOOTSTRAP`` or ``REDIS_URL`` is not set."""
+        token = _ENVIRON.set(env)
+        try:
+            settings = cls()
+        except ValidationError as exc:
+            raise ConfigError(_first_problem(exc, os.environ if env is None else env)) from None
+        finally:
+            _ENVIRON.reset(token)
+        stack = read_stack_state(settings.home)
+        given = settings.model_fields_set
+        found = {k: stack[k] for k in ("kafka_bootstrap", "redis_url") if k in stack}
+        return settings.model_copy(update={k: v for k, v in found.items() if k not in given})
 
     def scorer(self) -> RFMScorer:
         return RFMScorer(self.recency_edges, self.frequency_edges, self.monetary_edges)
@@ -177,3 +246,41 @@ class Settings:
     @property
     def app_id(self) -> str:
         return f"rtba-{self.namespace}"
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else PREFIX + field.upper()
+
+
+# pydantic's wording for the common cases, in the form a person types at a shell.
+_EXPECTED = {
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "bool_parsing": "expected 1 or 0 (or true/false, yes/no)",
+    "greater_than_equal": "expected a number ≥ {ge}",
+    "greater_than": "expected a number > {gt}",
+    "less_than_equal": "expected a number ≤ {le}",
+    "less_than": "expected a number < {lt}",
+    "literal_error": "expected {expected}",
+}
+
+
+def _first_problem(exc: ValidationError, env: Mapping[str, str]) -> str:
+    """One line for the first bad value: the variable, what was given, what fits."""
+    error = exc.errors()[0]
+    if not error["loc"]:  # a check across fields (its message names them)
+        return str(error["msg"]).removeprefix("Value error, ")
+    loc = str(error["loc"][0])
+    field = next((f for f in Settings.model_fields if loc in (f, env_name(f))), None)
+    name = env_name(field) if field else loc
+    given = env.get(name, error["input"])  # the whole value, not one list item of it
+    template = _EXPECTED.get(error["type"])
+    expected = (
+        template.format(**error.get("ctx", {})).replace("'", "")
+        if template
+        else str(error["msg"]).removeprefix("Value error, ")
+    )
+    return f"{name}={given!r}: {expected}"

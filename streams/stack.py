@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 
 from streams import redis_client
-from streams.settings import Settings, read_stack_state, stack_state_file
+from streams.settings import Settings, env_name, read_stack_state, stack_state_file
 from streams.topics import admin_client, ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def _say(message: str) -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RTBA_CACHE", REPO_ROOT / ".cache"))
+    return Settings.from_env().cache
 
 
 def kafka_version() -> str:
@@ -136,12 +136,12 @@ def port_free(port: int) -> bool:
         return True
 
 
-def _choose_port(env_name: str, previous: int | None) -> int:
-    wanted = os.environ.get(env_name)
+def _choose_port(settings: Settings, field: str, previous: int | None) -> int:
+    wanted = getattr(settings, field)
     if wanted:
-        if not port_free(int(wanted)):
-            raise StackError(f"port {wanted} ({env_name}) is already in use on 127.0.0.1")
-        return int(wanted)
+        if not port_free(wanted):
+            raise StackError(f"port {wanted} ({env_name(field)}) is already in use on 127.0.0.1")
+        return wanted
     if previous and port_free(previous):
         return previous
     return free_port()
@@ -404,13 +404,13 @@ def up(settings: Settings) -> dict:
         for pid in state.pop("redis_cluster_pids", None) or []:  # the other kind was up
             stop_pid(pid)
         if not (alive(state.get("redis_pid")) and redis_healthy(state.get("redis_url", ""))):
-            port = _choose_port("RTBA_REDIS_PORT", state.get("redis_port"))
+            port = _choose_port(settings, "redis_port", state.get("redis_port"))
             state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
             state["redis_pid"] = start_redis(home, port, settings.redis_fsync)
             _say(f"redis-server up on 127.0.0.1:{port} (pid {state['redis_pid']})")
     if not (alive(state.get("kafka_pid")) and kafka_healthy(state.get("kafka_bootstrap", ""))):
-        port = _choose_port("RTBA_KAFKA_PORT", state.get("kafka_port"))
-        cport = _choose_port("RTBA_KAFKA_CONTROLLER_PORT", state.get("kafka_controller_port"))
+        port = _choose_port(settings, "kafka_port", state.get("kafka_port"))
+        cport = _choose_port(settings, "kafka_controller_port", state.get("kafka_controller_port"))
         if cport == port:
             cport = free_port()
         state.update(kafka_port=port, kafka_controller_port=cport,
