@@ -59,7 +59,7 @@ def _line(event: dict) -> str:
             f"{event['from'] or '(new)':>20} -> {event['to']:<20} [{event['reason']}]")  # fmt: skip
 
 
-def run_demo(settings: Settings, args) -> int:
+def run_demo(settings: Settings, customers: int, events: int, rate: float, duration: float) -> int:
     was_running = stack.status(settings)
     started_stack = not stack.external(settings) and "down" in (
         was_running["kafka"],
@@ -83,13 +83,13 @@ def run_demo(settings: Settings, args) -> int:
     worker = _spawn(env, "worker", log=open(worker_log, "ab"))
     producer = _spawn(
         env,
-        "produce", "synthetic", "--customers", str(args.customers),
-        "--events", str(args.events), "--rate", str(args.rate),
+        "produce", "synthetic", "--customers", str(customers),
+        "--events", str(events), "--rate", str(rate),
     )  # fmt: skip
     print(f"rtba demo: Kafka {info['kafka_bootstrap']}, Redis {info['redis_url']}, worker log "
           f"{worker_log}; segment changes follow (Ctrl-C stops)", flush=True)  # fmt: skip
     seen = 0
-    deadline = time.monotonic() + args.duration if args.duration else None
+    deadline = time.monotonic() + duration if duration else None
     try:
         while deadline is None or time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():

@@ -116,8 +116,85 @@ def _cluster_rows(states: list[CustomerState], clusters: ClusterSnapshot | None)
     sizes = Counter(s.cluster_id for s in states if s.cluster_id is not None)
     rows = []
     for cluster_id in sorted(set(clusters.ids) | set(sizes)):
-        row = clusters.profile(cluster_id) if cluster_id in clusters.ids else {
-            "id": cluster_id, "label": None, "centroid": None,  # died since, members not yet moved
-        }  # fmt: skip
+        row = (
+            clusters.profile(cluster_id)
+            if cluster_id in clusters.ids
+            else {
+                "id": cluster_id,
+                "label": None,
+                "centroid": None,  # died since, members not yet moved
+            }
+        )
         rows.append({**row, "customers": sizes.get(cluster_id, 0)})
     return rows
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _date(text: str | None) -> str:
+    return text[:10] if text else "-"
+
+
+def profile_text(row: dict) -> str:
+    """A profile for a person: three lines, ISO dates, the churn risk and cluster label.
+
+    >>> print(profile_text({"customer_id": "c1", "segment": "Champions", "purchases": 3,
+    ...     "purchase_days": 2, "monetary": 1250.5, "first_purchase": "2026-01-02T10:00:00+00:00",
+    ...     "last_purchase": "2026-11-30T09:00:00+00:00", "recency_days": 3.04, "churn_risk": 0.12,
+    ...     "p_alive": 0.88, "expected_purchases_90d": 1.5, "predicted_clv_365d": 410.0,
+    ...     "cluster": {"id": 2, "label": "frequent, big baskets"}, "top_categories": ["toys"]}))
+    c1  Champions  cluster 2 (frequent, big baskets)
+      3 purchases on 2 days, 1,250.50 spent; first 2026-01-02, last 2026-11-30 (3.0 days ago)
+      churn risk 0.12 (alive 0.88), 1.5 purchases expected in 90 days, CLV 410.00; top: toys
+    """
+    cluster = row.get("cluster") or {}
+    if cluster.get("id") is None:
+        where = "no cluster yet"
+    else:
+        where = f"cluster {cluster['id']}" + (
+            f" ({cluster['label']})" if cluster.get("label") else ""
+        )
+    recency = row.get("recency_days")
+    ago = "" if recency is None else f" ({recency:.1f} days ago)"
+    expected = row.get("expected_purchases_90d")
+    if row.get("churn_risk") is None:
+        risk = "no churn model yet"
+    else:
+        risk = f"churn risk {_share(row['churn_risk'])} (alive {_share(row.get('p_alive'))})"
+        if expected is not None:
+            risk += f", {expected:.1f} purchases expected in 90 days"
+        risk += f", CLV {_money(row.get('predicted_clv_365d'))}"
+    top = ", ".join(row.get("top_categories") or []) or "-"
+    return (
+        f"{row['customer_id']}  {row.get('segment') or 'no purchase yet'}  {where}\n"
+        f"  {row['purchases']} purchases on {row['purchase_days']} days, "
+        f"{_money(row['monetary'])} spent; first {_date(row['first_purchase'])}, "
+        f"last {_date(row['last_purchase'])}{ago}\n"
+        f"  {risk}; top: {top}"
+    )
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Plain columns: text left, numbers right.
+
+    >>> print(table([["events", "1,024"], ["dlq", "3"]], ["counter", "value"]))
+    counter   value
+    events    1,024
+    dlq           3
+    """
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def numeric(cell: str) -> bool:
+        return cell.replace(",", "").replace(".", "").replace("-", "").isdigit()
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "   ".join(c.rjust(w) if numeric(c) and i else c.ljust(w) for i, (c, w) in pairs)
+
+    return "\n".join(line([str(c) for c in r]).rstrip() for r in [header, *rows])

@@ -1,0 +1,298 @@
+"""Commands that read what the pipeline keeps in Redis: profile, segments, members, stats,
+churn fit, reset."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import click
+
+from streams.cli.common import ISO_TIME, json_option, log, print_json, require_redis, settings, when
+from streams.errors import NotReady
+
+PAGE = 1000  # customers read per round trip while walking everyone
+
+
+class Reader:
+    """The Redis client, key names and models in force, for one command."""
+
+    def __init__(self):
+        self.settings = settings()
+        require_redis(self.settings)  # before the heavy imports: a stack down answers at once
+        from streams.keys import Keys
+        from streams.store import connect
+        from streams.worker import current_models
+
+        self.client = connect(self.settings.redis_url)
+        self.keys = Keys(self.settings.namespace)
+        self.models = current_models(self.client, self.keys, self.settings)
+
+    def as_of(self, given: int | None) -> int:
+        """--as-of, else the watermark, else now."""
+        from streams.store import read_marks
+
+        if given is not None:
+            return given
+        watermark = read_marks(self.client, self.keys).watermark()
+        return watermark if watermark is not None else int(time.time() * 1000)
+
+    def states(self, ids: list[str]):
+        from streams.store import read_states
+
+        return read_states(self.client, self.keys, ids)
+
+    def everyone(self) -> Iterator:
+        """Every customer's state, a page at a time."""
+        from streams.store import all_customer_ids
+
+        ids = all_customer_ids(self.client, self.keys)
+        for start in range(0, len(ids), PAGE):
+            yield from self.states(ids[start : start + PAGE])
+
+    def profile(self, state, as_of_ms: int) -> dict:
+        from streams.views import profile
+
+        return profile(state, as_of_ms, self.models.rfm, self.models.churn, self.models.clusters)
+
+
+@click.command()
+@click.argument("customer_ids", nargs=-1)
+@click.option("--all", "everyone", is_flag=True, help="every customer, one after another")
+@click.option(
+    "--as-of", type=ISO_TIME, help="the time the profile is seen at (default: the watermark)"
+)
+@json_option
+def profile(customer_ids, everyone, as_of, as_json) -> int:
+    """Customer profiles.
+
+    RFM figures and segment, cluster, churn risk, expected purchases and CLV. Exit code
+    1 when an id has no state.
+
+    \b
+    Examples:
+      rtba profile c000001 c000002
+      rtba profile --all --json | head
+      rtba profile c000001 --as-of 2026-12-24
+    """
+    if not everyone and not customer_ids:
+        raise click.UsageError("name customer ids, or use --all")
+    reader = Reader()
+    from streams.views import profile_text
+
+    moment = reader.as_of(as_of)
+    states = reader.everyone() if everyone else reader.states(list(customer_ids))
+    found = set()
+    for state in states:
+        found.add(state.customer_id)
+        row = reader.profile(state, moment)
+        if as_json:
+            print_json(row)
+        else:
+            click.echo(profile_text(row))
+    missing = [c for c in dict.fromkeys(customer_ids) if c not in found]
+    for customer in missing:
+        log(f"rtba profile: no customer {customer!r} in namespace {reader.settings.namespace!r}")
+    return 1 if missing else 0
+
+
+@click.command()
+@click.option("--as-of", type=ISO_TIME, help="segments as of this time (default: the watermark)")
+@json_option
+def segments(as_of, as_json) -> None:
+    """Segment and cluster sizes and profiles.
+
+    RFM segments, clusters with their labels, and (with --json) the models in force.
+
+    \b
+    Examples:
+      rtba segments
+      rtba segments --json | jq '.rfm[] | select(.customers > 0)'
+    """
+    reader = Reader()
+    from streams.store import model_status
+    from streams.views import segment_summary, table
+
+    moment = reader.as_of(as_of)
+    clusters, rfm = reader.models.clusters, reader.models.rfm
+    summary = segment_summary(list(reader.everyone()), moment, rfm, clusters)
+    summary["cluster_snapshot"] = clusters.version if clusters else None
+    summary["models"] = model_status(reader.client, reader.keys, int(time.time() * 1000))
+    summary["cluster_events"] = clusters.events if clusters else []  # born or died at it
+    summary["rfm_edges"] = {
+        "recency_days": rfm.recency_edges,
+        "frequency": rfm.frequency_edges,
+        "monetary": rfm.monetary_edges,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(
+        f"as of {when(moment)}: {summary['customers']:,} customers "
+        f"({summary['without_purchase']:,} without a purchase)\n"
+    )
+    rows = [
+        [
+            r["segment"],
+            f"{r['customers']:,}",
+            f"{r['mean_recency_days']:.0f}",
+            f"{r['mean_frequency']:.1f}",
+            f"{r['mean_monetary']:,.2f}",
+        ]
+        for r in summary["rfm"]
+        if r["customers"]
+    ]
+    click.echo(table(rows, ["segment", "customers", "recency (days)", "purchases", "spent"]))
+    if summary["clusters"]:
+        rows = [
+            [str(r["id"]), f"{r['customers']:,}", r["label"] or "(gone)"]
+            for r in summary["clusters"]
+        ]
+        click.echo("\n" + table(rows, ["cluster", "customers", "label"]))
+
+
+@click.command()
+@click.option("--segment", help="an RFM segment name, e.g. 'At Risk'")
+@click.option("--cluster", type=int, help="a cluster id (see `rtba segments`)")
+@click.option("--as-of", type=ISO_TIME, help="segments as of this time (default: the watermark)")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@json_option
+def members(segment, cluster, as_of, limit, as_json) -> None:
+    """The customers in a segment or a cluster.
+
+    In customer-id order, as of the watermark.
+
+    \b
+    Examples:
+      rtba members --segment "Can't Lose Them"
+      rtba members --cluster 2 --limit 1000 --json
+    """
+    from online_models.rfm import SEGMENTS
+
+    if (segment is None) == (cluster is None):
+        raise click.UsageError("give one of --segment or --cluster")
+    if segment is not None and segment not in SEGMENTS:
+        raise click.BadParameter(
+            f"{segment!r}; expected one of: {', '.join(SEGMENTS)}", param_hint="--segment"
+        )
+    reader = Reader()
+    moment = reader.as_of(as_of)
+    shown = 0
+    for state in reader.everyone():
+        row = reader.profile(state, moment)
+        if (
+            (row["segment"] != segment)
+            if segment is not None
+            else (row["cluster"]["id"] != cluster)
+        ):
+            continue
+        if as_json:
+            print_json(
+                {
+                    k: row[k]
+                    for k in (
+                        "customer_id",
+                        "segment",
+                        "cluster",
+                        "churn_risk",
+                        "monetary",
+                        "recency_days",
+                    )
+                }
+            )
+        else:
+            risk = "-" if row["churn_risk"] is None else f"{row['churn_risk']:.2f}"
+            click.echo(f"{row['customer_id']}  {row['segment'] or '-'}  churn risk {risk}")
+        shown += 1
+        if shown >= limit:
+            break
+
+
+@click.command()
+@json_option
+def stats(as_json) -> None:
+    """Worker counters and event-time marks.
+
+    Events taken, applied, duplicates, DLQ by reason; the watermark.
+
+    \b
+    Examples:
+      rtba stats
+      rtba stats --json
+    """
+    reader = Reader()
+    from streams.store import read_marks, read_stats
+    from streams.views import table
+
+    marks = read_marks(reader.client, reader.keys)
+    counters = read_stats(reader.client, reader.keys)
+    if as_json:
+        print_json(
+            {
+                "counters": counters,
+                "max_event_ts": marks.max_event_ts,
+                "partition_marks": marks.partitions,
+                "watermark": marks.watermark(),
+            }
+        )
+        return
+    if not counters:
+        click.echo(f"namespace {reader.settings.namespace!r}: no events counted yet")
+    else:
+        click.echo(
+            table([[k, f"{v:,}"] for k, v in sorted(counters.items())], ["counter", "value"])
+        )
+    click.echo(
+        f"\nwatermark        {when(marks.watermark())}\nlatest event     {when(marks.max_event_ts)}"
+    )
+
+
+@click.group()
+def churn() -> None:
+    """The churn model (MBG/NBD or BG/NBD, with Gamma-Gamma CLV).
+
+    \b
+    Examples:
+      rtba churn fit
+    """
+
+
+@churn.command("fit")
+@click.option(
+    "--model",
+    type=click.Choice(["bgnbd", "mbgnbd"]),
+    default=None,
+    help="default: RTBA_CHURN_MODEL (mbgnbd)",
+)
+@click.option("--as-of", type=ISO_TIME, help="fit as of this time (default: the watermark)")
+@json_option
+def churn_fit(model, as_of, as_json) -> None:
+    """Fit the churn model on every customer now and publish it (workers pick it up).
+
+    \b
+    Examples:
+      rtba churn fit
+      rtba churn fit --model bgnbd --json
+    """
+    chosen = settings()
+    require_redis(chosen)
+    from streams.schemas import iso
+    from streams.worker import RefitSkipped, refit_churn
+
+    try:
+        fitted = refit_churn(chosen, as_of, model)
+    except RefitSkipped as exc:
+        raise NotReady(f"not fitted: {exc}") from None
+    fitted["as_of"] = iso(fitted.pop("as_of_ms"))
+    if as_json:
+        print_json(fitted)
+        return
+    p = fitted["params"]
+    click.echo(
+        f"{fitted['model']} v{fitted['version']} on {fitted['customers']:,} customers as of "
+        f"{fitted['as_of']}: r={p['r']:.4g} alpha={p['alpha']:.4g} a={p['a']:.4g} "
+        f"b={p['b']:.4g}  log-likelihood {fitted['log_likelihood']:.2f}"
+    )
+
+
+COMMANDS = [profile, segments, members, stats, churn]

@@ -1,0 +1,227 @@
+"""Commands over the namespace's Kafka topics: tail (the outputs, live), dlq (rejected
+events, and re-driving them), reset (wipe a namespace)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import click
+
+from streams.cli.common import json_option, log, print_json, require_kafka, require_stack, settings
+from streams.errors import ConfigError
+
+KINDS = ("rfm", "cluster", "churn")
+
+
+def _consumer(chosen, topics: list[str], from_start: bool, group: str | None = None):
+    """A consumer of every partition of ``topics``, at the end (or the start) of each."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=chosen.kafka_bootstrap.split(","),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    parts = [
+        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+    ]
+    if not parts:
+        consumer.close()
+        raise ConfigError(
+            f"no topic {' or '.join(topics)} on {chosen.kafka_bootstrap}: is "
+            f"RTBA_NAMESPACE={chosen.namespace} right? (`rtba stack up` creates them)"
+        )
+    consumer.assign(parts)
+    if group is None:
+        (consumer.seek_to_beginning if from_start else consumer.seek_to_end)(*parts)
+    return consumer
+
+
+def output_line(event: dict) -> str:
+    """One output event for a person.
+
+    >>> output_line({"at": "2026-12-03T10:00:00+00:00", "customer_id": "c1", "kind": "rfm",
+    ...              "from": "Loyal", "to": "At Risk", "reason": "time"})
+    '2026-12-03 10:00:00  c1  rfm      Loyal -> At Risk  (time)'
+    >>> output_line({"at": "2026-12-03T10:00:00+00:00", "customer_id": "c1", "churn_risk": 0.81,
+    ...              "p_alive": 0.19, "recency_days": 96.2})
+    '2026-12-03 10:00:00  c1  churn    risk 0.81 (alive 0.19), 96 days quiet'
+    """
+    when = event["at"][:19].replace("T", " ")
+    if "churn_risk" in event:
+        return (
+            f"{when}  {event['customer_id']}  churn    risk {event['churn_risk']:.2f} "
+            f"(alive {event['p_alive']:.2f}), {event['recency_days']:.0f} days quiet"
+        )
+    return (
+        f"{when}  {event['customer_id']}  {event['kind']:8} {event['from'] or '(new)'} -> "
+        f"{event['to'] or '(none)'}  ({event['reason']})"
+    )
+
+
+def _kind(event: dict) -> str:
+    return "churn" if "churn_risk" in event else event.get("kind", "?")
+
+
+@click.command()
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(KINDS),
+    multiple=True,
+    help="only these kinds (repeatable; default: all)",
+)
+@click.option("--customer", "customers", multiple=True, help="only this customer (repeatable)")
+@click.option("--from-start", is_flag=True, help="from the oldest kept event, not from now")
+@click.option("--count", type=click.IntRange(min=1), help="stop after this many events")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    help="stop after this many seconds without a new event",
+)
+@json_option
+def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
+    """Follow segment changes and churn alerts live.
+
+    \b
+    Examples:
+      rtba tail
+      rtba tail --kind churn --json
+      rtba tail --customer c000042 --from-start --timeout 2
+    """
+    chosen = settings()
+    require_kafka(chosen)
+    consumer = _consumer(
+        chosen, [chosen.segment_changes_topic, chosen.churn_risk_topic], from_start
+    )
+    shown, last = 0, time.monotonic()
+    try:
+        while count is None or shown < count:
+            batch = consumer.poll(timeout_ms=200)
+            if not batch and timeout_s is not None and time.monotonic() - last > timeout_s:
+                break
+            for record in (r for records in batch.values() for r in records):
+                last = time.monotonic()
+                event = json.loads(record.value)
+                if (kinds and _kind(event) not in kinds) or (
+                    customers and event.get("customer_id") not in customers
+                ):
+                    continue
+                print_json(event) if as_json else click.echo(output_line(event))
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+    finally:
+        consumer.close()
+
+
+def _dlq_row(record) -> dict:
+    headers = {k: v.decode("utf-8", "replace") for k, v in record.headers or []}
+    return {
+        "offset": f"{record.partition}/{record.offset}",
+        "reason": headers.get("rtba.dlq.reason"),
+        "detail": headers.get("rtba.dlq.detail"),
+        "source": headers.get("rtba.dlq.source"),
+        "key": record.key.decode("utf-8", "replace") if record.key else None,
+        "payload": (record.value or b"").decode("utf-8", "replace"),
+    }
+
+
+@click.command()
+@click.option("--reason", "reasons", multiple=True, help="only this reason (repeatable)")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--redrive",
+    is_flag=True,
+    help="send the records not re-driven before back to the events topic (after a fix)",
+)
+@json_option
+def dlq(reasons, limit, redrive, as_json) -> None:
+    """Refused events and their reasons; re-drive them.
+
+    --redrive sends them to the events topic again. Re-driving is safe to repeat: it remembers
+    how far it got (a consumer group of its
+    own), and the workers de-duplicate by event id.
+
+    \b
+    Examples:
+      rtba dlq
+      rtba dlq --reason invalid --json
+      RTBA_MAX_AMOUNT=5000000 rtba dlq --redrive --reason absurd_amount
+    """
+    chosen = settings()
+    require_kafka(chosen)
+    group = f"{chosen.app_id}-dlq-redrive" if redrive else None
+    consumer = _consumer(chosen, [chosen.dlq_topic], from_start=True, group=group)
+    producer = None
+    if redrive:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=chosen.kafka_bootstrap.split(","), acks="all")
+    shown = sent = 0
+    try:
+        while shown < limit:
+            batch = consumer.poll(timeout_ms=1000)
+            if not batch:
+                break
+            for record in (r for records in batch.values() for r in records):
+                row = _dlq_row(record)
+                if reasons and row["reason"] not in reasons:
+                    continue
+                if producer is not None:
+                    producer.send(chosen.events_topic, key=record.key, value=record.value)
+                    sent += 1
+                print_json(row) if as_json else click.echo(
+                    f"{row['offset']:>10}  {row['reason'] or '?':16} {row['detail'] or ''}\n"
+                    f"{'':12}{row['payload'][:200]}"
+                )
+                shown += 1
+                if shown >= limit:
+                    break
+        if producer is not None:
+            producer.flush()
+            consumer.commit()  # only after every re-sent record is acknowledged
+            log(f"rtba dlq: re-drove {sent} records to {chosen.events_topic}")
+    finally:
+        if producer is not None:
+            producer.close()
+        consumer.close()
+    if not shown and not as_json:
+        log(f"rtba dlq: nothing in {chosen.dlq_topic}" + (" to re-drive" if redrive else ""))
+
+
+@click.command()
+@click.option("--yes", is_flag=True, help="do not ask")
+def reset(yes) -> None:
+    """Wipe a namespace.
+
+    Its Redis keys, its topics, its consumer groups and the worker data under RTBA_HOME. Refused
+    while a worker of the namespace is running.
+
+    \b
+    Examples:
+      RTBA_NAMESPACE=trial rtba reset --yes
+    """
+    from streams.namespace import wipe
+
+    chosen = settings()
+    require_stack(chosen)
+    if not yes:
+        click.confirm(
+            f"Delete every event, customer and model of namespace {chosen.namespace!r} "
+            f"on {chosen.kafka_bootstrap} and {chosen.redis_url}?",
+            abort=True,
+        )
+    gone = wipe(chosen)
+    shutil.rmtree(chosen.home / "faust" / chosen.namespace, ignore_errors=True)
+    log(
+        f"rtba reset: namespace {chosen.namespace!r}: {gone['keys']} Redis keys, "
+        f"{len(gone['topics'])} topics and {len(gone['groups'])} consumer groups deleted"
+    )
+
+
+COMMANDS = [tail, dlq, reset]

@@ -1,0 +1,217 @@
+"""The command line against the real stack and a real worker: what a person reads
+(profiles, segment members, counters, the live outputs, the DLQ) checked against an
+independent batch computation (tests/reference.py), a DLQ re-drive after a fix, a pipe
+closed early, and wiping a namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+
+from producers.kafka import make_producer, send_watermark
+from tests.conftest import REPO, consume_all, run_rtba, wait_for_records
+from tests.reference import DAY, batch_state, epoch_ms, reference_segment
+
+pytestmark = pytest.mark.integration
+
+END = "2026-06-30T12:00:00Z"  # the watermark sent last: the profiles' "now"
+
+
+def shop_events() -> list[dict]:
+    """A Champion, a lapsed buyer, a newcomer, and 600 one-off buyers spread over a year."""
+    end = epoch_ms(END)
+    events = []
+
+    def buy(cid, ts, amount, n):
+        events.append(
+            {
+                "event_id": f"{cid}-{n}",
+                "customer_id": cid,
+                "type": "purchase",
+                "order_id": f"{cid}-o{n}",
+                "amount": amount,
+                "ts": ts,
+            }
+        )
+
+    for n in range(9):
+        buy("champ", end - (20 - 2 * n) * DAY, "300.00", n)
+    buy("lapsed", end - 400 * DAY, "50.00", 0)
+    buy("newbie", end - DAY // 2, "20.00", 0)
+    for i in range(600):
+        buy(f"f{i:03d}", end - (i % 365) * DAY - 3_600_000, f"{10 + i % 250}.50", 0)
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def expected_segments(events: list[dict]) -> dict[str, str]:
+    as_of = epoch_ms(END)
+    return {
+        cid: reference_segment(
+            (as_of - s["last_purchase_ms"]) / DAY, s["purchase_days"], s["monetary"]
+        )
+        for cid, s in batch_state(events).items()
+    }
+
+
+@pytest.fixture
+def shop(rtba_env, settings, worker, redis_client):
+    """The worker has taken the shop's events, two hostile records and the watermark."""
+    from streams.topics import ensure_topics
+
+    rtba_env["RTBA_TICK_S"] = "3600"  # event-driven results only
+    rtba_env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
+    ensure_topics(settings)
+    worker.start()
+    events = shop_events()
+    producer = make_producer(settings.kafka_bootstrap)
+    for i, event in enumerate(events):
+        if i == 300:  # in the middle of good ones
+            producer.send(settings.events_topic, key=b"x", value=b"{not json")
+            producer.send(
+                settings.events_topic,
+                key=b"whale",
+                value={
+                    "event_id": "whale-0",
+                    "customer_id": "whale",
+                    "type": "purchase",
+                    "order_id": "w0",
+                    "amount": "2500000.00",
+                    "ts": event["ts"],
+                },
+            )
+        producer.send(settings.events_topic, key=event["customer_id"], value=event)
+    marks = send_watermark(producer, settings.events_topic, END)
+    producer.close()
+    wait_for_records(redis_client, settings, len(events) + 2 + marks, worker)
+    return events
+
+
+def rtba(env, *args, check=True):
+    return run_rtba(env, *args, check=check)
+
+
+def test_members_and_profiles_match_the_batch_computation(rtba_env, shop):
+    want = expected_segments(shop)
+    by_segment: dict[str, set] = defaultdict(set)
+    for cid, segment in want.items():
+        by_segment[segment].add(cid)
+    assert len(by_segment) >= 4  # the shop spans several segments
+    for segment, customers in by_segment.items():
+        done = rtba(rtba_env, "members", "--segment", segment, "--limit", "10000", "--json")
+        rows = [json.loads(line) for line in done.stdout.splitlines()]
+        assert {r["customer_id"] for r in rows} == customers, segment
+    limited = rtba(rtba_env, "members", "--segment", want["f000"], "--limit", "3").stdout
+    assert len(limited.splitlines()) == 3
+
+    text = rtba(rtba_env, "profile", "champ").stdout
+    state = batch_state(shop)["champ"]
+    first = time.strftime("%Y-%m-%d", time.gmtime(state["first_purchase_ms"] / 1000))
+    last = time.strftime("%Y-%m-%d", time.gmtime(state["last_purchase_ms"] / 1000))
+    assert text.splitlines()[0].startswith(f"champ  {want['champ']}")
+    assert f"{state['purchases']} purchases on {state['purchase_days']} days" in text
+    assert f"{state['monetary']:,.2f} spent" in text and f"first {first}, last {last}" in text
+    assert "no churn model yet" in text  # nothing fitted in this test: said, not blank
+
+    missing = rtba(rtba_env, "profile", "champ", "nobody", check=False)
+    assert missing.returncode == 1 and "no customer 'nobody'" in missing.stderr
+    assert missing.stdout.startswith("champ")
+
+
+def test_stats_counts_what_was_sent_with_readable_times(rtba_env, shop):
+    out = rtba(rtba_env, "stats").stdout
+    counters = dict(
+        line.split()
+        for line in out.splitlines()[1:]
+        if line and not line.startswith(("watermark", "latest"))
+    )
+    assert int(counters["dlq"].replace(",", "")) == 2
+    assert int(counters["dlq:absurd_amount"]) == 1 and int(counters["dlq:invalid_json"]) == 1
+    assert "watermark        2026-06-30 12:00:00 UTC" in out
+
+
+def test_tail_follows_the_outputs_with_filters(rtba_env, settings, shop):
+    changes = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, len(shop))
+    first = rtba(rtba_env, "tail", "--from-start", "--count", "5", "--json").stdout
+    assert len(first.splitlines()) == 5
+    champ = rtba(
+        rtba_env, "tail", "--from-start", "--customer", "champ", "--timeout", "3", "--json"
+    ).stdout
+    want = [
+        json.loads(r.value)["event_id"]
+        for r in changes
+        if json.loads(r.value)["customer_id"] == "champ"
+    ]
+    got = [json.loads(line)["event_id"] for line in champ.splitlines()]
+    assert sorted(got) == sorted(want) and got  # one partition per customer: all of its own
+    none = rtba(rtba_env, "tail", "--from-start", "--kind", "churn", "--timeout", "2").stdout
+    assert none == ""  # no churn model, no alert
+    plain = rtba(rtba_env, "tail", "--from-start", "--customer", "newbie", "--timeout", "2").stdout
+    assert plain.splitlines() == [
+        f"{json.loads(r.value)['at'][:19].replace('T', ' ')}  newbie  "
+        f"rfm      (new) -> New  (purchase)"
+        for r in changes
+        if json.loads(r.value)["customer_id"] == "newbie"
+    ]
+
+
+def test_dlq_shows_reasons_and_redrives_after_a_fix(rtba_env, settings, worker, redis_client, shop):
+    rows = [json.loads(line) for line in rtba(rtba_env, "dlq", "--json").stdout.splitlines()]
+    assert sorted(r["reason"] for r in rows) == ["absurd_amount", "invalid_json"]
+    assert {r["payload"][:9] for r in rows} >= {"{not json"}
+    # The fix: a shop whose orders can be that large. The worker restarts with it.
+    worker.stop()
+    worker.env = {**rtba_env, "RTBA_MAX_AMOUNT": "5000000"}
+    worker.start()
+    done = rtba(worker.env, "dlq", "--redrive", "--reason", "absurd_amount")
+    assert "re-drove 1 records" in done.stderr
+    deadline = time.monotonic() + 60
+    while not redis_client.exists(f"{settings.namespace}:c:{{whale}}"):
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.3)
+    profile = json.loads(rtba(worker.env, "profile", "whale", "--json").stdout)
+    assert Decimal(str(profile["monetary"])) == Decimal("2500000")
+    again = rtba(worker.env, "dlq", "--redrive", "--reason", "absurd_amount")
+    assert "nothing in" in again.stderr  # remembered: a second re-drive sends nothing twice
+
+
+def test_a_pipe_closed_early_ends_quietly(rtba_env, shop):
+    """`rtba profile --all --json | head -1`: 603 profiles, far more than a pipe holds."""
+    done = subprocess.run(
+        f"{sys.executable} -m streams.cli profile --all --json | head -1",
+        shell=True,
+        env=rtba_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(done.stdout)["customer_id"]
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_reset_wipes_exactly_the_namespace(rtba_env, settings, worker, redis_client, shop):
+    refused = rtba(rtba_env, "reset", "--yes", check=False)
+    assert refused.returncode == 1 and "stop the workers" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    neighbour = {**rtba_env, "RTBA_NAMESPACE": settings.namespace + ".eu"}  # a prefix-sharer
+    redis_client.set(f"{neighbour['RTBA_NAMESPACE']}:keep", "1")
+    worker.stop()
+    rtba(rtba_env, "reset", "--yes")
+    assert list(redis_client.scan_iter(match=f"{settings.namespace}:*")) == []
+    assert redis_client.get(f"{neighbour['RTBA_NAMESPACE']}:keep") == b"1"
+    from streams.topics import admin_client
+
+    admin = admin_client(settings.kafka_bootstrap)
+    try:
+        deadline = time.monotonic() + 30
+        while set(admin.list_topics()) & set(settings.all_topics):
+            assert time.monotonic() < deadline, "topics still there"
+            time.sleep(0.5)
+    finally:
+        admin.close()
