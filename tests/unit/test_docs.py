@@ -28,9 +28,19 @@ def test_every_input_field_is_documented():
 
 def test_every_output_field_is_documented():
     change = pipeline.SegmentChange("c", "rfm", None, "New", 0, pipeline.Cause.time(0), {})
-    alert = pipeline.ChurnAlert("c", 0, {"churn_risk": 0.8, "p_alive": 0.2,
-                                         "expected_next_purchase_ms": None,
-                                         "expected_purchases_30d": 0.1}, "mbgnbd", 0.7, 90.0)
+    alert = pipeline.ChurnAlert(
+        "c",
+        0,
+        {
+            "churn_risk": 0.8,
+            "p_alive": 0.2,
+            "expected_next_purchase_ms": None,
+            "expected_purchases_30d": 0.1,
+        },
+        "mbgnbd",
+        0.7,
+        90.0,
+    )
     for payload in (change.to_json(), alert.to_json()):
         missing = [key for key in payload if not documented(key)]
         assert not missing, missing
@@ -47,7 +57,9 @@ def test_the_example_file_replays_as_the_readme_shows():
     spec = ReplaySpec(customer_col="customer", time_col="time", amount_col="amount")
     events, problems = read_file(ROOT / "docs" / "examples" / "purchases.csv", spec)
     assert problems == [] and len(events) == 10
-    verdicts = {e["customer_id"]: schemas.decode(json.dumps(e).encode(), now_ms=NOW) for e in events}
+    verdicts = {
+        e["customer_id"]: schemas.decode(json.dumps(e).encode(), now_ms=NOW) for e in events
+    }
     assert isinstance(verdicts.pop("dave"), schemas.Rejection)  # "not-a-number": to the DLQ
     assert not any(isinstance(v, schemas.Rejection) for v in verdicts.values())
     times = [e["ts"] for e in events]
