@@ -19,7 +19,7 @@ import faust
 from online_models.customer import MS_PER_DAY
 from streams.faults import Faults
 from streams.keys import Keys
-from streams.logs import SLOW_S, SlowStep
+from streams.logs import PROGRESS_S, SLOW_S, Progress, SlowStep
 from streams.offload import run_off_loop
 from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> Pipeline:
     relay = OutboxRelay(store)
 
     outputs = {"segment_changes": segment_changes, "churn_risk": churn_risk}
+    progress = Progress(log)
 
     async def emit(outcome: BatchOutcome) -> None:
         """Send a batch's DLQ records, outbox entries and training samples; once the broker
@@ -157,6 +158,16 @@ def create_app(settings: Settings) -> Pipeline:
                 if outcome.applied:  # the window between a write and its send
                     faults.crash("crash_before_send")
                 await emit(outcome)
+            progress.batch(len(records), len(outcome.rejected), len(outcome.outbox))
+
+    @app.timer(PROGRESS_S)
+    async def report_progress():
+        progress.report()
+
+    @app.on_partitions_assigned.connect
+    async def on_partitions_assigned(app, assigned, **kwargs):
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.events_topic)
+        progress.assigned(mine, settings.events_topic)
 
     @app.agent(features)
     async def train_clusters(stream):

@@ -120,3 +120,84 @@ class SlowStep:
         self.logger.warning(
             "slow: %s took %.0f ms%s", self.what, took * 1000, f" ({detail})" if detail else ""
         )
+
+
+LEVELS = {"crit": "CRITICAL", "error": "ERROR", "warn": "WARNING", "info": "INFO", "debug": "DEBUG"}
+
+
+def logging_config(level: str) -> dict:
+    """rtba's own records at ``level``, the libraries' at warning (all at debug), as plain
+    text on stderr: mode's default handler writes colour escape codes even into files.
+
+    >>> config = logging_config("info")
+    >>> config["loggers"]["streams"]["level"], config["root"]["level"]
+    ('INFO', 'WARNING')
+    """
+    own = LEVELS[level]
+    libraries = "DEBUG" if own == "DEBUG" else max(own, "WARNING", key=logging.getLevelName)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "[%(asctime)s] %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": libraries, "handlers": ["stderr"]},
+        # the transport's consumer service logs each start-up step at info: the libraries'
+        "loggers": {"streams": {"level": own}, "streams.transport": {"level": libraries}},
+    }  # fmt: skip
+
+
+PROGRESS_S = 30.0
+
+
+class Progress:
+    """What one worker did since its last report: a line at the default level every
+    ``PROGRESS_S`` while events flow, and one when they stop.
+
+    >>> import io
+    >>> logger = logging.getLogger("doctest.progress")
+    >>> logger.addHandler(logging.StreamHandler(out := io.StringIO()))
+    >>> logger.setLevel(logging.INFO)
+    >>> clock = iter([0.0, 30.0, 60.0, 90.0]).__next__
+    >>> progress = Progress(logger, clock=clock)
+    >>> progress.assigned([0, 2], "behavior.events")
+    >>> progress.batch(records=500, rejected=2, sent=40)
+    >>> progress.report(); progress.report(); progress.report()
+    >>> print(out.getvalue().strip())
+    ready: partitions 0, 2 of behavior.events
+    progress: 500 events in the last 30 s (17/s), 2 to the DLQ, 40 outputs sent
+    idle: no events in the last 30 s
+    """
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.clock = clock
+        self.since = clock()
+        self.records = self.rejected = self.sent = 0
+        self.idle = False
+        self.ready = False
+
+    def assigned(self, partitions: list[int], topic: str) -> None:
+        listed = ", ".join(map(str, partitions)) or "none (more workers than partitions)"
+        what = "ready" if not self.ready else "partitions moved"
+        self.logger.info("%s: partitions %s of %s", what, listed, topic)
+        self.ready = True
+
+    def batch(self, records: int, rejected: int, sent: int) -> None:
+        self.records += records
+        self.rejected += rejected
+        self.sent += sent
+
+    def report(self) -> None:
+        now = self.clock()
+        took, self.since = now - self.since, now
+        if self.records:
+            self.logger.info(
+                "progress: %d events in the last %.0f s (%.0f/s), %d to the DLQ, %d outputs sent",
+                self.records, took, self.records / took, self.rejected, self.sent,
+            )  # fmt: skip
+            self.idle = False
+        elif not self.idle:
+            self.logger.info("idle: no events in the last %.0f s", took)
+            self.idle = True
+        self.records = self.rejected = self.sent = 0

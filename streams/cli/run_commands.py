@@ -16,10 +16,11 @@ from streams.errors import ConfigError
 @click.option(
     "-l",
     "--loglevel",
-    default="warn",
+    default="info",
     show_default=True,
     type=click.Choice(["crit", "error", "warn", "info", "debug"]),
-    help="warn shows readiness, progress every 30 s and slow steps",
+    help="rtba's own log level (info: ready, progress every 30 s, slow steps); Kafka's and "
+    "Faust's records show from warn up, all of them at debug",
 )
 def worker(loglevel: str) -> None:
     """Run a Faust worker.
@@ -30,12 +31,12 @@ def worker(loglevel: str) -> None:
     \b
     Examples:
       rtba worker
-      RTBA_WORKER_ID=w1 rtba worker -l info    # static membership: restarts keep partitions
+      RTBA_WORKER_ID=w1 rtba worker -l debug   # static membership: restarts keep partitions
     """
     chosen = settings()
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
     from streams.app import create_app
-    from streams.logs import Worker
+    from streams.logs import Worker, logging_config
     from streams.store import connect, durability_warning
     from streams.topics import ensure_topics
 
@@ -46,7 +47,9 @@ def worker(loglevel: str) -> None:
     client.close()
     app = create_app(chosen).app
     log(f"rtba worker: {chosen.events_topic} on {chosen.kafka_bootstrap}, {chosen.redis_url}")
-    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    Worker(
+        app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)
+    ).execute_from_commandline()
 
 
 def _progress(total: int, label: str):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from streams import stack
+from streams.settings import Settings
 from streams.store import connect
 from streams.topics import admin_client
 from tests.conftest import run_rtba
@@ -78,7 +79,7 @@ def test_a_taken_port_is_a_clear_error(monkeypatch):
         s.listen()
         monkeypatch.setenv("RTBA_REDIS_PORT", str(s.getsockname()[1]))
         with pytest.raises(stack.StackError, match="already in use"):
-            stack._choose_port("RTBA_REDIS_PORT", None)
+            stack._choose_port(Settings.from_env(), "redis_port", None)
 
 
 def test_missing_java_is_a_clear_error(monkeypatch):
@@ -107,4 +108,4 @@ def test_ctrl_c_stops_a_producer_with_one_line(rtba_env):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "rtba: interrupted"
+    assert err.strip().splitlines()[-1] == "rtba produce: interrupted"
