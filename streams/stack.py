@@ -418,7 +418,14 @@ def up(settings: Settings) -> dict:
         state["kafka_pid"] = start_kafka(home, port, cport, settings.partitions)
         _say(f"Kafka {kafka_version()} (KRaft) up on 127.0.0.1:{port} (pid {state['kafka_pid']})")
     stack_state_file(home).write_text(json.dumps(state, indent=2))
-    resolved = Settings.from_env({**os.environ, "RTBA_HOME": str(home)})
+    # The caller's settings (its namespace: the topics to create), with the addresses of
+    # what was just started unless the environment names others.
+    started_at = {
+        k: state[k]
+        for k in ("kafka_bootstrap", "redis_url")
+        if k in state and not os.environ.get(env_name(k))
+    }
+    resolved = settings.model_copy(update={**started_at, "home": home})
     ensure_topics(resolved)
     _say(f"stack ready in {time.monotonic() - started:.1f}s")
     return status(resolved)

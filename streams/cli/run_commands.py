@@ -209,7 +209,7 @@ def demo(customers, events, rate, duration) -> int:
       rtba demo
       rtba demo --customers 100 --duration 60
     """
-    from streams.demo import run_demo
+    from streams.cli.demo import run_demo
 
     return run_demo(settings(), customers=customers, events=events, rate=rate, duration=duration)
 

@@ -25,9 +25,15 @@ def _consumer(chosen, topics: list[str], from_start: bool, group: str | None = N
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    parts = [
-        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-    ]
+    deadline = time.monotonic() + 5  # a topic created a moment ago may not be in metadata yet
+    while True:
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        if parts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+        consumer.topics()  # asks the broker again
     if not parts:
         consumer.close()
         raise ConfigError(

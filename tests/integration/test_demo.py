@@ -1,0 +1,94 @@
+"""`rtba demo` as a person runs it: in a terminal, on a stack of its own, stopped with
+SIGTERM. The screen shows the live summary; the demo ends with a closing summary, exit
+code 0, and leaves no process behind (worker, producer, Kafka, Redis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams import stack
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def children(pid: int) -> set[int]:
+    """Every live descendant of ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def read_until(fd: int, pattern: str, timeout_s: float, seen: list[str]) -> re.Match | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                seen.append(os.read(fd, 65536).decode(errors="replace"))
+            except OSError:  # the terminal closed: the demo is gone
+                break
+        screens = "".join(seen).split("\x1b[H\x1b[J")
+        if match := re.search(pattern, screens[-1]):
+            return match
+    return None
+
+
+def test_the_demo_in_a_terminal_stops_cleanly_on_sigterm(tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL")}
+    env.update(RTBA_HOME=str(home), RTBA_REDIS_CLUSTER="0", COLUMNS="120")
+    master, slave = pty.openpty()
+    demo = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--customers", "80",
+                             "--rate", "400"], cwd=REPO, env=env, stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)  # fmt: skip
+    os.close(slave)
+    seen: list[str] = []
+    try:
+        # The live summary, with events counted and segments filled in.
+        screen = read_until(master, r"events ([1-9][\d,]*) .*\n(?:.*\n)*?  Champions|"
+                            r"events ([1-9][\d,]{3,})", 180, seen)  # fmt: skip
+        assert screen, "".join(seen)[-3000:]
+        last = "".join(seen).split("\x1b[H\x1b[J")[-1]
+        assert "RFM segment" in last and "segment changes" in last
+        assert "Traceback" not in "".join(seen)
+        started = json.loads((home / "stack.json").read_text())
+        spawned = children(demo.pid)
+        assert len(spawned) >= 2  # the worker and the producer at least
+        demo.send_signal(signal.SIGTERM)
+        closing = read_until(master, r"rtba demo: (\d+) s, ([\d,]+) events, ([\d,]+) segment "
+                             r"changes", 90, seen)  # fmt: skip
+        assert demo.wait(timeout=90) == 0, "".join(seen)[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+        os.close(master)
+    assert closing, "".join(seen)[-3000:]
+    assert int(closing.group(2).replace(",", "")) > 0
+    assert "Traceback" not in "".join(seen)
+    time.sleep(1)
+    left = [pid for pid in spawned if stack.alive(pid)]
+    assert not left, f"left running: {left}"
+    for pid in (started.get("kafka_pid"), started.get("redis_pid")):  # it started the stack
+        assert pid and not stack.alive(pid), pid
