@@ -25,7 +25,7 @@ from streams.pipeline import BatchOutcome, Record
 from streams.schemas import Limits
 from streams.settings import Settings
 from streams.store import StateStore
-from streams.topics import TopicIds
+from streams.topics import OUTPUTS, TOPICS, TopicIds
 from streams.transport import TRANSPORT
 from streams.worker import (
     BatchProcessor,
@@ -58,11 +58,7 @@ class Pipeline:
     """The app and its topics, agent and timers, so tests and the CLI reach them without globals."""
 
     app: faust.App
-    events: faust.TopicT
-    dlq: faust.TopicT
-    segment_changes: faust.TopicT
-    churn_risk: faust.TopicT
-    features: faust.TopicT
+    topics: dict[str, faust.TopicT]  # by streams.topics.TOPICS key
     apply_events: faust.types.AgentT
     emit: object
 
@@ -92,11 +88,13 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
 
 def create_app(settings: Settings) -> Pipeline:
     app = faust_app(settings)
-    events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
-    dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
-    segment_changes = app.topic(settings.segment_changes_topic, key_type=bytes, value_type=bytes)
-    churn_risk = app.topic(settings.churn_risk_topic, key_type=bytes, value_type=bytes)
-    features = app.topic(settings.features_topic, key_type=bytes, value_type=bytes, partitions=1)
+    topics = {
+        key: app.topic(
+            settings.topic(key), key_type=bytes, value_type=bytes, partitions=topic.partitions
+        )
+        for key, topic in TOPICS.items()
+    }
+    events, dlq, features = topics["events"], topics["dlq"], topics["features"]
     limits = Limits(
         max_event_bytes=settings.max_event_bytes,
         max_amount=settings.max_amount,
@@ -119,7 +117,7 @@ def create_app(settings: Settings) -> Pipeline:
     rescorer = Rescorer(processor)
     relay = OutboxRelay(store)
 
-    outputs = {"segment_changes": segment_changes, "churn_risk": churn_risk}
+    outputs = {key: topics[key] for key in OUTPUTS}
     progress = Progress(log)
 
     async def emit(outcome: BatchOutcome) -> None:
@@ -179,8 +177,9 @@ def create_app(settings: Settings) -> Pipeline:
             with SlowStep(f"training on {len(samples)} samples", log):
                 await trainer.train(samples)
 
-    async def emit_or_log(outcomes: Callable[[], AsyncIterator[BatchOutcome]], what: str,
-                          slow_s: float = SLOW_S):  # fmt: skip
+    async def emit_or_log(
+        outcomes: Callable[[], AsyncIterator[BatchOutcome]], what: str, slow_s: float = SLOW_S
+    ):
         """A leader timer's work and its sends, each outcome sent as it comes. A timer that
         raises takes the whole worker down with it; a failed run loses nothing (the due
         index, the models and the outbox stay as they were), so log it and let the next
@@ -228,4 +227,4 @@ def create_app(settings: Settings) -> Pipeline:
         async def refresh_rfm_scores():
             await in_background(refresh_rfm_edges, "RFM edge refresh")
 
-    return Pipeline(app, events, dlq, segment_changes, churn_risk, features, apply_events, emit)
+    return Pipeline(app, topics, apply_events, emit)

@@ -18,7 +18,7 @@ def groups(settings: Settings) -> list[str]:
 
 def topics(settings: Settings) -> list[str]:
     # Faust's own: the assignor's leader topic (rtba keeps no Faust tables).
-    return [*settings.all_topics, settings.features_topic, f"{settings.app_id}-__assignor-__leader"]
+    return [*settings.all_topics, f"{settings.app_id}-__assignor-__leader"]
 
 
 def _delete_keys(settings: Settings) -> int:

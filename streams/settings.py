@@ -212,36 +212,44 @@ class Settings(BaseSettings):
     def scorer(self) -> RFMScorer:
         return RFMScorer(self.recency_edges, self.frequency_edges, self.monetary_edges)
 
-    # Topic names: every one carries the namespace, so pipelines sharing a broker never meet.
+    # Topic names (streams.topics.TOPICS): each carries the namespace, so pipelines
+    # sharing a broker never meet.
+    def topic(self, key: str) -> str:
+        from streams.topics import TOPICS
+
+        return f"{self.namespace}.{TOPICS[key].suffix}"
+
     @property
     def events_topic(self) -> str:
-        return f"{self.namespace}.events"
+        return self.topic("events")
 
     @property
     def dlq_topic(self) -> str:
-        return f"{self.namespace}.dlq"
+        return self.topic("dlq")
 
     @property
     def segment_changes_topic(self) -> str:
-        return f"{self.namespace}.segment-changes"
+        return self.topic("segment_changes")
 
     @property
     def churn_risk_topic(self) -> str:
-        return f"{self.namespace}.churn-risk"
+        return self.topic("churn_risk")
 
     @property
     def features_topic(self) -> str:
-        """Single partition: the cluster trainer's input, so exactly one worker learns."""
-        return f"{self.namespace}.features"
+        return self.topic("features")
 
     @property
-    def all_topics(self) -> tuple[str, ...]:
-        return (
-            self.events_topic,
-            self.dlq_topic,
-            self.segment_changes_topic,
-            self.churn_risk_topic,
-        )
+    def output_topics(self) -> list[str]:
+        from streams.topics import OUTPUTS
+
+        return [self.topic(key) for key in OUTPUTS]
+
+    @property
+    def all_topics(self) -> list[str]:
+        from streams.topics import TOPICS
+
+        return [self.topic(key) for key in TOPICS]
 
     @property
     def app_id(self) -> str:

@@ -1,13 +1,37 @@
-"""Creating rtba's topics (idempotent), with kafka-python's admin client."""
+"""rtba's topics, declared once in ``TOPICS``, and creating them (idempotent) with
+kafka-python's admin client. Adding an output topic is one row: the workers declare it,
+``ensure_topics``, ``rtba tail`` and ``rtba reset`` take it from here, and an output
+event names it by its key (``SegmentChange.output``)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.settings import Settings
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topic:
+    suffix: str  # the name after "<namespace>."
+    role: str  # "input", "dlq", "output" (what downstream triggers read) or "internal"
+    partitions: int | None = None  # None: RTBA_PARTITIONS
+
+
+TOPICS = {
+    "events": Topic("events", "input"),
+    "dlq": Topic("dlq", "dlq"),
+    "segment_changes": Topic("segment-changes", "output"),
+    "churn_risk": Topic("churn-risk", "output"),
+    # one partition: the cluster trainer's input, so exactly one worker learns
+    "features": Topic("features", "internal", partitions=1),
+}
+OUTPUTS = [key for key, topic in TOPICS.items() if topic.role == "output"]
 
 
 def admin_client(bootstrap: str, timeout_s: float = 30.0) -> KafkaAdminClient:
@@ -31,8 +55,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     admin = admin_client(settings.kafka_bootstrap, timeout_s)
     try:
         existing = set(admin.list_topics())
-        wanted = {name: settings.partitions for name in settings.all_topics}
-        wanted[settings.features_topic] = 1
+        wanted = {settings.topic(key): topic.partitions or settings.partitions
+                  for key, topic in TOPICS.items()}  # fmt: skip
         missing = [name for name in wanted if name not in existing]
         if missing:
             spec = {

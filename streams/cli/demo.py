@@ -51,7 +51,7 @@ class Feed:
     def __init__(self, settings: Settings):
         from streams.cli.topic_commands import _consumer
 
-        topics = [settings.segment_changes_topic, settings.churn_risk_topic]
+        topics = settings.output_topics
         self.consumer = _consumer(settings, topics, from_start=False)
         self.counts: Counter[str] = Counter()
         self.changes: deque[dict] = deque(maxlen=LATEST)

@@ -101,9 +101,7 @@ def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
     """
     chosen = settings()
     require_kafka(chosen)
-    consumer = _consumer(
-        chosen, [chosen.segment_changes_topic, chosen.churn_risk_topic], from_start
-    )
+    consumer = _consumer(chosen, chosen.output_topics, from_start)
     shown, last = 0, time.monotonic()
     try:
         while count is None or shown < count:

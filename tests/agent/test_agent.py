@@ -32,9 +32,9 @@ async def _drive(settings: Settings, payloads: list[bytes]) -> tuple[list, list,
     features_send = AsyncMock(side_effect=_delivered)
     keys = Keys(settings.namespace)
     with (
-        patch.object(pipeline.dlq, "send", dlq_send),
-        patch.object(pipeline.segment_changes, "send", change_send),
-        patch.object(pipeline.features, "send", features_send),
+        patch.object(pipeline.topics["dlq"], "send", dlq_send),
+        patch.object(pipeline.topics["segment_changes"], "send", change_send),
+        patch.object(pipeline.topics["features"], "send", features_send),
     ):
         async with pipeline.apply_events.test_context() as agent:
             for raw in payloads:
