@@ -51,8 +51,8 @@ from online_models.customer import CustomerState
 from online_models.features import FEATURES, as_rows, behaviour_features
 from online_models.rfm import RFMScorer
 from producers import synthetic
-from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
-from streams.schemas import Limits, to_epoch_ms
+from streams.processing.pipeline import Models, Record, decode_batch, fold_batch, lookups
+from streams.processing.schemas import Limits, to_epoch_ms
 
 END_MS = 1_760_000_000_000
 BATCH_SIZES = (1, 10, 100, 500)

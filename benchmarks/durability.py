@@ -21,14 +21,14 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from launcher import stack
 from online_models.rfm import RFMScorer
 from producers import synthetic
-from streams import stack
-from streams.keys import Keys
-from streams.pipeline import Record
-from streams.schemas import Limits
-from streams.store import StateStore
-from streams.worker import BatchProcessor
+from streams.processing.pipeline import Record
+from streams.processing.schemas import Limits
+from streams.processing.worker import BatchProcessor
+from streams.state.keys import Keys
+from streams.state.store import StateStore
 
 END_MS = 1_760_000_000_000
 

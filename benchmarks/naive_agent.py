@@ -15,11 +15,11 @@ import sys
 
 from river import cluster, preprocessing
 
-from streams.app import faust_app
-from streams.logs import Worker
-from streams.redis_client import connect_async
-from streams.schemas import to_epoch_ms
+from streams.processing.app import faust_app
+from streams.processing.logs import Worker
+from streams.processing.schemas import to_epoch_ms
 from streams.settings import Settings
+from streams.state.redis_client import connect_async
 
 
 def fold(state: dict[bytes, bytes], event: dict) -> dict[str, str]:

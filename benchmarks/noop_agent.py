@@ -1,5 +1,5 @@
 """Scenario b of benchmarks/pipeline.py: a do-nothing Faust agent on rtba's own Faust app
-(streams.app.faust_app: the same transport, serializers and batching as the worker). It
+(streams.processing.app.faust_app: the same transport, serializers and batching as the worker). It
 takes the events topic in rtba's batches and counts them in Redis, one HINCRBY per batch,
 so the harness reads its progress the way it reads the worker's.
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from streams.app import faust_app
-from streams.logs import Worker
-from streams.redis_client import connect_async
+from streams.processing.app import faust_app
+from streams.processing.logs import Worker
 from streams.settings import Settings
+from streams.state.redis_client import connect_async
 
 
 def main() -> None:

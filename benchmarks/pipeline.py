@@ -50,14 +50,14 @@ import aiokafka
 import numpy as np
 from kafka import KafkaConsumer
 
+from launcher import stack
 from producers import synthetic
 from producers.kafka import make_producer, send_all
-from streams import stack
-from streams.keys import Keys
-from streams.redis_client import info_per_server
+from streams.processing.topics import ensure_topics
 from streams.settings import Settings
-from streams.store import StateStore, connect, customer_count
-from streams.topics import ensure_topics
+from streams.state.keys import Keys
+from streams.state.redis_client import info_per_server
+from streams.state.store import StateStore, connect, customer_count
 
 REPO = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
@@ -191,7 +191,7 @@ def rtba_worker(bench: Bench, namespace: str | None, workers: int = 1) -> float:
 
 def _wait_for_members(bench: Bench, namespace: str, workers: int, timeout_s: float = 60):
     """Until the worker group has ``workers`` members (Kafka's own group description)."""
-    from streams.topics import admin_client
+    from streams.processing.topics import admin_client
 
     group = bench.settings(namespace).app_id
     admin = admin_client(bench.bootstrap)

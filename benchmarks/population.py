@@ -12,7 +12,7 @@ the rest far after it. Then:
   every due customer is re-scored: the median and the worst tick, and the worst stall
   the ticks cause on the event loop (measured as in i);
 - i: a churn refit and an RFM-edge refresh over the population, each run off the event
-  loop as the leader runs them (``streams.app``), while a 1 ms timer on the loop
+  loop as the leader runs them (``streams.processing.app``), while a 1 ms timer on the loop
   records how late it wakes: the job's duration and the loop's worst stall, against
   the worst stall of the same timer with no job running.
 
@@ -36,13 +36,12 @@ import uuid
 from functools import partial
 from pathlib import Path
 
+from launcher import stack
 from online_models.customer import CustomerState
 from online_models.rfm import RFMScorer
 from producers import synthetic
-from streams import stack
-from streams.keys import Keys
-from streams.offload import run_off_loop
-from streams.pipeline import (
+from streams.processing.offload import run_off_loop
+from streams.processing.pipeline import (
     Models,
     Record,
     decode_batch,
@@ -51,11 +50,12 @@ from streams.pipeline import (
     histogram_point,
     lookups,
 )
-from streams.redis_client import info_per_server
-from streams.schemas import Limits
+from streams.processing.schemas import Limits
+from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
 from streams.settings import Settings
-from streams.store import StateStore, connect
-from streams.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
+from streams.state.keys import Keys
+from streams.state.redis_client import info_per_server
+from streams.state.store import StateStore, connect
 
 DAY_MS = 86_400_000
 END_MS = 1_760_000_000_000

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streams.schemas import iso, to_epoch_ms
+from streams.processing.schemas import iso, to_epoch_ms
 
 
 @dataclass(frozen=True)

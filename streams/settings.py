@@ -30,7 +30,7 @@ from streams.errors import ConfigError
 
 PREFIX = "RTBA_"
 # Kafka's legal characters for topic names and group.instance.id, and no ':' or braces,
-# which Redis key names and Cluster hash tags give a meaning (streams/keys.py).
+# which Redis key names and Cluster hash tags give a meaning (streams/state/keys.py).
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     # A lone event waits this long for company before its batch runs (the latency floor).
     batch_within_s: float = Field(0.02, ge=0, le=60)
     # How long the broker may hold a fetch when it has little to return (Faust's driver
-    # hard-codes 1,500 ms; streams/transport.py).
+    # hard-codes 1,500 ms; streams/processing/transport.py).
     fetch_wait_ms: int = Field(100, ge=0, le=60_000)
     recency_edges: Edges = (30.0, 90.0, 180.0, 365.0)
     frequency_edges: Edges = (2.0, 3.0, 5.0, 8.0)
@@ -212,10 +212,10 @@ class Settings(BaseSettings):
     def scorer(self) -> RFMScorer:
         return RFMScorer(self.recency_edges, self.frequency_edges, self.monetary_edges)
 
-    # Topic names (streams.topics.TOPICS): each carries the namespace, so pipelines
+    # Topic names (streams.processing.topics.TOPICS): each carries the namespace, so pipelines
     # sharing a broker never meet.
     def topic(self, key: str) -> str:
-        from streams.topics import TOPICS
+        from streams.processing.topics import TOPICS
 
         return f"{self.namespace}.{TOPICS[key].suffix}"
 
@@ -241,13 +241,13 @@ class Settings(BaseSettings):
 
     @property
     def output_topics(self) -> list[str]:
-        from streams.topics import OUTPUTS
+        from streams.processing.topics import OUTPUTS
 
         return [self.topic(key) for key in OUTPUTS]
 
     @property
     def all_topics(self) -> list[str]:
-        from streams.topics import TOPICS
+        from streams.processing.topics import TOPICS
 
         return [self.topic(key) for key in TOPICS]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from streams import stack
-from streams.redis_client import is_cluster
+from launcher import stack
 from streams.settings import Settings
-from streams.store import connect
+from streams.state.redis_client import is_cluster
+from streams.state.store import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,8 +172,8 @@ def json_lines(text: str) -> list[dict]:
 def assert_states_match_batch(settings: Settings, events: list[dict]) -> dict:
     """Every customer's state in Redis equals the reference's batch computation over
     ``events``, field by field; returns the states read."""
-    from streams.keys import Keys
-    from streams.store import read_states
+    from streams.state.keys import Keys
+    from streams.state.store import read_states
     from tests.reference import batch_state
 
     expected = batch_state(events)

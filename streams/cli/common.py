@@ -92,7 +92,7 @@ class IsoTime(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        from streams.schemas import to_epoch_ms
+        from streams.processing.schemas import to_epoch_ms
 
         try:
             return to_epoch_ms(value)

@@ -74,10 +74,10 @@ class Feed:
 
 def snapshot(settings: Settings, client) -> dict:
     """What the screen shows from Redis: counters, segment and cluster sizes, labels."""
-    from streams.keys import Keys
-    from streams.store import all_customer_ids, read_marks, read_states, read_stats
-    from streams.views import segment_summary
-    from streams.worker import current_models
+    from streams.cli.views import segment_summary
+    from streams.processing.worker import current_models
+    from streams.state.keys import Keys
+    from streams.state.store import all_customer_ids, read_marks, read_states, read_stats
 
     keys = Keys(settings.namespace)
     models = current_models(client, keys, settings)
@@ -164,8 +164,8 @@ def _label(cluster_id, labels: dict) -> str | None:
 
 
 def run_demo(settings: Settings, customers: int, events: int, rate: float, duration: float) -> int:
-    from streams import stack
-    from streams.store import connect
+    from launcher import stack
+    from streams.state.store import connect
 
     namespace = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"  # a fresh state for every run
     settings = settings.model_copy(update={"namespace": namespace})

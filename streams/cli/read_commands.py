@@ -20,9 +20,9 @@ class Reader:
     def __init__(self):
         self.settings = settings()
         require_redis(self.settings)  # before the heavy imports: a stack down answers at once
-        from streams.keys import Keys
-        from streams.store import connect
-        from streams.worker import current_models
+        from streams.processing.worker import current_models
+        from streams.state.keys import Keys
+        from streams.state.store import connect
 
         self.client = connect(self.settings.redis_url)
         self.keys = Keys(self.settings.namespace)
@@ -30,7 +30,7 @@ class Reader:
 
     def as_of(self, given: int | None) -> int:
         """--as-of, else the watermark, else now."""
-        from streams.store import read_marks
+        from streams.state.store import read_marks
 
         if given is not None:
             return given
@@ -38,20 +38,20 @@ class Reader:
         return watermark if watermark is not None else int(time.time() * 1000)
 
     def states(self, ids: list[str]):
-        from streams.store import read_states
+        from streams.state.store import read_states
 
         return read_states(self.client, self.keys, ids)
 
     def everyone(self) -> Iterator:
         """Every customer's state, a page at a time."""
-        from streams.store import all_customer_ids
+        from streams.state.store import all_customer_ids
 
         ids = all_customer_ids(self.client, self.keys)
         for start in range(0, len(ids), PAGE):
             yield from self.states(ids[start : start + PAGE])
 
     def profile(self, state, as_of_ms: int) -> dict:
-        from streams.views import profile
+        from streams.cli.views import profile
 
         return profile(state, as_of_ms, self.models.rfm, self.models.churn, self.models.clusters)
 
@@ -78,7 +78,7 @@ def profile(customer_ids, everyone, as_of, as_json) -> int:
     if not everyone and not customer_ids:
         raise click.UsageError("name customer ids, or use --all")
     reader = Reader()
-    from streams.views import profile_text
+    from streams.cli.views import profile_text
 
     moment = reader.as_of(as_of)
     states = reader.everyone() if everyone else reader.states(list(customer_ids))
@@ -110,8 +110,8 @@ def segments(as_of, as_json) -> None:
       rtba segments --json | jq '.rfm[] | select(.customers > 0)'
     """
     reader = Reader()
-    from streams.store import model_status
-    from streams.views import segment_summary, table
+    from streams.cli.views import segment_summary, table
+    from streams.state.store import model_status
 
     moment = reader.as_of(as_of)
     clusters, rfm = reader.models.clusters, reader.models.rfm
@@ -221,8 +221,8 @@ def stats(as_json) -> None:
       rtba stats --json
     """
     reader = Reader()
-    from streams.store import read_marks, read_stats
-    from streams.views import table
+    from streams.cli.views import table
+    from streams.state.store import read_marks, read_stats
 
     marks = read_marks(reader.client, reader.keys)
     counters = read_stats(reader.client, reader.keys)
@@ -276,8 +276,8 @@ def churn_fit(model, as_of, as_json) -> None:
     """
     chosen = settings()
     require_redis(chosen)
-    from streams.schemas import iso
-    from streams.worker import RefitSkipped, refit_churn
+    from streams.processing.schemas import iso
+    from streams.processing.worker import RefitSkipped, refit_churn
 
     try:
         fitted = refit_churn(chosen, as_of, model)

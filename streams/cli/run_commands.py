@@ -35,10 +35,10 @@ def worker(loglevel: str) -> None:
     """
     chosen = settings()
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
-    from streams.app import create_app
-    from streams.logs import Worker, logging_config
-    from streams.store import connect, durability_warning
-    from streams.topics import ensure_topics
+    from streams.processing.app import create_app
+    from streams.processing.logs import Worker, logging_config
+    from streams.processing.topics import ensure_topics
+    from streams.state.store import connect, durability_warning
 
     ensure_topics(chosen)
     client = connect(chosen.redis_url)
@@ -94,7 +94,7 @@ def produce(source, customers, events, rate, seed, days, truth) -> None:
     """
     from producers import synthetic
     from producers.kafka import make_producer, send_watermark
-    from streams.topics import ensure_topics
+    from streams.processing.topics import ensure_topics
 
     chosen = settings()
     require_kafka(chosen)
@@ -156,8 +156,8 @@ def replay(file, customer_col, time_col, amount_col, time_format, sep, no_header
     """
     from producers.kafka import make_producer, send_watermark
     from producers.replay import ReplaySpec, end_watermark, read_file
-    from streams.schemas import iso
-    from streams.topics import ensure_topics
+    from streams.processing.schemas import iso
+    from streams.processing.topics import ensure_topics
 
     spec = ReplaySpec(
         customer_col=customer_col,

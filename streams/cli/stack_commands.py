@@ -18,7 +18,7 @@ def _show(result: dict, as_json: bool) -> None:
 
 def _stack_errors(action):
     """The launcher's own errors (a port taken, a jar missing) as one line, exit 3."""
-    from streams import stack
+    from launcher import stack
 
     try:
         return action()
@@ -50,7 +50,7 @@ def stack_install(as_json: bool) -> None:
     Examples:
       rtba stack install
     """
-    from streams import stack
+    from launcher import stack
 
     def install() -> dict:
         stack.install()
@@ -74,7 +74,7 @@ def stack_up(redis_cluster: bool, as_json: bool) -> None:
       rtba stack up
       rtba stack up --redis-cluster --json
     """
-    from streams import stack
+    from launcher import stack
 
     chosen = settings()
     if redis_cluster:
@@ -94,7 +94,7 @@ def stack_down(as_json: bool) -> None:
     Examples:
       rtba stack down
     """
-    from streams import stack
+    from launcher import stack
 
     _show(_stack_errors(lambda: stack.down(settings())), as_json)
 
@@ -108,7 +108,7 @@ def stack_status(as_json: bool) -> None:
     Examples:
       rtba stack status --json   # {"kafka_bootstrap": ..., "redis_url": ..., ...}
     """
-    from streams import stack
+    from launcher import stack
 
     _show(_stack_errors(lambda: stack.status(settings())), as_json)
 

@@ -210,7 +210,7 @@ def reset(yes) -> None:
     Examples:
       RTBA_NAMESPACE=trial rtba reset --yes
     """
-    from streams.namespace import wipe
+    from streams.state.namespace import wipe
 
     chosen = settings()
     require_stack(chosen)

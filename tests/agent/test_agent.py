@@ -9,10 +9,10 @@ from unittest.mock import AsyncMock, patch
 
 import pytest
 
-from streams.app import create_app
-from streams.keys import Keys
+from streams.processing.app import create_app
 from streams.settings import Settings
-from streams.store import connect, read_states
+from streams.state.keys import Keys
+from streams.state.store import connect, read_states
 
 pytestmark = pytest.mark.integration  # needs Redis (no Kafka)
 

@@ -62,7 +62,7 @@ def expected_segments(events: list[dict]) -> dict[str, str]:
 @pytest.fixture
 def shop(rtba_env, settings, worker, redis_client):
     """The worker has taken the shop's events, two hostile records and the watermark."""
-    from streams.topics import ensure_topics
+    from streams.processing.topics import ensure_topics
 
     rtba_env["RTBA_TICK_S"] = "3600"  # event-driven results only
     rtba_env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
@@ -205,7 +205,7 @@ def test_reset_wipes_exactly_the_namespace(rtba_env, settings, worker, redis_cli
     rtba(rtba_env, "reset", "--yes")
     assert list(redis_client.scan_iter(match=f"{settings.namespace}:*")) == []
     assert redis_client.get(f"{neighbour['RTBA_NAMESPACE']}:keep") == b"1"
-    from streams.topics import admin_client
+    from streams.processing.topics import admin_client
 
     admin = admin_client(settings.kafka_bootstrap)
     try:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from streams.keys import Keys
-from streams.store import all_customer_ids, connect, read_cluster_snapshot, read_states
+from streams.state.keys import Keys
+from streams.state.store import all_customer_ids, connect, read_cluster_snapshot, read_states
 from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
 
 pytestmark = pytest.mark.integration

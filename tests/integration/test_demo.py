@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import stack
+from launcher import stack
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

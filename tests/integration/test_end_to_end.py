@@ -11,9 +11,9 @@ import pytest
 
 from online_models.quantiles import rfm_histograms
 from producers.kafka import make_producer
-from streams.keys import Keys
-from streams.pipeline import histogram_point
-from streams.store import connect, read_histograms
+from streams.processing.pipeline import histogram_point
+from streams.state.keys import Keys
+from streams.state.store import connect, read_histograms
 from tests.conftest import assert_states_match_batch, consume_all, wait_for_records
 from tests.reference import expected_segment_changes
 
@@ -112,7 +112,7 @@ def test_stream_state_equals_batch_computation(rtba_env, settings, worker, redis
     rtba_env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
     events = known_events()
     sent_bad = bad_records()
-    from streams.topics import ensure_topics
+    from streams.processing.topics import ensure_topics
 
     ensure_topics(settings)
     worker.start()

@@ -18,11 +18,11 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from launcher import stack
 from producers.kafka import make_producer
-from streams import stack
-from streams.keys import Keys
+from streams.processing.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.state.keys import Keys
 from tests.conftest import WorkerProcess, assert_states_match_batch, consume_all
 from tests.integration.test_end_to_end import known_events
 from tests.reference import applied_events, expected_segment_changes
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 # `make bench` runs the SIGKILL scenario at full size (RTBA_FAULT_SCALE=7.5: ~100k events);
 # `make test` at a size that proves the point (~13k events).
 SCALE = float(os.environ.get("RTBA_FAULT_SCALE", "1"))
-CRASH_EXIT = 70  # streams.faults: the code a crash_before_send fault point exits with
+CRASH_EXIT = 70  # streams.processing.faults: the code a crash_before_send fault point exits with
 
 
 def committed_by_partition(settings) -> dict[int, int]:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from producers.kafka import make_producer, send_watermark
-from streams.topics import ensure_topics
+from streams.processing.topics import ensure_topics
 from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
 from tests.reference import batch_state, epoch_ms
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from producers.kafka import make_producer, send_watermark
-from streams.topics import ensure_topics
+from streams.processing.topics import ensure_topics
 from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
 from tests.reference import (
     DAY,

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from streams.keys import Keys
-from streams.store import connect, read_marks
+from streams.state.keys import Keys
+from streams.state.store import connect, read_marks
 from tests.conftest import json_lines, run_rtba, wait_for_records
 
 pytestmark = pytest.mark.integration

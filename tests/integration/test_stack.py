@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from streams import stack
+from launcher import stack
+from streams.processing.topics import admin_client
 from streams.settings import Settings
-from streams.store import connect
-from streams.topics import admin_client
+from streams.state.store import connect
 from tests.conftest import run_rtba
 
 pytestmark = pytest.mark.integration

@@ -15,13 +15,14 @@ from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
 from online_models.features import FEATURES
 from online_models.rfm import RFMScorer
-from streams import state_codec
-from streams.due_index import bucket_of
-from streams.keys import Keys
-from streams.outbox import STALE_MS
-from streams.pipeline import Record
-from streams.schemas import Limits
-from streams.store import (
+from streams.processing.outbox import STALE_MS
+from streams.processing.pipeline import Record
+from streams.processing.schemas import Limits
+from streams.processing.worker import BatchProcessor, OutboxRelay, Rescorer
+from streams.state import state_codec
+from streams.state.due_index import bucket_of
+from streams.state.keys import Keys
+from streams.state.store import (
     StateStore,
     all_customer_ids,
     connect,
@@ -29,7 +30,6 @@ from streams.store import (
     read_stats,
     write_due,
 )
-from streams.worker import BatchProcessor, OutboxRelay, Rescorer
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ import pytest
 
 from online_models.customer import MS_PER_DAY
 from producers.kafka import make_producer, send_watermark
-from streams.keys import Keys
-from streams.schemas import iso
-from streams.store import connect, read_churn_model
-from streams.topics import ensure_topics
+from streams.processing.schemas import iso
+from streams.processing.topics import ensure_topics
+from streams.state.keys import Keys
+from streams.state.store import connect, read_churn_model
 from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
 from tests.reference import RECENCY_EDGES, batch_state, epoch_ms, reference_segment
 

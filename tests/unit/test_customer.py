@@ -97,7 +97,7 @@ def test_orders_on_one_day_are_one_transaction_day():
 
 
 def test_figures_need_every_order():
-    from streams import state_codec
+    from streams.state import state_codec
 
     s = fold([("p", T0, "5", "a")])
     stored = state_codec.decode("c", b"1|" + state_codec.encode(s))  # as stored: no orders

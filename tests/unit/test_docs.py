@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from producers.replay import ReplaySpec, read_file
-from streams import pipeline, schemas
+from streams.processing import pipeline, schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "schemas.md").read_text()

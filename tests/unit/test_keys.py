@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from streams.keys import Keys
+from streams.state.keys import Keys
 
 
 def slots(customer_id: str) -> set[int]:

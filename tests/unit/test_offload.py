@@ -1,4 +1,4 @@
-"""Leader jobs run in a child process (streams.offload): the caller gets the job's
+"""Leader jobs run in a child process (streams.processing.offload): the caller gets the job's
 result or its exception, the event loop stays free, and a cancelled job is stopped."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.offload import run_off_loop
-from streams.worker import RefitSkipped
+from streams.processing.offload import run_off_loop
+from streams.processing.worker import RefitSkipped
 
 
 def busy(objects: int) -> int:

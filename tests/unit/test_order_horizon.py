@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from online_models.customer import CustomerState
 from online_models.rfm import RFMScorer
-from streams import state_codec
-from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
-from streams.schemas import Limits
+from streams.processing.pipeline import Models, Record, decode_batch, fold_batch, lookups
+from streams.processing.schemas import Limits
+from streams.state import state_codec
 from tests import reference
 
 NOW = 1_800_000_000_000

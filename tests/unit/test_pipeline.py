@@ -7,9 +7,8 @@ from online_models.churn import ModifiedBGNBD
 from online_models.churn_risk import ChurnScorer
 from online_models.customer import CustomerState
 from online_models.rfm import RFMScorer
-from streams import state_codec
-from streams.outbox import Entry, entries_for
-from streams.pipeline import (
+from streams.processing.outbox import Entry, entries_for
+from streams.processing.pipeline import (
     Cause,
     Models,
     Record,
@@ -20,7 +19,8 @@ from streams.pipeline import (
     reassign_clusters,
     rescore_due,
 )
-from streams.schemas import Limits
+from streams.processing.schemas import Limits
+from streams.state import state_codec
 
 NOW = 1_800_000_000_000
 DAY = 86_400_000
@@ -100,7 +100,7 @@ def test_marks_are_kept_per_partition_with_lateness_applied():
 
 
 def test_the_watermark_is_the_least_partition_mark():
-    from streams.store import Marks
+    from streams.state.store import Marks
 
     marks = Marks.parse({b"p:0": b"500", b"p:1": b"200", b"max_event_ts": b"900"})
     assert marks.watermark() == 200 and marks.max_event_ts == 900
@@ -267,7 +267,7 @@ def test_the_trainer_snapshots_every_n_samples_but_not_more_often_than_its_inter
     k-means fit, so the trainer waits out its interval before the next one."""
     from online_models.clusters import StableClusterer
     from online_models.features import FEATURES
-    from streams.worker import ClusterTrainer
+    from streams.processing.worker import ClusterTrainer
 
     now = [0.0]
     trainer = ClusterTrainer(None, StableClusterer(2, seed=1), every=10, warmup=0,

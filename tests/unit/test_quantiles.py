@@ -6,7 +6,7 @@ import pytest
 from online_models.customer import MS_PER_DAY, CustomerState
 from online_models.quantiles import BucketHistogram, adaptive_edges, rfm_histograms
 from online_models.rfm import RFMScorer
-from streams.pipeline import histogram_point
+from streams.processing.pipeline import histogram_point
 
 T0 = 1_700_000_000_000
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from streams.schemas import Click, Limits, Purchase, Refund, Rejection, Watermark, decode
+from streams.processing.schemas import Click, Limits, Purchase, Refund, Rejection, Watermark, decode
 
 NOW = 1_700_000_000_000
 OK = {"event_id": "e", "customer_id": "c", "type": "purchase", "order_id": "o",

@@ -169,8 +169,8 @@ def test_churn_fit_runs_on_the_synthetic_generators_own_customers():
 
     from online_models.rfm import RFMScorer
     from producers import synthetic
-    from streams.pipeline import Models, Record, decode_batch, fold_batch, lookups
-    from streams.schemas import Limits
+    from streams.processing.pipeline import Models, Record, decode_batch, fold_batch, lookups
+    from streams.processing.schemas import Limits
 
     end = 1_760_000_000_000
     events = synthetic.generate(7, 400, 20_000, end - 200 * DAY, end)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from online_models.customer import CustomerState, Order, Totals
 from online_models.rfm import SEGMENTS
-from streams.schemas import Click
-from streams.state_codec import (
+from streams.processing.schemas import Click
+from streams.state.state_codec import (
     ACTION_CODES,
     SEGMENT_CODES,
     CorruptState,

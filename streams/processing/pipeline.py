@@ -18,7 +18,7 @@ from online_models.customer import MS_PER_DAY, BeyondHorizon, CustomerState, utc
 from online_models.features import as_rows, behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
-from streams.schemas import (
+from streams.processing.schemas import (
     Click,
     Event,
     Limits,
@@ -157,7 +157,7 @@ class BatchOutcome:
     histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
-    # the worker's: the changes and alerts as outbox entries (streams.outbox), to relay
+    # the worker's: the changes and alerts as outbox entries (streams.processing.outbox), to relay
     outbox: list = field(default_factory=list)
 
     @property

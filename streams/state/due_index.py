@@ -1,6 +1,6 @@
 """The due index: every customer with state, by the event time it is next due for
 re-scoring (``+inf`` while nothing is due), in BUCKETS small sorted sets plus a summary
-of each bucket's least due time (keys: streams.keys; scripts: due_set.lua, due_until.lua).
+of each bucket's least due time (keys: streams.state.keys; scripts: due_set.lua, due_until.lua).
 
 Why buckets: one sorted set of every customer cost ~113 bytes a member (a skiplist node
 and a dict entry each); a sorted set of up to 128 members is a listpack, ~20 bytes a
@@ -10,7 +10,7 @@ the buckets with someone due. Every due key shares one hash tag: a call over sev
 buckets stays in one Cluster slot, and the whole index is ~25 bytes a customer in that
 slot (2.5 GB at 100M customers).
 
-This module builds the script arguments; streams.store runs them.
+This module builds the script arguments; streams.state.store runs them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 
-from streams.keys import Keys
+from streams.state.keys import Keys
 
 BUCKETS = 16_384
 NEVER = "+inf"  # the score of a customer nothing is due for

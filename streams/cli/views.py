@@ -9,8 +9,8 @@ from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
 from online_models.rfm import SEGMENTS, RFMScorer
-from streams.pipeline import rfm_features
-from streams.schemas import iso
+from streams.processing.pipeline import rfm_features
+from streams.processing.schemas import iso
 
 
 def _cluster(state: CustomerState, clusters: ClusterSnapshot | None) -> dict:

@@ -27,11 +27,12 @@ class Keys:
 
     def customer(self, customer_id: str) -> str:
         """String: the customer's RFM and behaviour state and its orders within the order
-        horizon, ``<version>|<payload>`` (streams.state_codec)."""
+        horizon, ``<version>|<payload>`` (streams.state.state_codec)."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}"
 
     def outbox(self, customer_id: str) -> str:
-        """Hash: event id -> output event not yet acknowledged by Kafka (streams.outbox)."""
+        """Hash: event id -> output event not yet acknowledged by Kafka
+        (streams.processing.outbox)."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}:outbox"
 
     @property
@@ -48,7 +49,7 @@ class Keys:
     @property
     def due(self) -> str:
         """Sorted set: the due index's summary, bucket number -> the least due time (ms) in
-        that bucket (streams.due_index). Every due key shares the tag ``{<ns>:due}``, so a
+        that bucket (streams.state.due_index). Every due key shares the tag ``{<ns>:due}``, so a
         call over several stays in one Cluster slot."""
         return f"{self.namespace}:due:{{{self.namespace}:due}}"
 

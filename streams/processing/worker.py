@@ -22,10 +22,9 @@ from online_models.customer import MS_PER_DAY
 from online_models.features import FEATURES
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
-from streams.faults import Faults
-from streams.keys import Keys
-from streams.outbox import STALE_MS, entries_for
-from streams.pipeline import (
+from streams.processing.faults import Faults
+from streams.processing.outbox import STALE_MS, entries_for
+from streams.processing.pipeline import (
     ORDER_HORIZON_MS,
     BatchOutcome,
     Models,
@@ -37,9 +36,10 @@ from streams.pipeline import (
     reassign_clusters,
     rescore_due,
 )
-from streams.schemas import Limits, Rejection
+from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
-from streams.store import (
+from streams.state.keys import Keys
+from streams.state.store import (
     StateStore,
     all_customer_ids,
     connect,
@@ -53,7 +53,7 @@ from streams.store import (
     record_refit_failure,
     write_due,
 )
-from streams.store import read_states as read_states_sync
+from streams.state.store import read_states as read_states_sync
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ Names are matched exactly, never by prefix: a namespace may hold '.' and '-', so
 from __future__ import annotations
 
 from streams.errors import RtbaError
-from streams.redis_client import clustered, connect
+from streams.processing.topics import admin_client
 from streams.settings import Settings
-from streams.topics import admin_client
+from streams.state.redis_client import clustered, connect
 
 
 def groups(settings: Settings) -> list[str]:

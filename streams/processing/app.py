@@ -2,7 +2,7 @@
 to Redis and emits segment changes, churn alerts and DLQ records; two
 leader-only timers for the work that must happen once per cluster (re-scoring
 customers as event time passes, refitting the churn model). Kept thin: the
-logic is in streams.pipeline, streams.worker and online_models.
+logic is in streams.processing.pipeline, streams.processing.worker and online_models.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from functools import partial
 import faust
 
 from online_models.customer import MS_PER_DAY
-from streams.faults import Faults
-from streams.keys import Keys
-from streams.logs import PROGRESS_S, SLOW_S, Progress, SlowStep
-from streams.offload import run_off_loop
-from streams.pipeline import BatchOutcome, Record
-from streams.schemas import Limits
-from streams.settings import Settings
-from streams.store import StateStore
-from streams.topics import OUTPUTS, TOPICS, TopicIds
-from streams.transport import TRANSPORT
-from streams.worker import (
+from streams.processing.faults import Faults
+from streams.processing.logs import PROGRESS_S, SLOW_S, Progress, SlowStep
+from streams.processing.offload import run_off_loop
+from streams.processing.pipeline import BatchOutcome, Record
+from streams.processing.schemas import Limits
+from streams.processing.topics import OUTPUTS, TOPICS, TopicIds
+from streams.processing.transport import TRANSPORT
+from streams.processing.worker import (
     BatchProcessor,
     ClusterTrainer,
     OutboxRelay,
@@ -38,6 +35,9 @@ from streams.worker import (
     refresh_rfm_edges,
     retry_transient,
 )
+from streams.settings import Settings
+from streams.state.keys import Keys
+from streams.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Pipeline:
     """The app and its topics, agent and timers, so tests and the CLI reach them without globals."""
 
     app: faust.App
-    topics: dict[str, faust.TopicT]  # by streams.topics.TOPICS key
+    topics: dict[str, faust.TopicT]  # by streams.processing.topics.TOPICS key
     apply_events: faust.types.AgentT
     emit: object
 
@@ -82,7 +82,7 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_heartbeat_interval=settings.session_timeout_s / 4,
         consumer_group_instance_id=settings.worker_id,
     )
-    app.rtba_fetch_wait_ms = settings.fetch_wait_ms  # read by streams.transport
+    app.rtba_fetch_wait_ms = settings.fetch_wait_ms  # read by streams.processing.transport
     return app
 
 

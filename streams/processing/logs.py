@@ -5,7 +5,7 @@ send and every heartbeat: one worker wrote ~21,000 lines in a 7-second broker re
 ``RepeatFilter`` lets the first record of a kind through, holds back the alike ones that
 follow for ``window_s``, and says how many it held back on the next one it lets through.
 It applies to the libraries' loggers only: rtba's own (``streams.*``) already log once per
-outage and once on recovery (``streams.worker.retry_transient``).
+outage and once on recovery (``streams.processing.worker.retry_transient``).
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def logging_config(level: str) -> dict:
                                 "stream": "ext://sys.stderr"}},
         "root": {"level": libraries, "handlers": ["stderr"]},
         # the transport's consumer service logs each start-up step at info: the libraries'
-        "loggers": {"streams": {"level": own}, "streams.transport": {"level": libraries}},
+        "loggers": {"streams": {"level": own},
+                    "streams.processing.transport": {"level": libraries}},
     }  # fmt: skip
 
 

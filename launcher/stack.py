@@ -24,9 +24,9 @@ from pathlib import Path
 
 import redis
 
-from streams import redis_client
+from streams.processing.topics import admin_client, ensure_topics
 from streams.settings import Settings, env_name, read_stack_state, stack_state_file
-from streams.topics import admin_client, ensure_topics
+from streams.state import redis_client
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INFRA = REPO_ROOT / "infra" / "kafka"
@@ -221,7 +221,7 @@ def _redis_server(data: Path, port: int, fsync: str, *extra: str) -> int:
         binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
         "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
         "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
-        # due-index buckets stay compact listpacks up to ~8M customers (streams/due_index.py)
+        # due-index buckets stay compact listpacks up to ~8M customers (streams/state/due_index.py)
         "--zset-max-listpack-entries", "512", *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

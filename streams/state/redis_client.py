@@ -3,7 +3,7 @@ asking the server (``INFO cluster``), so ``REDIS_URL`` names any node and nothin
 needs setting.
 
 On a Cluster every command and every script call must stay in one hash slot (rtba's keys
-are built for that, streams/keys.py), and redis-py does not run Lua scripts inside a
+are built for that, streams/state/keys.py), and redis-py does not run Lua scripts inside a
 cluster pipeline. :class:`Batch` is the write path for both: on a single server one
 pipelined round trip, as before; on a Cluster the commands go in cluster pipelines (one
 round trip per node) and the script calls run concurrently, each on its slot's node,

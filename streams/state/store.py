@@ -1,10 +1,10 @@
 """Customer state in Redis: the worker's async store and the CLI's read helpers (the
-state value itself is streams.state_codec's).
+state value itself is streams.state.state_codec's).
 
 A worker's batch costs two round trips on a single Redis: one pipelined read of the
 customers it touches, one pipelined write (script calls of up to WRITE_CHUNK customers
 each, every customer under its own version check, plus due times, counters and the
-watermark). On a Redis Cluster the write is phased (streams.redis_client.Batch): no
+watermark). On a Redis Cluster the write is phased (streams.state.redis_client.Batch): no
 script runs inside a cluster pipeline, and a call's customers share one slot.
 """
 
@@ -23,14 +23,14 @@ from redis.crc import key_slot
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
-from streams import due_index, redis_client, state_codec
-from streams.keys import Keys
-from streams.outbox import Entry, by_customer
-from streams.redis_client import Batch, connect_async
+from streams.processing.outbox import Entry, by_customer
+from streams.state import due_index, redis_client, state_codec
+from streams.state.keys import Keys
+from streams.state.redis_client import Batch, connect_async
 
 
 def lua(name: str) -> str:
-    return resources.files("streams").joinpath("lua", f"{name}.lua").read_text()
+    return resources.files("streams.state").joinpath("lua", f"{name}.lua").read_text()
 
 
 def _text(value: bytes | str) -> str:
@@ -338,7 +338,7 @@ class Pending:
 
 
 def connect(url: str) -> redis.Redis:
-    """The CLI's client: a single server or a Cluster (streams.redis_client)."""
+    """The CLI's client: a single server or a Cluster (streams.state.redis_client)."""
     return redis_client.connect(url)
 
 
