@@ -129,6 +129,10 @@ def _cluster_rows(states: list[CustomerState], clusters: ClusterSnapshot | None)
     return rows
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
@@ -173,7 +177,7 @@ def profile_text(row: dict) -> str:
     top = ", ".join(row.get("top_categories") or []) or "-"
     return (
         f"{row['customer_id']}  {row.get('segment') or 'no purchase yet'}  {where}\n"
-        f"  {row['purchases']} purchases on {row['purchase_days']} days, "
+        f"  {_plural(row['purchases'], 'purchase')} on {_plural(row['purchase_days'], 'day')}, "
         f"{_money(row['monetary'])} spent; first {_date(row['first_purchase'])}, "
         f"last {_date(row['last_purchase'])}{ago}\n"
         f"  {risk}; top: {top}"

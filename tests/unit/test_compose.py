@@ -54,3 +54,20 @@ def test_compose_sets_the_environment_rtba_reads():
     assert {"RTBA_NAMESPACE", "RTBA_PARTITIONS"} <= given <= known, given - known
     for name in ("KAFKA_BOOTSTRAP", "REDIS_URL"):  # the Kafka image's own KAFKA_* are not ours
         assert re.search(rf"^\s+{name}:", text, re.MULTILINE) and name in known
+
+
+def test_images_are_pinned_and_kafka_keeps_its_data_on_its_volume():
+    import re
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    images = re.findall(r"^\s+image:\s*(\S+)", text, re.MULTILINE)
+    images += re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
+    assert len(images) == 3
+    for image in images:  # a full version, not a moving tag such as redis:7 or latest
+        assert re.search(r":\d+\.\d+\.\d+", image), image
+    log_dirs = re.search(r"KAFKA_LOG_DIRS:\s*(\S+)", text).group(1)
+    assert f"kafka-data:{log_dirs}" in text  # the broker writes where the volume is
+    for service in ("kafka", "redis", "worker"):  # the next blank line ends a service
+        block = text.split(f"\n  {service}:\n")[1].split("\n\n")[0]
+        assert "healthcheck:" in block, service
