@@ -155,7 +155,13 @@ def segments(as_of, as_json) -> None:
 @click.option("--segment", help="an RFM segment name, e.g. 'At Risk'")
 @click.option("--cluster", type=int, help="a cluster id (see `rtba segments`)")
 @click.option("--as-of", type=ISO_TIME, help="segments as of this time (default: the watermark)")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="at most this many customers",
+)
 @json_option
 def members(segment, cluster, as_of, limit, as_json) -> None:
     """The customers in a segment or a cluster.

@@ -190,8 +190,20 @@ def replay(file, customer_col, time_col, amount_col, time_format, sep, no_header
 
 
 @click.command()
-@click.option("--customers", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--events", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option(
+    "--customers",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="synthetic shoppers",
+)
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=200_000,
+    show_default=True,
+    help="events to produce (then the demo keeps showing)",
+)
 @click.option(
     "--rate", type=click.FloatRange(min=1), default=300, show_default=True, help="events per second"
 )

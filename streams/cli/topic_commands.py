@@ -137,7 +137,13 @@ def _dlq_row(record) -> dict:
 
 @click.command()
 @click.option("--reason", "reasons", multiple=True, help="only this reason (repeatable)")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="at most this many records",
+)
 @click.option(
     "--redrive",
     is_flag=True,

@@ -173,3 +173,13 @@ def test_as_a_real_process_the_stack_down_is_answered_within_two_seconds(stack_d
     assert done.returncode == StackDown.exit_code, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert took < 2.0, f"{argv}: {took:.1f}s"
+
+
+def test_every_option_says_what_it_does():
+    def commands(group: click.Group):
+        for command in group.commands.values():
+            yield from commands(command) if isinstance(command, click.Group) else [command]
+
+    silent = [(c.name, p.opts) for c in commands(cli) for p in c.params
+              if isinstance(p, click.Option) and not p.help]  # fmt: skip
+    assert silent == []
