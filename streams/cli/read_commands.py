@@ -285,6 +285,10 @@ def churn_fit(model, as_of, as_json) -> None:
     from streams.processing.schemas import iso
     from streams.processing.worker import RefitSkipped, refit_churn
 
+    log(
+        f"rtba churn fit: fitting {model or chosen.churn_model} on every customer "
+        "(a minute at 1M customers) ..."
+    )
     try:
         fitted = refit_churn(chosen, as_of, model)
     except RefitSkipped as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from launcher import stack
+from streams.settings import Settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -83,8 +84,9 @@ def test_the_demo_in_a_terminal_stops_cleanly_on_sigterm(tmp_path):
                              r"changes", 90, seen, whole=True)  # fmt: skip
         assert demo.wait(timeout=90) == 0, "".join(seen)[-3000:]
     finally:
-        if demo.poll() is None:
+        if demo.poll() is None:  # a failed check: take down all the demo started
             os.killpg(demo.pid, signal.SIGKILL)
+            stack.down(Settings.from_env({"RTBA_HOME": str(home)}))
         os.close(master)
     assert closing, "".join(seen)[-3000:]
     assert int(closing.group(2).replace(",", "")) > 0
