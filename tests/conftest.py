@@ -47,19 +47,23 @@ def real_stack(tmp_path_factory):
         stack.down(Settings.from_env({"RTBA_HOME": str(home)}))
 
 
-@pytest.fixture
-def rtba_env(real_stack, tmp_path):
-    """Environment for rtba processes: the real stack and a namespace of this test's own."""
-    env = {
+def env_for(real_stack: dict, home: Path) -> dict:
+    """Environment for rtba processes: the real stack and a namespace of their own."""
+    return {
         **os.environ,
         "KAFKA_BOOTSTRAP": real_stack["kafka_bootstrap"],
         "REDIS_URL": real_stack["redis_url"],
         "RTBA_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
-        "RTBA_HOME": str(tmp_path / "home"),
+        "RTBA_HOME": str(home),
         "RTBA_PARTITIONS": "3",
         "RTBA_BATCH_WITHIN_S": "0.1",
     }
-    return env
+
+
+@pytest.fixture
+def rtba_env(real_stack, tmp_path):
+    """Environment for rtba processes: the real stack and a namespace of this test's own."""
+    return env_for(real_stack, tmp_path / "home")
 
 
 @pytest.fixture

@@ -74,8 +74,8 @@ class Feed:
 
 def snapshot(settings: Settings, client) -> dict:
     """What the screen shows from Redis: counters, segment and cluster sizes, labels."""
-    from streams.cli.views import segment_summary
     from streams.processing.worker import current_models
+    from streams.read.views import segment_summary
     from streams.state.keys import Keys
     from streams.state.store import all_customer_ids, read_marks, read_states, read_stats
 

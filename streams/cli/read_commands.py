@@ -11,49 +11,30 @@ import click
 from streams.cli.common import ISO_TIME, json_option, log, print_json, require_redis, settings, when
 from streams.errors import NotReady
 
-PAGE = 1000  # customers read per round trip while walking everyone
-
 
 class Reader:
-    """The Redis client, key names and models in force, for one command."""
+    """The settings, the stack check and a StateReader, for one command."""
 
     def __init__(self):
         self.settings = settings()
         require_redis(self.settings)  # before the heavy imports: a stack down answers at once
-        from streams.processing.worker import current_models
-        from streams.state.keys import Keys
-        from streams.state.store import connect
+        from streams.read.reader import StateReader
 
-        self.client = connect(self.settings.redis_url)
-        self.keys = Keys(self.settings.namespace)
-        self.models = current_models(self.client, self.keys, self.settings)
+        self.state = StateReader(self.settings)
+        self.client, self.keys = self.state.client, self.state.keys
+        self.models = self.state.models()
 
     def as_of(self, given: int | None) -> int:
-        """--as-of, else the watermark, else now."""
-        from streams.state.store import read_marks
-
-        if given is not None:
-            return given
-        watermark = read_marks(self.client, self.keys).watermark()
-        return watermark if watermark is not None else int(time.time() * 1000)
+        return self.state.as_of(given)
 
     def states(self, ids: list[str]):
-        from streams.state.store import read_states
-
-        return read_states(self.client, self.keys, ids)
+        return self.state.states(ids)
 
     def everyone(self) -> Iterator:
-        """Every customer's state, a page at a time."""
-        from streams.state.store import all_customer_ids
-
-        ids = all_customer_ids(self.client, self.keys)
-        for start in range(0, len(ids), PAGE):
-            yield from self.states(ids[start : start + PAGE])
+        return self.state.everyone()
 
     def profile(self, state, as_of_ms: int) -> dict:
-        from streams.cli.views import profile
-
-        return profile(state, as_of_ms, self.models.rfm, self.models.churn, self.models.clusters)
+        return self.state.profile(state, as_of_ms, self.models)
 
 
 @click.command()
@@ -78,7 +59,7 @@ def profile(customer_ids, everyone, as_of, as_json) -> int:
     if not everyone and not customer_ids:
         raise click.UsageError("name customer ids, or use --all")
     reader = Reader()
-    from streams.cli.views import profile_text
+    from streams.read.views import profile_text
 
     moment = reader.as_of(as_of)
     states = reader.everyone() if everyone else reader.states(list(customer_ids))
@@ -110,7 +91,7 @@ def segments(as_of, as_json) -> None:
       rtba segments --json | jq '.rfm[] | select(.customers > 0)'
     """
     reader = Reader()
-    from streams.cli.views import segment_summary, table
+    from streams.read.views import segment_summary, table
     from streams.state.store import model_status
 
     moment = reader.as_of(as_of)
@@ -227,7 +208,7 @@ def stats(as_json) -> None:
       rtba stats --json
     """
     reader = Reader()
-    from streams.cli.views import table
+    from streams.read.views import table
     from streams.state.store import read_marks, read_stats
 
     marks = read_marks(reader.client, reader.keys)

@@ -255,4 +255,42 @@ def bench(ctx) -> int:
     return pipeline.main(ctx.args)
 
 
-COMMANDS = [worker, produce, replay, demo, bench]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="port to listen on",
+)
+def api(host, port) -> None:
+    """Serve the read API (JSON, OpenAPI at /docs and /openapi.json).
+
+    Reads Redis only: run as many as you like, apart from the workers. It listens on
+    loopback only until bearer tokens are built (S8): put a proxy in front for more.
+
+    \b
+    Examples:
+      rtba api
+      rtba api --port 8080    # then: curl localhost:8080/customers/c000001
+    """
+    if host not in LOOPBACK:
+        raise ConfigError(
+            f"--host {host}: the API serves loopback only until it checks bearer "
+            "tokens; use 127.0.0.1 and a proxy in front"
+        )
+    chosen = settings()
+    require_stack(chosen, kafka=False)
+    import uvicorn
+
+    from streams.api.app import create_api
+
+    log(f"rtba api: http://{host}:{port}/docs (namespace {chosen.namespace}, {chosen.redis_url})")
+    uvicorn.run(create_api(chosen), host=host, port=port, log_level="warning")
+
+
+COMMANDS = [worker, produce, replay, demo, bench, api]

@@ -10,12 +10,15 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
 
 from producers.kafka import make_producer, send_watermark
-from tests.conftest import REPO, consume_all, run_rtba, wait_for_records
+from streams.settings import Settings
+from streams.state.store import connect
+from tests.conftest import REPO, WorkerProcess, consume_all, env_for, run_rtba, wait_for_records
 from tests.reference import DAY, batch_state, epoch_ms, reference_segment
 
 pytestmark = pytest.mark.integration
@@ -59,45 +62,55 @@ def expected_segments(events: list[dict]) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def shop(rtba_env, settings, worker, redis_client):
-    """The worker has taken the shop's events, two hostile records and the watermark."""
+@dataclass
+class Shop:
+    env: dict
+    settings: Settings
+    events: list[dict]
+    worker: WorkerProcess
+    client: object
+
+
+@pytest.fixture(scope="module")
+def shop(real_stack, tmp_path_factory):
+    """A worker that has taken the shop's events, two hostile records and the watermark.
+    One per module: the tests that change it (a re-drive, a reset) come last."""
     from streams.processing.topics import ensure_topics
 
-    rtba_env["RTBA_TICK_S"] = "3600"  # event-driven results only
-    rtba_env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
+    base = tmp_path_factory.mktemp("shop")
+    env = env_for(real_stack, base / "home")
+    env["RTBA_TICK_S"] = "3600"  # event-driven results only
+    env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
+    settings = Settings.from_env(env)
     ensure_topics(settings)
-    worker.start()
+    worker = WorkerProcess(env, base / "worker.log").start()
+    client = connect(settings.redis_url)
     events = shop_events()
     producer = make_producer(settings.kafka_bootstrap)
     for i, event in enumerate(events):
         if i == 300:  # in the middle of good ones
             producer.send(settings.events_topic, key=b"x", value=b"{not json")
-            producer.send(
-                settings.events_topic,
-                key=b"whale",
-                value={
-                    "event_id": "whale-0",
-                    "customer_id": "whale",
-                    "type": "purchase",
-                    "order_id": "w0",
-                    "amount": "2500000.00",
-                    "ts": event["ts"],
-                },
-            )
+            producer.send(settings.events_topic, key=b"whale", value={
+                "event_id": "whale-0", "customer_id": "whale", "type": "purchase",
+                "order_id": "w0", "amount": "2500000.00", "ts": event["ts"]})  # fmt: skip
         producer.send(settings.events_topic, key=event["customer_id"], value=event)
     marks = send_watermark(producer, settings.events_topic, END)
     producer.close()
-    wait_for_records(redis_client, settings, len(events) + 2 + marks, worker)
-    return events
+    try:
+        wait_for_records(client, settings, len(events) + 2 + marks, worker)
+        yield Shop(env, settings, events, worker, client)
+    finally:
+        worker.stop()
+        client.close()
 
 
 def rtba(env, *args, check=True):
     return run_rtba(env, *args, check=check)
 
 
-def test_members_and_profiles_match_the_batch_computation(rtba_env, shop):
-    want = expected_segments(shop)
+def test_members_and_profiles_match_the_batch_computation(shop):
+    rtba_env = shop.env
+    want = expected_segments(shop.events)
     by_segment: dict[str, set] = defaultdict(set)
     for cid, segment in want.items():
         by_segment[segment].add(cid)
@@ -110,7 +123,7 @@ def test_members_and_profiles_match_the_batch_computation(rtba_env, shop):
     assert len(limited.splitlines()) == 3
 
     text = rtba(rtba_env, "profile", "champ").stdout
-    state = batch_state(shop)["champ"]
+    state = batch_state(shop.events)["champ"]
     first = time.strftime("%Y-%m-%d", time.gmtime(state["first_purchase_ms"] / 1000))
     last = time.strftime("%Y-%m-%d", time.gmtime(state["last_purchase_ms"] / 1000))
     assert text.splitlines()[0].startswith(f"champ  {want['champ']}")
@@ -123,7 +136,8 @@ def test_members_and_profiles_match_the_batch_computation(rtba_env, shop):
     assert missing.stdout.startswith("champ")
 
 
-def test_stats_counts_what_was_sent_with_readable_times(rtba_env, shop):
+def test_stats_counts_what_was_sent_with_readable_times(shop):
+    rtba_env = shop.env
     out = rtba(rtba_env, "stats").stdout
     counters = dict(
         line.split()
@@ -135,8 +149,10 @@ def test_stats_counts_what_was_sent_with_readable_times(rtba_env, shop):
     assert "watermark        2026-06-30 12:00:00 UTC" in out
 
 
-def test_tail_follows_the_outputs_with_filters(rtba_env, settings, shop):
-    changes = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, len(shop))
+def test_tail_follows_the_outputs_with_filters(shop):
+    rtba_env, settings = shop.env, shop.settings
+    # at least one, then drained: every change the worker sent
+    changes = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, 1)
     first = rtba(rtba_env, "tail", "--from-start", "--count", "5", "--json").stdout
     assert len(first.splitlines()) == 5
     champ = rtba(
@@ -160,7 +176,8 @@ def test_tail_follows_the_outputs_with_filters(rtba_env, settings, shop):
     ]
 
 
-def test_dlq_shows_reasons_and_redrives_after_a_fix(rtba_env, settings, worker, redis_client, shop):
+def test_dlq_shows_reasons_and_redrives_after_a_fix(shop):
+    rtba_env, settings, worker, redis_client = shop.env, shop.settings, shop.worker, shop.client
     rows = [json.loads(line) for line in rtba(rtba_env, "dlq", "--json").stdout.splitlines()]
     assert sorted(r["reason"] for r in rows) == ["absurd_amount", "invalid_json"]
     assert {r["payload"][:9] for r in rows} >= {"{not json"}
@@ -180,7 +197,8 @@ def test_dlq_shows_reasons_and_redrives_after_a_fix(rtba_env, settings, worker, 
     assert "nothing in" in again.stderr  # remembered: a second re-drive sends nothing twice
 
 
-def test_a_pipe_closed_early_ends_quietly(rtba_env, shop):
+def test_a_pipe_closed_early_ends_quietly(shop):
+    rtba_env = shop.env
     """`rtba profile --all --json | head -1`: 603 profiles, far more than a pipe holds."""
     done = subprocess.run(
         f"{sys.executable} -m streams.cli profile --all --json | head -1",
@@ -195,7 +213,9 @@ def test_a_pipe_closed_early_ends_quietly(rtba_env, shop):
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
-def test_reset_wipes_exactly_the_namespace(rtba_env, settings, worker, redis_client, shop):
+def test_reset_wipes_exactly_the_namespace(shop):
+    """Last in the module: it wipes the shop."""
+    rtba_env, settings, worker, redis_client = shop.env, shop.settings, shop.worker, shop.client
     refused = rtba(rtba_env, "reset", "--yes", check=False)
     assert refused.returncode == 1 and "stop the workers" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

@@ -57,6 +57,7 @@ def test_the_command_list_is_the_one_documented():
         "reset",
         "demo",
         "bench",
+        "api",
     }
 
 
@@ -91,6 +92,8 @@ MISTAKES = [
     (["tail"], {}, StackDown.exit_code, ["Kafka is not answering"]),
     (["dlq"], {}, StackDown.exit_code, ["Kafka is not answering"]),
     (["reset", "--yes"], {}, StackDown.exit_code, ["not answering"]),
+    (["api"], {}, StackDown.exit_code, ["Redis is not answering"]),
+    (["api", "--host", "0.0.0.0"], {}, ConfigError.exit_code, ["loopback", "bearer"]),
     (
         ["stats"],
         {"RTBA_PARTITIONS": "abc"},

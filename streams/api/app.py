@@ -1,0 +1,192 @@
+"""The HTTP JSON read service: profiles, segment and cluster sizes, members, rankings,
+models and the DLQ summary, with an OpenAPI document at /openapi.json.
+
+Every list takes ``limit`` and ``offset``; unknown customers, segments and clusters are
+404s with a message, bad parameters 422s. The endpoints are plain ``def``: FastAPI runs
+them in its thread pool, so a blocking Redis read never holds the event loop.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Annotated, Literal
+
+import redis
+from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+
+from online_models.rfm import SEGMENTS
+from streams.processing.schemas import iso, to_epoch_ms
+from streams.read.reader import StateReader
+from streams.read.views import segment_summary
+from streams.settings import Settings
+from streams.state.store import model_status, read_stats
+
+MAX_LIMIT = 1000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
+Offset = Annotated[int, Query(ge=0, le=100_000_000, description="skip this many items")]
+AsOf = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="ISO-8601 time; default: the watermark",
+        examples=["2026-12-24T00:00:00Z"],
+    ),
+]
+
+
+def _as_of(reader: StateReader, text: str | None) -> int:
+    if text is None:
+        return reader.as_of()
+    try:
+        return to_epoch_ms(text)
+    except ValueError as exc:
+        raise HTTPException(422, f"as_of: {exc}") from None
+
+
+def _page(rows, offset: int, limit: int) -> tuple[list[dict], int]:
+    """One page of an iterator, and how many there were in all."""
+    page, total = [], 0
+    for row in rows:
+        if offset <= total < offset + limit:
+            page.append(row)
+        total += 1
+    return page, total
+
+
+def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI:
+    reader = reader or StateReader(settings)
+    api = FastAPI(
+        title="rtba",
+        version=version("rtba"),
+        description="Live RFM segments, behaviour clusters and churn risk, read from "
+        f"namespace {settings.namespace!r}.",
+    )
+
+    @api.exception_handler(redis.exceptions.ConnectionError)
+    def redis_down(request, exc):  # the stack is down: say so, not a 500
+        return JSONResponse({"detail": f"Redis is not answering at {settings.redis_url}"}, 503)
+
+    @api.get("/health", summary="the API process is up")
+    def health() -> dict:
+        return {"status": "ok", "version": version("rtba"), "namespace": settings.namespace}
+
+    @api.get("/ready", summary="Redis answers", responses={503: {"description": "Redis is down"}})
+    def ready():
+        try:
+            reader.client.ping()
+        except redis.exceptions.RedisError as exc:
+            return JSONResponse({"status": "unavailable", "redis": str(exc)}, 503)
+        return {"status": "ready"}
+
+    @api.get(
+        "/customers/{customer_id}",
+        summary="one customer's profile",
+        responses={404: {"description": "no such customer"}},
+    )
+    def customer(customer_id: Annotated[str, Path(max_length=256)], as_of: AsOf = None):
+        moment = _as_of(reader, as_of)
+        states = reader.states([customer_id])
+        if not states:
+            raise HTTPException(
+                404, f"no customer {customer_id!r} in namespace {settings.namespace!r}"
+            )
+        return reader.profile(states[0], moment)
+
+    @api.get("/customers", summary="customers ranked by churn risk, CLV or money spent")
+    def ranked(
+        order_by: Literal["churn_risk", "predicted_clv_365d", "monetary"] = "churn_risk",
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
+    ) -> dict:
+        moment = _as_of(reader, as_of)
+        rows = [r for r in reader.profiles(moment) if r[order_by] is not None]
+        rows.sort(key=lambda r: (-r[order_by], r["customer_id"]))
+        return {
+            "order_by": order_by,
+            "as_of": iso(moment),
+            "total": len(rows),
+            "offset": offset,
+            "limit": limit,
+            "customers": rows[offset : offset + limit],
+        }
+
+    @api.get("/segments", summary="RFM segment and cluster sizes and profiles")
+    def segments(as_of: AsOf = None) -> dict:
+        moment = _as_of(reader, as_of)
+        models = reader.models()
+        return segment_summary(list(reader.everyone()), moment, models.rfm, models.clusters)
+
+    @api.get(
+        "/segments/{segment}/members",
+        summary="the customers in an RFM segment",
+        responses={404: {"description": "no such segment"}},
+    )
+    def segment_members(
+        segment: str, limit: Limit = 100, offset: Offset = 0, as_of: AsOf = None
+    ) -> dict:
+        if segment not in SEGMENTS:
+            raise HTTPException(404, f"no segment {segment[:60]!r}; one of: {', '.join(SEGMENTS)}")
+        moment = _as_of(reader, as_of)
+        rows, total = _page(
+            reader.members(lambda r: r["segment"] == segment, moment), offset, limit
+        )
+        return {
+            "segment": segment,
+            "as_of": iso(moment),
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "members": rows,
+        }
+
+    @api.get(
+        "/clusters/{cluster_id}/members",
+        summary="the customers in a behaviour cluster",
+        responses={404: {"description": "no such cluster"}},
+    )
+    def cluster_members(
+        cluster_id: Annotated[int, Path(ge=0, le=1_000_000)],
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
+    ) -> dict:
+        snapshot = reader.models().clusters
+        if snapshot is None or cluster_id not in snapshot.ids:
+            raise HTTPException(404, f"no cluster {cluster_id} in the snapshot in force")
+        moment = _as_of(reader, as_of)
+        keep = lambda r: r["cluster"]["id"] == cluster_id  # noqa: E731
+        rows, total = _page(reader.members(keep, moment), offset, limit)
+        return {
+            "cluster": snapshot.profile(cluster_id),
+            "as_of": iso(moment),
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "members": rows,
+        }
+
+    @api.get("/models", summary="the models in force: versions, age, parameters")
+    def models() -> dict:
+        import time
+
+        status = model_status(reader.client, reader.keys, int(time.time() * 1000))
+        in_force = reader.models()
+        status["rfm"]["edges"] = {
+            "recency_days": in_force.rfm.recency_edges,
+            "frequency": in_force.rfm.frequency_edges,
+            "monetary": in_force.rfm.monetary_edges,
+        }
+        if in_force.churn is not None:
+            status["churn"]["params"] = in_force.churn.model.to_dict().get("params")
+        return status
+
+    @api.get("/dlq", summary="events refused, by reason")
+    def dlq() -> dict:
+        counters = read_stats(reader.client, reader.keys)
+        reasons = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("dlq:")}
+        return {"total": counters.get("dlq", 0), "by_reason": reasons}
+
+    return api

@@ -1,0 +1,63 @@
+"""Reading what the pipeline keeps in Redis, for the CLI and the API: states, the models in
+force, the as-of time, and members or rankings computed over every customer a page at a
+time (a walk over the population: fine for a few million customers a call, and what an
+index would replace)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from online_models.customer import CustomerState
+from streams.processing.worker import current_models
+from streams.read.views import profile
+from streams.settings import Settings
+from streams.state.keys import Keys
+from streams.state.store import all_customer_ids, connect, read_marks, read_states
+
+PAGE = 1000  # customers read per round trip while walking everyone
+
+
+class StateReader:
+    """One Redis client and the key names of one namespace; models are read on each call
+    so that a long-lived reader (the API) follows refits and new snapshots."""
+
+    def __init__(self, settings: Settings, client=None):
+        self.settings = settings
+        self.client = client if client is not None else connect(settings.redis_url)
+        self.keys = Keys(settings.namespace)
+
+    def models(self):
+        return current_models(self.client, self.keys, self.settings)
+
+    def as_of(self, given: int | None = None) -> int:
+        """``given``, else the watermark, else now."""
+        if given is not None:
+            return given
+        watermark = read_marks(self.client, self.keys).watermark()
+        return watermark if watermark is not None else int(time.time() * 1000)
+
+    def states(self, ids: list[str]) -> list[CustomerState]:
+        return read_states(self.client, self.keys, ids)
+
+    def everyone(self) -> Iterator[CustomerState]:
+        """Every customer's state in customer-id order, a page at a time."""
+        ids = all_customer_ids(self.client, self.keys)
+        for start in range(0, len(ids), PAGE):
+            yield from self.states(ids[start : start + PAGE])
+
+    def profiles(self, as_of_ms: int, models=None) -> Iterator[dict]:
+        models = models or self.models()
+        for state in self.everyone():
+            yield profile(state, as_of_ms, models.rfm, models.churn, models.clusters)
+
+    def profile(self, state: CustomerState, as_of_ms: int, models=None) -> dict:
+        models = models or self.models()
+        return profile(state, as_of_ms, models.rfm, models.churn, models.clusters)
+
+    def members(self, keep: Callable[[dict], bool], as_of_ms: int) -> Iterator[dict]:
+        """The profiles ``keep`` accepts, in customer-id order."""
+        return (row for row in self.profiles(as_of_ms) if keep(row))
+
+    def close(self) -> None:
+        self.client.close()
