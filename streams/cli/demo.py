@@ -31,6 +31,22 @@ def _spawn(env: dict, log: Path, *args: str) -> subprocess.Popen:
         )
 
 
+def _say(text: str, **kwargs) -> None:
+    """Print, unless the terminal is gone (a hangup): the cleanup matters, not the words."""
+    try:
+        print(text, **kwargs)
+    except OSError:
+        pass
+
+
+def _hung_up(signum, frame):
+    """The terminal is gone: writes to it would fail half-way through the cleanup."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    raise KeyboardInterrupt
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -189,7 +205,10 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
     live = Settings.from_env(env)
     logs = live.home / "demo" / namespace
     logs.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop everything on `kill` as on Ctrl-C
+    # Stop everything on `kill`, or when the terminal closes (SIGHUP), as on Ctrl-C: a
+    # closed terminal window used to leave the demo's Kafka and Redis running.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _hung_up)
     tty = sys.stdout.isatty()
     header = (
         f"rtba demo · namespace {namespace} · Kafka {info['kafka_bootstrap']} · "
@@ -234,8 +253,8 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
         pass
     finally:
         # Ctrl-C usually reaches the whole process group: one signal is enough.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         for proc in (producer, worker):
             if proc is not None:
                 _stop(proc)
@@ -247,7 +266,7 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
     took = time.monotonic() - started
     stats = view.get("stats", {})
     counts = feed.counts if feed is not None else Counter()
-    print(
+    _say(
         f"rtba demo: {took:.0f} s, {stats.get('records', 0):,} events, "
         f"{counts['rfm'] + counts['cluster']:,} segment changes, "
         f"{counts['churn']:,} churn alerts, {view.get('customers', 0):,} customers; "
@@ -256,6 +275,6 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
         flush=True,
     )
     if failed:
-        print(f"rtba demo: {failed}", file=sys.stderr)
+        _say(f"rtba demo: {failed}", file=sys.stderr)
         return 1
     return 0

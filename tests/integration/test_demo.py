@@ -24,6 +24,16 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 
+def _own_terminal() -> None:
+    """In the child: a session of its own with the pty as its controlling terminal, as a
+    shell in a terminal window has, so that closing the window sends it SIGHUP."""
+    import fcntl
+    import termios
+
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def children(pid: int) -> set[int]:
     """Every live descendant of ``pid``, from /proc."""
     parents: dict[int, int] = {}
@@ -60,16 +70,20 @@ def read_until(fd: int, pattern: str, timeout_s: float, seen: list[str],
     return None
 
 
-def test_the_demo_in_a_terminal_stops_cleanly_on_sigterm(tmp_path):
+@pytest.mark.parametrize("stop", ["sigterm", "terminal closed"])
+def test_the_demo_in_a_terminal_stops_cleanly(tmp_path, stop):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL")}
     env.update(RTBA_HOME=str(home), RTBA_REDIS_CLUSTER="0", COLUMNS="120")
     master, slave = pty.openpty()
     demo = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--customers", "80",
                              "--rate", "400"], cwd=REPO, env=env, stdin=slave, stdout=slave,
-                            stderr=slave, start_new_session=True)  # fmt: skip
+                            stderr=slave, preexec_fn=_own_terminal)  # fmt: skip
     os.close(slave)
     seen: list[str] = []
+    spawned: set[int] = set()
+    started: dict = {}
+    closing = None
     try:
         # The live summary, with events counted and segments filled in.
         screen = read_until(master, r"events [1-9][\d,]* [^\n]*\n\s*\nRFM segment[^\n]*\n  \w"
@@ -79,20 +93,29 @@ def test_the_demo_in_a_terminal_stops_cleanly_on_sigterm(tmp_path):
         started = json.loads((home / "stack.json").read_text())
         spawned = children(demo.pid)
         assert len(spawned) >= 2  # the worker and the producer at least
-        demo.send_signal(signal.SIGTERM)
-        closing = read_until(master, r"rtba demo: (\d+) s, ([\d,]+) events, ([\d,]+) segment "
-                             r"changes", 90, seen, whole=True)  # fmt: skip
-        assert demo.wait(timeout=90) == 0, "".join(seen)[-3000:]
+        if stop == "terminal closed":  # the window shut: a hangup, and nobody to read
+            os.close(master)
+            master = None
+        else:
+            demo.send_signal(signal.SIGTERM)
+            pattern = r"rtba demo: (\d+) s, ([\d,]+) events, ([\d,]+) segment changes"
+            closing = read_until(master, pattern, 90, seen, whole=True)
+        code = demo.wait(timeout=90)
     finally:
-        if demo.poll() is None:  # a failed check: take down all the demo started
+        if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
+        time.sleep(1)
+        # What the demo left running, seen before this test cleans up after a failure.
+        left = [pid for pid in [*spawned, started.get("kafka_pid"), started.get("redis_pid")]
+                if pid and stack.alive(pid)]  # fmt: skip
+        if (home / "stack.json").exists():
             stack.down(Settings.from_env({"RTBA_HOME": str(home)}))
-        os.close(master)
-    assert closing, "".join(seen)[-3000:]
-    assert int(closing.group(2).replace(",", "")) > 0
+        if master is not None:
+            os.close(master)
+    assert code == 0, "".join(seen)[-3000:]
+    if stop == "sigterm":
+        assert closing, "".join(seen)[-3000:]
+        assert int(closing.group(2).replace(",", "")) > 0
     assert "Traceback" not in "".join(seen)
-    time.sleep(1)
-    left = [pid for pid in spawned if stack.alive(pid)]
+    assert started.get("kafka_pid") and started.get("redis_pid")  # it started the stack
     assert not left, f"left running: {left}"
-    for pid in (started.get("kafka_pid"), started.get("redis_pid")):  # it started the stack
-        assert pid and not stack.alive(pid), pid
