@@ -88,21 +88,16 @@ class Feed:
         self.consumer.close()
 
 
-def snapshot(settings: Settings, client) -> dict:
+def snapshot(reader) -> dict:
     """What the screen shows from Redis: counters, segment and cluster sizes, labels."""
-    from streams.processing.worker import current_models
     from streams.read.views import segment_summary
-    from streams.state.keys import Keys
-    from streams.state.store import all_customer_ids, read_marks, read_states, read_stats
+    from streams.state.store import read_marks, read_stats
 
-    keys = Keys(settings.namespace)
-    models = current_models(client, keys, settings)
-    watermark = read_marks(client, keys).watermark()
-    states = read_states(client, keys, all_customer_ids(client, keys))
-    summary = segment_summary(
-        states, watermark or int(time.time() * 1000), models.rfm, models.clusters
-    )
-    return {"stats": read_stats(client, keys), "watermark": watermark, **summary}
+    models = reader.models()
+    watermark = read_marks(reader.client, reader.keys).watermark()
+    states = list(reader.everyone())
+    summary = segment_summary(states, reader.as_of(watermark), models.rfm, models.clusters)
+    return {"stats": read_stats(reader.client, reader.keys), "watermark": watermark, **summary}
 
 
 def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: float) -> str:
@@ -181,7 +176,7 @@ def _label(cluster_id, labels: dict) -> str | None:
 
 def run_demo(settings: Settings, customers: int, events: int, rate: float, duration: float) -> int:
     from launcher import stack
-    from streams.state.store import connect
+    from streams.read.reader import StateReader
 
     namespace = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"  # a fresh state for every run
     settings = settings.model_copy(update={"namespace": namespace})
@@ -235,10 +230,10 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
             "--rate",
             str(rate),
         )
-        client = connect(live.redis_url)
+        client = StateReader(live)  # closed with the feed
         while not duration or time.monotonic() - started < duration:
             feed.poll(int(REDRAW_S * 1000))
-            view = snapshot(live, client)
+            view = snapshot(client)
             now, count = time.monotonic(), view["stats"].get("records", 0)
             shown_rate = (count - last_count) / max(now - last_at, 1e-3)
             last_count, last_at = count, now
