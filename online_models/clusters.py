@@ -98,6 +98,7 @@ class ClusterSnapshot:
             "id": cluster_id,
             "label": label_of(z),
             "centroid": dict(zip(FEATURES, map(float, centre), strict=True)),
+            "standardised": z,  # in population standard deviations: what the label reads
         }
 
     def to_dict(self) -> dict:

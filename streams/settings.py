@@ -32,6 +32,7 @@ PREFIX = "RTBA_"
 # Kafka's legal characters for topic names and group.instance.id, and no ':' or braces,
 # which Redis key names and Cluster hash tags give a meaning (streams/state/keys.py).
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -46,6 +47,12 @@ def _bootstrap(value: str) -> str:
     if not all(_HOST_PORT.match(s) and 0 < int(s.rsplit(":", 1)[1]) < 65536 for s in servers):
         raise ValueError("expected host:port, or several separated by commas")
     return ",".join(servers)
+
+
+def _host(value: str) -> str:
+    if not _HOST.match(value):
+        raise ValueError("expected a host name or an IP address, such as 127.0.0.1")
+    return value
 
 
 def _redis_url(value: str) -> str:
@@ -182,6 +189,16 @@ class Settings(BaseSettings):
     cluster_snapshot_every: int = Field(500, ge=1)
     cluster_warmup: int = Field(2000, ge=0)
     cluster_snapshot_min_s: float = Field(5.0, ge=0)
+    # A worker's Prometheus /metrics (streams.processing.metrics); off when unset, since
+    # workers on one host each need their own port. The API always serves /metrics.
+    metrics_port: Port = None
+    metrics_host: Annotated[str, AfterValidator(_host)] = "127.0.0.1"
+    # The API's dashboard: a sample of segment and cluster sizes, lag and counters this
+    # often (each walks the population; one API process takes each sample), this many kept.
+    dashboard_sample_s: float = Field(10.0, ge=0.1, le=86_400)
+    dashboard_history: int = Field(2880, ge=2, le=1_000_000)
+    # Recent output events each API process keeps for /events and the live feed.
+    feed_size: int = Field(500, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _rearm_below_threshold(self) -> Settings:

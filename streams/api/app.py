@@ -4,18 +4,30 @@ models and the DLQ summary, with an OpenAPI document at /openapi.json.
 Every list takes ``limit`` and ``offset``; unknown customers, segments and clusters are
 404s with a message, bad parameters 422s. The endpoints are plain ``def``: FastAPI runs
 them in its thread pool, so a blocking Redis read never holds the event loop.
+
+Beside them: the dashboard at ``/`` (streams/api/dashboard/), the recent output events and
+their live feed (``/events``, ``/events/stream``, streams.api.feed), the dashboard's
+history (streams.api.history) and Prometheus metrics (``/metrics``, streams.api.metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+from contextlib import asynccontextmanager
 from importlib.metadata import version
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 import redis
-from fastapi import FastAPI, HTTPException, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header, HTTPException, Path, Query
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from online_models.rfm import SEGMENTS
+from streams.api.feed import FeedItem, OutputFeed
+from streams.api.history import Sampler, read_history
+from streams.api.metrics import api_registry
 from streams.processing.schemas import iso, to_epoch_ms
 from streams.read.reader import StateReader
 from streams.read.views import segment_summary
@@ -23,6 +35,10 @@ from streams.settings import Settings
 from streams.state.store import model_status, read_stats
 
 MAX_LIMIT = 1000
+DASHBOARD = FilePath(__file__).parent / "dashboard"
+KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle feed
+BACKLOG = 50  # events a new feed subscriber gets first (a reconnecting one: all it missed)
+Kind = Literal["rfm", "cluster", "churn"]
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
 Offset = Annotated[int, Query(ge=0, le=100_000_000, description="skip this many items")]
@@ -55,14 +71,42 @@ def _page(rows, offset: int, limit: int) -> tuple[list[dict], int]:
     return page, total
 
 
+def _plotly_js() -> FilePath:
+    """plotly.js as the plotly package ships it (found without importing plotly)."""
+    spec = importlib.util.find_spec("plotly")
+    return FilePath(spec.submodule_search_locations[0]) / "package_data" / "plotly.min.js"
+
+
+def _sse(item: FeedItem) -> str:
+    import json
+
+    return f"id: {item.seq}\nevent: output\ndata: {json.dumps(item.to_json())}\n\n"
+
+
 def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI:
     reader = reader or StateReader(settings)
+    feed = OutputFeed(settings)
+    sampler = Sampler(reader, settings.dashboard_sample_s, settings.dashboard_history)
+    registry = api_registry(reader)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        feed.start()
+        sampler.start()
+        try:
+            yield
+        finally:
+            sampler.stop()
+            feed.stop()
+
     api = FastAPI(
         title="rtba",
         version=version("rtba"),
         description="Live RFM segments, behaviour clusters and churn risk, read from "
-        f"namespace {settings.namespace!r}.",
+        f"namespace {settings.namespace!r}. The dashboard is at /.",
+        lifespan=lifespan,
     )
+    api.state.feed, api.state.sampler = feed, sampler
 
     @api.exception_handler(redis.exceptions.ConnectionError)
     def redis_down(request, exc):  # the stack is down: say so, not a 500
@@ -188,5 +232,77 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         counters = read_stats(reader.client, reader.keys)
         reasons = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("dlq:")}
         return {"total": counters.get("dlq", 0), "by_reason": reasons}
+
+    @api.get("/events", summary="recent segment changes and churn alerts, newest first")
+    def events(
+        kind: Annotated[list[Kind] | None, Query(description="only these kinds")] = None,
+        customer: Annotated[str | None, Query(max_length=256)] = None,
+        limit: Limit = 100,
+    ) -> dict:
+        items = feed.recent(set(kind or ()), customer, limit)
+        return {
+            "kept": feed.size,
+            "connected": feed.connected,
+            "events": [item.to_json() for item in items],
+        }
+
+    @api.get(
+        "/events/stream",
+        summary="the live feed of segment changes and churn alerts (server-sent events)",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        kind: Annotated[list[Kind] | None, Query(description="only these kinds")] = None,
+        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    ):
+        kinds = set(kind or ())
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+        async def items():
+            queue = feed.subscribe()  # before the backlog: nothing falls between the two
+            try:
+                backlog = feed.recent(kinds, limit=feed.size if after else BACKLOG, after=after)
+                sent = after
+                for item in reversed(backlog):
+                    sent = item.seq
+                    yield _sse(item)
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    if item.seq > sent and (not kinds or item.kind in kinds):
+                        sent = item.seq
+                        yield _sse(item)
+            finally:
+                feed.unsubscribe(queue)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(items(), media_type="text/event-stream", headers=headers)
+
+    @api.get("/dashboard/history", summary="segment and cluster sizes, counters, lag over time")
+    def history(limit: Annotated[int, Query(ge=1, le=100_000)] = 360) -> dict:
+        return {
+            "interval_s": settings.dashboard_sample_s,
+            "samples": read_history(reader, limit),
+        }
+
+    @api.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/", include_in_schema=False)
+    def dashboard():
+        return HTMLResponse((DASHBOARD / "index.html").read_text())
+
+    @api.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        files = {"plotly.min.js": _plotly_js(), "dashboard.js": DASHBOARD / "dashboard.js",
+                 "dashboard.css": DASHBOARD / "dashboard.css"}  # fmt: skip
+        if name not in files:
+            raise HTTPException(404, f"no file {name[:60]!r}")
+        return FileResponse(files[name], headers={"Cache-Control": "max-age=3600"})
 
     return api

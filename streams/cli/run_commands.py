@@ -45,10 +45,15 @@ def worker(loglevel: str) -> None:
     if warning := durability_warning(client):
         log(f"warning: {warning}")
     client.close()
-    app = create_app(chosen).app
+    pipeline = create_app(chosen)
     log(f"rtba worker: {chosen.events_topic} on {chosen.kafka_bootstrap}, {chosen.redis_url}")
+    if chosen.metrics_port:
+        from streams.processing.metrics import serve
+
+        serve(pipeline.metrics.registry, chosen.metrics_host, chosen.metrics_port)
+        log(f"metrics: http://{chosen.metrics_host}:{chosen.metrics_port}/metrics")
     Worker(
-        app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)
+        pipeline.app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel)
     ).execute_from_commandline()
 
 

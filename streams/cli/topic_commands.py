@@ -10,40 +10,9 @@ import time
 import click
 
 from streams.cli.common import json_option, log, print_json, require_kafka, require_stack, settings
-from streams.errors import ConfigError
+from streams.read.outputs import event_kind, output_consumer
 
 KINDS = ("rfm", "cluster", "churn")
-
-
-def _consumer(chosen, topics: list[str], from_start: bool, group: str | None = None):
-    """A consumer of every partition of ``topics``, at the end (or the start) of each."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=chosen.kafka_bootstrap.split(","),
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    deadline = time.monotonic() + 5  # a topic created a moment ago may not be in metadata yet
-    while True:
-        parts = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        if parts or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-        consumer.topics()  # asks the broker again
-    if not parts:
-        consumer.close()
-        raise ConfigError(
-            f"no topic {' or '.join(topics)} on {chosen.kafka_bootstrap}: is "
-            f"RTBA_NAMESPACE={chosen.namespace} right? (`rtba stack up` creates them)"
-        )
-    consumer.assign(parts)
-    if group is None:
-        (consumer.seek_to_beginning if from_start else consumer.seek_to_end)(*parts)
-    return consumer
 
 
 def output_line(event: dict) -> str:
@@ -66,10 +35,6 @@ def output_line(event: dict) -> str:
         f"{when}  {event['customer_id']}  {event['kind']:8} {event['from'] or '(new)'} -> "
         f"{event['to'] or '(none)'}  ({event['reason']})"
     )
-
-
-def _kind(event: dict) -> str:
-    return "churn" if "churn_risk" in event else event.get("kind", "?")
 
 
 @click.command()
@@ -101,7 +66,7 @@ def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
     """
     chosen = settings()
     require_kafka(chosen)
-    consumer = _consumer(chosen, chosen.output_topics, from_start)
+    consumer = output_consumer(chosen, chosen.output_topics, from_start)
     shown, last = 0, time.monotonic()
     try:
         while count is None or shown < count:
@@ -111,7 +76,7 @@ def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
             for record in (r for records in batch.values() for r in records):
                 last = time.monotonic()
                 event = json.loads(record.value)
-                if (kinds and _kind(event) not in kinds) or (
+                if (kinds and event_kind(event) not in kinds) or (
                     customers and event.get("customer_id") not in customers
                 ):
                     continue
@@ -166,7 +131,7 @@ def dlq(reasons, limit, redrive, as_json) -> None:
     chosen = settings()
     require_kafka(chosen)
     group = f"{chosen.app_id}-dlq-redrive" if redrive else None
-    consumer = _consumer(chosen, [chosen.dlq_topic], from_start=True, group=group)
+    consumer = output_consumer(chosen, [chosen.dlq_topic], from_start=True, group=group)
     producer = None
     if redrive:
         from kafka import KafkaProducer

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
 import faust
+from faust.types import TP
 
 from online_models.customer import MS_PER_DAY
 from streams.processing.faults import Faults
 from streams.processing.logs import PROGRESS_S, SLOW_S, Progress, SlowStep
+from streams.processing.metrics import WorkerMetrics
 from streams.processing.offload import run_off_loop
 from streams.processing.pipeline import BatchOutcome, Record
 from streams.processing.schemas import Limits
@@ -61,6 +64,7 @@ class Pipeline:
     topics: dict[str, faust.TopicT]  # by streams.processing.topics.TOPICS key
     apply_events: faust.types.AgentT
     emit: object
+    metrics: WorkerMetrics
 
 
 def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
@@ -119,6 +123,22 @@ def create_app(settings: Settings) -> Pipeline:
 
     outputs = {key: topics[key] for key in OUTPUTS}
     progress = Progress(log)
+    metrics = WorkerMetrics()
+
+    def behind(records: list[Record]) -> dict[int, int]:
+        """Per partition of a batch: records left after it, by the consumer's last fetch."""
+        last: dict[int, int] = {}
+        for record in records:
+            last[record.partition] = max(last.get(record.partition, -1), record.offset)
+        lags = {}
+        for partition, offset in last.items():
+            try:
+                highwater = app.consumer.highwater(TP(settings.events_topic, partition))
+            except Exception:  # the consumer is rebalancing: the next batch tells
+                continue
+            if highwater is not None:
+                lags[partition] = highwater - offset - 1
+        return lags
 
     async def emit(outcome: BatchOutcome) -> None:
         """Send a batch's DLQ records, outbox entries and training samples; once the broker
@@ -141,6 +161,10 @@ def create_app(settings: Settings) -> Pipeline:
         if samples:
             sent.append(await features.send(key=b"samples", value=json.dumps(samples).encode()))
         await asyncio.gather(*sent)
+        metrics.sent(
+            (why.reason for _, why in outcome.rejected),
+            ((entry.output, entry.payload) for entry in outcome.outbox),
+        )
         await retry_transient(lambda: store.outbox_done(outcome.outbox), "the outbox")
 
     @app.agent(events)
@@ -150,6 +174,7 @@ def create_app(settings: Settings) -> Pipeline:
                 Record(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in batch
             ]
+            started = time.perf_counter()
             with SlowStep(f"a batch of {len(records)} events", log, last="emitted") as step:
                 outcome = await processor.process(records)
                 step.mark("applied")
@@ -157,6 +182,10 @@ def create_app(settings: Settings) -> Pipeline:
                     faults.crash("crash_before_send")
                 await emit(outcome)
             progress.batch(len(records), len(outcome.rejected), len(outcome.outbox))
+            metrics.batch_seconds.observe(time.perf_counter() - started)
+            metrics.read(outcome.types)
+            metrics.lags(behind(records))
+            metrics.models(processor.models.versions)
 
     @app.timer(PROGRESS_S)
     async def report_progress():
@@ -166,6 +195,7 @@ def create_app(settings: Settings) -> Pipeline:
     async def on_partitions_assigned(app, assigned, **kwargs):
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.events_topic)
         progress.assigned(mine, settings.events_topic)
+        metrics.held(mine)
 
     @app.agent(features)
     async def train_clusters(stream):
@@ -174,8 +204,10 @@ def create_app(settings: Settings) -> Pipeline:
         # Each record holds one worker batch's samples (emit): a few records a train call.
         async for batch in stream.take_events(TRAIN_RECORDS, within=1.0):
             samples = [(cid, sample) for e in batch for cid, sample in json.loads(e.value)]
+            started = time.perf_counter()
             with SlowStep(f"training on {len(samples)} samples", log):
                 await trainer.train(samples)
+            metrics.refit_seconds.labels("clusters").observe(time.perf_counter() - started)
 
     async def emit_or_log(
         outcomes: Callable[[], AsyncIterator[BatchOutcome]], what: str, slow_s: float = SLOW_S
@@ -204,8 +236,9 @@ def create_app(settings: Settings) -> Pipeline:
     async def relay_outbox_leftovers():
         await emit_or_log(relay_leftovers, "outbox relay")
 
-    async def in_background(job, what: str) -> None:
+    async def in_background(job, what: str, metric: str) -> None:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""
+        started = time.perf_counter()
         try:
             result = await run_off_loop(partial(job, settings))
         except RefitSkipped as exc:
@@ -214,17 +247,18 @@ def create_app(settings: Settings) -> Pipeline:
         except Exception:
             log.exception("%s failed; the next run retries", what)
             return
+        metrics.refit_seconds.labels(metric).observe(time.perf_counter() - started)
         if result:
             log.info("%s: %s", what, result)
 
     @app.timer(settings.churn_refit_s, on_leader=True)
     async def refit_churn_model():
-        await in_background(refit_churn, "churn refit")
+        await in_background(refit_churn, "churn refit", "churn")
 
     if settings.rfm_adaptive:
 
         @app.timer(settings.rfm_refresh_s, on_leader=True)
         async def refresh_rfm_scores():
-            await in_background(refresh_rfm_edges, "RFM edge refresh")
+            await in_background(refresh_rfm_edges, "RFM edge refresh", "rfm")
 
-    return Pipeline(app, topics, apply_events, emit)
+    return Pipeline(app, topics, apply_events, emit, metrics)

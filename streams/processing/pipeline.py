@@ -159,6 +159,7 @@ class BatchOutcome:
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
     # the worker's: the changes and alerts as outbox entries (streams.processing.outbox), to relay
     outbox: list = field(default_factory=list)
+    types: dict[str, int] = field(default_factory=dict)  # the batch's valid events, by type
 
     @property
     def outputs(self) -> list:

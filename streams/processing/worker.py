@@ -190,7 +190,7 @@ class BatchProcessor:
         if epoch:  # records arrive as epoch 0
             records = [dataclasses.replace(r, epoch=epoch) for r in records]
         valid, rejected = decode_batch(records, int(self.clock() * 1000), self.limits)
-        total = BatchOutcome(rejected=rejected)
+        total = BatchOutcome(rejected=rejected, types=dict(Counter(e.type for _, e in valid)))
         pending = valid
         counters = {"records": len(records), **dlq_counters(why for _, why in rejected)}
         # what the last attempt wrote for customers whose write then lost: taken back next time

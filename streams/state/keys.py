@@ -91,6 +91,17 @@ class Keys:
         return f"{self.namespace}:topic"
 
     @property
+    def dashboard_history(self) -> str:
+        """List: the API's dashboard samples (segment and cluster sizes, counters, lag), JSON,
+        newest first, capped at RTBA_DASHBOARD_HISTORY."""
+        return f"{self.namespace}:dashboard:history"
+
+    @property
+    def dashboard_lease(self) -> str:
+        """String: the API process taking this interval's dashboard sample (SET NX PX)."""
+        return f"{self.namespace}:dashboard:lease"
+
+    @property
     def stats(self) -> str:
         """Hash: counters (events applied, duplicates, dlq and dlq:<reason>)."""
         return f"{self.namespace}:stats"

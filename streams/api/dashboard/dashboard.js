@@ -1,0 +1,141 @@
+// The rtba dashboard: plots from the read API, refreshed every few seconds, and the live
+// feed of segment changes and churn alerts over server-sent events (/events/stream).
+"use strict";
+
+const REFRESH_MS = 3000;
+const FEED_SHOWN = 100;
+const PLOT = { displaylogo: false, responsive: true };
+// Axis types set, never guessed: plotly reads a column of small counts as years.
+const LAYOUT = {
+  margin: { l: 50, r: 20, t: 10, b: 40 }, legend: { orientation: "h", y: -0.2 },
+  xaxis: { type: "date" }, yaxis: { type: "linear", rangemode: "tozero" },
+};
+const counts = { rfm: 0, cluster: 0, churn: 0 };
+let clusterLabels = {};
+
+const $ = (id) => document.getElementById(id);
+const empty = (id, text) => Plotly.react(id, [], {
+  xaxis: { visible: false }, yaxis: { visible: false },
+  annotations: [{ text, showarrow: false, font: { size: 14, color: "#888" } }],
+}, PLOT);
+const number = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en"));
+
+async function getJson(path) {
+  const answer = await fetch(path);
+  if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
+  return answer.json();
+}
+
+function clusterName(id) {
+  const label = clusterLabels[id];
+  return label ? `${id} · ${label}` : `cluster ${id}`;
+}
+
+function drawNow(summary) {
+  $("customers").textContent = number(summary.customers);
+  $("as-of").textContent = summary.as_of.slice(0, 16).replace("T", " ");
+  const rows = summary.rfm;
+  Plotly.react("segments-now", [{
+    type: "bar", orientation: "h", x: rows.map((r) => r.customers), y: rows.map((r) => r.segment),
+    text: rows.map((r) => number(r.customers)), textposition: "auto",
+    hovertemplate: "%{y}: %{x} customers<extra></extra>", marker: { color: "#3b6fb6" },
+  }], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 140 }, xaxis: { type: "linear", rangemode: "tozero" },
+       yaxis: { type: "category", autorange: "reversed" } }, PLOT);
+
+  clusterLabels = Object.fromEntries(summary.clusters.map((c) => [String(c.id), c.label]));
+  const live = summary.clusters.filter((c) => c.standardised);
+  if (!live.length) return empty("cluster-profiles", "no cluster snapshot yet: the learner is warming up");
+  const features = Object.keys(live[0].standardised);
+  Plotly.react("cluster-profiles", [{
+    type: "heatmap", x: features, y: live.map((c) => `${clusterName(c.id)} (${number(c.customers)})`),
+    z: live.map((c) => features.map((f) => c.standardised[f])),
+    customdata: live.map((c) => features.map((f) => c.centroid[f])),
+    hovertemplate: "%{y}<br>%{x}: %{customdata:.2f} (%{z:.1f} sd)<extra></extra>",
+    colorscale: "RdBu", reversescale: true, zmid: 0,
+  }], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 220, b: 110 },
+       xaxis: { type: "category" }, yaxis: { type: "category" } }, PLOT);
+}
+
+function drawHistory(history) {
+  const samples = history.samples;
+  if (!samples.length) {
+    for (const id of ["segments-time", "clusters-time", "throughput"]) empty(id, "no sample yet");
+    return;
+  }
+  const at = samples.map((s) => new Date(s.t));
+  const series = (pick, names, label) => names.map((name) => ({
+    type: "scatter", mode: "lines", name: label(name), x: at, y: samples.map((s) => pick(s)[name] || 0),
+  }));
+  const segments = Object.keys(samples[samples.length - 1].segments);
+  Plotly.react("segments-time", series((s) => s.segments, segments, (n) => n), LAYOUT, PLOT);
+  const clusters = [...new Set(samples.flatMap((s) => Object.keys(s.clusters)))].sort((a, b) => a - b);
+  if (clusters.length) {
+    Plotly.react("clusters-time", series((s) => s.clusters, clusters, clusterName), LAYOUT, PLOT);
+  } else {
+    empty("clusters-time", "no cluster snapshot yet: the learner is warming up");
+  }
+
+  const rates = samples.slice(1).map((s, i) => (s.records - samples[i].records) / Math.max((s.t - samples[i].t) / 1000, 1e-3));
+  Plotly.react("throughput", [
+    { type: "scatter", mode: "lines", name: "events/s", x: at.slice(1), y: rates },
+    { type: "scatter", mode: "lines", name: "consumer lag", x: at, y: samples.map((s) => s.lag), yaxis: "y2" },
+  ], { ...LAYOUT, margin: { ...LAYOUT.margin, r: 60 },
+       yaxis: { type: "linear", title: { text: "events/s" }, rangemode: "tozero" },
+       yaxis2: { type: "linear", title: { text: "records behind" }, overlaying: "y", side: "right",
+                 rangemode: "tozero" } }, PLOT);
+  const last = samples[samples.length - 1];
+  $("rate").textContent = rates.length ? number(rates[rates.length - 1]) : "-";
+  $("lag").textContent = number(last.lag);
+  $("dlq").textContent = number(last.dlq);
+}
+
+function feedLine(item) {
+  const e = item.event;
+  const li = document.createElement("li");
+  li.className = item.kind;
+  li.dataset.kind = item.kind;
+  li.dataset.customer = e.customer_id;
+  const when = document.createElement("span");
+  when.className = "when";
+  when.textContent = e.at.slice(0, 16).replace("T", " ");
+  const kind = document.createElement("span");
+  kind.className = "kind";
+  kind.textContent = item.kind;
+  const what = item.kind === "churn"
+    ? `${e.customer_id} churn risk ${e.churn_risk.toFixed(2)}, ${Math.round(e.recency_days)} days quiet`
+    : `${e.customer_id} ${item.kind === "cluster" ? clusterName(e.from) : e.from || "(new)"} → ${item.kind === "cluster" ? clusterName(e.to) : e.to} (${e.reason})`;
+  li.append(when, kind, document.createTextNode(what));  // text nodes: ids are never markup
+  return li;
+}
+
+function follow() {
+  const source = new EventSource("/events/stream");
+  source.onopen = () => { $("feed-status").textContent = "live"; };
+  source.onerror = () => { $("feed-status").textContent = "reconnecting"; };
+  source.addEventListener("output", (message) => {
+    const item = JSON.parse(message.data);
+    counts[item.kind] = (counts[item.kind] || 0) + 1;
+    const list = $("feed");
+    list.prepend(feedLine(item));
+    while (list.children.length > FEED_SHOWN) list.lastChild.remove();
+    $("feed-counts").textContent = `· rfm ${counts.rfm} · cluster ${counts.cluster} · churn ${counts.churn}`;
+  });
+}
+
+async function refresh() {
+  try {
+    drawNow(await getJson("/segments"));
+    drawHistory(await getJson("/dashboard/history?limit=360"));
+  } catch (error) {
+    $("as-of").textContent = `API: ${error.message}`;
+  }
+}
+
+async function start() {
+  $("namespace").textContent = (await getJson("/health")).namespace;
+  follow();
+  await refresh();
+  setInterval(refresh, REFRESH_MS);
+}
+
+start();

@@ -1,0 +1,80 @@
+"""The API's Prometheus metrics: the namespace's exact totals, read from Redis at each
+scrape, so they hold across every worker and every restart (a worker's own /metrics
+counts what that process did: streams.processing.metrics).
+
+- ``rtba_records_total{outcome}``: records read from the events topic (``read``), and of
+  them ``applied``, ``duplicate`` (an event id seen before) and ``redelivered`` (offsets
+  applied before, after a crash);
+- ``rtba_dlq_total{reason}``: records refused;
+- ``rtba_customers``: customers with state;
+- ``rtba_model_version{model}``, ``rtba_model_age_seconds{model}``: the models in force;
+- ``rtba_group_lag``: records the workers' consumer group has yet to commit, as of the
+  last dashboard sample.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from streams.api.history import read_history
+from streams.read.reader import StateReader
+from streams.state.store import customer_count, model_status, read_stats
+
+OUTCOMES = {"records": "read", "applied": "applied", "duplicates": "duplicate",
+            "redelivered": "redelivered"}  # fmt: skip
+
+
+class NamespaceCollector:
+    def __init__(self, reader: StateReader):
+        self.reader = reader
+
+    def describe(self):
+        return []  # collected at scrape time only: registering must not read Redis
+
+    def collect(self):
+        client, keys = self.reader.client, self.reader.keys
+        stats = read_stats(client, keys)
+        records = CounterMetricFamily(
+            "rtba_records", "records of the events topic, by outcome (all workers)",
+            labels=["outcome"],
+        )  # fmt: skip
+        for name, outcome in OUTCOMES.items():
+            records.add_metric([outcome], stats.get(name, 0))
+        yield records
+        dlq = CounterMetricFamily("rtba_dlq", "records refused, by reason", labels=["reason"])
+        for name, n in sorted(stats.items()):
+            if name.startswith("dlq:"):
+                dlq.add_metric([name.split(":", 1)[1]], n)
+        yield dlq
+        yield GaugeMetricFamily(
+            "rtba_customers", "customers with state", value=customer_count(client, keys)
+        )
+        now_ms = int(time.time() * 1000)
+        version = GaugeMetricFamily("rtba_model_version", "models in force", labels=["model"])
+        age = GaugeMetricFamily(
+            "rtba_model_age_seconds", "wall time since each model was fitted", labels=["model"]
+        )
+        for model, status in model_status(client, keys, now_ms).items():
+            if not isinstance(status, dict):
+                continue
+            version.add_metric([model], status.get("version") or 0)
+            if status.get("age_s") is not None:
+                age.add_metric([model], status["age_s"])
+        yield version
+        yield age
+        last = read_history(self.reader, 1)
+        if last and last[-1].get("lag") is not None:
+            yield GaugeMetricFamily(
+                "rtba_group_lag",
+                "records of the events topic the workers have yet to commit (last sample)",
+                value=last[-1]["lag"],
+            )
+
+
+def api_registry(reader: StateReader) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(NamespaceCollector(reader))
+    return registry
