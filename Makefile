@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint install stack-install compose-cli clean
+.PHONY: demo test bench lint install stack-install compose-cli browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,17 @@ compose-cli:
 	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null); \
 	fi
 
+# The dashboard test drives Debian's chromium through Playwright (no browser download).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (Debian) for the dashboard test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	fi
+
 # Every test on one redis-server, then the tests that use Redis again on a three-master
 # Redis Cluster (the same code, asked which kind of server it talks to).
-test: stack-install compose-cli lint
+test: stack-install compose-cli browser lint
 	$(BIN)/pytest
 	RTBA_REDIS_CLUSTER=1 $(BIN)/pytest -m integration tests/integration tests/agent
 

@@ -3,8 +3,8 @@ scrape, so they hold across every worker and every restart (a worker's own /metr
 counts what that process did: streams.processing.metrics).
 
 - ``rtba_records_total{outcome}``: records read from the events topic (``read``), and of
-  them ``applied``, ``duplicate`` (an event id seen before) and ``redelivered`` (offsets
-  applied before, after a crash);
+  the customer events among them (watermarks are not) ``applied``, ``duplicate`` (an
+  event id seen before) and ``redelivered`` (offsets applied before, after a crash);
 - ``rtba_dlq_total{reason}``: records refused;
 - ``rtba_customers``: customers with state;
 - ``rtba_model_version{model}``, ``rtba_model_age_seconds{model}``: the models in force;

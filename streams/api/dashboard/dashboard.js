@@ -43,7 +43,7 @@ function drawNow(summary) {
        yaxis: { type: "category", autorange: "reversed" } }, PLOT);
 
   clusterLabels = Object.fromEntries(summary.clusters.map((c) => [String(c.id), c.label]));
-  const live = summary.clusters.filter((c) => c.standardised);
+  const live = summary.clusters.filter((c) => c.standardised && c.customers > 0);
   if (!live.length) return empty("cluster-profiles", "no cluster snapshot yet: the learner is warming up");
   const features = Object.keys(live[0].standardised);
   Plotly.react("cluster-profiles", [{
@@ -52,8 +52,8 @@ function drawNow(summary) {
     customdata: live.map((c) => features.map((f) => c.centroid[f])),
     hovertemplate: "%{y}<br>%{x}: %{customdata:.2f} (%{z:.1f} sd)<extra></extra>",
     colorscale: "RdBu", reversescale: true, zmid: 0,
-  }], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 220, b: 110 },
-       xaxis: { type: "category" }, yaxis: { type: "category" } }, PLOT);
+  }], { ...LAYOUT, margin: { ...LAYOUT.margin, b: 110 },
+       xaxis: { type: "category" }, yaxis: { type: "category", automargin: true } }, PLOT);
 }
 
 function drawHistory(history) {
