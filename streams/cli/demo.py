@@ -15,6 +15,7 @@ from collections import Counter, deque
 from pathlib import Path
 
 from streams.cli.topic_commands import output_line
+from streams.read.outputs import event_kind
 from streams.settings import Settings
 
 REDRAW_S = 1.0
@@ -65,10 +66,9 @@ class Feed:
     """The output topics from now on: counts by kind, the latest few of each."""
 
     def __init__(self, settings: Settings):
-        from streams.cli.topic_commands import _consumer
+        from streams.read.outputs import output_consumer
 
-        topics = settings.output_topics
-        self.consumer = _consumer(settings, topics, from_start=False)
+        self.consumer = output_consumer(settings, settings.output_topics, from_start=False)
         self.counts: Counter[str] = Counter()
         self.changes: deque[dict] = deque(maxlen=LATEST)
         self.alerts: deque[dict] = deque(maxlen=LATEST)
@@ -77,12 +77,9 @@ class Feed:
         for records in self.consumer.poll(timeout_ms=timeout_ms).values():
             for record in records:
                 event = json.loads(record.value)
-                if "churn_risk" in event:
-                    self.counts["churn"] += 1
-                    self.alerts.append(event)
-                else:
-                    self.counts[event["kind"]] += 1
-                    self.changes.append(event)
+                kind = event_kind(event)
+                self.counts[kind] += 1
+                (self.alerts if kind == "churn" else self.changes).append(event)
 
     def close(self) -> None:
         self.consumer.close()
@@ -174,7 +171,22 @@ def _label(cluster_id, labels: dict) -> str | None:
     )
 
 
-def run_demo(settings: Settings, customers: int, events: int, rate: float, duration: float) -> int:
+def _port_or_free(port: int) -> int:
+    """``port`` if nothing listens on it on loopback, else a free one."""
+    import socket
+
+    from launcher.stack import free_port
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def run_demo(settings: Settings, customers: int, events: int, rate: float, duration: float,
+             api_port: int = 8000) -> int:  # fmt: skip
     from launcher import stack
     from streams.read.reader import StateReader
 
@@ -197,6 +209,7 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
     # A demo compresses a year into minutes: refit and refresh often enough to be seen.
     env.setdefault("RTBA_CHURN_REFIT_S", "20")
     env.setdefault("RTBA_RFM_REFRESH_S", "10")
+    env.setdefault("RTBA_DASHBOARD_SAMPLE_S", "2")  # a few hundred customers: cheap
     live = Settings.from_env(env)
     logs = live.home / "demo" / namespace
     logs.mkdir(parents=True, exist_ok=True)
@@ -205,19 +218,21 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _hung_up)
     tty = sys.stdout.isatty()
+    api_port = _port_or_free(api_port)
     header = (
-        f"rtba demo · namespace {namespace} · Kafka {info['kafka_bootstrap']} · "
-        f"Redis {info['redis_url']} · Ctrl-C stops"
+        f"rtba demo · namespace {namespace} · dashboard http://127.0.0.1:{api_port}/ · "
+        f"Kafka {info['kafka_bootstrap']} · Redis {info['redis_url']} · Ctrl-C stops"
     )
     started = time.monotonic()
     view: dict = {}
     last_count, last_at, shown_rate, failed = 0, started, 0.0, None
-    feed = worker = producer = client = None
+    feed = worker = producer = api = client = None
     if not tty:
         print(header, flush=True)
     try:
         feed = Feed(live)
         worker = _spawn(env, logs / "worker.log", "worker")
+        api = _spawn(env, logs / "api.log", "api", "--port", str(api_port))
         producer = _spawn(
             env,
             logs / "producer.log",
@@ -250,7 +265,7 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
         # Ctrl-C usually reaches the whole process group: one signal is enough.
         for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(stop_signal, signal.SIG_IGN)
-        for proc in (producer, worker):
+        for proc in (producer, api, worker):
             if proc is not None:
                 _stop(proc)
         for resource in (feed, client):

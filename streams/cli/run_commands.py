@@ -218,17 +218,25 @@ def replay(file, customer_col, time_col, amount_col, time_format, sep, no_header
     default=0,
     help="stop after N seconds (default: at Ctrl-C)",
 )
-def demo(customers, events, rate, duration) -> int:
-    """Everything at once: stack, worker, producer, a live summary.
+@click.option(
+    "--api-port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="the dashboard's port on loopback (a free one if it is taken)",
+)
+def demo(customers, events, rate, duration, api_port) -> int:
+    """Everything at once: stack, worker, producer, the API and dashboard, a live summary.
 
     \b
     Examples:
-      rtba demo
+      rtba demo               # then open the dashboard address it prints
       rtba demo --customers 100 --duration 60
     """
     from streams.cli.demo import run_demo
 
-    return run_demo(settings(), customers=customers, events=events, rate=rate, duration=duration)
+    return run_demo(settings(), customers=customers, events=events, rate=rate, duration=duration,
+                    api_port=api_port)  # fmt: skip
 
 
 @click.command(
@@ -272,21 +280,29 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     help="port to listen on",
 )
-def api(host, port) -> None:
-    """Serve the read API (JSON, OpenAPI at /docs and /openapi.json).
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="listen beyond loopback with no authentication: only where something else limits "
+    "who reaches the port (a container whose port is published on the host's loopback)",
+)
+def api(host, port, allow_remote) -> None:
+    """Serve the read API and the dashboard.
 
-    Reads Redis only: run as many as you like, apart from the workers. It listens on
-    loopback only until bearer tokens are built (S8): put a proxy in front for more.
+    The dashboard is at /, the OpenAPI document at /docs and /openapi.json, Prometheus
+    metrics at /metrics. Reads Redis (and the output topics, for the live feed): run as
+    many as you like, apart from the workers. It listens on loopback only until bearer
+    tokens are built (S8): put a proxy in front for more.
 
     \b
     Examples:
-      rtba api
+      rtba api                # then open http://127.0.0.1:8000/
       rtba api --port 8080    # then: curl localhost:8080/customers/c000001
     """
-    if host not in LOOPBACK:
+    if host not in LOOPBACK and not allow_remote:
         raise ConfigError(
             f"--host {host}: the API serves loopback only until it checks bearer "
-            "tokens; use 127.0.0.1 and a proxy in front"
+            "tokens; use 127.0.0.1 and a proxy in front (or --allow-remote in a container)"
         )
     chosen = settings()
     require_stack(chosen, kafka=False)
@@ -294,7 +310,10 @@ def api(host, port) -> None:
 
     from streams.api.app import create_api
 
-    log(f"rtba api: http://{host}:{port}/docs (namespace {chosen.namespace}, {chosen.redis_url})")
+    if host not in LOOPBACK:
+        log(f"warning: the API listens on {host} with no authentication (--allow-remote)")
+    log(f"rtba api: dashboard at http://{host}:{port}/, API at /docs (namespace "
+        f"{chosen.namespace}, {chosen.redis_url})")  # fmt: skip
     uvicorn.run(create_api(chosen), host=host, port=port, log_level="warning")
 
 

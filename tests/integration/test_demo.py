@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,17 @@ def read_until(fd: int, pattern: str, timeout_s: float, seen: list[str],
     return None
 
 
+def wait_for_http(url: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return json.loads(urllib.request.urlopen(url, timeout=2).read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 @pytest.mark.parametrize("stop", ["sigterm", "terminal closed"])
 def test_the_demo_in_a_terminal_stops_cleanly(tmp_path, stop):
     home = tmp_path / "home"
@@ -92,7 +104,12 @@ def test_the_demo_in_a_terminal_stops_cleanly(tmp_path, stop):
         assert "Traceback" not in "".join(seen)
         started = json.loads((home / "stack.json").read_text())
         spawned = children(demo.pid)
-        assert len(spawned) >= 2  # the worker and the producer at least
+        assert len(spawned) >= 3  # the worker, the API and the producer at least
+        # The dashboard the header points to answers, with the demo's namespace.
+        url = re.search(r"dashboard (http://127\.0\.0\.1:\d+/)", "".join(seen)).group(1)
+        health = wait_for_http(url + "health", 30)
+        assert health["namespace"].startswith("demo-")
+        assert "rtba dashboard" in urllib.request.urlopen(url, timeout=5).read().decode()
         if stop == "terminal closed":  # the window shut: a hangup, and nobody to read
             os.close(master)
             master = None

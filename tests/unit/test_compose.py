@@ -35,10 +35,25 @@ def test_compose_file_is_valid(compose):
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_runs_kafka_redis_worker_and_producer(compose):
+def test_compose_runs_kafka_redis_worker_api_and_producer(compose):
     result = subprocess.run([*compose, "-f", "docker-compose.yml", "config", "--services"],
                             cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
-    assert set(result.stdout.split()) == {"kafka", "redis", "worker", "producer"}
+    assert set(result.stdout.split()) == {"kafka", "redis", "worker", "api", "producer"}
+
+
+def test_the_api_port_is_published_on_the_host_loopback_only(compose):
+    import re
+
+    result = subprocess.run([*compose, "-f", "docker-compose.yml", "config"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    api = result.stdout.split("\n  api:\n")[1]
+    api = re.split(r"\n  \S", api)[0]  # up to the next service
+    ports = api.split("ports:")[1]
+    # Compose 1.x prints 127.0.0.1:8000:8000/tcp; Compose 2 the long form
+    short = re.search(r"- (\S+):8000:8000", ports)
+    host_ip = short.group(1) if short else re.search(r"host_ip: (\S+)", ports).group(1)
+    assert host_ip == "127.0.0.1"
+    assert "--allow-remote" in api and "healthcheck:" in api
 
 
 def test_compose_sets_the_environment_rtba_reads():
@@ -68,6 +83,6 @@ def test_images_are_pinned_and_kafka_keeps_its_data_on_its_volume():
         assert re.search(r":\d+\.\d+\.\d+", image), image
     log_dirs = re.search(r"KAFKA_LOG_DIRS:\s*(\S+)", text).group(1)
     assert f"kafka-data:{log_dirs}" in text  # the broker writes where the volume is
-    for service in ("kafka", "redis", "worker"):  # the next blank line ends a service
+    for service in ("kafka", "redis", "worker", "api"):  # the next blank line ends a service
         block = text.split(f"\n  {service}:\n")[1].split("\n\n")[0]
         assert "healthcheck:" in block, service
