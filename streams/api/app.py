@@ -186,6 +186,18 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
             "members": rows,
         }
 
+    @api.get("/clusters", summary="the behaviour clusters in force: labels and centroids")
+    def clusters() -> dict:
+        # The snapshot only (one read), no sizes: those walk everyone (/segments) or come
+        # from the dashboard's samples (/dashboard/history).
+        snapshot = reader.models().clusters
+        if snapshot is None:
+            return {"version": None, "clusters": []}
+        return {
+            "version": snapshot.version,
+            "clusters": [snapshot.profile(cluster_id) for cluster_id in snapshot.ids],
+        }
+
     @api.get(
         "/clusters/{cluster_id}/members",
         summary="the customers in a behaviour cluster",

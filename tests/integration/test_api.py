@@ -120,6 +120,6 @@ def test_openapi_lists_every_operation_and_the_property_test_covers_them(api):
     assert "/events/stream" in api.get("/openapi.json").json()["paths"]
     assert {
         "/customers/{x}", "/customers", "/segments", "/segments/{x}/members",
-        "/clusters/{x}/members", "/models", "/dlq", "/health", "/ready", "/events",
+        "/clusters", "/clusters/{x}/members", "/models", "/dlq", "/health", "/ready", "/events",
         "/dashboard/history", "/metrics",
     } == set(operations(api))  # fmt: skip

@@ -267,6 +267,10 @@ def test_the_dashboard_in_chromium_shows_segments_and_a_churn_alert(live):
             page = browser.new_page(viewport={"width": 1400, "height": 1150})
             page.goto(live.api + "/")
             page.wait_for_selector("#feed li.churn", timeout=30_000)  # the live feed
+            shown = LATER[:16].replace("T", " ")  # a sample as of the last watermark, drawn
+            page.wait_for_function(
+                f"document.getElementById('as-of').textContent === '{shown}'", timeout=30_000
+            )
             page.wait_for_function(
                 "document.querySelectorAll('#segments-time .scatterlayer .trace').length > 0",
                 timeout=30_000,
@@ -278,8 +282,12 @@ def test_the_dashboard_in_chromium_shows_segments_and_a_churn_alert(live):
             assert {s: n for s, n in bars.items() if n} == dict(want)
             drawn = page.locator("#segments-now .bars path").count()
             assert drawn == len(bars)  # a bar per segment, zero-height ones included
+            # Cluster profiles with their readable labels, as /clusters has them.
+            labels = {c["label"] for c in httpx.get(live.api + "/clusters").json()["clusters"]}
+            rows = page.evaluate("document.getElementById('cluster-profiles').data[0].y")
+            assert rows and all(any(label in row for label in labels) for row in rows), rows
             alert = page.locator("#feed li.churn").first.inner_text()
-            assert re.search(r"churn risk 0\.\d\d, \d+ days quiet", alert), alert
+            assert re.search(r"churn risk [01]\.\d\d, \d+ days quiet", alert), alert
             assert page.locator("#feed-status").inner_text() == "live"
             page.wait_for_timeout(1500)  # let the last redraw settle for the picture
             page.screenshot(path=str(SCREENSHOT), full_page=True)

@@ -1,5 +1,7 @@
 // The rtba dashboard: plots from the read API, refreshed every few seconds, and the live
 // feed of segment changes and churn alerts over server-sent events (/events/stream).
+// Sizes come from the API's samples (/dashboard/history), never from /segments, which
+// walks every customer: an open page costs the API two cheap reads a refresh.
 "use strict";
 
 const REFRESH_MS = 3000;
@@ -31,23 +33,25 @@ function clusterName(id) {
   return label ? `${id} · ${label}` : `cluster ${id}`;
 }
 
-function drawNow(summary) {
-  $("customers").textContent = number(summary.customers);
-  $("as-of").textContent = summary.as_of.slice(0, 16).replace("T", " ");
-  const rows = summary.rfm;
+function drawNow(sample, clusters) {
+  $("customers").textContent = number(sample.customers);
+  $("as-of").textContent = sample.as_of.slice(0, 16).replace("T", " ");
+  const names = Object.keys(sample.segments);
+  const sizes = names.map((name) => sample.segments[name]);
   Plotly.react("segments-now", [{
-    type: "bar", orientation: "h", x: rows.map((r) => r.customers), y: rows.map((r) => r.segment),
-    text: rows.map((r) => number(r.customers)), textposition: "auto",
+    type: "bar", orientation: "h", x: sizes, y: names,
+    text: sizes.map(number), textposition: "auto",
     hovertemplate: "%{y}: %{x} customers<extra></extra>", marker: { color: "#3b6fb6" },
   }], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 140 }, xaxis: { type: "linear", rangemode: "tozero" },
        yaxis: { type: "category", autorange: "reversed" } }, PLOT);
 
-  clusterLabels = Object.fromEntries(summary.clusters.map((c) => [String(c.id), c.label]));
-  const live = summary.clusters.filter((c) => c.standardised && c.customers > 0);
+  clusterLabels = Object.fromEntries(clusters.map((c) => [String(c.id), c.label]));
+  const size = (c) => sample.clusters[String(c.id)] || 0;
+  const live = clusters.filter((c) => size(c) > 0);
   if (!live.length) return empty("cluster-profiles", "no cluster snapshot yet: the learner is warming up");
   const features = Object.keys(live[0].standardised);
   Plotly.react("cluster-profiles", [{
-    type: "heatmap", x: features, y: live.map((c) => `${clusterName(c.id)} (${number(c.customers)})`),
+    type: "heatmap", x: features, y: live.map((c) => `${clusterName(c.id)} (${number(size(c))})`),
     z: live.map((c) => features.map((f) => c.standardised[f])),
     customdata: live.map((c) => features.map((f) => c.centroid[f])),
     hovertemplate: "%{y}<br>%{x}: %{customdata:.2f} (%{z:.1f} sd)<extra></extra>",
@@ -124,8 +128,11 @@ function follow() {
 
 async function refresh() {
   try {
-    drawNow(await getJson("/segments"));
-    drawHistory(await getJson("/dashboard/history?limit=360"));
+    const [history, clusters] = await Promise.all([
+      getJson("/dashboard/history?limit=360"), getJson("/clusters")]);
+    const samples = history.samples;
+    if (samples.length) drawNow(samples[samples.length - 1], clusters.clusters);
+    drawHistory(history);
   } catch (error) {
     $("as-of").textContent = `API: ${error.message}`;
   }
