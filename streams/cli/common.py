@@ -116,3 +116,16 @@ def when(ts_ms: int | None) -> str:
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def require_free_port(host: str, port: int, what: str, hint: str) -> None:
+    """One line, not a server's bind error, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"{what}: cannot listen on {host}:{port} ({exc.strerror}); {hint}"
+            ) from None

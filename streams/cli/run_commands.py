@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import ISO_TIME, log, require_kafka, require_stack, settings
+from streams.cli.common import (
+    ISO_TIME,
+    log,
+    require_free_port,
+    require_kafka,
+    require_stack,
+    settings,
+)
 from streams.errors import ConfigError
 
 
@@ -34,6 +41,10 @@ def worker(loglevel: str) -> None:
       RTBA_WORKER_ID=w1 rtba worker -l debug   # static membership: restarts keep partitions
     """
     chosen = settings()
+    if chosen.metrics_port:  # a clash is known before anything starts
+        require_free_port(chosen.metrics_host, chosen.metrics_port,
+                          f"RTBA_METRICS_PORT={chosen.metrics_port}",
+                          "give each worker on a host its own port")  # fmt: skip
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
     from streams.processing.app import create_app
     from streams.processing.logs import Worker, logging_config
@@ -304,6 +315,7 @@ def api(host, port, allow_remote) -> None:
             f"--host {host}: the API serves loopback only until it checks bearer "
             "tokens; use 127.0.0.1 and a proxy in front (or --allow-remote in a container)"
         )
+    require_free_port(host, port, f"--port {port}", "is another `rtba api` running?")
     chosen = settings()
     require_stack(chosen, kafka=False)
     import uvicorn

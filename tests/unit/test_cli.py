@@ -144,6 +144,20 @@ def test_an_ordinary_mistake_is_one_line_and_an_exit_code(
     assert captured.out == ""
 
 
+@pytest.mark.parametrize("argv", [["api", "--port", "{port}"], ["worker"]])
+def test_a_port_taken_is_one_line(stack_down, monkeypatch, capsys, argv):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("RTBA_METRICS_PORT", str(port))
+        assert main([a.format(port=port) for a in argv]) == ConfigError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"127.0.0.1:{port}" in err and "in use" in err, err
+
+
 def test_a_replay_file_that_is_not_a_table_is_one_line(stack_down, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\xff\xfe\x00garbage")
