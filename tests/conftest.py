@@ -169,6 +169,19 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60,
         consumer.close()
 
 
+def send_with_hostile(producer, topic: str, events: list[dict], hostile_at: int) -> None:
+    """``events`` keyed by customer, with two hostile records in the middle of the good
+    ones, before event ``hostile_at``: bad JSON, and an absurd amount (DLQ: invalid_json,
+    absurd_amount)."""
+    for i, event in enumerate(events):
+        if i == hostile_at:
+            producer.send(topic, key=b"x", value=b"{not json")
+            producer.send(topic, key=b"whale", value={
+                "event_id": "whale-0", "customer_id": "whale", "type": "purchase",
+                "order_id": "w0", "amount": "2500000.00", "ts": event["ts"]})  # fmt: skip
+        producer.send(topic, key=event["customer_id"], value=event)
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

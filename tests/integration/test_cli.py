@@ -18,7 +18,15 @@ import pytest
 from producers.kafka import make_producer, send_watermark
 from streams.settings import Settings
 from streams.state.store import connect
-from tests.conftest import REPO, WorkerProcess, consume_all, env_for, run_rtba, wait_for_records
+from tests.conftest import (
+    REPO,
+    WorkerProcess,
+    consume_all,
+    env_for,
+    run_rtba,
+    send_with_hostile,
+    wait_for_records,
+)
 from tests.reference import DAY, batch_state, epoch_ms, reference_segment
 
 pytestmark = pytest.mark.integration
@@ -87,13 +95,7 @@ def shop(real_stack, tmp_path_factory):
     client = connect(settings.redis_url)
     events = shop_events()
     producer = make_producer(settings.kafka_bootstrap)
-    for i, event in enumerate(events):
-        if i == 300:  # in the middle of good ones
-            producer.send(settings.events_topic, key=b"x", value=b"{not json")
-            producer.send(settings.events_topic, key=b"whale", value={
-                "event_id": "whale-0", "customer_id": "whale", "type": "purchase",
-                "order_id": "w0", "amount": "2500000.00", "ts": event["ts"]})  # fmt: skip
-        producer.send(settings.events_topic, key=event["customer_id"], value=event)
+    send_with_hostile(producer, settings.events_topic, events, hostile_at=300)
     marks = send_watermark(producer, settings.events_topic, END)
     producer.close()
     try:
