@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from online_models.rfm import RFMScorer
@@ -83,6 +90,26 @@ def _directory(path: Path) -> Path:
     path = path.expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise ValueError("expected a directory (this path is a file)")
+    return path
+
+
+MIN_TOKEN = 16
+
+
+def _token(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().strip()) < MIN_TOKEN:
+        raise ValueError(f"expected a secret of at least {MIN_TOKEN} characters")
+    return value
+
+
+def _token_file(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+    if len(secret) < MIN_TOKEN:
+        raise ValueError(f"expected a file holding a secret of at least {MIN_TOKEN} characters")
     return path
 
 
@@ -199,12 +226,26 @@ class Settings(BaseSettings):
     dashboard_history: int = Field(2880, ge=2, le=1_000_000)
     # Recent output events each API process keeps for /events and the live feed.
     feed_size: int = Field(500, ge=1, le=100_000)
+    # The API's bearer token: required to listen beyond loopback; once set, every data
+    # endpoint asks for it. Given as the variable, or as a file (a container secret).
+    api_token: Annotated[SecretStr, AfterValidator(_token)] | None = None
+    api_token_file: Annotated[Path, AfterValidator(_token_file)] | None = None
 
     @model_validator(mode="after")
     def _rearm_below_threshold(self) -> Settings:
         if self.churn_rearm_below >= self.churn_threshold:
             raise ValueError("RTBA_CHURN_REARM_BELOW must be below RTBA_CHURN_THRESHOLD")
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError("set RTBA_API_TOKEN or RTBA_API_TOKEN_FILE, not both")
         return self
+
+    def api_secret(self) -> str | None:
+        """The API's bearer token, from the variable or the file (None: no token)."""
+        if self.api_token is not None:
+            return self.api_token.get_secret_value().strip()
+        if self.api_token_file is not None:
+            return self.api_token_file.read_text().strip()
+        return None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_others):
@@ -293,6 +334,9 @@ _EXPECTED = {
 }
 
 
+SECRETS = {"RTBA_API_TOKEN"}
+
+
 def _first_problem(exc: ValidationError, env: Mapping[str, str]) -> str:
     """One line for the first bad value: the variable, what was given, what fits."""
     error = exc.errors()[0]
@@ -302,6 +346,8 @@ def _first_problem(exc: ValidationError, env: Mapping[str, str]) -> str:
     field = next((f for f in Settings.model_fields if loc in (f, env_name(f))), None)
     name = env_name(field) if field else loc
     given = env.get(name, error["input"])  # the whole value, not one list item of it
+    if name in SECRETS:
+        given = "***"  # a secret is never written out, not even a wrong one
     template = _EXPECTED.get(error["type"])
     expected = (
         template.format(**error.get("ctx", {})).replace("'", "")

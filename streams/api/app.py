@@ -5,6 +5,10 @@ Every list takes ``limit`` and ``offset``; unknown customers, segments and clust
 404s with a message, bad parameters 422s. The endpoints are plain ``def``: FastAPI runs
 them in its thread pool, so a blocking Redis read never holds the event loop.
 
+With a token configured (RTBA_API_TOKEN or RTBA_API_TOKEN_FILE), every route asks for
+``Authorization: Bearer <token>`` but those in ``PUBLIC`` (no customer data): a route
+added later is protected unless it is listed there.
+
 Beside them: the dashboard at ``/`` (streams/api/dashboard/), the recent output events and
 their live feed (``/events``, ``/events/stream``, streams.api.feed), the dashboard's
 history (streams.api.history) and Prometheus metrics (``/metrics``, streams.api.metrics).
@@ -13,6 +17,7 @@ history (streams.api.history) and Prometheus metrics (``/metrics``, streams.api.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import importlib.util
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -20,8 +25,9 @@ from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 import redis
-from fastapi import FastAPI, Header, HTTPException, Path, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from online_models.rfm import SEGMENTS
@@ -39,6 +45,9 @@ DASHBOARD = FilePath(__file__).parent / "dashboard"
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle feed
 BACKLOG = 50  # events a new feed subscriber gets first (a reconnecting one: all it missed)
 Kind = Literal["rfm", "cluster", "churn"]
+# What anyone may fetch with a token configured: liveness and readiness (for probes that
+# cannot send a token), the page and its scripts, the OpenAPI document. No customer data.
+PUBLIC = {"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
 Offset = Annotated[int, Query(ge=0, le=100_000_000, description="skip this many items")]
@@ -83,6 +92,27 @@ def _sse(item: FeedItem) -> str:
     return f"id: {item.seq}\nevent: output\ndata: {json.dumps(item.to_json())}\n\n"
 
 
+def token_check(token: str | None):
+    """A dependency: with ``token`` set, 401 unless the request carries it (compared in
+    constant time) or asks for a public route."""
+    bearer = HTTPBearer(auto_error=False, description="RTBA_API_TOKEN")
+
+    def check(
+        request: Request, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ):
+        path = request.url.path
+        if token is None or path in PUBLIC or path.startswith("/static/"):
+            return
+        if given is None or not hmac.compare_digest(given.credentials.encode(), token.encode()):
+            raise HTTPException(
+                401,
+                "a bearer token is required: Authorization: Bearer <RTBA_API_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
 def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI:
     reader = reader or StateReader(settings)
     feed = OutputFeed(settings)
@@ -105,6 +135,7 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         description="Live RFM segments, behaviour clusters and churn risk, read from "
         f"namespace {settings.namespace!r}. The dashboard is at /.",
         lifespan=lifespan,
+        dependencies=[Depends(token_check(settings.api_secret()))],
     )
     api.state.feed, api.state.sampler = feed, sampler
 

@@ -291,41 +291,36 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     help="port to listen on",
 )
-@click.option(
-    "--allow-remote",
-    is_flag=True,
-    help="listen beyond loopback with no authentication: only where something else limits "
-    "who reaches the port (a container whose port is published on the host's loopback)",
-)
-def api(host, port, allow_remote) -> None:
+def api(host, port) -> None:
     """Serve the read API and the dashboard.
 
     The dashboard is at /, the OpenAPI document at /docs and /openapi.json, Prometheus
     metrics at /metrics. Reads Redis (and the output topics, for the live feed): run as
-    many as you like, apart from the workers. It listens on loopback only until bearer
-    tokens are built (S8): put a proxy in front for more.
+    many as you like, apart from the workers. Beyond loopback it needs RTBA_API_TOKEN (or
+    RTBA_API_TOKEN_FILE); with one, clients send Authorization: Bearer <token> and the
+    dashboard is opened once as /#token=<token>.
 
     \b
     Examples:
       rtba api                # then open http://127.0.0.1:8000/
       rtba api --port 8080    # then: curl localhost:8080/customers/c000001
+      RTBA_API_TOKEN_FILE=/run/secrets/token rtba api --host 0.0.0.0
     """
-    if host not in LOOPBACK and not allow_remote:
-        raise ConfigError(
-            f"--host {host}: the API serves loopback only until it checks bearer "
-            "tokens; use 127.0.0.1 and a proxy in front (or --allow-remote in a container)"
-        )
     require_free_port(host, port, f"--port {port}", "is another `rtba api` running?")
     chosen = settings()
+    if host not in LOOPBACK and chosen.api_secret() is None:
+        raise ConfigError(
+            f"--host {host}: beyond loopback the API needs a bearer token; set "
+            "RTBA_API_TOKEN (16+ characters) or RTBA_API_TOKEN_FILE"
+        )
     require_stack(chosen, kafka=False)
     import uvicorn
 
     from streams.api.app import create_api
 
-    if host not in LOOPBACK:
-        log(f"warning: the API listens on {host} with no authentication (--allow-remote)")
+    guard = "bearer token required" if chosen.api_secret() else "no token: loopback only"
     log(f"rtba api: dashboard at http://{host}:{port}/, API at /docs (namespace "
-        f"{chosen.namespace}, {chosen.redis_url})")  # fmt: skip
+        f"{chosen.namespace}, {chosen.redis_url}; {guard})")  # fmt: skip
     uvicorn.run(create_api(chosen), host=host, port=port, log_level="warning")
 
 

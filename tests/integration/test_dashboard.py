@@ -2,7 +2,9 @@
 Prometheus metrics of both checked against what was produced, the recent events and the
 live feed (server-sent events) against what the output topics hold, and the dashboard in
 headless Chromium (Debian's, driven by Playwright) showing the segment sizes of an
-independent batch computation and a churn alert; its screenshot is the README's."""
+independent batch computation and a churn alert; its screenshot is the README's. The API
+runs with a bearer token, as it must beyond loopback: every operation refuses a missing
+or wrong one."""
 
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ END = "2026-05-31T12:00:00Z"  # the shop's last day; the churn model is fitted a
 LATER = "2026-09-28T12:00:00Z"  # 120 quiet days on: the regulars have gone silent
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO / "docs" / "dashboard.png"
+TOKEN = "dashboard-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def shop_events() -> list[dict]:
@@ -142,9 +146,10 @@ def live(real_stack, tmp_path_factory):
         RTBA_RFM_ADAPTIVE="0",
         RTBA_CLUSTER_WARMUP="200",
         RTBA_CLUSTER_SNAPSHOT_MIN_S="1",
-        RTBA_CHURN_REFIT_S="3600",
+        RTBA_CHURN_REFIT_S="3600",  # the test fits the churn model itself
         RTBA_FEED_SIZE="5000",
-    )  # fmt: skip (churn: fitted here)
+        RTBA_API_TOKEN=TOKEN,
+    )
     settings = Settings.from_env(env)
     ensure_topics(settings)
     worker = WorkerProcess(env, base / "worker.log").start()
@@ -209,7 +214,7 @@ def test_metrics_count_what_was_produced(live):
     assert set(lags.values()) == {0}
     assert metric_values(text, "rtba_model_version")[(("model", "churn"),)] >= 1
 
-    text = httpx.get(live.api + "/metrics").text
+    text = httpx.get(live.api + "/metrics", headers=AUTH).text
     records = {dict(k)["outcome"]: v for k, v in metric_values(text, "rtba_records_total").items()}
     assert records["read"] == len(live.events) + 2 + live.watermarks
     assert records["applied"] == len(live.events)  # customer events; watermarks are not
@@ -217,7 +222,7 @@ def test_metrics_count_what_was_produced(live):
     assert metric_values(text, "rtba_customers") == {(): len(batch_state(live.events))}
     assert sum(metric_values(text, "rtba_dlq_total").values()) == 2
     assert metric_values(text, "rtba_model_version")[(("model", "churn"),)] >= 1
-    lag = wait_until(lambda: metric_values(httpx.get(live.api + "/metrics").text,
+    lag = wait_until(lambda: metric_values(httpx.get(live.api + "/metrics", headers=AUTH).text,
                                            "rtba_group_lag"), 30, "group lag")  # fmt: skip
     assert lag == {(): 0}  # every record committed
 
@@ -225,17 +230,21 @@ def test_metrics_count_what_was_produced(live):
 def test_recent_events_and_the_live_feed_hold_what_the_topics_hold(live):
     alerts = {e["event_id"] for e in live.outputs if "churn_risk" in e}
     recent = wait_until(
-        lambda: httpx.get(live.api + "/events", params={"kind": "churn", "limit": 1000}).json(),
+        lambda: httpx.get(live.api + "/events", params={"kind": "churn", "limit": 1000},
+                          headers=AUTH).json(),
         10, "recent events")  # fmt: skip
     assert {item["event"]["event_id"] for item in recent["events"]} == alerts
     assert all(item["kind"] == "churn" for item in recent["events"])
     one = next(e for e in live.outputs if "churn_risk" not in e)
-    mine = httpx.get(live.api + "/events", params={"customer": one["customer_id"]}).json()
+    mine = httpx.get(
+        live.api + "/events", params={"customer": one["customer_id"]}, headers=AUTH
+    ).json()
     assert one["event_id"] in {item["event"]["event_id"] for item in mine["events"]}
 
     def read_stream(headers: dict, n: int) -> list[dict]:
         got = []
-        with httpx.stream("GET", live.api + "/events/stream", headers=headers, timeout=10) as r:
+        url = live.api + "/events/stream"
+        with httpx.stream("GET", url, headers={**AUTH, **headers}, timeout=10) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             for line in r.iter_lines():
                 if line.startswith("data: "):
@@ -267,7 +276,7 @@ def test_the_dashboard_in_chromium_shows_segments_and_a_churn_alert(live):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1150})
-            page.goto(live.api + "/")
+            page.goto(live.api + f"/#token={TOKEN}")  # as a person opens it, once
             page.wait_for_selector("#feed li.churn", timeout=30_000)  # the live feed
             shown = LATER[:16].replace("T", " ")  # a sample as of the last watermark, drawn
             page.wait_for_function(
@@ -285,7 +294,8 @@ def test_the_dashboard_in_chromium_shows_segments_and_a_churn_alert(live):
             drawn = page.locator("#segments-now .bars path").count()
             assert drawn == len(bars)  # a bar per segment, zero-height ones included
             # Cluster profiles with their readable labels, as /clusters has them.
-            labels = {c["label"] for c in httpx.get(live.api + "/clusters").json()["clusters"]}
+            snapshot = httpx.get(live.api + "/clusters", headers=AUTH).json()
+            labels = {c["label"] for c in snapshot["clusters"]}
             rows = page.evaluate("document.getElementById('cluster-profiles').data[0].y")
             assert rows and all(any(label in row for label in labels) for row in rows), rows
             alert = page.locator("#feed li.churn").first.inner_text()
@@ -295,3 +305,24 @@ def test_the_dashboard_in_chromium_shows_segments_and_a_churn_alert(live):
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
             browser.close()
+
+
+def test_every_operation_wants_the_token_but_the_public_ones(live):
+    paths = httpx.get(live.api + "/openapi.json").json()["paths"]  # public: no data
+    operations = [re.sub(r"\{[a-z_]+\}", "x", p) for p in paths]
+    public = {"/health", "/ready"}
+    assert public < set(operations) and len(operations) > 10
+    for path in operations:
+        if path in public:
+            assert httpx.get(live.api + path).status_code == 200, path
+            continue
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                        {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}):  # fmt: skip
+            with httpx.stream("GET", live.api + path, headers=headers, timeout=10) as answer:
+                assert answer.status_code == 401, (path, headers)
+                assert answer.headers["www-authenticate"] == "Bearer"
+        with httpx.stream("GET", live.api + path, headers=AUTH, timeout=10) as answer:
+            assert answer.status_code in (200, 404), (path, answer.status_code)  # x: unknown
+    # The page and its scripts carry no data: a person can load them to give the token.
+    for path in ("/", "/static/dashboard.js", "/static/plotly.min.js"):
+        assert httpx.get(live.api + path).status_code == 200, path

@@ -93,7 +93,8 @@ MISTAKES = [
     (["dlq"], {}, StackDown.exit_code, ["Kafka is not answering"]),
     (["reset", "--yes"], {}, StackDown.exit_code, ["not answering"]),
     (["api"], {}, StackDown.exit_code, ["Redis is not answering"]),
-    (["api", "--host", "0.0.0.0"], {}, ConfigError.exit_code, ["loopback", "bearer"]),
+    (["api", "--host", "0.0.0.0"], {}, ConfigError.exit_code, ["loopback", "RTBA_API_TOKEN"]),
+    (["api"], {"RTBA_API_TOKEN": "too-short"}, ConfigError.exit_code, ["RTBA_API_TOKEN", "16"]),
     (
         ["stats"],
         {"RTBA_PARTITIONS": "abc"},

@@ -1,5 +1,6 @@
 """docker-compose.yml is valid for the Compose CLI and wires the settings rtba reads."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The compose file asks for the API's token; any 16+ characters validate it.
+ENV = {**os.environ, "RTBA_API_TOKEN": "compose-test-token-0123"}
 
 
 def compose_cli() -> list[str] | None:
@@ -31,13 +34,21 @@ def compose():
 
 def test_compose_file_is_valid(compose):
     result = subprocess.run([*compose, "-f", "docker-compose.yml", "config", "-q"],
-                            cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+                            cwd=ROOT, capture_output=True, text=True, env=ENV)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_run_the_api_without_its_token(compose):
+    env = {k: v for k, v in ENV.items() if k != "RTBA_API_TOKEN"}
+    result = subprocess.run([*compose, "-f", "docker-compose.yml", "config", "-q"],
+                            cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode != 0 and "set RTBA_API_TOKEN" in result.stderr, result.stderr
 
 
 def test_compose_runs_kafka_redis_worker_api_and_producer(compose):
     result = subprocess.run([*compose, "-f", "docker-compose.yml", "config", "--services"],
-                            cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+                            cwd=ROOT, capture_output=True, text=True, check=True,
+                            env=ENV)  # fmt: skip
     assert set(result.stdout.split()) == {"kafka", "redis", "worker", "api", "producer"}
 
 
@@ -45,7 +56,8 @@ def test_the_api_port_is_published_on_the_host_loopback_only(compose):
     import re
 
     result = subprocess.run([*compose, "-f", "docker-compose.yml", "config"],
-                            cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+                            cwd=ROOT, capture_output=True, text=True, check=True,
+                            env=ENV)  # fmt: skip
     api = result.stdout.split("\n  api:\n")[1]
     api = re.split(r"\n  \S", api)[0]  # up to the next service
     ports = api.split("ports:")[1]
@@ -53,7 +65,8 @@ def test_the_api_port_is_published_on_the_host_loopback_only(compose):
     short = re.search(r"- (\S+):8000:8000", ports)
     host_ip = short.group(1) if short else re.search(r"host_ip: (\S+)", ports).group(1)
     assert host_ip == "127.0.0.1"
-    assert "--allow-remote" in api and "healthcheck:" in api
+    assert "0.0.0.0" in api and "RTBA_API_TOKEN: compose-test-token-0123" in api
+    assert "healthcheck:" in api
 
 
 def test_compose_sets_the_environment_rtba_reads():

@@ -66,7 +66,8 @@ JUNK = {
     "RTBA_CLUSTER_SNAPSHOT_EVERY": "0", "RTBA_CLUSTER_WARMUP": "-1",
     "RTBA_CLUSTER_SNAPSHOT_MIN_S": "-2", "RTBA_METRICS_PORT": "0",
     "RTBA_METRICS_HOST": "local host", "RTBA_DASHBOARD_SAMPLE_S": "0",
-    "RTBA_DASHBOARD_HISTORY": "1", "RTBA_FEED_SIZE": "lots",
+    "RTBA_DASHBOARD_HISTORY": "1", "RTBA_FEED_SIZE": "lots", "RTBA_API_TOKEN": "short",
+    "RTBA_API_TOKEN_FILE": "/no/such/file",
 }  # fmt: skip
 
 
@@ -96,8 +97,24 @@ def test_a_junk_value_is_refused_with_one_line_naming_the_variable(name, tmp_pat
         Settings.from_env({name: junk})
     message = str(refused.value)
     assert name in message and "\n" not in message, message
-    if name != "RTBA_CHURN_REARM_BELOW" or junk.startswith("-"):
+    if name == "RTBA_API_TOKEN":  # a secret, even a wrong one, is never written out
+        assert junk not in message and "***" in message, message
+    elif name != "RTBA_CHURN_REARM_BELOW" or junk.startswith("-"):
         assert repr(junk) in message, message  # what was given, to compare with the form
+
+
+def test_the_api_token_comes_from_the_variable_or_a_file_never_both(tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret-token-0123456789\n")
+    assert Settings.from_env({"RTBA_API_TOKEN_FILE": str(secret)}).api_secret() == (
+        "s3cret-token-0123456789"
+    )
+    given = Settings.from_env({"RTBA_API_TOKEN": "another-token-0123456789"})
+    assert given.api_secret() == "another-token-0123456789"
+    assert "another-token" not in repr(given) and "another-token" not in str(given)
+    assert Settings.from_env({}).api_secret() is None
+    with pytest.raises(ConfigError, match="not both"):
+        Settings.from_env({"RTBA_API_TOKEN_FILE": str(secret), "RTBA_API_TOKEN": "x" * 20})
 
 
 def test_good_values_are_read_in_the_forms_a_person_types(tmp_path):

@@ -16,6 +16,18 @@ const counts = { rfm: 0, cluster: 0, churn: 0 };
 let clusterLabels = {};
 
 const $ = (id) => document.getElementById(id);
+
+// With RTBA_API_TOKEN set, the page is opened once as /#token=<token>: the fragment never
+// reaches a server or its logs; the token stays in this tab's sessionStorage.
+const given = new URLSearchParams(location.hash.slice(1)).get("token");
+if (given) {
+  sessionStorage.setItem("rtba-token", given);
+  history.replaceState(null, "", location.pathname);
+}
+const auth = () => {
+  const token = sessionStorage.getItem("rtba-token");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+};
 const empty = (id, text) => Plotly.react(id, [], {
   xaxis: { visible: false }, yaxis: { visible: false },
   annotations: [{ text, showarrow: false, font: { size: 14, color: "#888" } }],
@@ -23,7 +35,8 @@ const empty = (id, text) => Plotly.react(id, [], {
 const number = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en"));
 
 async function getJson(path) {
-  const answer = await fetch(path);
+  const answer = await fetch(path, { headers: auth() });
+  if (answer.status === 401) throw new Error("a token is needed: open this page as /#token=<RTBA_API_TOKEN>");
   if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
   return answer.json();
 }
@@ -112,18 +125,47 @@ function feedLine(item) {
   return li;
 }
 
-function follow() {
-  const source = new EventSource("/events/stream");
-  source.onopen = () => { $("feed-status").textContent = "live"; };
-  source.onerror = () => { $("feed-status").textContent = "reconnecting"; };
-  source.addEventListener("output", (message) => {
-    const item = JSON.parse(message.data);
-    counts[item.kind] = (counts[item.kind] || 0) + 1;
-    const list = $("feed");
-    list.prepend(feedLine(item));
-    while (list.children.length > FEED_SHOWN) list.lastChild.remove();
-    $("feed-counts").textContent = `· rfm ${counts.rfm} · cluster ${counts.cluster} · churn ${counts.churn}`;
-  });
+function show(item) {
+  counts[item.kind] = (counts[item.kind] || 0) + 1;
+  const list = $("feed");
+  list.prepend(feedLine(item));
+  while (list.children.length > FEED_SHOWN) list.lastChild.remove();
+  $("feed-counts").textContent = `· rfm ${counts.rfm} · cluster ${counts.cluster} · churn ${counts.churn}`;
+}
+
+// Server-sent events read with fetch, not EventSource, which cannot send the token; it
+// resumes the same way, with Last-Event-ID after the last event shown.
+async function follow() {
+  let last = 0;
+  for (;;) {
+    try {
+      const headers = { ...auth(), ...(last ? { "Last-Event-ID": String(last) } : {}) };
+      const answer = await fetch("/events/stream", { headers });
+      if (!answer.ok) throw new Error(answer.status === 401 ? "token needed" : `${answer.status}`);
+      $("feed-status").textContent = "live";
+      const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const lines = buffer.slice(0, end).split("\n");
+          buffer = buffer.slice(end + 2);
+          const data = lines.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+          if (!data) continue;  // a keepalive comment
+          const item = JSON.parse(data);
+          last = item.seq;
+          show(item);
+        }
+      }
+      $("feed-status").textContent = "reconnecting";
+    } catch (error) {
+      $("feed-status").textContent = error.message === "token needed" ? "token needed" : "reconnecting";
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
 }
 
 async function refresh() {
