@@ -92,13 +92,16 @@ def _sse(item: FeedItem) -> str:
     return f"id: {item.seq}\nevent: output\ndata: {json.dumps(item.to_json())}\n\n"
 
 
+# At module level: FastAPI resolves the check's annotations in this module's globals.
+BEARER = HTTPBearer(auto_error=False, description="RTBA_API_TOKEN")
+
+
 def token_check(token: str | None):
     """A dependency: with ``token`` set, 401 unless the request carries it (compared in
     constant time) or asks for a public route."""
-    bearer = HTTPBearer(auto_error=False, description="RTBA_API_TOKEN")
 
     def check(
-        request: Request, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+        request: Request, given: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
     ):
         path = request.url.path
         if token is None or path in PUBLIC or path.startswith("/static/"):

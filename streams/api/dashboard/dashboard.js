@@ -182,8 +182,8 @@ async function refresh() {
 
 async function start() {
   $("namespace").textContent = (await getJson("/health")).namespace;
+  await refresh();  // the cluster labels first: the feed's backlog names clusters
   follow();
-  await refresh();
   setInterval(refresh, REFRESH_MS);
 }
 
