@@ -45,12 +45,14 @@ browser:
 
 # Every test on one redis-server, then the tests that use Redis again on a three-master
 # Redis Cluster (the same code, asked which kind of server it talks to); not those that
-# start stacks of their own, whatever the pass (the demo's; up-down-up, run for both kinds).
+# start stacks of their own, whatever the pass (the demo's; up-down-up, run for both kinds),
+# nor the benchmark harness's smoke run (`make bench` runs its Cluster scenario in full).
 test: stack-install compose-cli browser lint
 	$(BIN)/pytest
 	RTBA_REDIS_CLUSTER=1 $(BIN)/pytest -m integration tests/integration tests/agent \
 	  --ignore=tests/integration/test_demo.py \
-	  --deselect tests/integration/test_stack.py::test_up_down_up_keeps_redis_data
+	  --deselect tests/integration/test_stack.py::test_up_down_up_keeps_redis_data \
+	  --deselect tests/integration/test_bench.py
 
 # Full sizes: the benchmarks, and the worker-SIGKILL fault scenario at ~100k events.
 bench: stack-install
