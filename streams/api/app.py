@@ -36,7 +36,6 @@ from streams.api.history import Sampler, read_history
 from streams.api.metrics import api_registry
 from streams.processing.schemas import iso, to_epoch_ms
 from streams.read.reader import StateReader
-from streams.read.views import segment_summary
 from streams.settings import Settings
 from streams.state.store import model_status, read_stats
 
@@ -193,9 +192,7 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
 
     @api.get("/segments", summary="RFM segment and cluster sizes and profiles")
     def segments(as_of: AsOf = None) -> dict:
-        moment = _as_of(reader, as_of)
-        models = reader.models()
-        return segment_summary(list(reader.everyone()), moment, models.rfm, models.clusters)
+        return reader.summary(_as_of(reader, as_of))
 
     @api.get(
         "/segments/{segment}/members",

@@ -87,13 +87,10 @@ class Feed:
 
 def snapshot(reader) -> dict:
     """What the screen shows from Redis: counters, segment and cluster sizes, labels."""
-    from streams.read.views import segment_summary
     from streams.state.store import read_marks, read_stats
 
-    models = reader.models()
     watermark = read_marks(reader.client, reader.keys).watermark()
-    states = list(reader.everyone())
-    summary = segment_summary(states, reader.as_of(watermark), models.rfm, models.clusters)
+    summary = reader.summary(reader.as_of(watermark))
     return {"stats": read_stats(reader.client, reader.keys), "watermark": watermark, **summary}
 
 

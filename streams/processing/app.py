@@ -174,7 +174,6 @@ def create_app(settings: Settings) -> Pipeline:
                 Record(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in batch
             ]
-            started = time.perf_counter()
             with SlowStep(f"a batch of {len(records)} events", log, last="emitted") as step:
                 outcome = await processor.process(records)
                 step.mark("applied")
@@ -182,7 +181,7 @@ def create_app(settings: Settings) -> Pipeline:
                     faults.crash("crash_before_send")
                 await emit(outcome)
             progress.batch(len(records), len(outcome.rejected), len(outcome.outbox))
-            metrics.batch_seconds.observe(time.perf_counter() - started)
+            metrics.batch_seconds.observe(step.took_s)
             metrics.read(outcome.types)
             metrics.lags(behind(records))
             metrics.models(processor.models.versions)
@@ -204,10 +203,9 @@ def create_app(settings: Settings) -> Pipeline:
         # Each record holds one worker batch's samples (emit): a few records a train call.
         async for batch in stream.take_events(TRAIN_RECORDS, within=1.0):
             samples = [(cid, sample) for e in batch for cid, sample in json.loads(e.value)]
-            started = time.perf_counter()
-            with SlowStep(f"training on {len(samples)} samples", log):
+            with SlowStep(f"training on {len(samples)} samples", log) as step:
                 await trainer.train(samples)
-            metrics.refit_seconds.labels("clusters").observe(time.perf_counter() - started)
+            metrics.refit_seconds.labels("clusters").observe(step.took_s)
 
     async def emit_or_log(
         outcomes: Callable[[], AsyncIterator[BatchOutcome]], what: str, slow_s: float = SLOW_S

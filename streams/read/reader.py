@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 from online_models.customer import CustomerState
 from streams.processing.worker import current_models
-from streams.read.views import profile
+from streams.read.views import profile, segment_summary
 from streams.settings import Settings
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_states
@@ -54,6 +54,12 @@ class StateReader:
     def profile(self, state: CustomerState, as_of_ms: int, models=None) -> dict:
         models = models or self.models()
         return profile(state, as_of_ms, models.rfm, models.churn, models.clusters)
+
+    def summary(self, as_of_ms: int, models=None) -> dict:
+        """Every segment's and cluster's size and profile as of ``as_of_ms`` (a walk over
+        everyone: streams.read.views.segment_summary)."""
+        models = models or self.models()
+        return segment_summary(list(self.everyone()), as_of_ms, models.rfm, models.clusters)
 
     def members(self, keep: Callable[[dict], bool], as_of_ms: int) -> Iterator[dict]:
         """The profiles ``keep`` accepts, in customer-id order."""
