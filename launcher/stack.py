@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 
 from streams.processing.topics import admin_client, ensure_topics
-from streams.settings import Settings, env_name, read_stack_state, stack_state_file
+from streams.settings import Settings, env_name, read_stack_state, redacted, stack_state_file
 from streams.state import redis_client
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -161,9 +161,9 @@ def alive(pid: int | None) -> bool:
         return True
 
 
-def redis_healthy(url: str) -> bool:
+def redis_healthy(url: str, **options) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+        return bool(redis.Redis.from_url(url, socket_timeout=2, **options).ping())
     except redis.exceptions.RedisError:
         return False
 
@@ -177,12 +177,12 @@ def _port_answers(host_port: str) -> bool:
         return False
 
 
-def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
+def kafka_healthy(bootstrap: str, timeout_s: float = 3.0, **security) -> bool:
     # A closed port answers at once; kafka-python would spend its whole bootstrap timeout on it.
     if not any(_port_answers(hp) for hp in bootstrap.split(",") if hp):
         return False
     try:
-        admin = admin_client(bootstrap, timeout_s)
+        admin = admin_client(bootstrap, timeout_s, **security)
     except Exception:
         return False
     try:
@@ -206,14 +206,41 @@ def _wait(check, what: str, pid: int, log: Path, timeout_s: float) -> None:
     raise StackError(f"{what} did not become healthy within {timeout_s:.0f}s (log: {log})")
 
 
-def start_redis(home: Path, port: int, fsync: str = "always") -> int:
+def start_redis(home: Path, port: int, fsync: str = "always",
+                login: tuple[str | None, str] | None = None) -> int:  # fmt: skip
     """redis-server on loopback with its append-only file fsynced as ``fsync`` says:
     ``always`` (the default, see docs/decisions.md: a write acknowledged to a worker is on
-    disk before Kafka offsets move past it) or ``everysec``."""
-    return _redis_server(home / "redis", port, fsync)
+    disk before Kafka offsets move past it) or ``everysec``. With ``login`` (user, password)
+    only that ACL user gets in (the default user when ``user`` is None)."""
+    data = home / "redis"
+    if login is None:
+        return _redis_server(data, port, fsync)
+    user, password = login
+    acl = _private_file(data / "users.acl", _acl(user, password))
+    options = {"username": user, "password": password} if user else {"password": password}
+    return _redis_server(data, port, fsync, "--aclfile", str(acl), login=options)
 
 
-def _redis_server(data: Path, port: int, fsync: str, *extra: str) -> int:
+def _acl(user: str | None, password: str) -> str:
+    """An ACL file: ``user`` may run every command on every key; no one else gets in."""
+    if any(c.isspace() for c in password):
+        raise StackError("the local Redis takes a password without spaces (RTBA_REDIS_PASSWORD)")
+    if user is None or user == "default":
+        return f"user default on >{password} ~* &* +@all\n"
+    return f"user default off\nuser {user} on >{password} ~* &* +@all\n"
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """``path`` holding ``text``, readable by this user only (it holds a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
+def _redis_server(data: Path, port: int, fsync: str, *extra: str,
+                  login: dict | None = None) -> int:  # fmt: skip
     binary = ensure_redis_server()
     data.mkdir(parents=True, exist_ok=True)
     log = data / "redis.log"
@@ -226,7 +253,8 @@ def _redis_server(data: Path, port: int, fsync: str, *extra: str) -> int:
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    _wait(lambda: redis_healthy(f"redis://127.0.0.1:{port}/0"), "redis-server", proc.pid, log, 20)
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait(lambda: redis_healthy(url, **(login or {})), "redis-server", proc.pid, log, 20)
     return proc.pid
 
 
@@ -285,17 +313,29 @@ def _cluster_ok(ports: list[int]) -> bool:
     return True
 
 
-def _server_properties(data: Path, port: int, controller_port: int, partitions: int) -> str:
+def _server_properties(data: Path, port: int, controller_port: int, partitions: int,
+                       sasl: tuple[int, str, str] | None = None) -> str:  # fmt: skip
+    listeners = f"PLAINTEXT://127.0.0.1:{port}"
+    secured = ""
+    if sasl is not None:  # (port, user, password): a second listener, SASL/PLAIN
+        sasl_port, user, password = sasl
+        listeners += f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
+        secured = (
+            "sasl.enabled.mechanisms=PLAIN\n"
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_{user}="{_jaas_quoted(password)}";\n'
+        )
     return f"""# written by rtba stack up
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={data}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+{secured}log.dirs={data}
 num.partitions={partitions}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=6
@@ -308,14 +348,26 @@ auto.create.topics.enable=true
 """
 
 
-def start_kafka(home: Path, port: int, controller_port: int, partitions: int) -> int:
+def _jaas_quoted(password: str) -> str:
+    if any(c in password for c in '"\\;') or any(c.isspace() for c in password):
+        raise StackError(
+            "the local Kafka takes a SASL password without quotes, backslashes, ';' or "
+            "spaces (RTBA_KAFKA_SASL_PASSWORD)"
+        )
+    return password
+
+
+def start_kafka(home: Path, port: int, controller_port: int, partitions: int,
+                sasl: tuple[int, str, str] | None = None) -> int:  # fmt: skip
+    """A one-node KRaft broker on loopback: PLAINTEXT on ``port``, and with ``sasl``
+    (port, user, password) a SASL/PLAIN listener beside it, where clients are told to go."""
     java = ensure_java()
     jars = ensure_kafka_jars()
     base = home / "kafka"
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = base / "server.properties"
-    props.write_text(_server_properties(data, port, controller_port, partitions))
+    _private_file(props, _server_properties(data, port, controller_port, partitions, sasl))
     classpath = f"{jars}/*"
     if not (data / "meta.properties").exists():
         # Kafka wants its cluster id as a url-safe base64 UUID; one in 64 starts with "-",
@@ -337,7 +389,14 @@ def start_kafka(home: Path, port: int, controller_port: int, partitions: int) ->
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                             start_new_session=True)  # fmt: skip
-    _wait(lambda: kafka_healthy(f"127.0.0.1:{port}"), "Kafka", proc.pid, base / "kafka.out", 90)
+    if sasl is None:
+        ready = lambda: kafka_healthy(f"127.0.0.1:{port}")  # noqa: E731
+    else:
+        sasl_port, user, password = sasl
+        login = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                 "sasl_plain_username": user, "sasl_plain_password": password}  # fmt: skip
+        ready = lambda: kafka_healthy(f"127.0.0.1:{sasl_port}", **login)  # noqa: E731
+    _wait(ready, "Kafka", proc.pid, base / "kafka.out", 90)
     return proc.pid
 
 
@@ -371,17 +430,18 @@ def external(settings: Settings) -> bool:
 def status(settings: Settings) -> dict:
     state = read_stack_state(settings.home)
     managed = not external(settings) and bool(state)
+    security, login = settings.kafka_options(), settings.redis_options()
     return {
         "kafka_bootstrap": settings.kafka_bootstrap,
         "redis_url": settings.redis_url,
         "namespace": settings.namespace,
         "managed": managed,
-        "kafka": "up" if kafka_healthy(settings.kafka_bootstrap) else "down",
-        "redis": "up" if redis_healthy(settings.redis_url) else "down",
+        "kafka": "up" if kafka_healthy(settings.kafka_bootstrap, **security) else "down",
+        "redis": "up" if redis_healthy(settings.redis_url, **login) else "down",
         "kafka_pid": state.get("kafka_pid") if managed else None,
         "redis_pid": state.get("redis_pid") if managed else None,
         "redis_cluster_pids": state.get("redis_cluster_pids") if managed else None,
-        "redis_cluster": redis_client.is_cluster(settings.redis_url),
+        "redis_cluster": redis_client.is_cluster(settings.redis_url, **login),
         "home": str(settings.home.resolve()),
     }
 
@@ -390,33 +450,61 @@ def up(settings: Settings) -> dict:
     """Start (or reuse) the stack, create the namespace's topics, return its status."""
     started = time.monotonic()
     if external(settings):
-        if not redis_healthy(settings.redis_url):
-            raise StackError(f"REDIS_URL={settings.redis_url} does not answer PING")
+        if not redis_healthy(settings.redis_url, **settings.redis_options()):
+            raise StackError(f"REDIS_URL={redacted(settings.redis_url)} does not answer PING")
         ensure_topics(settings)
-        _say(f"using the external stack: {settings.kafka_bootstrap}, {settings.redis_url}")
+        _say(f"using the external stack: {settings.kafka_bootstrap}, "
+             f"{redacted(settings.redis_url)}")  # fmt: skip
         return status(settings)
     home = settings.home.resolve()  # redis-server chdirs to its --dir: paths must be absolute
     home.mkdir(parents=True, exist_ok=True)
     state = read_stack_state(home)
+    password = settings.secret("redis_password")
+    login = (settings.redis_username, password) if password else None
     if settings.redis_cluster:
+        if login:
+            raise StackError("the local Redis Cluster has no login: unset RTBA_REDIS_PASSWORD "
+                             "or RTBA_REDIS_CLUSTER")  # fmt: skip
         _cluster_up(home, state, settings.redis_fsync)
     else:
         for pid in state.pop("redis_cluster_pids", None) or []:  # the other kind was up
             stop_pid(pid)
-        if not (alive(state.get("redis_pid")) and redis_healthy(state.get("redis_url", ""))):
+        options = settings.redis_options()
+        if not (alive(state.get("redis_pid"))
+                and redis_healthy(state.get("redis_url", ""), **options)):  # fmt: skip
+            stop_pid(state.get("redis_pid"))  # up with another login: restarted with this one
             port = _choose_port(settings, "redis_port", state.get("redis_port"))
             state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
-            state["redis_pid"] = start_redis(home, port, settings.redis_fsync)
-            _say(f"redis-server up on 127.0.0.1:{port} (pid {state['redis_pid']})")
-    if not (alive(state.get("kafka_pid")) and kafka_healthy(state.get("kafka_bootstrap", ""))):
+            state["redis_pid"] = start_redis(home, port, settings.redis_fsync, login)
+            guard = "ACL login" if login else "no login"
+            _say(f"redis-server up on 127.0.0.1:{port} ({guard}; pid {state['redis_pid']})")
+    security = settings.kafka_options()
+    sasl = settings.kafka_security_protocol == "SASL_PLAINTEXT"
+    if settings.kafka_security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        raise StackError(
+            "the local Kafka speaks PLAINTEXT or SASL_PLAINTEXT, not "
+            f"{settings.kafka_security_protocol} (RTBA_KAFKA_SECURITY_PROTOCOL)"
+        )
+    if not (alive(state.get("kafka_pid"))
+            and kafka_healthy(state.get("kafka_bootstrap", ""), **security)):  # fmt: skip
+        stop_pid(state.get("kafka_pid"))
         port = _choose_port(settings, "kafka_port", state.get("kafka_port"))
         cport = _choose_port(settings, "kafka_controller_port", state.get("kafka_controller_port"))
         if cport == port:
             cport = free_port()
+        listener = None
+        if sasl:
+            sasl_port = free_port()
+            while sasl_port in (port, cport):
+                sasl_port = free_port()
+            listener = (sasl_port, settings.kafka_sasl_username, security["sasl_plain_password"])
+        client_port = listener[0] if listener else port
         state.update(kafka_port=port, kafka_controller_port=cport,
-                     kafka_bootstrap=f"127.0.0.1:{port}")  # fmt: skip
-        state["kafka_pid"] = start_kafka(home, port, cport, settings.partitions)
-        _say(f"Kafka {kafka_version()} (KRaft) up on 127.0.0.1:{port} (pid {state['kafka_pid']})")
+                     kafka_bootstrap=f"127.0.0.1:{client_port}")  # fmt: skip
+        state["kafka_pid"] = start_kafka(home, port, cport, settings.partitions, listener)
+        guard = f"SASL/PLAIN on {client_port}" if sasl else "PLAINTEXT"
+        _say(f"Kafka {kafka_version()} (KRaft) up on 127.0.0.1:{port} ({guard}; "
+             f"pid {state['kafka_pid']})")  # fmt: skip
     stack_state_file(home).write_text(json.dumps(state, indent=2))
     # The caller's settings (its namespace: the topics to create), with the addresses of
     # what was just started unless the environment names others.

@@ -24,13 +24,15 @@ class JsonSerializer(Serializer):
         return json.dumps(data, separators=(",", ":")).encode()
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
+def make_producer(bootstrap: str, **security) -> KafkaProducer:
+    """``security``: kafka-python's options (streams.settings.Settings.kafka_options)."""
     return KafkaProducer(
         bootstrap_servers=bootstrap.split(","),
         acks="all",
         linger_ms=5,
         key_serializer=KeySerializer(),
         value_serializer=JsonSerializer(),
+        **security,
     )
 
 

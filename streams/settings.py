@@ -113,8 +113,49 @@ def _token_file(path: Path) -> Path:
     return path
 
 
+def _readable_file(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+    return path
+
+
+def _secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("expected a secret, not blanks")
+    return value
+
+
+_PRINTABLE = re.compile(r"^[!-~]{1,256}$")
+
+
+def _user(value: str) -> str:
+    if not _PRINTABLE.match(value):
+        raise ValueError("expected 1-256 printable characters, no spaces")
+    return value
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, written ``***`` (for messages and logs).
+
+    >>> redacted("redis://rtba:s3cret@db:6379/0"), redacted("redis://db:6379")
+    ('redis://rtba:***@db:6379/0', 'redis://db:6379')
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 Edges = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_edges), AfterValidator(_ascending)]
 Directory = Annotated[Path, AfterValidator(_directory)]
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+Secret = Annotated[SecretStr, AfterValidator(_secret)]
+User = Annotated[str, AfterValidator(_user)]
 Port = Annotated[int | None, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -230,22 +271,123 @@ class Settings(BaseSettings):
     # endpoint asks for it. Given as the variable, or as a file (a container secret).
     api_token: Annotated[SecretStr, AfterValidator(_token)] | None = None
     api_token_file: Annotated[Path, AfterValidator(_token_file)] | None = None
+    # Redis login (an ACL user, or the default user's password when no user is given) and
+    # TLS, on with a rediss:// URL: the CA that signed the server's certificate, and a
+    # client certificate and key where the server asks for one. (A password in REDIS_URL
+    # works too; these keep it out of the URL, which is shown in messages.)
+    redis_username: User | None = None
+    redis_password: Secret | None = None
+    redis_password_file: ReadableFile | None = None
+    redis_tls_ca_file: ReadableFile | None = None
+    redis_tls_cert_file: ReadableFile | None = None
+    redis_tls_key_file: ReadableFile | None = None
+    # Kafka security, handed to Faust (aiokafka) and kafka-python alike.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: User | None = None
+    kafka_sasl_password: Secret | None = None
+    kafka_sasl_password_file: ReadableFile | None = None
+    kafka_ssl_ca_file: ReadableFile | None = None
+    kafka_ssl_cert_file: ReadableFile | None = None
+    kafka_ssl_key_file: ReadableFile | None = None
 
     @model_validator(mode="after")
     def _rearm_below_threshold(self) -> Settings:
         if self.churn_rearm_below >= self.churn_threshold:
             raise ValueError("RTBA_CHURN_REARM_BELOW must be below RTBA_CHURN_THRESHOLD")
-        if self.api_token is not None and self.api_token_file is not None:
-            raise ValueError("set RTBA_API_TOKEN or RTBA_API_TOKEN_FILE, not both")
+        for name in SECRET_FIELDS:
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                variable = env_name(name)
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+        tls_files = ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+        if urlsplit(self.redis_url).scheme != "rediss" and any(
+            getattr(self, name) for name in tls_files
+        ):
+            raise ValueError("RTBA_REDIS_TLS_* files need TLS on: a rediss:// REDIS_URL")
+        sasl = self.kafka_security_protocol.startswith("SASL")
+        login = self.kafka_sasl_username or self.secret("kafka_sasl_password")
+        if sasl and not (self.kafka_sasl_username and self.secret("kafka_sasl_password")):
+            raise ValueError(
+                f"RTBA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "RTBA_KAFKA_SASL_USERNAME and RTBA_KAFKA_SASL_PASSWORD (or ..._FILE)"
+            )
+        if login and not sasl:
+            raise ValueError(
+                "a Kafka SASL login is set: set RTBA_KAFKA_SECURITY_PROTOCOL to "
+                "SASL_PLAINTEXT or SASL_SSL"
+            )
+        if self.kafka_security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and any(
+            (self.kafka_ssl_ca_file, self.kafka_ssl_cert_file, self.kafka_ssl_key_file)
+        ):
+            raise ValueError(
+                "RTBA_KAFKA_SSL_* files need RTBA_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL"
+            )
         return self
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, redacted(value) if name == "redis_url" else value
+
+    def secret(self, name: str) -> str | None:
+        """A secret setting's value, from its variable or its ``_FILE`` (None: unset)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value.get_secret_value().strip()
+        path = getattr(self, f"{name}_file")
+        return path.read_text().strip() if path is not None else None
 
     def api_secret(self) -> str | None:
         """The API's bearer token, from the variable or the file (None: no token)."""
-        if self.api_token is not None:
-            return self.api_token.get_secret_value().strip()
-        if self.api_token_file is not None:
-            return self.api_token_file.read_text().strip()
-        return None
+        return self.secret("api_token")
+
+    def redis_options(self) -> dict:
+        """redis-py's connection options beyond the URL: the login and the TLS files."""
+        options: dict = {}
+        if self.redis_username is not None:
+            options["username"] = self.redis_username
+        password = self.secret("redis_password")
+        if password is not None:
+            options["password"] = password
+        files = {
+            "ssl_ca_certs": self.redis_tls_ca_file,
+            "ssl_certfile": self.redis_tls_cert_file,
+            "ssl_keyfile": self.redis_tls_key_file,
+        }
+        options.update({name: str(path) for name, path in files.items() if path is not None})
+        return options
+
+    def kafka_options(self) -> dict:
+        """kafka-python's security options (Faust's are built from the same settings,
+        streams.processing.app.broker_credentials)."""
+        options: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.secret("kafka_sasl_password")
+        files = {
+            "ssl_cafile": self.kafka_ssl_ca_file,
+            "ssl_certfile": self.kafka_ssl_cert_file,
+            "ssl_keyfile": self.kafka_ssl_key_file,
+        }
+        options.update({name: str(path) for name, path in files.items() if path is not None})
+        return options
+
+    def kafka_ssl_context(self):
+        """An ``ssl.SSLContext`` for SSL and SASL_SSL (None otherwise): the system's CAs,
+        or RTBA_KAFKA_SSL_CA_FILE, and the client certificate where one is given."""
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=str(self.kafka_ssl_ca_file) if self.kafka_ssl_ca_file else None
+        )
+        if self.kafka_ssl_cert_file is not None:
+            context.load_cert_chain(
+                str(self.kafka_ssl_cert_file),
+                str(self.kafka_ssl_key_file) if self.kafka_ssl_key_file else None,
+            )
+        return context
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_others):
@@ -334,7 +476,9 @@ _EXPECTED = {
 }
 
 
-SECRETS = {"RTBA_API_TOKEN"}
+# Settings that come as a variable or as a file (NAME_FILE), and are never written out.
+SECRET_FIELDS = ("api_token", "redis_password", "kafka_sasl_password")
+SECRETS = {PREFIX + name.upper() for name in SECRET_FIELDS}
 
 
 def _first_problem(exc: ValidationError, env: Mapping[str, str]) -> str:
@@ -348,6 +492,8 @@ def _first_problem(exc: ValidationError, env: Mapping[str, str]) -> str:
     given = env.get(name, error["input"])  # the whole value, not one list item of it
     if name in SECRETS:
         given = "***"  # a secret is never written out, not even a wrong one
+    elif name == "REDIS_URL" and isinstance(given, str):
+        given = redacted(given)
     template = _EXPECTED.get(error["type"])
     expected = (
         template.format(**error.get("ctx", {})).replace("'", "")

@@ -194,7 +194,7 @@ def assert_states_match_batch(settings: Settings, events: list[dict]) -> dict:
     from tests.reference import batch_state
 
     expected = batch_state(events)
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, **settings.redis_options())
     states = read_states(client, Keys(settings.namespace), sorted(expected))
     got = {s.customer_id: s for s in states}
     client.close()

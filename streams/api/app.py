@@ -36,7 +36,7 @@ from streams.api.history import Sampler, read_history
 from streams.api.metrics import api_registry
 from streams.processing.schemas import iso, to_epoch_ms
 from streams.read.reader import StateReader
-from streams.settings import Settings
+from streams.settings import Settings, redacted
 from streams.state.store import model_status, read_stats
 
 MAX_LIMIT = 1000
@@ -143,7 +143,9 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
 
     @api.exception_handler(redis.exceptions.ConnectionError)
     def redis_down(request, exc):  # the stack is down: say so, not a 500
-        return JSONResponse({"detail": f"Redis is not answering at {settings.redis_url}"}, 503)
+        return JSONResponse(
+            {"detail": f"Redis is not answering at {redacted(settings.redis_url)}"}, 503
+        )
 
     @api.get("/health", summary="the API process is up")
     def health() -> dict:

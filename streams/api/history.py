@@ -56,9 +56,13 @@ class GroupLag:
 
         try:
             if self._admin is None:
-                servers = self.settings.kafka_bootstrap.split(",")
-                self._admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=3000)
-                self._consumer = KafkaConsumer(bootstrap_servers=servers, request_timeout_ms=3000)
+                given = {
+                    "bootstrap_servers": self.settings.kafka_bootstrap.split(","),
+                    "request_timeout_ms": 3000,
+                    **self.settings.kafka_options(),
+                }
+                self._admin = KafkaAdminClient(**given)
+                self._consumer = KafkaConsumer(**given)
             topic = self.settings.events_topic
             parts = [TopicPartition(topic, p) for p in self._consumer.partitions_for_topic(topic)
                      or ()]  # fmt: skip

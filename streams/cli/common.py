@@ -6,11 +6,12 @@ import json
 import socket
 import sys
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import click
 
 from streams.errors import ConfigError, StackDown
-from streams.settings import Settings
+from streams.settings import Settings, redacted
 
 # Seconds a check waits for Kafka or Redis to answer: "the stack is down" within ~2 s.
 PROBE_S = 1.0
@@ -36,6 +37,9 @@ def print_json(obj) -> None:
     click.echo(json.dumps(obj, separators=(",", ":")))
 
 
+HANDSHAKE_MS = 5000  # a broker on loopback or a LAN answers its first requests in ms
+
+
 def _kafka_answers(bootstrap: str) -> bool:
     for server in bootstrap.split(","):
         host, _, port = server.rpartition(":")
@@ -53,24 +57,67 @@ def require_kafka(settings: Settings) -> None:
             f"Kafka is not answering at {settings.kafka_bootstrap}: start the local "
             "stack with `rtba stack up`, or set KAFKA_BOOTSTRAP"
         )
+    _kafka_lets_in(settings)
+
+
+def _kafka_lets_in(settings: Settings) -> None:
+    """A broker that takes the connection and then drops it is, nearly always, one that
+    wants another security protocol or login: kafka-python 3 only says it timed out."""
+    import kafka.errors
+    from kafka import KafkaAdminClient
+
+    try:
+        KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            request_timeout_ms=HANDSHAKE_MS,
+            bootstrap_timeout_ms=HANDSHAKE_MS,
+            **settings.kafka_options(),
+        ).close()
+    except kafka.errors.KafkaError as exc:
+        protocol = settings.kafka_security_protocol
+        login = f" as {settings.kafka_sasl_username!r}" if protocol.startswith("SASL") else ""
+        raise ConfigError(
+            f"Kafka at {settings.kafka_bootstrap} took the connection but not rtba's "
+            f"{protocol} handshake{login} ({exc}): check RTBA_KAFKA_SECURITY_PROTOCOL and "
+            "the RTBA_KAFKA_SASL_* / RTBA_KAFKA_SSL_* settings (docs/security.md)"
+        ) from None
 
 
 def require_redis(settings: Settings) -> None:
     import redis
 
+    shown = redacted(settings.redis_url)
     client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=PROBE_S, socket_timeout=PROBE_S
+        settings.redis_url,
+        socket_connect_timeout=PROBE_S,
+        socket_timeout=PROBE_S,
+        **settings.redis_options(),
     )
     try:
         client.ping()
-    except redis.exceptions.AuthenticationError as exc:
+    except redis.exceptions.AuthenticationError:
+        options = settings.redis_options()
+        if "password" not in options and not urlsplit(settings.redis_url).password:
+            problem = "asks for a login"
+        else:
+            problem = f"refused the login of user {options.get('username', 'default')!r}"
         raise ConfigError(
-            f"Redis at {settings.redis_url} refused the login ({exc}): "
-            "check the user and password in REDIS_URL"
+            f"Redis at {shown} {problem}: set RTBA_REDIS_USERNAME and RTBA_REDIS_PASSWORD "
+            f"(or RTBA_REDIS_PASSWORD_FILE) to an ACL user allowed the keys "
+            f"{settings.namespace}:*"
         ) from None
-    except redis.exceptions.RedisError:
+    except redis.exceptions.NoPermissionError as exc:
+        raise ConfigError(
+            f"Redis at {shown} let the user in but not the command ({exc}): grant the ACL "
+            f"user +@all on the keys {settings.namespace}:* (docs/security.md)"
+        ) from None
+    except redis.exceptions.RedisError as exc:
+        if "SSL" in str(exc) or "certificate" in str(exc):
+            raise ConfigError(
+                f"TLS to Redis at {shown} failed ({exc}): check RTBA_REDIS_TLS_CA_FILE"
+            ) from None
         raise StackDown(
-            f"Redis is not answering at {settings.redis_url}: start the local "
+            f"Redis is not answering at {shown}: start the local "
             "stack with `rtba stack up`, or set REDIS_URL"
         ) from None
     finally:

@@ -54,7 +54,8 @@ def _connection_problem(exc: BaseException) -> str | None:
 
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"lost the connection to Redis ({exc}); is the stack up? (`rtba stack status`)"
-    if isinstance(exc, kafka.errors.NoBrokersAvailable | kafka.errors.KafkaTimeoutError):
+    # (kafka-python 3 has no NoBrokersAvailable: a broker that cannot be reached times out)
+    if isinstance(exc, kafka.errors.KafkaConnectionError | kafka.errors.KafkaTimeoutError):
         return f"lost the connection to Kafka ({exc}); is the stack up? (`rtba stack status`)"
     return None
 

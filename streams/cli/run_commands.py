@@ -17,6 +17,7 @@ from streams.cli.common import (
     settings,
 )
 from streams.errors import ConfigError
+from streams.settings import redacted
 
 
 @click.command()
@@ -52,12 +53,13 @@ def worker(loglevel: str) -> None:
     from streams.state.store import connect, durability_warning
 
     ensure_topics(chosen)
-    client = connect(chosen.redis_url)
+    client = connect(chosen.redis_url, **chosen.redis_options())
     if warning := durability_warning(client):
         log(f"warning: {warning}")
     client.close()
     pipeline = create_app(chosen)
-    log(f"rtba worker: {chosen.events_topic} on {chosen.kafka_bootstrap}, {chosen.redis_url}")
+    shown = redacted(chosen.redis_url)
+    log(f"rtba worker: {chosen.events_topic} on {chosen.kafka_bootstrap}, {shown}")
     if chosen.metrics_port:
         from streams.processing.metrics import serve
 
@@ -123,7 +125,7 @@ def produce(source, customers, events, rate, seed, days, truth) -> None:
         Path(truth).write_text(
             "customer_id,persona\n" + "".join(f"{c},{p}\n" for c, p in personas.items())
         )
-    producer = make_producer(chosen.kafka_bootstrap)
+    producer = make_producer(chosen.kafka_bootstrap, **chosen.kafka_options())
     sent, last_ts, started = 0, None, time.monotonic()
     with _progress(events, "producing") as bar:
         for event in synthetic.generate(seed, customers, events, start_ms, end_ms):
@@ -193,7 +195,7 @@ def replay(file, customer_col, time_col, amount_col, time_format, sep, no_header
     chosen = settings()
     require_kafka(chosen)
     ensure_topics(chosen)
-    producer = make_producer(chosen.kafka_bootstrap)
+    producer = make_producer(chosen.kafka_bootstrap, **chosen.kafka_options())
     with _progress(len(events), "replaying") as bar:
         for event in events:  # an unreadable row may have no customer: unkeyed, to the DLQ
             producer.send(chosen.events_topic, key=event.get("customer_id"), value=event)
@@ -320,7 +322,7 @@ def api(host, port) -> None:
 
     guard = "bearer token required" if chosen.api_secret() else "no token: loopback only"
     log(f"rtba api: dashboard at http://{host}:{port}/, API at /docs (namespace "
-        f"{chosen.namespace}, {chosen.redis_url}; {guard})")  # fmt: skip
+        f"{chosen.namespace}, {redacted(chosen.redis_url)}; {guard})")  # fmt: skip
     uvicorn.run(create_api(chosen), host=host, port=port, log_level="warning")
 
 

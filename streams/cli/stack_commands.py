@@ -6,9 +6,12 @@ import click
 
 from streams.cli.common import json_option, print_json, settings
 from streams.errors import ConfigError, StackDown
+from streams.settings import redacted
 
 
 def _show(result: dict, as_json: bool) -> None:
+    if "redis_url" in result:  # a password in REDIS_URL is never written out
+        result = {**result, "redis_url": redacted(result["redis_url"])}
     if as_json:
         print_json(result)
     else:

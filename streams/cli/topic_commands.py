@@ -11,6 +11,7 @@ import click
 
 from streams.cli.common import json_option, log, print_json, require_kafka, require_stack, settings
 from streams.read.outputs import event_kind, output_consumer
+from streams.settings import redacted
 
 KINDS = ("rfm", "cluster", "churn")
 
@@ -136,7 +137,11 @@ def dlq(reasons, limit, redrive, as_json) -> None:
     if redrive:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=chosen.kafka_bootstrap.split(","), acks="all")
+        producer = KafkaProducer(
+            bootstrap_servers=chosen.kafka_bootstrap.split(","),
+            acks="all",
+            **chosen.kafka_options(),
+        )
     shown = sent = 0
     try:
         while shown < limit:
@@ -188,7 +193,7 @@ def reset(yes) -> None:
     if not yes:
         click.confirm(
             f"Delete every event, customer and model of namespace {chosen.namespace!r} "
-            f"on {chosen.kafka_bootstrap} and {chosen.redis_url}?",
+            f"on {chosen.kafka_bootstrap} and {redacted(chosen.redis_url)}?",
             abort=True,
         )
     gone = wipe(chosen)

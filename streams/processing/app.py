@@ -67,6 +67,21 @@ class Pipeline:
     metrics: WorkerMetrics
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the Kafka security settings (kafka-python's: Settings.kafka_options)."""
+    context = settings.kafka_ssl_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.secret("kafka_sasl_password"),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app with rtba's settings and no agents (the benchmark's do-nothing agent
     runs on it too, so the two compare like for like)."""
@@ -85,6 +100,7 @@ def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 4,
         consumer_group_instance_id=settings.worker_id,
+        broker_credentials=broker_credentials(settings),
     )
     app.rtba_fetch_wait_ms = settings.fetch_wait_ms  # read by streams.processing.transport
     return app
@@ -106,7 +122,9 @@ def create_app(settings: Settings) -> Pipeline:
     )
     faults = Faults.from_env()  # no-ops unless a fault-injection test set RTBA_FAULTS
     # One Redis client per worker process; its scripts are registered once, here.
-    store = StateStore.from_url(settings.redis_url, Keys(settings.namespace))
+    store = StateStore.from_url(
+        settings.redis_url, Keys(settings.namespace), **settings.redis_options()
+    )
     processor = BatchProcessor(
         store,
         settings.scorer(),
@@ -114,7 +132,8 @@ def create_app(settings: Settings) -> Pipeline:
         allowed_lateness_ms=int(settings.allowed_lateness_s * 1000),
         order_horizon_ms=round(settings.order_horizon_days * MS_PER_DAY),
         incarnation=TopicIncarnation(
-            store, TopicIds(settings.kafka_bootstrap, settings.events_topic)
+            store,
+            TopicIds(settings.kafka_bootstrap, settings.events_topic, settings.kafka_options()),
         ),
         faults=faults,
     )

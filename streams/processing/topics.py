@@ -34,8 +34,9 @@ TOPICS = {
 OUTPUTS = [key for key, topic in TOPICS.items() if topic.role == "output"]
 
 
-def admin_client(bootstrap: str, timeout_s: float = 30.0) -> KafkaAdminClient:
-    """An admin client, waiting up to ``timeout_s`` for the broker to answer."""
+def admin_client(bootstrap: str, timeout_s: float = 30.0, **security) -> KafkaAdminClient:
+    """An admin client, waiting up to ``timeout_s`` for the broker to answer; ``security``
+    is kafka-python's (Settings.kafka_options)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -43,6 +44,7 @@ def admin_client(bootstrap: str, timeout_s: float = 30.0) -> KafkaAdminClient:
                 bootstrap_servers=bootstrap.split(","),
                 client_id="rtba-admin",
                 request_timeout_ms=10_000,
+                **security,
             )
         except (KafkaError, OSError):
             if time.monotonic() > deadline:
@@ -52,7 +54,7 @@ def admin_client(bootstrap: str, timeout_s: float = 30.0) -> KafkaAdminClient:
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create any of the namespace's topics that are missing; returns those created."""
-    admin = admin_client(settings.kafka_bootstrap, timeout_s)
+    admin = admin_client(settings.kafka_bootstrap, timeout_s, **settings.kafka_options())
     try:
         existing = set(admin.list_topics())
         wanted = {settings.topic(key): topic.partitions or settings.partitions
@@ -80,16 +82,17 @@ class TopicIds:
     re-created, unlike its name). Blocking: call it in a thread. One admin client, made on
     first use and again after a failure."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, security: dict | None = None):
         self.bootstrap = bootstrap
         self.topic = topic
+        self.security = security or {}
         self._admin: KafkaAdminClient | None = None
 
     def __call__(self) -> str | None:
         """The id, or None when the broker cannot say (down, or the topic is absent)."""
         try:
             if self._admin is None:
-                self._admin = admin_client(self.bootstrap, timeout_s=5.0)
+                self._admin = admin_client(self.bootstrap, timeout_s=5.0, **self.security)
             for topic in self._admin.describe_topics([self.topic]):
                 if topic.get("name") == self.topic and not topic.get("error_code"):
                     return topic.get("topic_id")

@@ -540,7 +540,7 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
 
     Blocking (the re-schedule reads every customer): call it in a thread.
     """
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
     as_of_ms = read_marks(client, keys).watermark()
     if as_of_ms is None:
@@ -580,7 +580,7 @@ def refit_churn(
 
     Blocking (reads every customer, runs the optimiser): call it in a thread.
     """
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
     try:
         if as_of_ms is None:

@@ -30,6 +30,7 @@ def output_consumer(chosen: Settings, topics: list[str], from_start: bool,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **chosen.kafka_options(),
     )
     deadline = time.monotonic() + wait_s  # a topic created a moment ago may not be known yet
     while True:

@@ -24,7 +24,11 @@ class StateReader:
 
     def __init__(self, settings: Settings, client=None):
         self.settings = settings
-        self.client = client if client is not None else connect(settings.redis_url)
+        self.client = (
+            client
+            if client is not None
+            else connect(settings.redis_url, **settings.redis_options())
+        )
         self.keys = Keys(settings.namespace)
 
     def models(self):

@@ -22,7 +22,7 @@ def topics(settings: Settings) -> list[str]:
 
 
 def _delete_keys(settings: Settings) -> int:
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, **settings.redis_options())
     pattern = f"{settings.namespace}:*"  # ':' cannot be in a namespace: exactly its keys
     deleted = 0
     try:
@@ -57,7 +57,7 @@ def _unlink(client, keys: list) -> int:
 def wipe(settings: Settings) -> dict:
     """Delete the namespace's Redis keys, topics and consumer groups; refused while one of
     its workers is a member of the group."""
-    admin = admin_client(settings.kafka_bootstrap, timeout_s=5)
+    admin = admin_client(settings.kafka_bootstrap, timeout_s=5, **settings.kafka_options())
     try:
         present = {group["group_id"] for group in admin.list_groups()}
         ours = [g for g in groups(settings) if g in present]

@@ -28,7 +28,7 @@ CONCURRENT_SCRIPTS = 64
 _KIND: dict[str, bool] = {}
 
 
-def is_cluster(url: str) -> bool:
+def is_cluster(url: str, **options: Any) -> bool:
     """Whether the server at ``url`` is a Redis Cluster node (asked once per process).
 
     A server that cannot be reached counts as a single server and is asked again next
@@ -36,7 +36,7 @@ def is_cluster(url: str) -> bool:
     """
     if url in _KIND:
         return _KIND[url]
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, **options)
     try:
         _KIND[url] = int(client.info("cluster").get("cluster_enabled", 0)) == 1
     except redis.exceptions.RedisError:
@@ -46,18 +46,19 @@ def is_cluster(url: str) -> bool:
     return _KIND[url]
 
 
-def connect(url: str) -> redis.Redis:
-    """A synchronous client (CLI, views, tests): ``RedisCluster`` on a Cluster."""
-    if is_cluster(url):
-        return redis.RedisCluster.from_url(url)
-    return redis.Redis.from_url(url)
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A synchronous client (CLI, views, tests): ``RedisCluster`` on a Cluster.
+    ``options`` are redis-py's (the login and TLS files: Settings.redis_options)."""
+    if is_cluster(url, **options):
+        return redis.RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
 
 
-def connect_async(url: str) -> aioredis.Redis:
+def connect_async(url: str, **options: Any) -> aioredis.Redis:
     """An asyncio client (workers): ``RedisCluster`` on a Cluster."""
-    if is_cluster(url):
-        return aioredis.RedisCluster.from_url(url)
-    return aioredis.Redis.from_url(url)
+    if is_cluster(url, **options):
+        return aioredis.RedisCluster.from_url(url, **options)
+    return aioredis.Redis.from_url(url, **options)
 
 
 def clustered(client) -> bool:

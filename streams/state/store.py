@@ -95,8 +95,8 @@ class StateStore:
         self._due_until = client.register_script(lua("due_until"))
 
     @classmethod
-    def from_url(cls, url: str, keys: Keys) -> StateStore:
-        return cls(connect_async(url), keys)
+    def from_url(cls, url: str, keys: Keys, **options) -> StateStore:
+        return cls(connect_async(url, **options), keys)
 
     async def load(
         self, needed: dict[str, bool]
@@ -337,9 +337,9 @@ class Pending:
 # -- read helpers for the CLI (synchronous client) ---------------------------
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, **options) -> redis.Redis:
     """The CLI's client: a single server or a Cluster (streams.state.redis_client)."""
-    return redis_client.connect(url)
+    return redis_client.connect(url, **options)
 
 
 def durability_warning(client: redis.Redis) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.errors import ConfigError
-from streams.settings import Settings, env_name
+from streams.settings import SECRETS, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,14 @@ JUNK = {
     "RTBA_CLUSTER_SNAPSHOT_MIN_S": "-2", "RTBA_METRICS_PORT": "0",
     "RTBA_METRICS_HOST": "local host", "RTBA_DASHBOARD_SAMPLE_S": "0",
     "RTBA_DASHBOARD_HISTORY": "1", "RTBA_FEED_SIZE": "lots", "RTBA_API_TOKEN": "short",
-    "RTBA_API_TOKEN_FILE": "/no/such/file",
+    "RTBA_API_TOKEN_FILE": "/no/such/file", "RTBA_REDIS_USERNAME": "two words",
+    "RTBA_REDIS_PASSWORD": "   ", "RTBA_REDIS_PASSWORD_FILE": "/no/such/file",
+    "RTBA_REDIS_TLS_CA_FILE": "/no/such/ca.pem", "RTBA_REDIS_TLS_CERT_FILE": "/no/such/file",
+    "RTBA_REDIS_TLS_KEY_FILE": "/no/such/file", "RTBA_KAFKA_SECURITY_PROTOCOL": "TLS",
+    "RTBA_KAFKA_SASL_MECHANISM": "GSSAPI", "RTBA_KAFKA_SASL_USERNAME": "a b",
+    "RTBA_KAFKA_SASL_PASSWORD": "   ", "RTBA_KAFKA_SASL_PASSWORD_FILE": "/no/such/file",
+    "RTBA_KAFKA_SSL_CA_FILE": "/no/such/file", "RTBA_KAFKA_SSL_CERT_FILE": "/no/such/file",
+    "RTBA_KAFKA_SSL_KEY_FILE": "/no/such/file",
 }  # fmt: skip
 
 
@@ -97,7 +104,7 @@ def test_a_junk_value_is_refused_with_one_line_naming_the_variable(name, tmp_pat
         Settings.from_env({name: junk})
     message = str(refused.value)
     assert name in message and "\n" not in message, message
-    if name == "RTBA_API_TOKEN":  # a secret, even a wrong one, is never written out
+    if name in SECRETS:  # a secret, even a wrong one, is never written out
         assert junk not in message and "***" in message, message
     elif name != "RTBA_CHURN_REARM_BELOW" or junk.startswith("-"):
         assert repr(junk) in message, message  # what was given, to compare with the form
@@ -115,6 +122,48 @@ def test_the_api_token_comes_from_the_variable_or_a_file_never_both(tmp_path):
     assert Settings.from_env({}).api_secret() is None
     with pytest.raises(ConfigError, match="not both"):
         Settings.from_env({"RTBA_API_TOKEN_FILE": str(secret), "RTBA_API_TOKEN": "x" * 20})
+
+
+def test_security_settings_reach_both_clients_and_contradictions_are_refused(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("kafka-pw-0123\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked until a connection is made")
+    chosen = Settings.from_env({
+        "RTBA_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "RTBA_KAFKA_SASL_USERNAME": "shop",
+        "RTBA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "RTBA_KAFKA_SASL_PASSWORD_FILE": str(secret),
+        "REDIS_URL": "rediss://db.internal:6380/0", "RTBA_REDIS_USERNAME": "rtba",
+        "RTBA_REDIS_PASSWORD": "redis-pw-0123", "RTBA_REDIS_TLS_CA_FILE": str(ca),
+    })  # fmt: skip
+    assert chosen.kafka_options() == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "shop", "sasl_plain_password": "kafka-pw-0123",
+    }  # fmt: skip
+    assert chosen.redis_options() == {
+        "username": "rtba", "password": "redis-pw-0123", "ssl_ca_certs": str(ca),
+    }  # fmt: skip
+    assert "redis-pw-0123" not in repr(chosen) and "kafka-pw" not in repr(chosen)
+    assert Settings.from_env({}).kafka_options() == {"security_protocol": "PLAINTEXT"}
+    assert Settings.from_env({}).redis_options() == {}
+    refused = {
+        "needs RTBA_KAFKA_SASL_USERNAME": {"RTBA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"},
+        "set RTBA_KAFKA_SECURITY_PROTOCOL": {"RTBA_KAFKA_SASL_USERNAME": "shop",
+                                             "RTBA_KAFKA_SASL_PASSWORD": "pw"},
+        "need RTBA_KAFKA_SECURITY_PROTOCOL=SSL": {"RTBA_KAFKA_SSL_CA_FILE": str(ca)},
+        "rediss://": {"RTBA_REDIS_TLS_CA_FILE": str(ca)},
+        "not both": {"RTBA_REDIS_PASSWORD": "pw", "RTBA_REDIS_PASSWORD_FILE": str(secret)},
+    }  # fmt: skip
+    for words, env in refused.items():
+        with pytest.raises(ConfigError, match=words.replace("?", "")):
+            Settings.from_env(env)
+
+
+def test_a_password_in_redis_url_is_never_written_out():
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"REDIS_URL": "redis://rtba:hunter2-secret@db:notaport/0"})
+    assert "hunter2" not in str(refused.value) and "***" in str(refused.value)
+    chosen = Settings.from_env({"REDIS_URL": "redis://rtba:hunter2-secret@db:6379/0"})
+    assert "hunter2" not in repr(chosen)
 
 
 def test_good_values_are_read_in_the_forms_a_person_types(tmp_path):

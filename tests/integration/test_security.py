@@ -1,0 +1,142 @@
+"""A secured stack: Redis that lets in one ACL user with a password, and Kafka whose
+clients must log in with SASL/PLAIN on a second listener. `rtba stack up` starts both
+from the same settings the pipeline uses, with the passwords given as files (container
+secrets); the pipeline works through them, fails in one line without them, and never
+writes a password out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.settings import Settings
+from streams.state.store import connect
+from tests.conftest import REPO, WorkerProcess, assert_states_match_batch, wait_for_records
+from tests.integration.test_end_to_end import known_events
+
+pytestmark = pytest.mark.integration
+
+REDIS_PASSWORD = "redis-Secret-4242"
+KAFKA_PASSWORD = "kafka-Secret-4242"
+SECRETS = (REDIS_PASSWORD, KAFKA_PASSWORD)
+STACK_VARIABLES = ("KAFKA_BOOTSTRAP", "REDIS_URL", "RTBA_NAMESPACE", "RTBA_REDIS_CLUSTER")
+
+
+def rtba(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, f"a password was written out: {text[-500:]}"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """The environment of rtba processes on a secured stack of this module's own."""
+    home = tmp_path_factory.mktemp("secured")
+    (home / "redis.pw").write_text(REDIS_PASSWORD + "\n")
+    (home / "kafka.pw").write_text(KAFKA_PASSWORD + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
+    env.update({
+        "RTBA_HOME": str(home / "home"), "RTBA_NAMESPACE": "secured", "RTBA_PARTITIONS": "2",
+        "RTBA_BATCH_WITHIN_S": "0.1",
+        "RTBA_REDIS_USERNAME": "rtba", "RTBA_REDIS_PASSWORD_FILE": str(home / "redis.pw"),
+        "RTBA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "RTBA_KAFKA_SASL_USERNAME": "rtba",
+        "RTBA_KAFKA_SASL_PASSWORD_FILE": str(home / "kafka.pw"),
+    })  # fmt: skip
+    up = rtba(env, "stack", "up", "--json")
+    assert up.returncode == 0, up.stderr
+    assert_no_secret(up.stdout, up.stderr)
+    info = json.loads(up.stdout)
+    env.update(KAFKA_BOOTSTRAP=info["kafka_bootstrap"], REDIS_URL=info["redis_url"])
+    try:
+        yield env
+    finally:
+        env.pop("KAFKA_BOOTSTRAP"), env.pop("REDIS_URL")
+        rtba(env, "stack", "down")
+
+
+def sasl(env: dict) -> dict:
+    """kafka-python's SASL options, written out by the test (not Settings.kafka_options)."""
+    return {"bootstrap_servers": env["KAFKA_BOOTSTRAP"], "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN", "sasl_plain_username": "rtba",
+            "sasl_plain_password": KAFKA_PASSWORD}  # fmt: skip
+
+
+def read_topic(env: dict, topic: str) -> list:
+    consumer = KafkaConsumer(**sasl(env), enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    ends, records = consumer.end_offsets(parts), []
+    while any(consumer.position(p) < ends[p] for p in parts):
+        for batch in consumer.poll(timeout_ms=1000).values():
+            records += batch
+    consumer.close()
+    return records
+
+
+def test_the_pipeline_works_through_the_acl_user_and_the_sasl_listener(secured, tmp_path):
+    events = known_events(seed=11, customers=12)
+    worker = WorkerProcess(secured, tmp_path / "worker.log").start()
+    try:
+        producer = KafkaProducer(**sasl(secured), acks="all")
+        for event in events:
+            producer.send("secured.events", key=event["customer_id"].encode(),
+                          value=json.dumps(event).encode())  # fmt: skip
+        producer.flush()
+        producer.close()
+        settings = Settings.from_env(secured)
+        client = connect(secured["REDIS_URL"], username="rtba", password=REDIS_PASSWORD)
+        wait_for_records(client, settings, len(events), worker)
+        client.close()
+        assert_states_match_batch(settings, events)
+        changes = read_topic(secured, "secured.segment-changes")
+        assert {json.loads(r.value)["customer_id"] for r in changes} == {
+            e["customer_id"] for e in events if e["type"] == "purchase"
+        }
+        profile = rtba(secured, "profile", "--all", "--json")
+        assert profile.returncode == 0, profile.stderr
+        assert len(profile.stdout.splitlines()) == 12
+        status = rtba(secured, "stack", "status", "--json")
+        assert json.loads(status.stdout)["kafka"] == "up" == json.loads(status.stdout)["redis"]
+    finally:
+        worker.stop()
+    assert_no_secret(worker.log_path.read_text(), profile.stderr, status.stdout)
+
+
+@pytest.mark.parametrize("login", [
+    {"RTBA_REDIS_PASSWORD_FILE": ""},  # no password: the default user is off
+    {"RTBA_REDIS_PASSWORD_FILE": "", "RTBA_REDIS_PASSWORD": "not-the-password"},
+])  # fmt: skip
+def test_without_the_redis_login_commands_stop_in_one_line(secured, login):
+    for command in (["worker"], ["profile", "--all"]):
+        refused = rtba({**secured, **login}, *command, timeout=60)
+        assert refused.returncode == 2, refused.stderr
+        line = refused.stderr.strip()
+        assert "\n" not in line and "RTBA_REDIS_PASSWORD" in line, line
+        assert "not-the-password" not in line
+        assert_no_secret(line)
+
+
+@pytest.mark.parametrize("login, command", [
+    ({"RTBA_KAFKA_SECURITY_PROTOCOL": "", "RTBA_KAFKA_SASL_USERNAME": "",
+      "RTBA_KAFKA_SASL_PASSWORD_FILE": ""},  # PLAINTEXT to a SASL listener
+     ["produce", "synthetic", "--customers", "1", "--events", "1"]),
+    ({"RTBA_KAFKA_SASL_PASSWORD_FILE": "", "RTBA_KAFKA_SASL_PASSWORD": "not-the-password"},
+     ["worker"]),
+])  # fmt: skip
+def test_without_the_sasl_login_kafka_commands_stop_in_one_line(secured, login, command):
+    refused = rtba({**secured, **login}, *command, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip()
+    assert "\n" not in line and "RTBA_KAFKA_SECURITY_PROTOCOL" in line, line
+    assert "not-the-password" not in line
