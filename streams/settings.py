@@ -290,6 +290,10 @@ class Settings(BaseSettings):
     kafka_ssl_ca_file: ReadableFile | None = None
     kafka_ssl_cert_file: ReadableFile | None = None
     kafka_ssl_key_file: ReadableFile | None = None
+    # Keyed pseudonymisation of customer ids at ingestion (streams.privacy): set it before
+    # the first event of a namespace; another key makes everyone a new customer.
+    pseudonym_key: Annotated[SecretStr, AfterValidator(_token)] | None = None
+    pseudonym_key_file: Annotated[Path, AfterValidator(_token_file)] | None = None
 
     @model_validator(mode="after")
     def _rearm_below_threshold(self) -> Settings:
@@ -477,7 +481,7 @@ _EXPECTED = {
 
 
 # Settings that come as a variable or as a file (NAME_FILE), and are never written out.
-SECRET_FIELDS = ("api_token", "redis_password", "kafka_sasl_password")
+SECRET_FIELDS = ("api_token", "redis_password", "kafka_sasl_password", "pseudonym_key")
 SECRETS = {PREFIX + name.upper() for name in SECRET_FIELDS}
 
 

@@ -34,6 +34,7 @@ from online_models.rfm import SEGMENTS
 from streams.api.feed import FeedItem, OutputFeed
 from streams.api.history import Sampler, read_history
 from streams.api.metrics import api_registry
+from streams.privacy import customer_ref
 from streams.processing.schemas import iso, to_epoch_ms
 from streams.read.reader import StateReader
 from streams.settings import Settings, redacted
@@ -166,12 +167,33 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
     )
     def customer(customer_id: Annotated[str, Path(max_length=256)], as_of: AsOf = None):
         moment = _as_of(reader, as_of)
-        states = reader.states([customer_id])
+        states = reader.states([customer_ref(settings, customer_id)])
         if not states:
             raise HTTPException(
                 404, f"no customer {customer_id!r} in namespace {settings.namespace!r}"
             )
         return reader.profile(states[0], moment)
+
+    @api.delete(
+        "/customers/{customer_id}",
+        summary="erase a customer: every trace in Redis, and a tombstone on each output topic",
+        responses={404: {"description": "no state for this id (tombstones sent anyway)"}},
+    )
+    def erase(customer_id: Annotated[str, Path(min_length=1, max_length=256)]):
+        import kafka.errors
+
+        from streams.erasure import erase_customers
+
+        try:
+            stored = customer_ref(settings, customer_id)
+            report = erase_customers(settings, reader.client, [stored])[0]
+        except kafka.errors.KafkaError as exc:  # Redis is done; the tombstones are not
+            raise HTTPException(
+                503, f"erased from Redis, but the tombstones were not sent ({exc}): erase again"
+            ) from None
+        feed.forget(stored)  # this process at once; the others on the tombstone
+        report["customer_id"] = customer_id  # as given
+        return JSONResponse(report, 200 if report["had_state"] else 404)
 
     @api.get("/customers", summary="customers ranked by churn risk, CLV or money spent")
     def ranked(
@@ -284,6 +306,8 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         customer: Annotated[str | None, Query(max_length=256)] = None,
         limit: Limit = 100,
     ) -> dict:
+        if customer is not None:
+            customer = customer_ref(settings, customer)
         items = feed.recent(set(kind or ()), customer, limit)
         return {
             "kept": feed.size,

@@ -12,13 +12,12 @@ loses its oldest events, never the feed's.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
 
-from streams.read.outputs import event_kind, output_consumer
+from streams.read.outputs import decoded, event_kind, output_consumer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ class OutputFeed:
                 while not self._stop.is_set():
                     for records in consumer.poll(timeout_ms=500).values():
                         for record in records:
-                            self._take(record.value)
+                            self._take(record.key, record.value)
             except Exception:
                 log.warning("feed: lost Kafka; reconnecting", exc_info=True)
                 self.connected = False
@@ -129,13 +128,21 @@ class OutputFeed:
             consumer.seek(tp, max(start, end - self.size))
         return consumer
 
-    def _take(self, value: bytes) -> None:
-        try:
-            event = json.loads(value)
-        except ValueError:  # not ours (the outputs are JSON by construction): skip it
+    def _take(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None and key is not None:  # a tombstone: the customer was erased
+            self.forget(key.decode("utf-8", "replace"))
             return
-        if isinstance(event, dict):
+        event = decoded(value)
+        if event is not None:
             self.add(event)
+
+    def forget(self, customer_id: str) -> int:
+        """Drop an erased customer's kept events; how many went."""
+        with self._lock:
+            kept = [item for item in self._items if item.event.get("customer_id") != customer_id]
+            gone = len(self._items) - len(kept)
+            self._items = deque(kept, maxlen=self.size)
+        return gone
 
 
 def _offer(queue: asyncio.Queue, item: FeedItem) -> None:

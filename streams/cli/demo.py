@@ -5,7 +5,6 @@ it started and prints a closing summary."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from collections import Counter, deque
 from pathlib import Path
 
 from streams.cli.topic_commands import output_line
-from streams.read.outputs import event_kind
+from streams.read.outputs import decoded, event_kind
 from streams.settings import Settings
 
 REDRAW_S = 1.0
@@ -76,7 +75,9 @@ class Feed:
     def poll(self, timeout_ms: int) -> None:
         for records in self.consumer.poll(timeout_ms=timeout_ms).values():
             for record in records:
-                event = json.loads(record.value)
+                event = decoded(record.value)
+                if event is None:  # a tombstone
+                    continue
                 kind = event_kind(event)
                 self.counts[kind] += 1
                 (self.alerts if kind == "churn" else self.changes).append(event)

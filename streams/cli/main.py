@@ -13,7 +13,13 @@ from importlib.metadata import version
 
 import click
 
-from streams.cli import read_commands, run_commands, stack_commands, topic_commands
+from streams.cli import (
+    privacy_commands,
+    read_commands,
+    run_commands,
+    stack_commands,
+    topic_commands,
+)
 from streams.errors import RtbaError, StackDown
 
 EPILOG = """\b
@@ -42,7 +48,7 @@ def cli() -> None:
     """
 
 
-for module in (stack_commands, run_commands, read_commands, topic_commands):
+for module in (stack_commands, run_commands, read_commands, topic_commands, privacy_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 

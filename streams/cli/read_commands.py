@@ -59,13 +59,16 @@ def profile(customer_ids, everyone, as_of, as_json) -> int:
     if not everyone and not customer_ids:
         raise click.UsageError("name customer ids, or use --all")
     reader = Reader()
+    from streams.privacy import customer_ref
     from streams.read.views import profile_text
 
     moment = reader.as_of(as_of)
-    states = reader.everyone() if everyone else reader.states(list(customer_ids))
+    # given ids as stored: their pseudonyms when RTBA_PSEUDONYM_KEY is set
+    stored = {customer_ref(reader.settings, c): c for c in customer_ids}
+    states = reader.everyone() if everyone else reader.states(list(stored))
     found = set()
     for state in states:
-        found.add(state.customer_id)
+        found.add(stored.get(state.customer_id, state.customer_id))
         row = reader.profile(state, moment)
         if as_json:
             print_json(row)

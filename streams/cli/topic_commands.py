@@ -3,14 +3,13 @@ events, and re-driving them), reset (wipe a namespace)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 
 import click
 
 from streams.cli.common import json_option, log, print_json, require_kafka, require_stack, settings
-from streams.read.outputs import event_kind, output_consumer
+from streams.read.outputs import decoded, event_kind, output_consumer
 from streams.settings import redacted
 
 KINDS = ("rfm", "cluster", "churn")
@@ -65,8 +64,11 @@ def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
       rtba tail --kind churn --json
       rtba tail --customer c000042 --from-start --timeout 2
     """
+    from streams.privacy import customer_ref
+
     chosen = settings()
     require_kafka(chosen)
+    customers = {customer_ref(chosen, c) for c in customers}  # pseudonyms, if on
     consumer = output_consumer(chosen, chosen.output_topics, from_start)
     shown, last = 0, time.monotonic()
     try:
@@ -76,7 +78,9 @@ def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
                 break
             for record in (r for records in batch.values() for r in records):
                 last = time.monotonic()
-                event = json.loads(record.value)
+                event = decoded(record.value)
+                if event is None:  # a tombstone: an erased customer, no event to show
+                    continue
                 if (kinds and event_kind(event) not in kinds) or (
                     customers and event.get("customer_id") not in customers
                 ):

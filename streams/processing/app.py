@@ -19,6 +19,7 @@ import faust
 from faust.types import TP
 
 from online_models.customer import MS_PER_DAY
+from streams.privacy import Pseudonyms
 from streams.processing.faults import Faults
 from streams.processing.logs import PROGRESS_S, SLOW_S, Progress, SlowStep
 from streams.processing.metrics import WorkerMetrics
@@ -136,6 +137,7 @@ def create_app(settings: Settings) -> Pipeline:
             TopicIds(settings.kafka_bootstrap, settings.events_topic, settings.kafka_options()),
         ),
         faults=faults,
+        pseudonyms=Pseudonyms(key) if (key := settings.secret("pseudonym_key")) else None,
     )
     rescorer = Rescorer(processor)
     relay = OutboxRelay(store)

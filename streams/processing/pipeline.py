@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -198,16 +198,32 @@ class Models:
 
 
 def decode_batch(
-    records: Iterable[Record], now_ms: int, limits: Limits
+    records: Iterable[Record],
+    now_ms: int,
+    limits: Limits,
+    pseudonyms: Callable[[str], str] | None = None,
 ) -> tuple[list[tuple[Record, Event]], list[tuple[Record, Rejection]]]:
+    """The batch's events and rejections; with ``pseudonyms`` (streams.privacy), each
+    event's ids already replaced by theirs."""
     valid, rejected = [], []
     for record in records:
         result = decode(record.value, now_ms, limits)
         if isinstance(result, Rejection):
             rejected.append((record, result))
         else:
-            valid.append((record, result))
+            valid.append((record, pseudonymised(result, pseudonyms) if pseudonyms else result))
     return valid, rejected
+
+
+def pseudonymised(event: Event, pseudonyms: Callable[[str], str]) -> Event:
+    """``event`` with the ids rtba keeps replaced by their pseudonyms: the customer's, and
+    the event and order ids kept for de-duplication (often built from the customer's)."""
+    if isinstance(event, Watermark):
+        return event
+    ids = {"customer_id": pseudonyms(event.customer_id), "event_id": pseudonyms(event.event_id)}
+    if isinstance(event, Purchase | Refund):
+        ids["order_id"] = pseudonyms(event.order_id)
+    return event.model_copy(update=ids)
 
 
 def lookups(valid: Iterable[tuple[Record, Event]]) -> dict[str, bool]:

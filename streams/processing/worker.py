@@ -161,8 +161,10 @@ class BatchProcessor:
         max_conflict_retries: int = 20,
         incarnation: TopicIncarnation | None = None,
         faults: Faults | None = None,
+        pseudonyms: Callable[[str], str] | None = None,
     ):
         self.store = store
+        self.pseudonyms = pseudonyms
         self.incarnation = incarnation
         self.faults = faults or Faults()
         self.allowed_lateness_ms = allowed_lateness_ms
@@ -189,7 +191,9 @@ class BatchProcessor:
         epoch = 0 if self.incarnation is None else await self.incarnation.current()
         if epoch:  # records arrive as epoch 0
             records = [dataclasses.replace(r, epoch=epoch) for r in records]
-        valid, rejected = decode_batch(records, int(self.clock() * 1000), self.limits)
+        valid, rejected = decode_batch(
+            records, int(self.clock() * 1000), self.limits, self.pseudonyms
+        )
         total = BatchOutcome(rejected=rejected, types=dict(Counter(e.type for _, e in valid)))
         pending = valid
         counters = {"records": len(records), **dlq_counters(why for _, why in rejected)}

@@ -4,10 +4,27 @@ kind."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from streams.errors import ConfigError
 from streams.settings import Settings
+
+
+def decoded(value: bytes | None) -> dict | None:
+    """An output record's event; None for a tombstone (an erased customer's key with no
+    value, streams.erasure) or a record that is not one of ours.
+
+    >>> decoded(b'{"kind": "rfm"}'), decoded(None), decoded(b"[1]"), decoded(b"{")
+    ({'kind': 'rfm'}, None, None, None)
+    """
+    if value is None:
+        return None
+    try:
+        event = json.loads(value)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def event_kind(event: dict) -> str:

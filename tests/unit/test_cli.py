@@ -58,6 +58,7 @@ def test_the_command_list_is_the_one_documented():
         "demo",
         "bench",
         "api",
+        "erase",
     }
 
 
@@ -92,6 +93,8 @@ MISTAKES = [
     (["tail"], {}, StackDown.exit_code, ["Kafka is not answering"]),
     (["dlq"], {}, StackDown.exit_code, ["Kafka is not answering"]),
     (["reset", "--yes"], {}, StackDown.exit_code, ["not answering"]),
+    (["erase", "c000001", "--yes"], {}, StackDown.exit_code, ["not answering"]),
+    (["erase"], {}, 2, ["Missing argument"]),
     (["api"], {}, StackDown.exit_code, ["Redis is not answering"]),
     (["api", "--host", "0.0.0.0"], {}, ConfigError.exit_code, ["loopback", "RTBA_API_TOKEN"]),
     (["api"], {"RTBA_API_TOKEN": "too-short"}, ConfigError.exit_code, ["RTBA_API_TOKEN", "16"]),

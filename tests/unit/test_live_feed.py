@@ -34,6 +34,21 @@ def test_the_feed_keeps_the_newest_and_filters_them():
     assert [i.seq for i in f.recent(limit=2)] == [7, 6]
 
 
+def test_a_tombstone_drops_the_erased_customers_events_and_junk_is_skipped():
+    import json
+
+    f = feed(size=10)
+    for cid in ("a", "gone", "b", "gone"):
+        f._take(cid.encode(), json.dumps(change(cid)).encode())
+    f._take(b"x", b"{not json")
+    f._take(b"x", b"[1, 2]")
+    f._take(b"gone", None)  # the erased customer's tombstone
+    assert [i.event["customer_id"] for i in f.recent()] == ["b", "a"]
+    f._take(b"c", json.dumps(alert("c")).encode())
+    assert [i.seq for i in f.recent()] == [5, 3, 1]  # sequence numbers still only grow
+    assert len(f.recent()) == 3 and f.forget("nobody") == 0
+
+
 def test_a_slow_subscriber_loses_its_oldest_never_the_feed():
     async def scenario():
         f = feed(size=10_000)

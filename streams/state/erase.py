@@ -1,0 +1,58 @@
+"""Erasing customers from Redis: every key and index entry that names one, and its place
+in the population histograms (the caller sends the tombstones: streams.erasure).
+
+What names a customer in Redis (streams/state/keys.py): its state string and its outbox
+hash (one slot, deleted by one script call), its member in a due-index bucket and in the
+outbox index. The histograms count customers per bucket without naming them; the
+customer's count is taken back out, from the state the script deleted, so the adaptive
+RFM edges stop counting it. Nothing else holds an id: counters, models, the dashboard's
+samples and the cluster sweep's cursor are about the population.
+
+Crash safety: the state goes first, in one atomic step. Should the process die before
+the rest, running the erase again finishes it (the index entries go; a histogram count
+would stay one too high until the next refresh, since the state it came from is gone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from streams.processing.pipeline import histogram_point
+from streams.state import due_index, state_codec
+from streams.state.keys import Keys
+from streams.state.store import lua
+
+
+@dataclass(frozen=True)
+class Erased:
+    customer_id: str
+    had_state: bool
+    unsent_events: int  # output events still in its outbox, now never sent
+
+    def to_json(self) -> dict:
+        return {"customer_id": self.customer_id, "had_state": self.had_state,
+                "unsent_events": self.unsent_events}  # fmt: skip
+
+
+class Eraser:
+    """One client's scripts, registered once; ``erase`` per customer."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client, self.keys = client, keys
+        self._erase = client.register_script(lua("erase_customer"))
+        self._due_set = client.register_script(lua("due_set"))
+
+    def erase(self, customer_id: str) -> Erased:
+        keys = self.keys
+        stored, unsent = self._erase(keys=[keys.customer(customer_id), keys.outbox(customer_id)])
+        point = None
+        if stored:
+            point = histogram_point(state_codec.decode(customer_id, stored))
+        for name, bucket in (point or {}).items():
+            self.client.hincrby(keys.histogram(name), bucket, -1)
+        for names, args in due_index.set_calls(keys, {}, [customer_id]):
+            self._due_set(keys=names, args=args)
+        self.client.zrem(keys.outbox_index, customer_id)
+        return Erased(customer_id, bool(stored), int(unsent))

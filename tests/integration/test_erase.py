@@ -1,0 +1,196 @@
+"""`rtba erase` and `DELETE /customers/{id}` on the real stack: afterwards no key and no
+index entry in the namespace mentions the customer (Redis scanned key by key, value by
+value), the histograms no longer count it, each output topic carries its tombstone, the
+other customers are untouched, and a later event for the id starts a fresh profile."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from producers.kafka import make_producer, send_all
+from streams.settings import Settings
+from streams.state.store import connect
+from tests.conftest import (
+    assert_states_match_batch,
+    consume_all,
+    json_lines,
+    run_rtba,
+    wait_for_records,
+)
+from tests.integration.test_end_to_end import known_events
+
+pytestmark = pytest.mark.integration
+
+# Braces and '%' are escaped inside Redis key names (streams/state/keys.py): the scan
+# looks for the raw id and for that form.
+TARGET = "gdpr{7}%erase-me"
+ESCAPED = "gdpr%7B7%7D%25erase-me"
+OTHER = "gdpr-api-erase-me"
+
+
+def customer_events(cid: str) -> list[dict]:
+    def at(day: int) -> str:
+        return datetime(2024, 3, day, 12, tzinfo=UTC).isoformat()
+
+    return [
+        {"event_id": f"{cid}-p1", "customer_id": cid, "type": "purchase", "order_id": f"{cid}-o1",
+         "amount": "120.00", "ts": at(1), "items": [{"product_id": "g1", "category": "gifts",
+                                                     "quantity": 1, "price": "120.00"}]},
+        {"event_id": f"{cid}-p2", "customer_id": cid, "type": "purchase", "order_id": f"{cid}-o2",
+         "amount": "80.00", "ts": at(9)},
+        {"event_id": f"{cid}-r1", "customer_id": cid, "type": "refund", "order_id": f"{cid}-o2",
+         "amount": "20.00", "ts": at(10)},
+        {"event_id": f"{cid}-c1", "customer_id": cid, "type": "click", "action": "wishlist",
+         "category": "gifts", "ts": at(11)},
+    ]  # fmt: skip
+
+
+def mentions(client, namespace: str, needles: tuple[str, ...]) -> list[str]:
+    """Every key of the namespace whose name or content holds one of ``needles``."""
+    found = []
+    raw = tuple(n.encode() for n in needles)
+    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+        kind = client.type(key).decode()
+        if kind == "string":
+            parts = [client.get(key) or b""]
+        elif kind == "hash":
+            parts = [b for pair in client.hgetall(key).items() for b in pair]
+        elif kind == "zset":
+            parts = client.zrange(key, 0, -1)
+        elif kind == "list":
+            parts = client.lrange(key, 0, -1)
+        elif kind == "set":
+            parts = list(client.smembers(key))
+        else:
+            raise AssertionError(f"{key!r}: a {kind} the scan does not read")
+        if any(n in part for part in [key, *parts] for n in raw):
+            found.append(key.decode())
+    return found
+
+
+def histogram_totals(client, namespace: str) -> dict[str, int]:
+    return {name: sum(int(v) for v in client.hgetall(f"{namespace}:hist:{name}").values())
+            for name in ("lp", "f", "m")}  # fmt: skip
+
+
+def tombstones(settings: Settings, key: str) -> dict[str, list[int]]:
+    """Per output topic: the partitions of records keyed ``key`` with a null value."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    found: dict[str, list[int]] = {}
+    for topic in settings.output_topics:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        while any(consumer.position(p) < ends[p] for p in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                found.setdefault(topic, []).extend(
+                    r.partition for r in records if r.key == key.encode() and r.value is None
+                )
+    consumer.close()
+    return found
+
+
+def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, settings, worker):
+    env = {**rtba_env, "RTBA_OUTBOX_RELAY_S": "3600"}  # the injected entry stays unsent
+    others = known_events(seed=5, customers=10)
+    events = others + customer_events(TARGET) + customer_events(OTHER)
+    worker.env = env
+    worker.start()
+    producer = make_producer(settings.kafka_bootstrap)
+    send_all(producer, settings.events_topic, events)
+    client = connect(settings.redis_url)
+    wait_for_records(client, settings, len(events), worker)
+    ns = settings.namespace
+    assert mentions(client, ns, (TARGET, ESCAPED)), "the scan must see the customer first"
+    # an output event left unsent by a crashed writer, as the worker writes them
+    client.hset(f"{ns}:c:{{{ESCAPED}}}:outbox", "ev-unsent", f"churn_risk|0|9|1|"
+                f'{{"customer_id": "{TARGET}"}}')  # fmt: skip
+    client.zadd(f"{ns}:outbox", {TARGET: 9})
+    before = histogram_totals(client, ns)
+
+    erased = run_rtba(env, "erase", TARGET, "--yes", "--json")
+    assert json_lines(erased.stdout) == [{
+        "customer_id": TARGET, "had_state": True, "unsent_events": 1,
+        "tombstones": settings.output_topics}]  # fmt: skip
+    assert mentions(client, ns, (TARGET, ESCAPED)) == []
+    assert histogram_totals(client, ns) == {name: n - 1 for name, n in before.items()}
+    marks = tombstones(settings, TARGET)
+    assert set(marks) == set(settings.output_topics) and all(len(p) == 1 for p in marks.values())
+
+    # the API's erase, with the same effect; an unknown id is a 404 (and exit code 1)
+    from fastapi.testclient import TestClient
+
+    from streams.api.app import create_api
+
+    with TestClient(create_api(settings)) as api:
+        answer = api.delete(f"/customers/{OTHER}")
+        assert answer.status_code == 200 and answer.json()["had_state"] is True
+        assert api.get(f"/customers/{OTHER}").status_code == 404
+        assert api.delete("/customers/nobody-at-all").status_code == 404
+    assert mentions(client, ns, (OTHER,)) == []
+    assert histogram_totals(client, ns) == {name: n - 2 for name, n in before.items()}
+    unknown = run_rtba(env, "erase", "nobody-at-all", "--yes", check=False)
+    assert unknown.returncode == 1 and "had no state" in unknown.stderr
+
+    # everyone else exactly as before
+    assert_states_match_batch(settings, others)
+
+    # a later event for the id: a profile of that event alone
+    fresh = {"event_id": "after-erase", "customer_id": TARGET, "type": "purchase",
+             "order_id": "after-o1", "amount": "15.00",
+             "ts": "2024-04-01T08:00:00+00:00"}  # fmt: skip
+    send_all(producer, settings.events_topic, [fresh])
+    producer.close()
+    wait_for_records(client, settings, len(events) + 1, worker)
+    deadline = time.monotonic() + 30
+    while not client.exists(f"{ns}:c:{{{ESCAPED}}}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    profile = json.loads(run_rtba(env, "profile", TARGET, "--json").stdout)
+    assert (profile["purchases"], profile["monetary"]) == (1, 15.0)
+    assert profile["first_purchase"].startswith("2024-04-01T08:00:00")
+    client.close()
+
+
+def test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id(rtba_env, settings, worker):
+    import hashlib
+    import hmac
+
+    key = "pseudonym-key-0123456789"
+
+    def hidden(value: str) -> str:  # the test's own HMAC, not streams.privacy's
+        return "p_" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    env = {**rtba_env, "RTBA_PSEUDONYM_KEY": key}
+    events = known_events(seed=8, customers=8)
+    worker.env = env
+    worker.start()
+    producer = make_producer(settings.kafka_bootstrap)
+    send_all(producer, settings.events_topic, events)
+    producer.close()
+    client = connect(settings.redis_url)
+    wait_for_records(client, settings, len(events), worker)
+    real = {e["customer_id"] for e in events}
+    orders = {e["order_id"] for e in events if "order_id" in e}
+    real_ids = tuple(real | {e["event_id"] for e in events} | orders)
+    assert mentions(client, settings.namespace, real_ids) == []
+    assert_states_match_batch(settings, [
+        {**e, "customer_id": hidden(e["customer_id"]), "event_id": hidden(e["event_id"]),
+         **({"order_id": hidden(e["order_id"])} if "order_id" in e else {})}
+        for e in events
+    ])  # fmt: skip
+    changes = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, 1)
+    assert changes and {json.loads(r.value)["customer_id"] for r in changes} <= {
+        hidden(c) for c in real
+    }
+    one = sorted(real)[0]
+    profile = json.loads(run_rtba(env, "profile", one, "--json").stdout)  # the real id works
+    assert profile["customer_id"] == hidden(one)
+    assert json_lines(run_rtba(env, "erase", one, "--yes", "--json").stdout)[0]["had_state"]
+    assert not client.exists(f"{settings.namespace}:c:{{{hidden(one)}}}")
+    client.close()
