@@ -290,6 +290,9 @@ class Settings(BaseSettings):
     kafka_ssl_ca_file: ReadableFile | None = None
     kafka_ssl_cert_file: ReadableFile | None = None
     kafka_ssl_key_file: ReadableFile | None = None
+    # Customers this many days of event time without an event are erased by the leader's
+    # tick, as `rtba erase` would (tombstones included); unset: kept for good.
+    retention_days: Annotated[float, Field(gt=0, le=36_500)] | None = None
     # Keyed pseudonymisation of customer ids at ingestion (streams.privacy): set it before
     # the first event of a namespace; another key makes everyone a new customer.
     pseudonym_key: Annotated[SecretStr, AfterValidator(_token)] | None = None
@@ -331,6 +334,9 @@ class Settings(BaseSettings):
     def __repr_args__(self):
         for name, value in super().__repr_args__():
             yield name, redacted(value) if name == "redis_url" else value
+
+    def retention_ms(self) -> int | None:
+        return None if self.retention_days is None else round(self.retention_days * 86_400_000)
 
     def secret(self, name: str) -> str | None:
         """A secret setting's value, from its variable or its ``_FILE`` (None: unset)."""

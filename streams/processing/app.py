@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> Pipeline:
         ),
         faults=faults,
         pseudonyms=Pseudonyms(key) if (key := settings.secret("pseudonym_key")) else None,
+        retention_ms=settings.retention_ms(),
     )
     rescorer = Rescorer(processor)
     relay = OutboxRelay(store)
@@ -175,6 +176,12 @@ def create_app(settings: Settings) -> Pipeline:
         sent += [
             await outputs[entry.output].send(key=entry.customer_id.encode(), value=entry.payload)
             for entry in outcome.outbox
+        ]
+        # customers past their retention: a tombstone per output topic before the erase
+        sent += [
+            await output.send(key=cid.encode(), value=None)
+            for cid in outcome.expired
+            for output in outputs.values()
         ]
         # A batch's training samples go as one record: a record per customer cost the
         # emit more than the outputs did (Faust's send path, per record; docs/performance.md).

@@ -160,6 +160,9 @@ class BatchOutcome:
     # the worker's: the changes and alerts as outbox entries (streams.processing.outbox), to relay
     outbox: list = field(default_factory=list)
     types: dict[str, int] = field(default_factory=dict)  # the batch's valid events, by type
+    # customers past their retention (tick only), with the state version read: each gets
+    # its tombstones sent, then is erased unless written since (StateStore.erase)
+    expired: dict[str, int] = field(default_factory=dict)
 
     @property
     def outputs(self) -> list:
@@ -195,6 +198,8 @@ class Models:
     rfm: RFMScorer
     churn: ChurnScorer | None = None
     clusters: ClusterSnapshot | None = None
+    # RTBA_RETENTION_DAYS: a customer this long without an event is erased (None: kept)
+    retention_ms: int | None = None
 
 
 def decode_batch(
@@ -322,18 +327,30 @@ def next_due_ms(state: CustomerState, models: Models) -> int | None:
     """The next event time at which this customer's evaluation can change with no new event:
     the next recency-score edge, or the churn-risk crossing while an alert is armed."""
     clock = state.clock_ms
-    if state.last_purchase_ms is None or clock is None:
+    if clock is None:
         return None
+    retained = retention_end_ms(state, models)
+    if state.last_purchase_ms is None:
+        return retained
     candidates = [
         state.last_purchase_ms + round(edge * MS_PER_DAY) + 1  # recency > edge lowers R
         for edge in models.rfm.recency_edges
     ]
+    if retained is not None:
+        candidates.append(retained)
     if models.churn is not None and state.churn_armed:
         crossing = models.churn.risk_crossing_ms(state)
         if crossing is not None:
             candidates.append(crossing)
     later = [t for t in candidates if t > clock]
     return min(later) if later else None
+
+
+def retention_end_ms(state: CustomerState, models: Models) -> int | None:
+    """When a customer silent since its last event is due for erasure (None: never)."""
+    if models.retention_ms is None or state.last_event_ms is None:
+        return None
+    return state.last_event_ms + models.retention_ms
 
 
 _HISTOGRAMS = rfm_histograms()
@@ -491,6 +508,10 @@ def rescore_due(states: Iterable[CustomerState], watermark_ms: int, models: Mode
     silent customer passes through each intermediate segment at its exact time."""
     out = BatchOutcome()
     for state in states:
+        end = retention_end_ms(state, models)
+        if end is not None and end <= watermark_ms:  # retention is over: no more scoring
+            out.expired[state.customer_id] = state.version
+            continue
         due = next_due_ms(state, models)
         while due is not None and due <= watermark_ms:
             state.evaluated_ms = due

@@ -92,10 +92,11 @@ class ModelCache:
     """The models a worker evaluates with, reloaded when a stored version changes: the
     churn model, and the adaptive RFM edges (the configured edges until there are some)."""
 
-    def __init__(self, store: StateStore, static_rfm: RFMScorer):
+    def __init__(self, store: StateStore, static_rfm: RFMScorer, retention_ms: int | None = None):
         self.store = store
         self.static_rfm = static_rfm
-        self.models = Models(static_rfm)
+        self.retention_ms = retention_ms
+        self.models = Models(static_rfm, retention_ms=retention_ms)
         self.versions = (0, 0, 0)
 
     async def refresh(self, stored: tuple[int, int, int]) -> Models:
@@ -109,7 +110,7 @@ class ModelCache:
             rfm = RFMScorer(**edges) if edges else self.static_rfm
         if stored[2] != self.versions[2]:
             clusters = await self.store.cluster_snapshot()
-        self.models = Models(rfm, churn, clusters)
+        self.models = Models(rfm, churn, clusters, self.retention_ms)
         self.versions = stored
         log.info("models loaded: churn v%s, rfm edges v%s, clusters v%s", *stored)
         return self.models
@@ -162,6 +163,7 @@ class BatchProcessor:
         incarnation: TopicIncarnation | None = None,
         faults: Faults | None = None,
         pseudonyms: Callable[[str], str] | None = None,
+        retention_ms: int | None = None,
     ):
         self.store = store
         self.pseudonyms = pseudonyms
@@ -172,7 +174,7 @@ class BatchProcessor:
         self.limits = limits
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
-        self.models = ModelCache(store, scorer)
+        self.models = ModelCache(store, scorer, retention_ms)
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         """Never raises: Faust would restart the agent and the batch would be lost. A batch
@@ -291,6 +293,7 @@ def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[s
     total.samples.update({c: x for c, x in out.samples.items() if c not in conflicts})
     total.outbox += [e for e in out.outbox if e.customer_id not in conflicts]
     total.rejected += [(r, why) for cid, r, why in out.set_aside if cid not in conflicts]
+    total.expired.update(out.expired)
     return conflicts
 
 
@@ -349,6 +352,9 @@ class Rescorer:
                 out, got = await retry_transient(partial(self._slice, step, wanted),
                                                  "a re-scoring tick")  # fmt: skip
                 yield out  # the caller sends it: part of the slice's time
+                if out.expired:  # their tombstones are sent: now the erase
+                    await retry_transient(partial(self.store.erase, out.expired),
+                                          "a retention erase")  # fmt: skip
                 done += got
                 if got < wanted:  # nobody else is due, or the pass reached its end
                     break
@@ -461,7 +467,7 @@ def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models
     edges = read_rfm_edges(client, keys)
     rfm = RFMScorer(**edges) if edges else settings.scorer()
     churn = churn if churn is not None else read_churn_model(client, keys)
-    return Models(rfm, churn, read_cluster_snapshot(client, keys))
+    return Models(rfm, churn, read_cluster_snapshot(client, keys), settings.retention_ms())
 
 
 class ClusterTrainer:

@@ -36,8 +36,17 @@ class Erased:
                 "unsent_events": self.unsent_events}  # fmt: skip
 
 
+def followups(keys: Keys, customer_id: str, stored: bytes | None):
+    """What is left once erase_customer.lua deleted a customer's state: the histogram
+    counts to take back (histogram key, bucket) and the due_set.lua calls that take it
+    out of the due index (the outbox index entry is a ZREM of ``keys.outbox_index``)."""
+    point = histogram_point(state_codec.decode(customer_id, stored)) if stored else None
+    counts = [(keys.histogram(name), bucket) for name, bucket in (point or {}).items()]
+    return counts, due_index.set_calls(keys, {}, [customer_id])
+
+
 class Eraser:
-    """One client's scripts, registered once; ``erase`` per customer."""
+    """``rtba erase`` and the API's: one synchronous client's scripts, registered once."""
 
     def __init__(self, client: redis.Redis, keys: Keys):
         self.client, self.keys = client, keys
@@ -47,12 +56,10 @@ class Eraser:
     def erase(self, customer_id: str) -> Erased:
         keys = self.keys
         stored, unsent = self._erase(keys=[keys.customer(customer_id), keys.outbox(customer_id)])
-        point = None
-        if stored:
-            point = histogram_point(state_codec.decode(customer_id, stored))
-        for name, bucket in (point or {}).items():
-            self.client.hincrby(keys.histogram(name), bucket, -1)
-        for names, args in due_index.set_calls(keys, {}, [customer_id]):
+        counts, due_calls = followups(keys, customer_id, stored)
+        for name, bucket in counts:
+            self.client.hincrby(name, bucket, -1)
+        for names, args in due_calls:
             self._due_set(keys=names, args=args)
         self.client.zrem(keys.outbox_index, customer_id)
         return Erased(customer_id, bool(stored), int(unsent))

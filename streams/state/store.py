@@ -93,6 +93,7 @@ class StateStore:
         self._topic_epoch = client.register_script(lua("topic_epoch"))
         self._due_set = client.register_script(lua("due_set"))
         self._due_until = client.register_script(lua("due_until"))
+        self._erase = client.register_script(lua("erase_customer"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys, **options) -> StateStore:
@@ -247,6 +248,32 @@ class StateStore:
         calls = replies[1 if indexed else 0 :][: len(groups)]
         written = zip(itertools.chain(*groups), itertools.chain(*calls), strict=True)
         return SaveResult([cid for cid, version in written if int(version) < 0])
+
+    async def erase(self, expired: dict[str, int]) -> int:
+        """Erase customers past their retention, each unless written since the version
+        given (streams.state.erase has what erasing covers); returns how many went."""
+        from streams.state.erase import followups
+
+        batch = Batch()
+        for cid, version in expired.items():
+            batch.script(self._erase, self._customer_keys(cid), [version])
+        replies = await batch.run(self.client)
+        cleanup = Batch()
+        erased = 0
+        for cid, (stored, unsent) in zip(expired, replies, strict=True):
+            if int(unsent) < 0:  # an event brought the customer back: kept
+                continue
+            erased += 1
+            counts, due_calls = followups(self.keys, cid, stored)
+            for name, bucket in counts:
+                cleanup.command("hincrby", name, bucket, -1)
+            for names, args in due_calls:
+                cleanup.script(self._due_set, names, args)
+            cleanup.command("zrem", self.keys.outbox_index, cid)
+        if erased:
+            cleanup.command("hincrby", self.keys.stats, "retention_erased", erased)
+        await cleanup.run(self.client)
+        return erased
 
     def _customer_keys(self, cid: str) -> list[str]:
         keys = self.keys

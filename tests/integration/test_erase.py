@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from producers.kafka import make_producer, send_all
+from producers.kafka import make_producer, send_all, send_watermark
 from streams.settings import Settings
 from streams.state.store import connect
 from tests.conftest import (
@@ -193,4 +193,46 @@ def test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id(rtba_env, se
     assert profile["customer_id"] == hidden(one)
     assert json_lines(run_rtba(env, "erase", one, "--yes", "--json").stdout)[0]["had_state"]
     assert not client.exists(f"{settings.namespace}:c:{{{hidden(one)}}}")
+    client.close()
+
+
+def test_retention_erases_customers_silent_that_long_in_event_time(rtba_env, settings, worker):
+    env = {**rtba_env, "RTBA_RETENTION_DAYS": "30"}
+
+    def at(day: int) -> str:
+        return (datetime(2024, 1, 1, 12, tzinfo=UTC) + timedelta(days=day)).isoformat()
+
+    events = [
+        {"event_id": "f1", "customer_id": "forget-me", "type": "purchase", "order_id": "fo1",
+         "amount": "40.00", "ts": at(0)},
+        {"event_id": "f2", "customer_id": "forget-me", "type": "click", "action": "view",
+         "ts": at(5)},  # its last event: erased at day 35
+        {"event_id": "b1", "customer_id": "browser", "type": "click", "action": "search",
+         "ts": at(1)},  # clicks only, no purchase: erased at day 31
+        {"event_id": "k1", "customer_id": "keep-me", "type": "purchase", "order_id": "ko1",
+         "amount": "25.00", "ts": at(20)},
+        {"event_id": "k2", "customer_id": "keep-me", "type": "purchase", "order_id": "ko2",
+         "amount": "30.00", "ts": at(50)},  # moves event time to day 50, and stays
+    ]  # fmt: skip
+    worker.env = env
+    worker.start()
+    producer = make_producer(settings.kafka_bootstrap)
+    send_all(producer, settings.events_topic, events)
+    marks = send_watermark(producer, settings.events_topic, at(50))  # every partition
+    producer.close()
+    client = connect(settings.redis_url)
+    wait_for_records(client, settings, len(events) + marks, worker)
+    deadline = time.monotonic() + 60
+    while int(client.hget(f"{settings.namespace}:stats", "retention_erased") or 0) < 2:
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.3)
+    ns = settings.namespace
+    assert mentions(client, ns, ("forget-me", "browser")) == []
+    assert histogram_totals(client, ns) == {"lp": 1, "f": 1, "m": 1}  # keep-me alone
+    for cid in ("forget-me", "browser"):
+        marks = tombstones(settings, cid)
+        assert set(marks) == set(settings.output_topics), (cid, marks)
+    profile = json.loads(run_rtba(env, "profile", "keep-me", "--json").stdout)
+    assert (profile["purchases"], profile["monetary"]) == (2, 55.0)
+    assert int(client.hget(f"{ns}:stats", "retention_erased")) == 2
     client.close()

@@ -358,3 +358,24 @@ def test_the_bucketed_due_index_returns_exactly_who_is_due(settings):
         assert sorted(asyncio.run(due_by(until))) == want, until
     assert len(asyncio.run(due_by(5_000, limit=10))) == 10
     assert all_customer_ids(client, keys) == sorted(expected)
+
+
+def test_a_retention_erase_skips_a_customer_written_since_it_was_read(settings):
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    for cid in ("back-again", "gone"):
+        client.set(keys.customer(cid), b"3|" + state_codec.encode(CustomerState(cid)))
+    write_due(client, keys, {"back-again": purchase_ms(0), "gone": purchase_ms(0)})
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        # read at version 2: "back-again" was written since (it is at 3); "gone" was not
+        erased = await store.erase({"back-again": 2, "gone": 3})
+        await store.client.aclose()
+        return erased
+
+    assert asyncio.run(scenario()) == 1
+    assert client.exists(keys.customer("back-again")) and not client.exists(keys.customer("gone"))
+    assert all_customer_ids(client, keys) == ["back-again"]
+    assert read_stats(client, keys).get("retention_erased") == 1
+    client.close()

@@ -159,6 +159,21 @@ def test_rescoring_stops_at_the_watermark_and_schedules_the_next_edge():
     assert again.changes == []  # ticking twice at the same watermark emits nothing new
 
 
+def test_retention_makes_a_silent_customer_due_and_then_expired_not_rescored():
+    retention = 400 * DAY
+    state = champion()
+    last = state.last_event_ms
+    models = Models(RFMScorer(), retention_ms=retention)
+    out = rescore_due([state], last + 399 * DAY, models)  # walks every edge, as without
+    assert [c.to_segment for c in out.changes] == ["Loyal", "Can't Lose Them"]
+    assert out.due["champ"] == last + retention and not out.expired  # due for its end
+    gone = rescore_due([state], last + retention, models)
+    assert gone.expired == {"champ": state.version} and not gone.states and not gone.changes
+    browser = CustomerState("window-shopper", last_event_ms=last)  # clicks, no purchase
+    assert next_due_ms(browser, models) == last + retention
+    assert next_due_ms(browser, Models(RFMScorer())) is None  # without retention: never
+
+
 def scorer_with_churn() -> Models:
     model = ModifiedBGNBD()
     model.params = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}

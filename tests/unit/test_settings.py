@@ -75,7 +75,7 @@ JUNK = {
     "RTBA_KAFKA_SASL_PASSWORD": "   ", "RTBA_KAFKA_SASL_PASSWORD_FILE": "/no/such/file",
     "RTBA_KAFKA_SSL_CA_FILE": "/no/such/file", "RTBA_KAFKA_SSL_CERT_FILE": "/no/such/file",
     "RTBA_KAFKA_SSL_KEY_FILE": "/no/such/file", "RTBA_PSEUDONYM_KEY": "too-short",
-    "RTBA_PSEUDONYM_KEY_FILE": "/no/such/file",
+    "RTBA_PSEUDONYM_KEY_FILE": "/no/such/file", "RTBA_RETENTION_DAYS": "0",
 }  # fmt: skip
 
 
