@@ -39,9 +39,33 @@ def utc_day(ts_ms: int) -> int:
     return ts_ms // MS_PER_DAY
 
 
-class BeyondHorizon(ValueError):
+# What one customer may hold, whatever its producer sends: a hostile or broken feed
+# (one purchase may list 10,000 items, each of a new category) must not grow a state
+# every batch reads and writes. Real customers stay far below both.
+MAX_CATEGORIES = 100  # beyond: the least-counted category makes room (ties: by name)
+# Orders within the horizon; a new one beyond goes to the DLQ. Each order change re-derives
+# the purchase figures from all of them (exact under refunds): ~4 us an order, so a
+# purchase of a customer at the cap costs ~20 ms.
+MAX_OPEN_ORDERS = 5_000
+
+
+class RefusedEvent(ValueError):
+    """An event the state cannot take; it goes to the DLQ with ``reason``."""
+
+    reason = "unprocessable"
+
+
+class BeyondHorizon(RefusedEvent):
     """A purchase placed before the customer's sealed day: its order id may be one that
     was forgotten, so it cannot be de-duplicated."""
+
+    reason = "beyond_horizon"
+
+
+class TooManyOrders(RefusedEvent):
+    """A new order id for a customer already holding MAX_OPEN_ORDERS within the horizon."""
+
+    reason = "too_many_orders"
 
 
 def _max(a: int | None, b: int) -> int:
@@ -343,13 +367,34 @@ class CustomerState:
                 f"{self.sealed_before_ms} ms are kept as totals only): it cannot be told "
                 "from a repeat"
             )
+        self._room_for(order_id)
         self._touch(ts_ms)
         order = replace(early, ts_ms=ts_ms, amount=amount, refunded=min(early.refunded, amount),
                         items=items, discounted=bool(discounted))  # fmt: skip
         self._set_order(order_id, order)
         for category, quantity in (categories or {}).items():
-            self.categories[category] = self.categories.get(category, 0) + quantity
+            self._count_category(category, quantity)
         return True
+
+    def _room_for(self, order_id: str) -> None:
+        if order_id not in self.orders and len(self.orders) >= MAX_OPEN_ORDERS:
+            raise TooManyOrders(
+                f"the customer already holds {MAX_OPEN_ORDERS} orders within the horizon"
+            )
+
+    def _count_category(self, category: str, n: int) -> None:
+        """Add ``n`` to a category's count, keeping at most MAX_CATEGORIES of them.
+
+        >>> s = CustomerState("c")
+        >>> for i in range(MAX_CATEGORIES + 2):
+        ...     s._count_category(f"k{i:03d}", 1 if i else 5)
+        >>> len(s.categories), s.categories["k000"], "k101" in s.categories
+        (100, 5, True)
+        """
+        if category not in self.categories and len(self.categories) >= MAX_CATEGORIES:
+            least = min(self.categories.items(), key=lambda kv: (kv[1], kv[0]))[0]
+            del self.categories[least]
+        self.categories[category] = self.categories.get(category, 0) + n
 
     def apply_refund(self, ts_ms: int, amount: Decimal, order_id: str, refund_id: str) -> bool:
         """Credit a refund to its order, capped at what is left of it (an order not seen yet
@@ -357,6 +402,7 @@ class CustomerState:
         order = self.orders.get(order_id, Order())
         if refund_id in order.refund_ids:
             return False
+        self._room_for(order_id)
         self._touch(ts_ms)
         refunded = order.refunded + amount
         order = replace(
@@ -370,5 +416,5 @@ class CustomerState:
         self._touch(ts_ms)
         self.clicks[action] = self.clicks.get(action, 0) + 1
         if category:
-            self.categories[category] = self.categories.get(category, 0) + 1
+            self._count_category(category, 1)
         return True

@@ -224,7 +224,10 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         responses={404: {"description": "no such segment"}},
     )
     def segment_members(
-        segment: str, limit: Limit = 100, offset: Offset = 0, as_of: AsOf = None
+        segment: Annotated[str, Path(max_length=64)],
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
     ) -> dict:
         if segment not in SEGMENTS:
             raise HTTPException(404, f"no segment {segment[:60]!r}; one of: {', '.join(SEGMENTS)}")
@@ -302,7 +305,9 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
 
     @api.get("/events", summary="recent segment changes and churn alerts, newest first")
     def events(
-        kind: Annotated[list[Kind] | None, Query(description="only these kinds")] = None,
+        kind: Annotated[
+            list[Kind] | None, Query(max_length=3, description="only these kinds")
+        ] = None,
         customer: Annotated[str | None, Query(max_length=256)] = None,
         limit: Limit = 100,
     ) -> dict:
@@ -322,7 +327,9 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         responses={200: {"content": {"text/event-stream": {}}}},
     )
     async def stream(
-        kind: Annotated[list[Kind] | None, Query(description="only these kinds")] = None,
+        kind: Annotated[
+            list[Kind] | None, Query(max_length=3, description="only these kinds")
+        ] = None,
         last_event_id: Annotated[str | None, Header(max_length=20)] = None,
     ):
         kinds = set(kind or ())
@@ -331,7 +338,15 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         async def items():
             queue = feed.subscribe()  # before the backlog: nothing falls between the two
             try:
-                backlog = feed.recent(kinds, limit=feed.size if after else BACKLOG, after=after)
+                if after:
+                    backlog = feed.recent(kinds, limit=feed.size, after=after)
+                else:  # the latest, and the latest alerts: a tick's hundreds of segment
+                    # changes would otherwise hide the few alerts just before them
+                    latest = feed.recent(kinds, limit=BACKLOG)
+                    wanted = not kinds or "churn" in kinds
+                    alerts = feed.recent({"churn"}, limit=BACKLOG) if wanted else []
+                    merged = {item.seq: item for item in [*latest, *alerts]}
+                    backlog = sorted(merged.values(), key=lambda item: -item.seq)
                 sent = after
                 for item in reversed(backlog):
                     sent = item.seq

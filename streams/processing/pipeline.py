@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
-from online_models.customer import MS_PER_DAY, BeyondHorizon, CustomerState, utc_day
+from online_models.customer import MS_PER_DAY, CustomerState, RefusedEvent, utc_day
 from online_models.features import as_rows, behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
@@ -472,8 +472,8 @@ def _fold_one(
     out.states[event.customer_id] = state
     try:
         applied = _apply(state, event, horizon_ms)
-    except BeyondHorizon as e:
-        out.set_aside.append((event.customer_id, record, Rejection("beyond_horizon", str(e))))
+    except RefusedEvent as e:  # beyond the horizon, or one order too many
+        out.set_aside.append((event.customer_id, record, Rejection(e.reason, str(e))))
         return
     if not applied:
         counts[1] += 1

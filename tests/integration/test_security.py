@@ -140,3 +140,72 @@ def test_without_the_sasl_login_kafka_commands_stop_in_one_line(secured, login, 
     line = refused.stderr.strip()
     assert "\n" not in line and "RTBA_KAFKA_SECURITY_PROTOCOL" in line, line
     assert "not-the-password" not in line
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory):
+    """A redis-server speaking TLS only, with a certificate signed by a CA of the test's
+    own (openssl), and the CA's file: {url, ca}."""
+    import shutil
+    import time
+
+    from launcher.stack import free_port
+
+    where = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=rtba test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2",
+            "-extfile", "san.ext")  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port),
+         "--bind", "127.0.0.1", "--tls-cert-file", "server.pem", "--tls-key-file",
+         "server.key", "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(where)],
+        cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url, ca = f"rediss://127.0.0.1:{port}/0", str(where / "ca.pem")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            connect(url, ssl_ca_certs=ca).ping()
+            break
+        except Exception:
+            assert time.monotonic() < deadline and server.poll() is None, "no TLS redis"
+            time.sleep(0.2)
+    try:
+        yield {"url": url, "ca": ca}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_pipeline_works_through_redis_over_tls(tls_redis, rtba_env, tmp_path):
+    env = {**rtba_env, "REDIS_URL": tls_redis["url"], "RTBA_REDIS_TLS_CA_FILE": tls_redis["ca"]}
+    events = known_events(seed=12, customers=5)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP"], acks="all")
+        for event in events:
+            producer.send(f"{env['RTBA_NAMESPACE']}.events", key=event["customer_id"].encode(),
+                          value=json.dumps(event).encode())  # fmt: skip
+        producer.close()
+        settings = Settings.from_env(env)
+        client = connect(tls_redis["url"], ssl_ca_certs=tls_redis["ca"])
+        wait_for_records(client, settings, len(events), worker)
+        client.close()
+        assert_states_match_batch(settings, events)
+    finally:
+        worker.stop()
+    untrusted = rtba({**env, "RTBA_REDIS_TLS_CA_FILE": ""}, "stats")  # the system's CAs
+    assert untrusted.returncode == 2, untrusted.stderr
+    line = untrusted.stderr.strip()
+    assert "\n" not in line and "TLS" in line and "RTBA_REDIS_TLS_CA_FILE" in line, line

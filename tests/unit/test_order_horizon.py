@@ -144,3 +144,35 @@ def test_a_refund_of_a_sealed_order_is_not_applied_and_does_not_wait_forever():
     assert set_aside == []
     assert (state.purchases, state.monetary) == (3, Decimal(150))  # the refund came too late
     assert sorted(state.orders) == ["o3"]  # the waiting refund expired with o1
+
+
+def test_a_customer_holds_at_most_so_many_orders_and_categories_whatever_is_sent(monkeypatch):
+    from online_models import customer
+    from online_models.customer import MAX_CATEGORIES
+
+    MAX_OPEN_ORDERS = 30  # the real cap is met the same way, only slower to reach
+    monkeypatch.setattr(customer, "MAX_OPEN_ORDERS", MAX_OPEN_ORDERS)
+    state = CustomerState("c")
+    for n in range(MAX_OPEN_ORDERS):
+        state.apply_purchase(START + n, Decimal(1), f"o{n}")
+    events = [
+        purchase(MAX_OPEN_ORDERS, START + DAY),  # one order too many: to the DLQ
+        purchase(0, START + DAY, order="o0"),  # a repeat of a kept one: a duplicate, as ever
+        {"event_id": "many", "customer_id": "c", "type": "purchase", "order_id": "o1",
+         "amount": "1", "ts": START},  # a repeat too
+        {"event_id": "r1", "customer_id": "c", "type": "refund", "order_id": "o5",
+         "amount": "0.25", "ts": START + DAY},  # a refund of a kept order still counts
+        {"event_id": "r2", "customer_id": "c", "type": "refund", "order_id": "unseen",
+         "amount": "1", "ts": START + DAY},  # waiting for its order: one more, refused
+    ]  # fmt: skip
+    records = [Record(0, i, b"c", json.dumps(e).encode()) for i, e in enumerate(events)]
+    valid, _ = decode_batch(records, START + 2 * DAY, Limits())
+    out = fold_batch(valid, {"c": state}, Models(RFMScorer()))
+    assert [(r.offset, why.reason) for _, r, why in out.set_aside] == [
+        (0, "too_many_orders"), (4, "too_many_orders")]  # fmt: skip
+    assert state.purchases == MAX_OPEN_ORDERS
+    assert state.monetary == MAX_OPEN_ORDERS - Decimal("0.25")
+    wide = CustomerState("w")
+    wide.apply_purchase(START, Decimal(1), "ow", {f"cat{i}": 1 for i in range(5000)})
+    wide.apply_click(START, "view", "gifts")
+    assert len(wide.categories) == MAX_CATEGORIES and wide.categories["gifts"] == 1

@@ -129,7 +129,12 @@ function show(item) {
   counts[item.kind] = (counts[item.kind] || 0) + 1;
   const list = $("feed");
   list.prepend(feedLine(item));
-  while (list.children.length > FEED_SHOWN) list.lastChild.remove();
+  // Full: the oldest segment change goes first. A re-scoring tick sends hundreds of them
+  // around a few churn alerts, which would otherwise scroll out of view within a second.
+  while (list.children.length > FEED_SHOWN) {
+    const routine = [...list.children].reverse().find((li) => !li.classList.contains("churn"));
+    (routine || list.lastChild).remove();
+  }
   $("feed-counts").textContent = `· rfm ${counts.rfm} · cluster ${counts.cluster} · churn ${counts.churn}`;
 }
 
