@@ -6,6 +6,7 @@ counts what that process did: streams.processing.metrics).
   the customer events among them (watermarks are not) ``applied``, ``duplicate`` (an
   event id seen before) and ``redelivered`` (offsets applied before, after a crash);
 - ``rtba_dlq_total{reason}``: records refused;
+- ``rtba_retention_erased_total``: customers erased as their retention ended;
 - ``rtba_customers``: customers with state;
 - ``rtba_model_version{model}``, ``rtba_model_age_seconds{model}``: the models in force;
 - ``rtba_group_lag``: records the workers' consumer group has yet to commit, as of the
@@ -49,6 +50,11 @@ class NamespaceCollector:
             if name.startswith("dlq:"):
                 dlq.add_metric([name.split(":", 1)[1]], n)
         yield dlq
+        yield CounterMetricFamily(
+            "rtba_retention_erased",
+            "customers erased as their retention ended (RTBA_RETENTION_DAYS)",
+            value=stats.get("retention_erased", 0),
+        )
         yield GaugeMetricFamily(
             "rtba_customers", "customers with state", value=customer_count(client, keys)
         )
