@@ -199,3 +199,38 @@ def test_the_local_stack_gives_the_addresses_the_environment_does_not(tmp_path):
         "127.0.0.1:1234",
         "redis://elsewhere:6379/0",
     )
+
+
+def test_kafka_ssl_settings_become_one_ssl_context_for_faust_and_files_for_kafka_python(tmp_path):
+    import subprocess
+
+    from streams.processing.app import broker_credentials
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+         "-out", "ca.pem", "-days", "1", "-subj", "/CN=rtba test CA"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    ca, key = str(tmp_path / "ca.pem"), str(tmp_path / "key.pem")
+    chosen = Settings.from_env({
+        "RTBA_KAFKA_SECURITY_PROTOCOL": "SSL", "RTBA_KAFKA_SSL_CA_FILE": ca,
+        "RTBA_KAFKA_SSL_CERT_FILE": ca, "RTBA_KAFKA_SSL_KEY_FILE": key,
+    })  # fmt: skip
+    assert chosen.kafka_options() == {"security_protocol": "SSL", "ssl_cafile": ca,
+                                      "ssl_certfile": ca, "ssl_keyfile": key}  # fmt: skip
+    credentials = broker_credentials(chosen)
+    assert credentials.protocol.value == "SSL"
+    assert [c["subject"] for c in credentials.context.get_ca_certs()] == [
+        ((("commonName", "rtba test CA"),),)
+    ]
+    sasl = Settings.from_env({
+        "RTBA_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "RTBA_KAFKA_SASL_USERNAME": "shop",
+        "RTBA_KAFKA_SASL_PASSWORD": "pw-0123", "RTBA_KAFKA_SSL_CA_FILE": ca,
+    })  # fmt: skip
+    login = broker_credentials(sasl)
+    assert (login.protocol.value, login.username, login.mechanism.value) == (
+        "SASL_SSL",
+        "shop",
+        "PLAIN",
+    )
+    assert broker_credentials(Settings.from_env({})) is None
