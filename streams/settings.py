@@ -102,23 +102,19 @@ def _token(value: SecretStr) -> SecretStr:
     return value
 
 
-def _token_file(path: Path) -> Path:
-    path = path.expanduser().resolve()
-    try:
-        secret = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read it ({exc.strerror})") from None
-    if len(secret) < MIN_TOKEN:
-        raise ValueError(f"expected a file holding a secret of at least {MIN_TOKEN} characters")
-    return path
-
-
 def _readable_file(path: Path) -> Path:
     path = path.expanduser().resolve()
     try:
         path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read it ({exc.strerror})") from None
+    return path
+
+
+def _token_file(path: Path) -> Path:
+    path = _readable_file(path)
+    if len(path.read_text().strip()) < MIN_TOKEN:
+        raise ValueError(f"expected a file holding a secret of at least {MIN_TOKEN} characters")
     return path
 
 
@@ -312,13 +308,13 @@ class Settings(BaseSettings):
         ):
             raise ValueError("RTBA_REDIS_TLS_* files need TLS on: a rediss:// REDIS_URL")
         sasl = self.kafka_security_protocol.startswith("SASL")
-        login = self.kafka_sasl_username or self.secret("kafka_sasl_password")
-        if sasl and not (self.kafka_sasl_username and self.secret("kafka_sasl_password")):
+        user, password = self.kafka_sasl_username, self.secret("kafka_sasl_password")
+        if sasl and not (user and password):
             raise ValueError(
                 f"RTBA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "RTBA_KAFKA_SASL_USERNAME and RTBA_KAFKA_SASL_PASSWORD (or ..._FILE)"
             )
-        if login and not sasl:
+        if (user or password) and not sasl:
             raise ValueError(
                 "a Kafka SASL login is set: set RTBA_KAFKA_SECURITY_PROTOCOL to "
                 "SASL_PLAINTEXT or SASL_SSL"
