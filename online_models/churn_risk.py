@@ -96,8 +96,12 @@ class ChurnScorer:
             return None
         return as_of_ms + round((alpha + big_t) / (r + x - 1) * MS_PER_WEEK)
 
-    def risk_crossing_ms(self, state: CustomerState) -> int | None:
-        """Event time at which churn risk reaches ``threshold`` if the customer stays silent."""
+    def risk_crossing_ms(self, state: CustomerState, threshold: float | None = None) -> int | None:
+        """Event time at which churn risk reaches ``threshold`` (the alert's unless given)
+        if the customer stays silent."""
+        threshold = self.threshold if threshold is None else threshold
+        if not 0 < threshold < 1:
+            return None  # risk is always >= 0 and never reaches 1
         summary = state.btyd_ms(state.first_purchase_ms)
         if summary is None:
             return None
@@ -110,7 +114,7 @@ class ChurnScorer:
         else:
             k = p["a"] / (p["b"] + x)
         t_x = t_x_ms / MS_PER_WEEK
-        odds = self.threshold / (1 - self.threshold)
+        odds = threshold / (1 - threshold)
         # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds
         big_t = (p["alpha"] + t_x) * (odds / k) ** (1 / (p["r"] + x)) - p["alpha"]
         big_t = max(big_t, t_x)
@@ -118,7 +122,7 @@ class ChurnScorer:
         # The closed form is exact; floats are not. Step to the first millisecond at which the
         # computed risk really is >= threshold, so the alert's time and its risk agree.
         for _ in range(1000):
-            if self.risk(state, crossing) >= self.threshold:
+            if self.risk(state, crossing) >= threshold:
                 break
             crossing += 1
         return crossing

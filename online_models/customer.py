@@ -214,6 +214,10 @@ class CustomerState:
     applied_offset: int | None = None  # its position: topic epoch << 48 | offset
     version: int = 0
     change_seq: int = 0  # the last output event's per-customer sequence number
+    # audience id -> when the customer entered it (streams.audiences)
+    audiences: dict[str, int] = field(default_factory=dict)
+    # "<event>:<category>" -> the newest event times a windowed audience count reads
+    recent: dict[str, list[int]] = field(default_factory=dict)
     sealed: Totals = field(default_factory=Totals)
     sealed_before_ms: int | None = None  # a UTC midnight: every order before it is sealed
     orders: dict[str, Order] = field(default_factory=dict, repr=False)

@@ -34,3 +34,9 @@ class NotReady(RtbaError):
     """What was asked for needs data or a model the pipeline has not produced yet."""
 
     exit_code = 4
+
+
+class NotFound(RtbaError):
+    """Something asked for by name (an audience, say) does not exist."""
+
+    exit_code = 1

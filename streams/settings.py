@@ -442,6 +442,10 @@ class Settings(BaseSettings):
         return self.topic("churn_risk")
 
     @property
+    def audience_changes_topic(self) -> str:
+        return self.topic("audience_changes")
+
+    @property
     def features_topic(self) -> str:
         return self.topic("features")
 

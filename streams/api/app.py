@@ -1,5 +1,5 @@
 """The HTTP JSON read service: profiles, segment and cluster sizes, members, rankings,
-models and the DLQ summary, with an OpenAPI document at /openapi.json.
+audiences, models and the DLQ summary, with an OpenAPI document at /openapi.json.
 
 Every list takes ``limit`` and ``offset``; unknown customers, segments and clusters are
 404s with a message, bad parameters 422s. The endpoints are plain ``def``: FastAPI runs
@@ -34,23 +34,26 @@ from online_models.rfm import SEGMENTS
 from streams.api.feed import FeedItem, OutputFeed
 from streams.api.history import Sampler, read_history
 from streams.api.metrics import api_registry
+from streams.errors import NotFound
 from streams.privacy import customer_ref
 from streams.processing.schemas import iso, to_epoch_ms
+from streams.read.audiences import audience_detail, audience_rows, member_rows
 from streams.read.reader import StateReader
 from streams.settings import Settings, redacted
-from streams.state.store import model_status, read_stats
+from streams.state.store import audience_sizes, model_status, read_stats
 
 MAX_LIMIT = 1000
 DASHBOARD = FilePath(__file__).parent / "dashboard"
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle feed
 BACKLOG = 50  # events a new feed subscriber gets first (a reconnecting one: all it missed)
-Kind = Literal["rfm", "cluster", "churn"]
+Kind = Literal["rfm", "cluster", "churn", "audience"]
 # What anyone may fetch with a token configured: liveness and readiness (for probes that
 # cannot send a token), the page and its scripts, the OpenAPI document. No customer data.
 PUBLIC = {"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
 Offset = Annotated[int, Query(ge=0, le=100_000_000, description="skip this many items")]
+AudienceId = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 AsOf = Annotated[
     str | None,
     Query(
@@ -281,6 +284,36 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
             "limit": limit,
             "members": rows,
         }
+
+    @api.get("/audiences", summary="the audiences in force: sizes and the backfill's progress")
+    def audiences() -> dict:
+        return audience_rows(reader.client, reader.keys)
+
+    @api.get(
+        "/audiences/{audience_id}",
+        summary="one audience's definition and size",
+        responses={404: {"description": "no such audience"}},
+    )
+    def audience(audience_id: AudienceId) -> dict:
+        try:
+            return audience_detail(reader.client, reader.keys, audience_id)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @api.get(
+        "/audiences/{audience_id}/members",
+        summary="an audience's members, by customer id, with when each entered",
+        responses={404: {"description": "no such audience"}},
+    )
+    def audience_members(audience_id: AudienceId, limit: Limit = 100,
+                         offset: Offset = 0) -> dict:  # fmt: skip
+        try:
+            rows = member_rows(reader.client, reader.keys, audience_id, offset, limit)
+            total = audience_sizes(reader.client, reader.keys, [audience_id])[audience_id]
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {"audience": audience_id, "total": total, "offset": offset, "limit": limit,
+                "members": rows}  # fmt: skip
 
     @api.get("/models", summary="the models in force: versions, age, parameters")
     def models() -> dict:

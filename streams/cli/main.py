@@ -14,6 +14,7 @@ from importlib.metadata import version
 import click
 
 from streams.cli import (
+    audience_commands,
     privacy_commands,
     read_commands,
     run_commands,
@@ -48,7 +49,8 @@ def cli() -> None:
     """
 
 
-for module in (stack_commands, run_commands, read_commands, topic_commands, privacy_commands):
+for module in (stack_commands, run_commands, read_commands, topic_commands, privacy_commands,
+               audience_commands):  # fmt: skip
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -21,12 +21,16 @@ REFIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def output_kind(output: str, payload: bytes) -> str:
-    """``rfm``, ``cluster`` or ``churn``: the kind of an outbox entry's event.
+    """``rfm``, ``cluster``, ``churn`` or ``audience``: the kind of an outbox entry's event.
 
     >>> output_kind("churn_risk", b"{}"), output_kind("segment_changes", b'{"kind": "rfm"}')
     ('churn', 'rfm')
     """
-    return "churn" if output == "churn_risk" else json.loads(payload)["kind"]
+    if output == "churn_risk":
+        return "churn"
+    if output == "audience_changes":
+        return "audience"
+    return json.loads(payload)["kind"]
 
 
 class WorkerMetrics:
@@ -94,8 +98,9 @@ class WorkerMetrics:
             self.lag.remove(label)
         self._lagging &= keep
 
-    def models(self, versions: tuple[int, int, int]) -> None:
-        for name, version in zip(("churn", "rfm", "clusters"), versions, strict=True):
+    def models(self, versions: tuple[int, int, int, int]) -> None:
+        for name, version in zip(("churn", "rfm", "clusters", "audiences"), versions,
+                                 strict=True):  # fmt: skip
             self.model_version.labels(name).set(version)
 
 

@@ -18,6 +18,8 @@ from online_models.customer import MS_PER_DAY, CustomerState, RefusedEvent, utc_
 from online_models.features import as_rows, behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
+from streams.audiences import evaluate as audience
+from streams.audiences.definitions import AudienceSet
 from streams.processing.schemas import (
     Click,
     Event,
@@ -140,11 +142,41 @@ class ChurnAlert:
         }
 
 
+@dataclass(frozen=True)
+class AudienceChange:
+    customer_id: str
+    audience: str
+    change: str  # "enter" | "exit"
+    at_ms: int
+    cause: Cause
+    definitions: int  # the version of the audience definitions that decided it
+    seq: int = 0
+
+    output: ClassVar[str] = "audience_changes"
+
+    @property
+    def event_id(self) -> str:
+        return _event_id(self.customer_id, "audience", self.audience, self.change, self.cause.key)
+
+    def to_json(self) -> dict:
+        return {
+            "event_id": self.event_id,
+            "customer_id": self.customer_id,
+            "audience": self.audience,
+            "change": self.change,
+            "at": iso(self.at_ms),
+            "reason": self.cause.reason,
+            "definitions": self.definitions,
+            "seq": self.seq,
+        }
+
+
 @dataclass
 class BatchOutcome:
     states: dict[str, CustomerState] = field(default_factory=dict)  # changed customers only
     changes: list[SegmentChange] = field(default_factory=list)
     alerts: list[ChurnAlert] = field(default_factory=list)
+    audience_changes: list[AudienceChange] = field(default_factory=list)
     due: dict[str, int | None] = field(default_factory=dict)  # next due time per changed customer
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
     # records whose fold raised (isolating fold only), with their customer: to the DLQ
@@ -166,8 +198,23 @@ class BatchOutcome:
 
     @property
     def outputs(self) -> list:
-        """Segment changes and churn alerts, each customer's in sequence order."""
-        return sorted([*self.changes, *self.alerts], key=lambda item: item.seq)
+        """Segment changes, churn alerts and audience changes, each customer's in sequence
+        order."""
+        return sorted([*self.changes, *self.alerts, *self.audience_changes],
+                      key=lambda item: item.seq)  # fmt: skip
+
+    @property
+    def memberships(self) -> dict[str, dict[str, int | None]]:
+        """Per customer whose audiences changed: audience id -> when it entered, or None
+        (not a member), as its state now says (what the audience indexes must show)."""
+        out: dict[str, dict[str, int | None]] = {}
+        for change in self.audience_changes:
+            state = self.states.get(change.customer_id)
+            if state is not None:
+                out.setdefault(change.customer_id, {})[change.audience] = state.audiences.get(
+                    change.audience
+                )
+        return out
 
     @property
     def applied(self) -> int:
@@ -200,6 +247,9 @@ class Models:
     clusters: ClusterSnapshot | None = None
     # RTBA_RETENTION_DAYS: a customer this long without an event is erased (None: kept)
     retention_ms: int | None = None
+    # the audience definitions in force (`rtba audience apply`) and their version
+    audiences: AudienceSet | None = None
+    audiences_version: int = 0
 
 
 def decode_batch(
@@ -285,9 +335,34 @@ def _set_cluster(state: CustomerState, cluster_id: int, now_ms: int, cause: Caus
 def evaluate(
     state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
 ) -> None:
-    """Re-evaluate a customer's segment, cluster and churn risk as of ``now_ms``; record
-    what changed."""
+    """Re-evaluate a customer's segment, cluster, churn risk and audiences as of
+    ``now_ms``; record what changed."""
     assign_cluster(state, now_ms, models, cause, out)
+    _evaluate_scores(state, now_ms, models, cause, out)
+    evaluate_audiences(state, now_ms, models, cause, out)
+
+
+def evaluate_audiences(
+    state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
+) -> None:
+    """Bring the customer's audience memberships up to date (after its segment, cluster
+    and churn risk: conditions read them)."""
+    audiences = models.audiences
+    if audiences is None:
+        return
+    audience.prune(state, audiences, now_ms)
+    profile = audience.Profile(state, now_ms, models.rfm, models.churn)
+    for audience_id, change in audience.changes(state, audience.members(audiences, profile),
+                                                now_ms):  # fmt: skip
+        out.audience_changes.append(AudienceChange(
+            state.customer_id, audience_id, change, now_ms, cause, models.audiences_version,
+            state.next_change_seq(),
+        ))  # fmt: skip
+
+
+def _evaluate_scores(
+    state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
+) -> None:
     features = rfm_features(state, now_ms, models.rfm)
     if features is None:
         if state.segment is not None:  # every order refunded: no longer in any RFM segment
@@ -325,19 +400,24 @@ def evaluate(
 
 def next_due_ms(state: CustomerState, models: Models) -> int | None:
     """The next event time at which this customer's evaluation can change with no new event:
-    the next recency-score edge, or the churn-risk crossing while an alert is armed."""
+    the next recency-score edge, the churn-risk crossing while an alert is armed, the end
+    of its retention, or a time an audience condition turns (a window expiring, say)."""
     clock = state.clock_ms
     if clock is None:
         return None
-    retained = retention_end_ms(state, models)
+    candidates = []
+    if (retained := retention_end_ms(state, models)) is not None:
+        candidates.append(retained)
+    if models.audiences is not None:
+        turns = audience.next_change_ms(models.audiences, state, clock, models.rfm, models.churn)
+        if turns is not None:
+            candidates.append(turns)
     if state.last_purchase_ms is None:
-        return retained
-    candidates = [
+        return min(candidates) if candidates else None
+    candidates += [
         state.last_purchase_ms + round(edge * MS_PER_DAY) + 1  # recency > edge lowers R
         for edge in models.rfm.recency_edges
     ]
-    if retained is not None:
-        candidates.append(retained)
     if models.churn is not None and state.churn_armed:
         crossing = models.churn.risk_crossing_ms(state)
         if crossing is not None:
@@ -376,13 +456,19 @@ def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, 
     return {k: v for k, v in delta.items() if v}
 
 
-def _apply(state: CustomerState, event: Event, horizon_ms: int) -> bool:
+def _apply(state: CustomerState, event: Event, horizon_ms: int,
+           audiences: AudienceSet | None = None) -> bool:  # fmt: skip
     if isinstance(event, Purchase | Refund):
         applied = _apply_order_event(state, event)
         state.seal(horizon_ms)
+        if applied and audiences is not None and isinstance(event, Purchase):
+            audience.log_purchase(state, audiences, event.ts, event.category_quantities())
         return applied
     assert isinstance(event, Click)
-    return state.apply_click(event.ts, event.action, event.category)
+    applied = state.apply_click(event.ts, event.action, event.category)
+    if applied and audiences is not None:
+        audience.log_click(state, audiences, event.ts, event.action, event.category)
+    return applied
 
 
 def _apply_order_event(state: CustomerState, event: Purchase | Refund) -> bool:
@@ -471,7 +557,7 @@ def _fold_one(
     state.mark_applied(record.partition, record.position)
     out.states[event.customer_id] = state
     try:
-        applied = _apply(state, event, horizon_ms)
+        applied = _apply(state, event, horizon_ms, models.audiences)
     except RefusedEvent as e:  # beyond the horizon, or one order too many
         out.set_aside.append((event.customer_id, record, Rejection(e.reason, str(e))))
         return
@@ -499,7 +585,23 @@ def reassign_clusters(states: Iterable[CustomerState], models: Models) -> BatchO
         before = state.cluster_id
         _set_cluster(state, cluster_id, state.clock_ms, cause, features, out)
         if state.cluster_id != before:
+            evaluate_audiences(state, state.clock_ms, models, cause, out)
             out.states[state.customer_id] = state
+    return out
+
+
+def reevaluate_audiences(states: Iterable[CustomerState], models: Models) -> BatchOutcome:
+    """The backfill of new audience definitions: each customer evaluated as of its own
+    clock. Every customer read gets its due time again (the new definitions may wake it
+    at other times); only those whose memberships or logs changed are written."""
+    out = BatchOutcome()
+    cause = Cause("definitions", f"a{models.audiences_version}")
+    for state in states:
+        before = (dict(state.audiences), {k: list(v) for k, v in state.recent.items()})
+        evaluate_audiences(state, state.clock_ms, models, cause, out)
+        if (state.audiences, state.recent) != before:
+            out.states[state.customer_id] = state
+        out.due[state.customer_id] = next_due_ms(state, models)
     return out
 
 

@@ -28,6 +28,7 @@ TOPICS = {
     "dlq": Topic("dlq", "dlq"),
     "segment_changes": Topic("segment-changes", "output"),
     "churn_risk": Topic("churn-risk", "output"),
+    "audience_changes": Topic("audience-changes", "output"),
     # one partition: the cluster trainer's input, so exactly one worker learns
     "features": Topic("features", "internal", partitions=1),
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import pickle
 import time
@@ -34,6 +35,7 @@ from streams.processing.pipeline import (
     lookups,
     next_due_ms,
     reassign_clusters,
+    reevaluate_audiences,
     rescore_due,
 )
 from streams.processing.schemas import Limits, Rejection
@@ -45,6 +47,7 @@ from streams.state.store import (
     connect,
     publish_churn_model,
     publish_rfm_edges,
+    read_audiences,
     read_churn_model,
     read_cluster_snapshot,
     read_histograms,
@@ -90,19 +93,21 @@ async def retry_transient(step, what: str):
 
 class ModelCache:
     """The models a worker evaluates with, reloaded when a stored version changes: the
-    churn model, and the adaptive RFM edges (the configured edges until there are some)."""
+    churn model, the adaptive RFM edges (the configured edges until there are some), the
+    cluster snapshot and the audience definitions."""
 
     def __init__(self, store: StateStore, static_rfm: RFMScorer, retention_ms: int | None = None):
         self.store = store
         self.static_rfm = static_rfm
         self.retention_ms = retention_ms
         self.models = Models(static_rfm, retention_ms=retention_ms)
-        self.versions = (0, 0, 0)
+        self.versions = (0, 0, 0, 0)
 
-    async def refresh(self, stored: tuple[int, int, int]) -> Models:
+    async def refresh(self, stored: tuple[int, int, int, int]) -> Models:
         if stored == self.versions:
             return self.models
         churn, rfm, clusters = self.models.churn, self.models.rfm, self.models.clusters
+        audiences = self.models.audiences
         if stored[0] != self.versions[0]:
             churn = await self.store.churn_model()
         if stored[1] != self.versions[1]:
@@ -110,9 +115,12 @@ class ModelCache:
             rfm = RFMScorer(**edges) if edges else self.static_rfm
         if stored[2] != self.versions[2]:
             clusters = await self.store.cluster_snapshot()
-        self.models = Models(rfm, churn, clusters, self.retention_ms)
+        if stored[3] != self.versions[3]:
+            audiences = await self.store.audiences()
+        self.models = Models(rfm, churn, clusters, self.retention_ms, audiences, stored[3])
         self.versions = stored
-        log.info("models loaded: churn v%s, rfm edges v%s, clusters v%s", *stored)
+        log.info("models loaded: churn v%s, rfm edges v%s, clusters v%s, audiences v%s",
+                 *stored)  # fmt: skip
         return self.models
 
 
@@ -230,6 +238,7 @@ class BatchProcessor:
                 max(out.max_event_ts.values(), default=None),
                 deltas,
                 out.outbox,
+                memberships=out.memberships,
             )
             self.faults.drop("drop_after_write")
             conflicts = _merge(total, out, set(result.conflicts))
@@ -289,6 +298,7 @@ def _merge(total: BatchOutcome, out: BatchOutcome, conflicts: set[str]) -> set[s
     total.counts.update({c: n for c, n in out.counts.items() if c not in conflicts})
     total.changes += [c for c in out.changes if c.customer_id not in conflicts]
     total.alerts += [a for a in out.alerts if a.customer_id not in conflicts]
+    total.audience_changes += [c for c in out.audience_changes if c.customer_id not in conflicts]
     total.states.update({c: s for c, s in out.states.items() if c not in conflicts})
     total.samples.update({c: x for c, x in out.samples.items() if c not in conflicts})
     total.outbox += [e for e in out.outbox if e.customer_id not in conflicts]
@@ -343,7 +353,8 @@ class Rescorer:
         marks = await retry_transient(self.store.marks, "a re-scoring tick")
         watermark = marks.watermark()
         steps = ((partial(self._rescore_due, watermark), self.limit),
-                 (self._sweep_clusters, self.sweep_limit))  # fmt: skip
+                 (self._sweep_clusters, self.sweep_limit),
+                 (self._backfill_audiences, self.sweep_limit))  # fmt: skip
         for step, limit in steps:
             done = 0
             while done < limit:
@@ -397,6 +408,35 @@ class Rescorer:
         await self.store.set_sweep_position(position)
         return 0 if cursor == 0 else len(ids)
 
+    async def _backfill_audiences(self, total: BatchOutcome, count: int) -> int:
+        """Evaluate every customer under newly applied audience definitions, a bounded
+        slice a tick (like the cluster sweep), keeping ``done`` of ``total`` for
+        `rtba audience list`. Returns how many were read, or 0 once the pass is over."""
+        _, versions = await self.store.load({})
+        models = await self.processor.models.refresh(versions)
+        key = self.store.keys.audience_sweep
+        position = await self.store.sweep_position(key)
+        swept = position.get("swept", 0)
+        if models.audiences is None or swept >= models.audiences_version:
+            return 0
+        # A newer version during a pass restarts it: unlike clusters, definitions are
+        # applied by hand, seldom, and the customers passed were evaluated under old ones.
+        if position.get("sweeping", 0) != models.audiences_version:
+            position = {"sweeping": models.audiences_version, "cursor": 0, "swept": swept,
+                        "done": 0, "total": await self.store.customer_count()}  # fmt: skip
+        cursor, ids = await self.store.scan_customers(position["cursor"], count)
+        if ids:
+            states, versions = await self.store.load(dict.fromkeys(ids, False))
+            models = await self.processor.models.refresh(versions)
+            if models.audiences_version == position["sweeping"]:
+                out = reevaluate_audiences([s for s in states.values() if s.version > 0], models)
+                await self._write(total, out, {"audience_backfilled": len(out.states)})
+        position["cursor"], position["done"] = cursor, position["done"] + len(ids)
+        if cursor == 0:
+            position["swept"], position["total"] = position["sweeping"], position["done"]
+        await self.store.set_sweep_position(position, key)
+        return 0 if cursor == 0 else len(ids)
+
     async def _rescore_due(self, watermark: int | None, total: BatchOutcome, count: int) -> int:
         """Up to ``count`` customers due by the watermark; returns how many were due."""
         if watermark is None:
@@ -420,7 +460,8 @@ class Rescorer:
         """Save a tick's states with their due times and outbox entries; keep what won."""
         out.outbox = self.processor.outbox_entries(out)
         result = await self.store.save(out.states, out.due, counters, {}, None,
-                                       outbox=out.outbox, forget=forget)  # fmt: skip
+                                       outbox=out.outbox, forget=forget,
+                                       memberships=out.memberships)  # fmt: skip
         self.processor.faults.drop("drop_after_tick_write")
         _merge(total, out, set(result.conflicts))
 
@@ -448,7 +489,18 @@ class OutboxRelay:
                 settled[cid] = pending.score
             total.outbox += [e for e in pending.entries if e.written_ms < stale_before]
         await self.store.unindex(settled)
+        # Their writer may have died before updating the audience indexes (StateStore.save)
+        await self.store.sync_memberships(audiences_named(total.outbox))
         return total
+
+
+def audiences_named(entries) -> dict[str, set[str]]:
+    """Per customer, the audiences its audience-change entries name."""
+    out: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.output == "audience_changes":
+            out.setdefault(entry.customer_id, set()).add(json.loads(entry.payload)["audience"])
+    return out
 
 
 def reschedule(client, keys: Keys, states, models: Models) -> int:
@@ -467,7 +519,9 @@ def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models
     edges = read_rfm_edges(client, keys)
     rfm = RFMScorer(**edges) if edges else settings.scorer()
     churn = churn if churn is not None else read_churn_model(client, keys)
-    return Models(rfm, churn, read_cluster_snapshot(client, keys), settings.retention_ms())
+    audiences, version = read_audiences(client, keys)
+    return Models(rfm, churn, read_cluster_snapshot(client, keys), settings.retention_ms(),
+                  audiences, version)  # fmt: skip
 
 
 class ClusterTrainer:

@@ -28,12 +28,17 @@ def decoded(value: bytes | None) -> dict | None:
 
 
 def event_kind(event: dict) -> str:
-    """``churn`` for a churn alert, else the segment change's kind (``rfm``, ``cluster``).
+    """``churn`` for a churn alert, ``audience`` for an audience change, else the segment
+    change's kind (``rfm``, ``cluster``).
 
     >>> event_kind({"churn_risk": 0.8}), event_kind({"kind": "cluster"})
     ('churn', 'cluster')
+    >>> event_kind({"audience": "gift-browsers", "change": "enter"})
+    'audience'
     """
-    return "churn" if "churn_risk" in event else event.get("kind", "?")
+    if "churn_risk" in event:
+        return "churn"
+    return "audience" if "audience" in event else event.get("kind", "?")
 
 
 def output_consumer(chosen: Settings, topics: list[str], from_start: bool,

@@ -65,6 +65,8 @@ def profile(
         "churn_model": f"{churn.model.name} v{churn.version}" if churn else None,
         "clicks": dict(sorted(state.clicks.items())),
         "top_categories": [c for c, _ in top],
+        # as of the customer's last evaluation (its latest event or due time)
+        "audiences": {aid: iso(at) for aid, at in sorted(state.audiences.items())},
     }
 
 

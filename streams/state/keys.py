@@ -86,6 +86,23 @@ class Keys:
         return f"{self.namespace}:sweep:clusters"
 
     @property
+    def audiences(self) -> str:
+        """Hash: ``version`` (raised by each `rtba audience apply`), ``json`` (the
+        definitions in force, streams.audiences.definitions) and ``applied_at_ms``."""
+        return f"{self.namespace}:audiences"
+
+    def audience_members(self, audience_id: str) -> str:
+        """Sorted set: the audience's members, customer id -> when it entered (event time,
+        ms). A view of the memberships in the customers' states, kept by the writers."""
+        return f"{self.namespace}:audience:{audience_id}"
+
+    @property
+    def audience_sweep(self) -> str:
+        """Hash: the leader's backfill of new audience definitions (``sweeping`` version,
+        ``cursor``, last fully ``swept`` version, customers ``done`` of ``total``)."""
+        return f"{self.namespace}:sweep:audiences"
+
+    @property
     def topic(self) -> str:
         """Hash: the events topic's Kafka ``id`` and its ``epoch`` (incarnation number)."""
         return f"{self.namespace}:topic"

@@ -7,7 +7,9 @@ The version stays plain text in front, so ``apply_customers.lua`` checks it with
 decoding the rest. Times are stored as offsets from the last event (5 bytes within ~50
 days of it, 9 beyond), amounts as decimal text (exact).
 
-``FORMAT`` leads the array. Format 2 added the sealed-order totals; format 1 values
+``FORMAT`` leads the array. Format 3 added the audience memberships and the event logs
+their windowed counts read (format 2 values still decode, with neither); format 2 added
+the sealed-order totals; format 1 values
 (one unreleased build) are refused with a message to replay, as the hash layout before
 them was (docs/decisions.md). After a release, a new layout adds a format and ``decode``
 keeps reading the old one.
@@ -30,7 +32,7 @@ import msgpack
 
 from online_models.customer import CustomerState, Order, Totals
 
-FORMAT = 2
+FORMAT = 3
 
 _TIMES = ("first_event_ms", "first_purchase_ms", "last_purchase_ms", "evaluated_ms")
 _INTS = ("purchases", "purchase_days", "items", "discounted", "cluster_id",
@@ -60,11 +62,11 @@ def encode(state: CustomerState) -> bytes:
     >>> (back.version, back.first_event_ms, back.gross, back.clicks, back.segment)
     (7, 1699000000000, Decimal('12.50'), {'view': 3}, 'Champions')
     >>> len(encode(s))
-    50
+    52
     >>> s.apply_purchase(1_700_000_000_000, Decimal("25.00"), "o-123456")  # one order: +36
     True
     >>> len(encode(s)), list(decode("c", b"8|" + encode(s), with_orders=True).orders)
-    (86, ['o-123456'])
+    (88, ['o-123456'])
     """
     anchor = state.last_event_ms or 0
     times = [_offset(anchor, getattr(state, name)) for name in _TIMES]
@@ -75,7 +77,16 @@ def encode(state: CustomerState) -> bytes:
         _SEGMENT_OF.get(state.segment, state.segment), state.churn_armed,
         _clicks(state.clicks), state.categories,
         _sealed_fields(state, anchor), _orders_blob(state, anchor),
+        _memberships(state, anchor), _logs(state, anchor),
     ])  # fmt: skip
+
+
+def _memberships(state: CustomerState, anchor: int) -> dict[str, int] | None:
+    return {aid: anchor - at for aid, at in state.audiences.items()} or None
+
+
+def _logs(state: CustomerState, anchor: int) -> dict[str, list[int]] | None:
+    return {key: [anchor - t for t in times] for key, times in state.recent.items()} or None
 
 
 def _clicks(clicks: dict[str, int]) -> list[int] | dict[str, int]:
@@ -162,7 +173,7 @@ def decode(customer_id: str, raw: bytes | None, with_orders: bool = False) -> Cu
     if fmt == 1:
         raise CorruptState(f"state of {customer_id!r} was written by an earlier build "
                            "(format 1): replay the events into a fresh namespace")  # fmt: skip
-    if fmt != FORMAT:
+    if fmt not in (2, FORMAT):
         raise CorruptState(f"state format {fmt!r} of {customer_id!r} is unknown")
     try:
         return _from_fields(customer_id, version, fields, with_orders)
@@ -182,7 +193,11 @@ def _from_fields(customer_id: str, version: int, fields: list, with_orders: bool
         setattr(state, name, next(values))
     for name in _AMOUNTS:
         setattr(state, name, Decimal(next(values)))
-    segment, state.churn_armed, clicks, state.categories, sealed, blob = values
+    segment, state.churn_armed, clicks, state.categories, sealed, blob, *audiences = values
+    if audiences:  # format 3 on
+        memberships, logs = audiences
+        state.audiences = {aid: anchor - at for aid, at in (memberships or {}).items()}
+        state.recent = {key: [anchor - t for t in times] for key, times in (logs or {}).items()}
     state.segment = SEGMENT_CODES[segment] if isinstance(segment, int) else segment
     state.clicks = clicks if isinstance(clicks, dict) else {
         action: n for action, n in zip(ACTION_CODES, clicks, strict=True) if n

@@ -23,6 +23,7 @@ from redis.crc import key_slot
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
+from streams.audiences.definitions import AudienceSet
 from streams.processing.outbox import Entry, by_customer
 from streams.state import due_index, redis_client, state_codec
 from streams.state.keys import Keys
@@ -101,10 +102,10 @@ class StateStore:
 
     async def load(
         self, needed: dict[str, bool]
-    ) -> tuple[dict[str, CustomerState], tuple[int, int, int]]:
+    ) -> tuple[dict[str, CustomerState], tuple[int, int, int, int]]:
         """Each customer's state, its orders parsed where asked for (True: a purchase or
-        refund in the batch), and the versions of the stored churn model, RFM edges and
-        cluster snapshot (one round trip)."""
+        refund in the batch), and the versions of the stored churn model, RFM edges,
+        cluster snapshot and audience definitions (one round trip)."""
         # One MGET for every state on a single server: a reply per key cost more in
         # redis-py's pipeline than the read itself. A Cluster takes a GET per key (an MGET
         # must stay in one slot).
@@ -113,13 +114,14 @@ class StateStore:
             pipe.hget(self.keys.churn_model, "version")
             pipe.hget(self.keys.rfm_model, "version")
             pipe.hget(self.keys.cluster_model, "version")
+            pipe.hget(self.keys.audiences, "version")
             if one_read:
                 pipe.mget([self.keys.customer(cid) for cid in needed])
             else:
                 for cid in needed:
                     pipe.get(self.keys.customer(cid))
             replies = iter(await pipe.execute())
-        model_versions = tuple(int(next(replies) or 0) for _ in range(3))
+        model_versions = tuple(int(next(replies) or 0) for _ in range(4))
         raw_states = iter(next(replies)) if one_read else replies
         states = {
             cid: state_codec.decode(cid, next(raw_states), with_orders)
@@ -142,12 +144,27 @@ class StateStore:
         text = await self.client.hget(self.keys.cluster_model, "json")
         return ClusterSnapshot.from_dict(json.loads(text)) if text else None
 
-    async def sweep_position(self) -> dict[str, int]:
-        raw = await self.client.hgetall(self.keys.cluster_sweep)
+    async def audiences(self) -> AudienceSet | None:
+        text = await self.client.hget(self.keys.audiences, "json")
+        return None if text is None else AudienceSet.model_validate_json(text)
+
+    async def sweep_position(self, key: str | None = None) -> dict[str, int]:
+        """A leader sweep's progress: the cluster sweep's unless ``key`` names another."""
+        raw = await self.client.hgetall(key or self.keys.cluster_sweep)
         return {_text(k): int(v) for k, v in raw.items()}
 
-    async def set_sweep_position(self, position: dict[str, int]) -> None:
-        await self.client.hset(self.keys.cluster_sweep, mapping=position)
+    async def set_sweep_position(self, position: dict[str, int], key: str | None = None) -> None:
+        await self.client.hset(key or self.keys.cluster_sweep, mapping=position)
+
+    async def customer_count(self) -> int:
+        """How many customers have state (the due index's size)."""
+        total = 0
+        for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
+                    pipe.zcard(self.keys.due_bucket(bucket))
+                total += sum(await pipe.execute())
+        return total
 
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """At least ``count`` customers (fewer at the end) from the due index's buckets,
@@ -209,12 +226,19 @@ class StateStore:
         histogram_deltas: dict[tuple[str, int], int] | None = None,
         outbox: list[Entry] = (),
         forget: list[str] = (),
+        memberships: dict[str, dict[str, int | None]] | None = None,
     ) -> SaveResult:
         """Write changed states with their outbox entries, their next due times (None:
         never, as things stand), counters and event-time marks in one round trip; take the
         ``forget`` ids (due, but without state) out of the due index. A due time written
         for a customer whose write then conflicts is harmless: the winner's write (or the
-        next tick) sets it again, and a spurious wake-up changes nothing."""
+        next tick) sets it again, and a spurious wake-up changes nothing.
+
+        ``memberships`` (BatchOutcome.memberships) go to the audience indexes once the
+        states are written, for the customers whose write won only: a second round trip,
+        for batches that moved someone in or out of an audience. A crash in between
+        leaves those customers' outbox entries unsent, and the relay that sends them
+        brings the indexes to the stored states (sync_memberships)."""
         entries = by_customer(outbox)
         # Customers whose outbox gains entries are indexed before their write (see
         # outbox_unindex.lua): one ZADD ahead of every script call.
@@ -247,7 +271,37 @@ class StateStore:
         replies = await batch.run(self.client)
         calls = replies[1 if indexed else 0 :][: len(groups)]
         written = zip(itertools.chain(*groups), itertools.chain(*calls), strict=True)
-        return SaveResult([cid for cid, version in written if int(version) < 0])
+        conflicts = [cid for cid, version in written if int(version) < 0]
+        if memberships:
+            lost = set(conflicts)
+            await self._index_members({c: m for c, m in memberships.items() if c not in lost})
+        return SaveResult(conflicts)
+
+    async def _index_members(self, memberships: dict[str, dict[str, int | None]]) -> None:
+        batch = Batch()
+        for cid, audiences in memberships.items():
+            for audience_id, entered in audiences.items():
+                name = self.keys.audience_members(audience_id)
+                if entered is None:
+                    batch.command("zrem", name, cid)
+                else:
+                    batch.command("zadd", name, {cid: entered})
+        await batch.run(self.client)
+
+    async def sync_memberships(self, audiences: dict[str, set[str]]) -> None:
+        """Bring the audience indexes of these customers (id -> audience ids) to what
+        their stored states say."""
+        if not audiences:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for cid in audiences:
+                pipe.get(self.keys.customer(cid))
+            raws = await pipe.execute()
+        memberships = {}
+        for (cid, named), raw in zip(audiences.items(), raws, strict=True):
+            held = state_codec.decode(cid, raw).audiences if raw else {}
+            memberships[cid] = {aid: held.get(aid) for aid in named | set(held)}
+        await self._index_members(memberships)
 
     async def erase(self, expired: dict[str, int]) -> int:
         """Erase customers past their retention, each unless written since the version
@@ -264,9 +318,11 @@ class StateStore:
             if int(unsent) < 0:  # an event brought the customer back: kept
                 continue
             erased += 1
-            counts, due_calls = followups(self.keys, cid, stored)
+            counts, due_calls, audiences = followups(self.keys, cid, stored)
             for name, bucket in counts:
                 cleanup.command("hincrby", name, bucket, -1)
+            for name in audiences:
+                cleanup.command("zrem", name, cid)
             for names, args in due_calls:
                 cleanup.script(self._due_set, names, args)
             cleanup.command("zrem", self.keys.outbox_index, cid)
@@ -476,6 +532,44 @@ def model_status(client: redis.Redis, keys: Keys, now_ms: int) -> dict:
             status["last_error"] = json.loads(error) if error else None
         out[name] = status
     return out
+
+
+def read_audiences(client: redis.Redis, keys: Keys) -> tuple[AudienceSet | None, int]:
+    """The audience definitions in force and their version (None, 0: never applied)."""
+    version, text = client.hmget(keys.audiences, "version", "json")
+    return (None if text is None else AudienceSet.model_validate_json(text)), int(version or 0)
+
+
+def publish_audiences(client: redis.Redis, keys: Keys, audiences: AudienceSet) -> int:
+    """Put definitions in force as the next version (one key, one transaction): every
+    worker evaluates with them from its next batch, and the leader backfills the rest."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hincrby(keys.audiences, "version", 1)
+        pipe.hset(keys.audiences, mapping={"json": audiences.canonical(),
+                                           "applied_at_ms": int(time.time() * 1000)})  # fmt: skip
+        version, _ = pipe.execute()
+    return int(version)
+
+
+def audience_members(client: redis.Redis, keys: Keys, audience_id: str, offset: int = 0,
+                     limit: int | None = None) -> list[tuple[str, int]]:  # fmt: skip
+    """(customer id, entered at ms) of an audience's members, by customer id (ZRANGE by
+    lexical order would need equal scores; members are few enough to sort here)."""
+    raw = client.zrange(keys.audience_members(audience_id), 0, -1, withscores=True)
+    rows = sorted((_text(m), int(score)) for m, score in raw)
+    return rows[offset:] if limit is None else rows[offset : offset + limit]
+
+
+def audience_sizes(client: redis.Redis, keys: Keys, audience_ids) -> dict[str, int]:
+    ids = list(audience_ids)
+    with client.pipeline(transaction=False) as pipe:
+        for aid in ids:
+            pipe.zcard(keys.audience_members(aid))
+        return dict(zip(ids, pipe.execute(), strict=True))
+
+
+def audience_backfill(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in client.hgetall(keys.audience_sweep).items()}
 
 
 def read_cluster_snapshot(client: redis.Redis, keys: Keys) -> ClusterSnapshot | None:

@@ -59,6 +59,7 @@ def test_the_command_list_is_the_one_documented():
         "bench",
         "api",
         "erase",
+        "audience",
     }
 
 

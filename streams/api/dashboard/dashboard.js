@@ -1,5 +1,5 @@
 // The rtba dashboard: plots from the read API, refreshed every few seconds, and the live
-// feed of segment changes and churn alerts over server-sent events (/events/stream).
+// feed of segment changes, churn alerts and audience changes over server-sent events (/events/stream).
 // Sizes come from the API's samples (/dashboard/history), never from /segments, which
 // walks every customer: an open page costs the API two cheap reads a refresh.
 "use strict";
@@ -12,7 +12,7 @@ const LAYOUT = {
   margin: { l: 50, r: 20, t: 10, b: 40 }, legend: { orientation: "h", y: -0.2 },
   xaxis: { type: "date" }, yaxis: { type: "linear", rangemode: "tozero" },
 };
-const counts = { rfm: 0, cluster: 0, churn: 0 };
+const counts = { rfm: 0, cluster: 0, churn: 0, audience: 0 };
 let clusterLabels = {};
 
 const $ = (id) => document.getElementById(id);
@@ -106,6 +106,33 @@ function drawHistory(history) {
   $("dlq").textContent = number(last.dlq);
 }
 
+function drawAudiences(audiences) {
+  const b = audiences.backfill;
+  $("audience-backfill").textContent = b.state === "running"
+    ? `· backfill ${number(b.done)} of ${number(b.total)}`
+    : (b.state === "waiting" ? "· backfill waiting" : "");
+  const rows = audiences.audiences;
+  if (!rows.length) return empty("audiences", "no audiences defined: rtba audience apply FILE");
+  Plotly.react("audiences", [{
+    type: "bar", orientation: "h", x: rows.map((r) => r.members), y: rows.map((r) => r.id),
+    text: rows.map((r) => number(r.members)), textposition: "auto", customdata: rows.map((r) => r.name),
+    hovertemplate: "%{customdata}: %{x} customers<extra></extra>", marker: { color: "#6b8e23" },
+  }], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 160 }, xaxis: { type: "linear", rangemode: "tozero" },
+       yaxis: { type: "category", autorange: "reversed" } }, PLOT);
+}
+
+function describe(item) {
+  const e = item.event;
+  if (item.kind === "churn") {
+    return `${e.customer_id} churn risk ${e.churn_risk.toFixed(2)}, ${Math.round(e.recency_days)} days quiet`;
+  }
+  if (item.kind === "audience") {
+    return `${e.customer_id} ${e.change === "enter" ? "entered" : "left"} ${e.audience} (${e.reason})`;
+  }
+  const name = (segment) => (item.kind === "cluster" ? clusterName(segment) : segment);
+  return `${e.customer_id} ${e.from === null ? "(new)" : name(e.from)} → ${name(e.to)} (${e.reason})`;
+}
+
 function feedLine(item) {
   const e = item.event;
   const li = document.createElement("li");
@@ -118,10 +145,7 @@ function feedLine(item) {
   const kind = document.createElement("span");
   kind.className = "kind";
   kind.textContent = item.kind;
-  const what = item.kind === "churn"
-    ? `${e.customer_id} churn risk ${e.churn_risk.toFixed(2)}, ${Math.round(e.recency_days)} days quiet`
-    : `${e.customer_id} ${item.kind === "cluster" ? clusterName(e.from) : e.from || "(new)"} → ${item.kind === "cluster" ? clusterName(e.to) : e.to} (${e.reason})`;
-  li.append(when, kind, document.createTextNode(what));  // text nodes: ids are never markup
+  li.append(when, kind, document.createTextNode(describe(item)));  // text nodes: ids are never markup
   return li;
 }
 
@@ -135,7 +159,8 @@ function show(item) {
     const routine = [...list.children].reverse().find((li) => !li.classList.contains("churn"));
     (routine || list.lastChild).remove();
   }
-  $("feed-counts").textContent = `· rfm ${counts.rfm} · cluster ${counts.cluster} · churn ${counts.churn}`;
+  $("feed-counts").textContent =
+    `· rfm ${counts.rfm} · cluster ${counts.cluster} · churn ${counts.churn} · audience ${counts.audience}`;
 }
 
 // Server-sent events read with fetch, not EventSource, which cannot send the token; it
@@ -175,11 +200,12 @@ async function follow() {
 
 async function refresh() {
   try {
-    const [history, clusters] = await Promise.all([
-      getJson("/dashboard/history?limit=360"), getJson("/clusters")]);
+    const [history, clusters, audiences] = await Promise.all([
+      getJson("/dashboard/history?limit=360"), getJson("/clusters"), getJson("/audiences")]);
     const samples = history.samples;
     if (samples.length) drawNow(samples[samples.length - 1], clusters.clusters);
     drawHistory(history);
+    drawAudiences(audiences);
   } catch (error) {
     $("as-of").textContent = `API: ${error.message}`;
   }

@@ -1,0 +1,1 @@
+"""Live audiences: definitions, and membership as event time flows (docs/audiences.md)."""

@@ -1,0 +1,212 @@
+"""Live audiences on the real stack, with the example holiday-promotion definitions
+(audiences/holiday.json): every enter and exit on `<ns>.audience-changes` equals an
+independent batch evaluation of the same definitions over the same events
+(tests/reference_audiences.py), at the same event time, including the exits that come
+when a rolling window expires with no new event. Then the audience indexes, the CLI and
+the API agree with it; new definitions are backfilled with progress shown; and an erased
+customer leaves no trace in them.
+
+Event time moves by explicit watermarks only (a long allowed lateness), advanced to just
+before each next event time whenever someone is due by then, and waited on until the
+leader's tick has re-evaluated them: so each quiet-time change happens before the
+customer's next event, as the batch evaluation has it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from pathlib import Path
+
+import pytest
+
+from producers.kafka import make_producer, send_watermark
+from streams.processing.schemas import iso
+from streams.processing.topics import ensure_topics
+from streams.state.keys import Keys
+from tests.conftest import REPO, consume_all, json_lines, run_rtba, wait_for_records
+from tests.integration.test_erase import mentions
+from tests.reference import DAY, batch_state, epoch_ms
+from tests.reference_audiences import expected_audience_changes, members_at_end
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = REPO / "audiences" / "holiday.json"
+BASE = datetime(2024, 11, 20, tzinfo=UTC)
+END = BASE + timedelta(days=75)  # the last watermark: every window has long expired
+
+
+def at(day: float, hour: int = 12) -> str:
+    return (BASE + timedelta(days=day, hours=hour)).isoformat()
+
+
+def purchase(cid: str, oid: str, amount: str, ts: str, category: str | None = None) -> dict:
+    event = {"event_id": f"{cid}-{oid}", "customer_id": cid, "type": "purchase",
+             "order_id": oid, "amount": amount, "ts": ts}  # fmt: skip
+    if category:
+        event["items"] = [{"product_id": f"p-{oid}", "category": category, "quantity": 1,
+                           "price": amount}]  # fmt: skip
+    return event
+
+
+def click(cid: str, n: int, action: str, ts: str, category: str | None = None) -> dict:
+    event = {"event_id": f"{cid}-c{n}", "customer_id": cid, "type": "click", "action": action,
+             "ts": ts}  # fmt: skip
+    return {**event, "category": category} if category else event
+
+
+def refund(cid: str, oid: str, amount: str, ts: str, n: int = 1) -> dict:
+    return {"event_id": f"{cid}-r{n}", "customer_id": cid, "type": "refund", "order_id": oid,
+            "amount": amount, "ts": ts}  # fmt: skip
+
+
+def scripted() -> list[dict]:
+    return [
+        # enters gift-browsers on its second gift view, leaves 7 days after the first
+        purchase("gifty", "g1", "40.00", at(0)),
+        click("gifty", 1, "view", at(1), "gifts"),
+        click("gifty", 2, "view", at(3), "gifts"),
+        # two orders in 30 days and $350: in; a refund takes it under $300: out
+        purchase("spendy", "s1", "200.00", at(5), "toys"),
+        purchase("spendy", "s2", "150.00", at(10)),
+        purchase("spendy", "s2", "150.00", at(10)),  # the same order again: no event
+        refund("spendy", "s1", "100.00", at(12)),
+        # in on a cart, out on the purchase; in again, out when the 2 days are over
+        click("carty", 1, "add_to_cart", at(4), "gifts"),
+        purchase("carty", "k1", "0.00", at(5)),  # a $0 order is a purchase
+        click("carty", 2, "add_to_cart", at(20)),
+        # a Champion who goes quiet: in lapsed-loyals 21 days after its last event
+        *[purchase("loyal", f"l{i}", "300.00", at(i * 4)) for i in range(6)],
+        # a refund before its order
+        refund("early", "e1", "10.00", at(2)),
+        purchase("early", "e1", "310.00", at(3)),
+        purchase("early", "e2", "10.00", at(3, 18)),  # two orders on one day
+        click("early", 1, "add_to_cart", at(3, 18)),  # same time as the order: not abandoned
+    ]
+
+
+def shoppers(n: int = 12, seed: int = 8) -> list[dict]:
+    rng = random.Random(seed)
+    events = []
+    for c in range(n):
+        cid = f"h{c:02d}"
+        for k in range(rng.randint(3, 9)):
+            day, hour = rng.randint(0, 40), rng.choice((9, 15, 21))
+            roll = rng.random()
+            if roll < 0.35:
+                amount = f"{rng.choice((30, 90, 180, 260)):.2f}"
+                events.append(purchase(cid, f"{cid}-o{k}", amount, at(day, hour),
+                                       rng.choice(("gifts", "toys", None))))  # fmt: skip
+            else:
+                action = rng.choice(("view", "view", "add_to_cart", "search"))
+                events.append(click(cid, k, action, at(day, hour), rng.choice(("gifts", "toys"))))
+    return events
+
+
+def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, worker,
+                                                         redis_client):  # fmt: skip
+    rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_RFM_ADAPTIVE="0",
+                    RTBA_ALLOWED_LATENESS_S=str(365 * 86400))  # fmt: skip
+    events = sorted(scripted() + shoppers(), key=lambda e: epoch_ms(e["ts"]))
+    definitions = json.loads(EXAMPLE.read_text())
+    want = expected_audience_changes(definitions, events, epoch_ms(END.isoformat()))
+    assert {aid for seq in want.values() for aid, _, _ in seq} >= {
+        "gift-browsers", "holiday-big-spenders", "cart-abandoners", "lapsed-loyals"}  # fmt: skip
+
+    applied = json.loads(run_rtba(rtba_env, "audience", "apply", str(EXAMPLE), "--json").stdout)
+    assert applied["changed"] and applied["version"] == 1
+    ensure_topics(settings)
+    worker.start()
+    producer = make_producer(settings.kafka_bootstrap)
+    keys = Keys(settings.namespace)
+    sent = 0
+
+    def advance(to_ms: int) -> None:
+        """Event time to ``to_ms``; back once the tick re-evaluated everyone due by then."""
+        nonlocal sent
+        sent += send_watermark(producer, settings.events_topic, iso(to_ms))
+        wait_for_records(redis_client, settings, sent, worker)
+        deadline = time.monotonic() + 60
+        while redis_client.zcount(keys.due, "-inf", to_ms):
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.1)
+
+    for ts, group in groupby(events, key=lambda e: epoch_ms(e["ts"])):
+        if redis_client.zcount(keys.due, "-inf", ts - 1):  # else nothing can change before ts
+            advance(ts - 1)
+        for event in group:
+            producer.send(settings.events_topic, key=event["customer_id"], value=event)
+            sent += 1
+        producer.flush()
+        wait_for_records(redis_client, settings, sent, worker)
+    advance(epoch_ms(END.isoformat()))
+
+    n_expected = sum(len(seq) for seq in want.values())
+    records = consume_all(settings.kafka_bootstrap, settings.audience_changes_topic, n_expected)
+    got: dict[str, list[tuple]] = {}
+    for record in records:
+        change = json.loads(record.value)
+        assert record.key.decode() == change["customer_id"]
+        got.setdefault(change["customer_id"], []).append(
+            (change["audience"], change["change"], epoch_ms(change["at"]))
+        )
+    assert got == want
+    timed = [json.loads(r.value) for r in records if json.loads(r.value)["reason"] == "time"]
+    assert {c["audience"] for c in timed} >= {"gift-browsers", "cart-abandoners", "lapsed-loyals"}
+    assert len({json.loads(r.value)["event_id"] for r in records}) == len(records) == n_expected
+    # the window expiries, spelled out
+    assert ("gift-browsers", "exit", epoch_ms(at(1)) + 7 * DAY) in want["gifty"]
+    assert want["carty"][-1] == ("cart-abandoners", "exit", epoch_ms(at(20)) + 2 * DAY)
+    assert want["spendy"] == [("holiday-big-spenders", "enter", epoch_ms(at(10))),
+                               ("holiday-big-spenders", "exit", epoch_ms(at(12)))]  # fmt: skip
+
+    # The audience indexes, the CLI and the API say the same.
+    final = members_at_end(want)
+    listed = json.loads(run_rtba(rtba_env, "audience", "list", "--json").stdout)
+    sizes = {row["id"]: row["members"] for row in listed["audiences"]}
+    assert sizes == {a["id"]: len(final.get(a["id"], ())) for a in definitions["audiences"]}
+    assert listed["backfill"]["state"] == "done"
+    for audience_id, who in final.items():
+        rows = json_lines(run_rtba(rtba_env, "audience", "members", audience_id, "--json").stdout)
+        assert [r["customer_id"] for r in rows] == sorted(who)
+    lapsed = run_rtba(rtba_env, "audience", "export", "lapsed-loyals").stdout.splitlines()
+    assert lapsed[0] == "customer_id,entered_at" and "loyal" in {ln.split(",")[0] for ln in lapsed}
+    profile = json_lines(run_rtba(rtba_env, "profile", "loyal", "--json").stdout)[0]
+    assert set(profile["audiences"]) == {a for a, who in final.items() if "loyal" in who}
+
+    # New definitions: one audience more, one fewer. The leader backfills every customer.
+    changed = {"audiences": [a for a in definitions["audiences"] if a["id"] != "lapsed-loyals"]
+               + [{"id": "spent-100", "name": "Spent $100 or more",
+                   "when": {"field": "monetary", "gte": 100}}]}  # fmt: skip
+    path = Path(rtba_env["RTBA_HOME"]).parent / "changed.json"
+    path.write_text(json.dumps(changed))
+    run_rtba(rtba_env, "audience", "apply", str(path))
+    deadline = time.monotonic() + 60
+    while (status := json.loads(run_rtba(rtba_env, "audience", "list", "--json").stdout))[
+            "backfill"]["state"] != "done":  # fmt: skip
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.3)
+    state = batch_state(events)
+    spent = sorted(c for c, s in state.items() if s["last_purchase_ms"] and s["monetary"] >= 100)
+    assert status["version"] == 2 and status["backfill"]["total"] == len(state)
+    assert {row["id"]: row["members"] for row in status["audiences"]}["spent-100"] == len(spent)
+    rows = json_lines(run_rtba(rtba_env, "audience", "members", "spent-100", "--json").stdout)
+    assert [r["customer_id"] for r in rows] == spent
+    assert not redis_client.exists(keys.audience_members("lapsed-loyals"))  # all left
+    left = len(final.get("lapsed-loyals", ()))
+    records = consume_all(settings.kafka_bootstrap, settings.audience_changes_topic,
+                          n_expected + len(spent) + left)  # fmt: skip
+    backfilled = [c for r in records if (c := json.loads(r.value))["definitions"] == 2]
+    assert {(c["audience"], c["change"], c["reason"], c["definitions"]) for c in backfilled} == {
+        ("spent-100", "enter", "definitions", 2),
+        ("lapsed-loyals", "exit", "definitions", 2),
+    }
+
+    # An erased member leaves no trace in any audience index.
+    run_rtba(rtba_env, "erase", "spendy", "--yes")
+    assert mentions(redis_client, settings.namespace, ("spendy",)) == []
+    assert "spendy" not in {r["customer_id"] for r in json_lines(
+        run_rtba(rtba_env, "audience", "members", "spent-100", "--json").stdout)}  # fmt: skip
