@@ -63,6 +63,7 @@ bench: stack-install
 	$(BIN)/python -m benchmarks.population --customers 1000000 --json .rtba/bench-population.json
 	$(BIN)/python -m benchmarks.durability
 	$(BIN)/python -m benchmarks.clustering
+	$(BIN)/python -m benchmarks.audiences --json .rtba/bench-audiences.json
 	RTBA_FAULT_SCALE=7.5 $(BIN)/pytest -q -s tests/integration/test_faults.py -k sigkilled
 
 clean:

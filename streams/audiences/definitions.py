@@ -19,6 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
+from collections.abc import Callable
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,6 +53,12 @@ NUMBER_FIELDS = ("r", "f", "m", "recency_days", "frequency", "monetary", "churn_
                  "p_alive", "clv", "days_since_last_event")  # fmt: skip
 SET_FIELDS = ("segment", "cluster")
 COMPARISONS = ("gte", "gt", "lte", "lt", "eq")
+_OPERATORS = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt,
+              "eq": operator.eq}  # fmt: skip
+
+# A compiled condition: called with a profile (streams.audiences.evaluate.Profile), which
+# answers ``value(field)`` and ``count(log key, window ms)``.
+Predicate = Callable[[Any], bool]
 EVENTS = ("purchase", "click")  # or a click action (view, add_to_cart, ...)
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
@@ -99,6 +108,22 @@ class FieldCondition(BaseModel):
     def size(self) -> int:
         return 1
 
+    def predicate(self) -> Predicate:
+        name, op = self.field, self.op
+        if op == "in_":
+            allowed = frozenset(self.in_)
+            return lambda p: (v := p.value(name)) is not None and v in allowed
+        compare, target = _OPERATORS[op], self.value
+        exact = Decimal(str(target))  # monetary is a Decimal: compared exactly, not as a float
+
+        def holds(p) -> bool:
+            v = p.value(name)
+            if v is None:
+                return False
+            return compare(v, exact if isinstance(v, Decimal) else target)
+
+        return holds
+
 
 class CountCondition(BaseModel):
     model_config = _Strict
@@ -127,6 +152,10 @@ class CountCondition(BaseModel):
     def size(self) -> int:
         return 1
 
+    def predicate(self) -> Predicate:
+        key, window, n = self.key, self.window_ms, self.at_least
+        return lambda p: p.count(key, window) >= n
+
 
 class AllOf(BaseModel):
     model_config = _Strict
@@ -134,6 +163,17 @@ class AllOf(BaseModel):
 
     def size(self) -> int:
         return 1 + sum(c.size() for c in self.all)
+
+    def predicate(self) -> Predicate:
+        parts = [c.predicate() for c in self.all]
+
+        def holds(p) -> bool:  # a loop: all() over a generator cost a third more here
+            for part in parts:
+                if not part(p):
+                    return False
+            return True
+
+        return holds
 
 
 class AnyOf(BaseModel):
@@ -143,6 +183,17 @@ class AnyOf(BaseModel):
     def size(self) -> int:
         return 1 + sum(c.size() for c in self.any)
 
+    def predicate(self) -> Predicate:
+        parts = [c.predicate() for c in self.any]
+
+        def holds(p) -> bool:
+            for part in parts:
+                if part(p):
+                    return True
+            return False
+
+        return holds
+
 
 class NotOf(BaseModel):
     model_config = _Strict
@@ -150,6 +201,10 @@ class NotOf(BaseModel):
 
     def size(self) -> int:
         return 1 + self.not_.size()
+
+    def predicate(self) -> Predicate:
+        inner = self.not_.predicate()
+        return lambda p: not inner(p)
 
 
 def _kind(value: Any) -> str | None:
@@ -231,6 +286,12 @@ class AudienceSet(BaseModel):
                           sort_keys=True, separators=(",", ":"))  # fmt: skip
 
     @cached_property
+    def predicates(self) -> tuple[tuple[str, Predicate], ...]:
+        """Each audience's id and its condition compiled once (the hot path calls them on
+        every customer update)."""
+        return tuple((a.id, a.when.predicate()) for a in self.audiences)
+
+    @cached_property
     def ids(self) -> frozenset[str]:
         return frozenset(a.id for a in self.audiences)
 
@@ -298,6 +359,9 @@ def parse(text: str | bytes, source: str = "the definitions") -> AudienceSet:
             for err in e.errors(include_url=False)[:5]
         )
         raise DefinitionError(f"{source}: {problems}") from None
+
+
+EXAMPLE = Path(__file__).parent / "examples" / "holiday.json"  # the holiday-promotion set
 
 
 def load(path: str | Path) -> AudienceSet:

@@ -20,18 +20,13 @@ from __future__ import annotations
 import math
 from bisect import insort
 from collections.abc import Iterable
-from decimal import Decimal
 
 from online_models.churn_risk import ChurnScorer
 from online_models.customer import MS_PER_DAY, CustomerState
 from online_models.rfm import RFMScorer
 from streams.audiences.definitions import (
-    AllOf,
-    AnyOf,
     AudienceSet,
-    CountCondition,
     FieldCondition,
-    NotOf,
 )
 
 _SEARCH_MS = 200 * 365 * MS_PER_DAY  # how far ahead a CLV crossing is looked for
@@ -50,6 +45,10 @@ class Profile:
         if name not in self._values:
             self._values[name] = self._compute(name)
         return self._values[name]
+
+    def count(self, key: str, window_ms: int) -> int:
+        """Events in the customer's ``key`` log within the window ending now."""
+        return count_in_window(self.state.recent.get(key, ()), self.now_ms, window_ms)
 
     def _compute(self, name: str):
         s, now = self.state, self.now_ms
@@ -91,35 +90,14 @@ def count_in_window(times: Iterable[int], now_ms: int, window_ms: int) -> int:
     return sum(1 for t in times if now_ms - window_ms < t <= now_ms)
 
 
-def _compare(value, op: str, target) -> bool:
-    if isinstance(value, Decimal):  # monetary: compared exactly, not as a float
-        target = Decimal(str(target))
-    return {"gte": value >= target, "gt": value > target, "lte": value <= target,
-            "lt": value < target, "eq": value == target}[op]  # fmt: skip
-
-
 def holds(condition, profile: Profile) -> bool:
     """Whether ``condition`` is true of the profile."""
-    if isinstance(condition, AllOf):
-        return all(holds(c, profile) for c in condition.all)
-    if isinstance(condition, AnyOf):
-        return any(holds(c, profile) for c in condition.any)
-    if isinstance(condition, NotOf):
-        return not holds(condition.not_, profile)
-    if isinstance(condition, CountCondition):
-        times = profile.state.recent.get(condition.key, ())
-        return count_in_window(times, profile.now_ms, condition.window_ms) >= condition.at_least
-    value = profile.value(condition.field)
-    if value is None:
-        return False
-    if condition.op == "in_":
-        return value in condition.in_
-    return _compare(value, condition.op, condition.value)
+    return condition.predicate()(profile)
 
 
 def members(audiences: AudienceSet, profile: Profile) -> list[str]:
     """The ids of the audiences the profile is in, in definition order."""
-    return [a.id for a in audiences.audiences if holds(a.when, profile)]
+    return [audience_id for audience_id, holds_for in audiences.predicates if holds_for(profile)]
 
 
 def changes(state: CustomerState, current: list[str], now_ms: int) -> list[tuple[str, str]]:

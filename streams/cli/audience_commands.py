@@ -18,7 +18,7 @@ def audience() -> None:
 
     \b
     Examples:
-      rtba audience apply audiences/holiday.json
+      rtba audience apply --example     # the holiday-promotion set
       rtba audience list
       rtba audience members gift-browsers --limit 20
       rtba audience export gift-browsers --output gift-browsers.csv
@@ -35,10 +35,12 @@ def _client():
 
 
 @audience.command()
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path(dir_okay=False), required=False)
+@click.option("--example", is_flag=True,
+              help="the holiday-promotion set rtba ships (docs/audiences.md)")  # fmt: skip
 @click.option("--check", is_flag=True, help="only validate the file; put nothing in force")
 @json_option
-def apply(path, check, as_json) -> int:
+def apply(path, example, check, as_json) -> int:
     """Put the definitions in PATH (JSON) in force.
 
     Workers evaluate with them from their next batch; the leader backfills every other
@@ -47,11 +49,15 @@ def apply(path, check, as_json) -> int:
 
     \b
     Examples:
-      rtba audience apply audiences/holiday.json
       rtba audience apply my-audiences.json --check
+      rtba audience apply my-audiences.json
+      rtba audience apply --example
     """
-    from streams.audiences.definitions import DefinitionError, load
+    from streams.audiences.definitions import EXAMPLE, DefinitionError, load
 
+    if bool(path) == example:
+        raise click.UsageError("name a definition file, or use --example")
+    path = path or str(EXAMPLE)
     try:
         audiences = load(path)
     except DefinitionError as e:

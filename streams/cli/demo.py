@@ -1,7 +1,7 @@
 """`rtba demo`: the stack, one worker, the synthetic producer, and a live summary a person
-can follow: segment sizes, event rate, the latest changes and alerts with readable
-cluster labels. Each run has a namespace of its own; Ctrl-C or SIGTERM stops everything
-it started and prints a closing summary."""
+can follow: segment sizes, the example holiday audiences, event rate, the latest changes
+and alerts with readable cluster labels. Each run has a namespace of its own; Ctrl-C or
+SIGTERM stops everything it started and prints a closing summary."""
 
 from __future__ import annotations
 
@@ -87,12 +87,15 @@ class Feed:
 
 
 def snapshot(reader) -> dict:
-    """What the screen shows from Redis: counters, segment and cluster sizes, labels."""
+    """What the screen shows from Redis: counters, segment, cluster and audience sizes."""
+    from streams.read.audiences import audience_rows
     from streams.state.store import read_marks, read_stats
 
     watermark = read_marks(reader.client, reader.keys).watermark()
     summary = reader.summary(reader.as_of(watermark))
-    return {"stats": read_stats(reader.client, reader.keys), "watermark": watermark, **summary}
+    audiences = audience_rows(reader.client, reader.keys)["audiences"]
+    return {"stats": read_stats(reader.client, reader.keys), "watermark": watermark,
+            "audiences": audiences, **summary}  # fmt: skip
 
 
 def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: float) -> str:
@@ -101,7 +104,8 @@ def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: fl
     >>> print(render({"stats": {"records": 1200, "dlq": 2}, "watermark": 0, "customers": 3,
     ...     "without_purchase": 1, "rfm": [{"segment": "Champions", "customers": 2},
     ...     {"segment": "Lost", "customers": 0}], "clusters": [{"id": 1, "label": "big baskets",
-    ...     "customers": 2}]}, {"rfm": 4}, [], [], "rtba demo", 40.0))
+    ...     "customers": 2}], "audiences": [{"id": "gift-browsers", "members": 7}]},
+    ...     {"rfm": 4, "audience": 9}, [], [], "rtba demo", 40.0))
     rtba demo
     events 1,200 (40/s)   DLQ 2   customers 3   event time 1970-01-01 00:00 UTC
     <BLANKLINE>
@@ -111,7 +115,10 @@ def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: fl
     cluster                                    customers
       1 big baskets                                    2
     <BLANKLINE>
-    segment changes 4 (rfm 4, cluster 0), churn alerts 0; the latest:
+    audience                                   customers
+      gift-browsers                                    7
+    <BLANKLINE>
+    segment changes 4 (rfm 4, cluster 0), churn alerts 0, audience changes 9; the latest:
       (none yet)
     """
     from streams.cli.common import when
@@ -137,12 +144,17 @@ def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: fl
         lines.append(f"  {name[:40]:40} {c['customers']:>9,}")
     if not clusters:
         lines.append("  none yet: the first snapshot comes after the warm-up")
+    audiences = view.get("audiences") or []
+    if audiences:
+        lines += ["", f"{'audience':42} {'customers':>9}"]
+        lines += [f"  {a['id'][:40]:40} {a['members']:>9,}" for a in audiences]
     changes_total = feed_counts.get("rfm", 0) + feed_counts.get("cluster", 0)
     lines += [
         "",
         f"segment changes {changes_total:,} (rfm {feed_counts.get('rfm', 0):,}, "
         f"cluster {feed_counts.get('cluster', 0):,}), churn alerts "
-        f"{feed_counts.get('churn', 0):,}; the latest:",
+        f"{feed_counts.get('churn', 0):,}, audience changes {feed_counts.get('audience', 0):,}; "
+        "the latest:",
     ]
     labels = {str(c["id"]): c["label"] for c in clusters if c.get("label")}
     latest = sorted([*changes, *alerts], key=lambda e: e["at"])[-LATEST:]
@@ -157,6 +169,15 @@ def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: fl
     if not latest:
         lines.append("  (none yet)")
     return "\n".join(lines)
+
+
+def _apply_example_audiences(reader) -> None:
+    """The holiday-promotion audiences, in force before the first event (the same as
+    `rtba audience apply --example`)."""
+    from streams.audiences.definitions import EXAMPLE, load
+    from streams.state.store import publish_audiences
+
+    publish_audiences(reader.client, reader.keys, load(EXAMPLE))
 
 
 def _label(cluster_id, labels: dict) -> str | None:
@@ -229,6 +250,8 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
         print(header, flush=True)
     try:
         feed = Feed(live)
+        client = StateReader(live)  # closed with the feed
+        _apply_example_audiences(client)
         worker = _spawn(env, logs / "worker.log", "worker")
         api = _spawn(env, logs / "api.log", "api", "--port", str(api_port))
         producer = _spawn(
@@ -243,7 +266,6 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
             "--rate",
             str(rate),
         )
-        client = StateReader(live)  # closed with the feed
         while not duration or time.monotonic() - started < duration:
             feed.poll(int(REDRAW_S * 1000))
             view = snapshot(client)
@@ -277,7 +299,8 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
     _say(
         f"rtba demo: {took:.0f} s, {stats.get('records', 0):,} events, "
         f"{counts['rfm'] + counts['cluster']:,} segment changes, "
-        f"{counts['churn']:,} churn alerts, {view.get('customers', 0):,} customers; "
+        f"{counts['churn']:,} churn alerts, {counts['audience']:,} audience changes, "
+        f"{view.get('customers', 0):,} customers; "
         f"logs in {logs}. Look again with RTBA_NAMESPACE={namespace} rtba segments, or wipe "
         f"it with RTBA_NAMESPACE={namespace} rtba reset",
         flush=True,

@@ -12,7 +12,7 @@ from streams.cli.common import json_option, log, print_json, require_kafka, requ
 from streams.read.outputs import decoded, event_kind, output_consumer
 from streams.settings import redacted
 
-KINDS = ("rfm", "cluster", "churn")
+KINDS = ("rfm", "cluster", "churn", "audience")
 
 
 def output_line(event: dict) -> str:
@@ -24,8 +24,14 @@ def output_line(event: dict) -> str:
     >>> output_line({"at": "2026-12-03T10:00:00+00:00", "customer_id": "c1", "churn_risk": 0.81,
     ...              "p_alive": 0.19, "recency_days": 96.2})
     '2026-12-03 10:00:00  c1  churn    risk 0.81 (alive 0.19), 96 days quiet'
+    >>> output_line({"at": "2026-12-03T10:00:00+00:00", "customer_id": "c1", "change": "exit",
+    ...              "audience": "gift-browsers", "reason": "time"})
+    '2026-12-03 10:00:00  c1  audience exit gift-browsers  (time)'
     """
     when = event["at"][:19].replace("T", " ")
+    if "audience" in event:
+        return (f"{when}  {event['customer_id']}  audience {event['change']} "
+                f"{event['audience']}  ({event['reason']})")  # fmt: skip
     if "churn_risk" in event:
         return (
             f"{when}  {event['customer_id']}  churn    risk {event['churn_risk']:.2f} "
@@ -56,7 +62,7 @@ def output_line(event: dict) -> str:
 )
 @json_option
 def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
-    """Follow segment changes and churn alerts live.
+    """Follow segment changes, churn alerts and audience changes live.
 
     \b
     Examples:

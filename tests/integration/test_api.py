@@ -121,5 +121,22 @@ def test_openapi_lists_every_operation_and_the_property_test_covers_them(api):
     assert {
         "/customers/{x}", "/customers", "/segments", "/segments/{x}/members",
         "/clusters", "/clusters/{x}/members", "/models", "/dlq", "/health", "/ready", "/events",
-        "/dashboard/history", "/metrics",
+        "/dashboard/history", "/metrics", "/audiences", "/audiences/{x}",
+        "/audiences/{x}/members",
     } == set(operations(api))  # fmt: skip
+
+
+def test_audiences_their_members_and_unknown_ones(api, shop):
+    # The shop's one customer with two orders within 30 days and $300 or more: champ.
+    listed = api.get("/audiences").json()
+    sizes = {row["id"]: row["members"] for row in listed["audiences"]}
+    assert sizes["holiday-big-spenders"] == 1 and listed["version"] == 1
+    detail = api.get("/audiences/holiday-big-spenders").json()
+    assert detail["members"] == 1 and detail["when"]["all"][1] == {"field": "monetary", "gte": 300}
+    page = api.get("/audiences/holiday-big-spenders/members", params={"limit": 5}).json()
+    assert [m["customer_id"] for m in page["members"]] == ["champ"] and page["total"] == 1
+    assert api.get("/customers/champ").json()["audiences"].keys() == {"holiday-big-spenders"}
+    missing = api.get("/audiences/no-such-audience")
+    assert missing.status_code == 404 and "holiday-big-spenders" in missing.json()["detail"]
+    assert api.get("/audiences/no-such-audience/members").status_code == 404
+    assert api.get("/audiences/Bad Id!").status_code == 422

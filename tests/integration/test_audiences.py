@@ -1,5 +1,5 @@
 """Live audiences on the real stack, with the example holiday-promotion definitions
-(audiences/holiday.json): every enter and exit on `<ns>.audience-changes` equals an
+(streams/audiences/examples/holiday.json): every enter and exit on `<ns>.audience-changes` equals an
 independent batch evaluation of the same definitions over the same events
 (tests/reference_audiences.py), at the same event time, including the exits that come
 when a rolling window expires with no new event. Then the audience indexes, the CLI and
@@ -24,17 +24,17 @@ from pathlib import Path
 import pytest
 
 from producers.kafka import make_producer, send_watermark
+from streams.audiences.definitions import EXAMPLE
 from streams.processing.schemas import iso
 from streams.processing.topics import ensure_topics
 from streams.state.keys import Keys
-from tests.conftest import REPO, consume_all, json_lines, run_rtba, wait_for_records
+from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
 from tests.integration.test_erase import mentions
 from tests.reference import DAY, batch_state, epoch_ms
 from tests.reference_audiences import expected_audience_changes, members_at_end
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE = REPO / "audiences" / "holiday.json"
 BASE = datetime(2024, 11, 20, tzinfo=UTC)
 END = BASE + timedelta(days=75)  # the last watermark: every window has long expired
 
@@ -65,10 +65,11 @@ def refund(cid: str, oid: str, amount: str, ts: str, n: int = 1) -> dict:
 
 def scripted() -> list[dict]:
     return [
-        # enters gift-browsers on its second gift view, leaves 7 days after the first
+        # enters gift-browsers on its second toy view, leaves 7 days after the first
         purchase("gifty", "g1", "40.00", at(0)),
-        click("gifty", 1, "view", at(1), "gifts"),
-        click("gifty", 2, "view", at(3), "gifts"),
+        click("gifty", 1, "view", at(1), "toys"),
+        click("gifty", 2, "view", at(3), "toys"),
+        click("gifty", 3, "view", at(3, 18), "books"),  # another category: does not count
         # two orders in 30 days and $350: in; a refund takes it under $300: out
         purchase("spendy", "s1", "200.00", at(5), "toys"),
         purchase("spendy", "s2", "150.00", at(10)),

@@ -69,3 +69,13 @@ def test_the_population_benchmark_loads_ticks_and_refits(real_stack, tmp_path):
     assert set(stalls) == {"idle", "refit", "refresh"}
     assert all(s["job_s"] > 0 and s["worst_stall_ms"] >= 0 for s in stalls.values())
     assert "i  refit" in done.stdout and "i  refresh" in done.stdout
+
+
+def test_the_audience_benchmark_compares_with_its_baseline(tmp_path):
+    from benchmarks import audiences
+
+    figures = audiences.main(["--customers", "60", "--events", "3000", "--days", "30",
+                              "--json", str(tmp_path / "audiences.json")])  # fmt: skip
+    assert figures["baseline"]["audience_changes"] == 0 < figures["audiences"]["audience_changes"]
+    assert 0 < figures["ratio"] and figures["audiences"]["largest_log"] <= 2 + 2 + 1
+    assert figures["audiences"]["mean_state_bytes"] > figures["baseline"]["mean_state_bytes"]

@@ -16,6 +16,7 @@ from decimal import Decimal
 import pytest
 
 from producers.kafka import make_producer, send_watermark
+from streams.audiences.definitions import EXAMPLE
 from streams.settings import Settings
 from streams.state.store import connect
 from tests.conftest import (
@@ -91,6 +92,8 @@ def shop(real_stack, tmp_path_factory):
     env["RTBA_RFM_ADAPTIVE"] = "0"  # the reference scores with the configured edges
     settings = Settings.from_env(env)
     ensure_topics(settings)
+    # the example audiences, so the API's audience routes have members to show
+    run_rtba(env, "audience", "apply", str(EXAMPLE))
     worker = WorkerProcess(env, base / "worker.log").start()
     client = connect(settings.redis_url)
     events = shop_events()

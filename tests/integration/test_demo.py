@@ -102,6 +102,7 @@ def test_the_demo_in_a_terminal_stops_cleanly(tmp_path, stop):
                             r"(?s:.*)segment changes [1-9]", 180, seen)  # fmt: skip
         assert screen, "".join(seen)[-3000:]
         assert "Traceback" not in "".join(seen)
+        assert "gift-browsers" in "".join(seen)  # the example holiday audiences are in force
         started = json.loads((home / "stack.json").read_text())
         spawned = children(demo.pid)
         assert len(spawned) >= 3  # the worker, the API and the producer at least

@@ -54,6 +54,8 @@ states = st.builds(
     churn_armed=st.booleans(), applied_partition=st.none() | st.integers(0, 10_000),
     applied_offset=st.none() | st.integers(0, 2**62), change_seq=count,
     sealed=totals, sealed_before_ms=MS,
+    audiences=st.dictionaries(names, MS, max_size=4),
+    recent=st.dictionaries(names, st.lists(MS, min_size=1, max_size=5).map(sorted), max_size=4),
 ) | st.builds(CustomerState, customer_id=st.text(min_size=1, max_size=30),
               last_event_ms=maybe_ms)  # fmt: skip
 
@@ -97,6 +99,17 @@ def test_a_state_of_the_earlier_format_is_refused_with_what_to_do():
     earlier = b"4|" + msgpack.packb([1, 1_700_000_000_000] + [None] * 12)
     with pytest.raises(CorruptState, match="earlier build.*replay the events"):
         decode("c", earlier)
+
+
+def test_a_format_2_state_decodes_with_no_audiences_and_no_logs():
+    state = CustomerState("c", last_event_ms=1_700_000_000_000, purchases=3, segment="Loyal",
+                          audiences={"vip": 1_699_000_000_000}, recent={"view:*": [1]})  # fmt: skip
+    fields_now = msgpack.unpackb(encode(state))
+    assert fields_now[0] == 3
+    format_2 = msgpack.packb([2, *fields_now[1:-2]])  # what the previous build wrote
+    back = decode("c", b"5|" + format_2)
+    assert (back.purchases, back.segment, back.version) == (3, "Loyal", 5)
+    assert back.audiences == {} and back.recent == {}
 
 
 @pytest.mark.parametrize("clicks", [{}, {"view": 3}, {"view": 0}, {"search": 1, "tap": 2},
