@@ -46,14 +46,16 @@ browser:
 # Every test on one redis-server, then the tests that use Redis again on a three-master
 # Redis Cluster (the same code, asked which kind of server it talks to); not those that
 # start stacks of their own, whatever the pass (the demo's; up-down-up, run for both kinds),
-# nor the benchmark harness's smoke run (`make bench` runs its Cluster scenario in full).
+# nor the benchmark harness's smoke run (`make bench` runs its Cluster scenario in full),
+# nor those whose subject has nothing to do with Redis (pseudonyms, a Kafka broker restart).
 test: stack-install compose-cli browser lint
 	$(BIN)/pytest
 	RTBA_REDIS_CLUSTER=1 $(BIN)/pytest -m integration tests/integration tests/agent \
 	  --ignore=tests/integration/test_demo.py --ignore=tests/integration/test_security.py \
 	  --deselect tests/integration/test_stack.py::test_up_down_up_keeps_redis_data \
 	  --deselect tests/integration/test_bench.py \
-	  --deselect tests/integration/test_erase.py::test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id
+	  --deselect tests/integration/test_erase.py::test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id \
+	  --deselect tests/integration/test_faults.py::test_broker_restart_loses_nothing_and_logs_little
 
 # Full sizes: the benchmarks, and the worker-SIGKILL fault scenario at ~100k events.
 bench: stack-install

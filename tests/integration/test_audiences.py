@@ -28,7 +28,7 @@ from streams.audiences.definitions import EXAMPLE
 from streams.processing.schemas import iso
 from streams.processing.topics import ensure_topics
 from streams.state.keys import Keys
-from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
+from tests.conftest import consume_all, json_lines, run_rtba
 from tests.integration.test_erase import mentions
 from tests.reference import DAY, batch_state, epoch_ms
 from tests.reference_audiences import expected_audience_changes, members_at_end
@@ -109,7 +109,7 @@ def shoppers(n: int = 12, seed: int = 8) -> list[dict]:
 
 def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, worker,
                                                          redis_client):  # fmt: skip
-    rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_RFM_ADAPTIVE="0",
+    rtba_env.update(RTBA_TICK_S="0.05", RTBA_CHURN_REFIT_S="3600", RTBA_RFM_ADAPTIVE="0",
                     RTBA_ALLOWED_LATENESS_S=str(365 * 86400))  # fmt: skip
     events = sorted(scripted() + shoppers(), key=lambda e: epoch_ms(e["ts"]))
     definitions = json.loads(EXAMPLE.read_text())
@@ -125,15 +125,22 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
     keys = Keys(settings.namespace)
     sent = 0
 
+    def taken() -> None:
+        """Back once the worker has taken every record sent (polled often: ~70 rounds)."""
+        deadline = time.monotonic() + 60
+        while int(redis_client.hget(keys.stats, "records") or 0) < sent:
+            assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log_tail()
+            time.sleep(0.02)
+
     def advance(to_ms: int) -> None:
         """Event time to ``to_ms``; back once the tick re-evaluated everyone due by then."""
         nonlocal sent
         sent += send_watermark(producer, settings.events_topic, iso(to_ms))
-        wait_for_records(redis_client, settings, sent, worker)
+        taken()
         deadline = time.monotonic() + 60
         while redis_client.zcount(keys.due, "-inf", to_ms):
             assert time.monotonic() < deadline, worker.log_tail()
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     for ts, group in groupby(events, key=lambda e: epoch_ms(e["ts"])):
         if redis_client.zcount(keys.due, "-inf", ts - 1):  # else nothing can change before ts
@@ -142,7 +149,7 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
             producer.send(settings.events_topic, key=event["customer_id"], value=event)
             sent += 1
         producer.flush()
-        wait_for_records(redis_client, settings, sent, worker)
+        taken()
     advance(epoch_ms(END.isoformat()))
 
     n_expected = sum(len(seq) for seq in want.values())
