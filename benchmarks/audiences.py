@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
         figures[name] = {
             "events_per_s": round(len(raw) / seconds),
             "mean_state_bytes": round(statistics.mean(sizes), 1),
-            "largest_log": max((sum(map(len, s.recent.values())) for s in states.values()),
-                               default=0),  # fmt: skip
+            "largest_log": max(
+                (sum(map(len, s.recent.values())) for s in states.values()), default=0
+            ),  # fmt: skip
             "audience_changes": runs[0][2],
         }
     figures["ratio"] = round(figures["audiences"]["events_per_s"]

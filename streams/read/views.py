@@ -148,16 +148,19 @@ def _date(text: str | None) -> str:
 
 
 def profile_text(row: dict) -> str:
-    """A profile for a person: three lines, ISO dates, the churn risk and cluster label.
+    """A profile for a person: three lines, ISO dates, the churn risk and cluster label, and
+    a fourth with its audiences when it is in some.
 
     >>> print(profile_text({"customer_id": "c1", "segment": "Champions", "purchases": 3,
     ...     "purchase_days": 2, "monetary": 1250.5, "first_purchase": "2026-01-02T10:00:00+00:00",
     ...     "last_purchase": "2026-11-30T09:00:00+00:00", "recency_days": 3.04, "churn_risk": 0.12,
     ...     "p_alive": 0.88, "expected_purchases_90d": 1.5, "predicted_clv_365d": 410.0,
-    ...     "cluster": {"id": 2, "label": "frequent, big baskets"}, "top_categories": ["toys"]}))
+    ...     "cluster": {"id": 2, "label": "frequent, big baskets"}, "top_categories": ["toys"],
+    ...     "audiences": {"gift-browsers": "2026-11-29T18:00:00+00:00"}}))
     c1  Champions  cluster 2 (frequent, big baskets)
       3 purchases on 2 days, 1,250.50 spent; first 2026-01-02, last 2026-11-30 (3.0 days ago)
       churn risk 0.12 (alive 0.88), 1.5 purchases expected in 90 days, CLV 410.00; top: toys
+      audiences: gift-browsers (since 2026-11-29)
     """
     cluster = row.get("cluster") or {}
     if cluster.get("id") is None:
@@ -177,12 +180,14 @@ def profile_text(row: dict) -> str:
             risk += f", {expected:.1f} purchases expected in 90 days"
         risk += f", CLV {_money(row.get('predicted_clv_365d'))}"
     top = ", ".join(row.get("top_categories") or []) or "-"
+    audiences = row.get("audiences") or {}
+    inside = ", ".join(f"{aid} (since {_date(at)})" for aid, at in audiences.items())
     return (
         f"{row['customer_id']}  {row.get('segment') or 'no purchase yet'}  {where}\n"
         f"  {_plural(row['purchases'], 'purchase')} on {_plural(row['purchase_days'], 'day')}, "
         f"{_money(row['monetary'])} spent; first {_date(row['first_purchase'])}, "
         f"last {_date(row['last_purchase'])}{ago}\n"
-        f"  {risk}; top: {top}"
+        f"  {risk}; top: {top}" + (f"\n  audiences: {inside}" if inside else "")
     )
 
 
