@@ -3,7 +3,9 @@ customer, membership as a function of event time, and the instants it changes.
 
 It shares no code with rtba: it reads the definition file as plain JSON, counts window
 events by scanning the customer's whole history (no logs, no pruning), and takes the RFM
-segment from tests.reference. The rules it follows are docs/audiences.md's: an event at
+segment from tests.reference and, given a churn model's parameters, the churn risk from
+the published MBG/NBD formula (Batislam et al. 2007). The rules it follows are
+docs/audiences.md's: an event at
 ``ts`` counts toward a D-day window for ``t - D < ts <= t``; a value a customer does not
 have makes a comparison false; a customer is evaluated after each of its applied events
 and at every instant with no event at which a condition can turn, up to ``until_ms``.
@@ -16,12 +18,26 @@ from decimal import Decimal
 
 from tests.reference import DAY, RECENCY_EDGES, _one, applied_events, epoch_ms, reference_segment
 
+WEEK = 7 * DAY
+
+
+def churn_risk(state: dict, now_ms: int, params: dict) -> float:
+    """MBG/NBD: 1 - P(alive | x, t_x, T), in weeks; x counts purchase days after the
+    first, t_x = 0 for a single purchase day, T never below t_x."""
+    first, last = state["first_purchase_ms"], state["last_purchase_ms"]
+    x = state["purchase_days"] - 1
+    t_x = (last - first) / WEEK if x else 0.0
+    big_t = max((now_ms - first) / WEEK, t_x)
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    odds = a / (b + x) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
+    return 1 - 1 / (1 + odds)
+
 
 class _Customer:
     """One customer as of a moment: the events applied so far, and the time."""
 
-    def __init__(self, events: list[dict], now_ms: int):
-        self.events, self.now = events, now_ms
+    def __init__(self, events: list[dict], now_ms: int, churn: dict | None = None):
+        self.events, self.now, self.churn = events, now_ms, churn
         self.state = _one(events)
 
     def value(self, field: str):
@@ -39,7 +55,9 @@ class _Customer:
             return s["monetary"]
         if field == "recency_days":
             return (now - last_purchase) / DAY
-        return None  # churn risk, p_alive, CLV, cluster: no model in the reference
+        if field == "churn_risk" and self.churn is not None:
+            return churn_risk(s, now, self.churn)
+        return None  # p_alive, CLV, cluster: not in the reference
 
     def count(self, event: str, category: str | None, days: float) -> int:
         lo = self.now - round(days * DAY)
@@ -77,7 +95,23 @@ def holds(cond: dict, c: _Customer) -> bool:
             "lt": value < target, "eq": value == target}[op]  # fmt: skip
 
 
-def _quiet_turns(definitions: dict, events: list[dict], after: int, before: int) -> list[int]:
+def _first_risky_ms(state: dict, params: dict, threshold: float, after: int,
+                    before: int) -> int | None:  # fmt: skip
+    """The first ms in (after, before) at which churn risk reaches ``threshold`` (bisection:
+    it only rises with silence)."""
+    if state["last_purchase_ms"] is None or churn_risk(state, after, params) >= threshold:
+        return None
+    if churn_risk(state, before - 1, params) < threshold:
+        return None
+    lo, hi = after, before - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if churn_risk(state, mid, params) >= threshold else (mid, hi)
+    return hi
+
+
+def _quiet_turns(definitions: dict, events: list[dict], after: int, before: int,
+                 churn: dict | None) -> list[int]:  # fmt: skip
     """Every instant in (after, before) at which a condition could turn with no event."""
     state = _one(events)
     times = set()
@@ -90,6 +124,9 @@ def _quiet_turns(definitions: dict, events: list[dict], after: int, before: int)
                 times.add(state["last_event_ms"] + round(leaf[_op(leaf)] * DAY))
             elif leaf["field"] == "recency_days" and state["last_purchase_ms"] is not None:
                 times.add(state["last_purchase_ms"] + round(leaf[_op(leaf)] * DAY))
+            elif leaf["field"] == "churn_risk" and churn is not None:
+                at = _first_risky_ms(state, churn, leaf[_op(leaf)], after, before)
+                times |= {at} if at is not None else set()
     if state["last_purchase_ms"] is not None:  # the segment drops a step past each edge
         times |= {state["last_purchase_ms"] + edge * DAY + 1 for edge in RECENCY_EDGES}
     return sorted(t for t in times if after < t < before)
@@ -108,9 +145,10 @@ def _leaves(cond: dict) -> list[dict]:
     return [cond]
 
 
-def _transitions(definitions: dict, inside: set[str], seen: list[dict], now: int) -> list:
+def _transitions(definitions: dict, inside: set[str], seen: list[dict], now: int,
+                 churn: dict | None) -> list:  # fmt: skip
     """The changes that bring ``inside`` to the memberships of ``seen`` as of ``now``."""
-    c = _Customer(seen, now)
+    c = _Customer(seen, now, churn)
     now_in = {a["id"] for a in definitions["audiences"] if holds(a["when"], c)}
     out = [(aid, "exit", now) for aid in sorted(inside - now_in)]
     out += [(a["id"], "enter", now) for a in definitions["audiences"]
@@ -120,11 +158,11 @@ def _transitions(definitions: dict, inside: set[str], seen: list[dict], now: int
     return out
 
 
-def expected_audience_changes(definitions: dict, events: list[dict],
-                              until_ms: int) -> dict[str, list[tuple]]:  # fmt: skip
+def expected_audience_changes(definitions: dict, events: list[dict], until_ms: int,
+                              churn: dict | None = None) -> dict[str, list[tuple]]:  # fmt: skip
     """Per customer, its (audience id, "enter" | "exit", at ms) in order: after each applied
     event (as of the latest event time so far), and at each quiet instant up to
-    ``until_ms`` before its next event."""
+    ``until_ms`` before its next event. ``churn``: the MBG/NBD parameters in force."""
     out: dict[str, list[tuple]] = defaultdict(list)
     for cid, evs in applied_events(events).items():
         inside: set[str] = set()
@@ -132,12 +170,12 @@ def expected_audience_changes(definitions: dict, events: list[dict],
         for i, event in enumerate(evs):
             ts = epoch_ms(event["ts"])
             if clock is not None and ts > clock:
-                for t in _quiet_turns(definitions, evs[:i], clock, ts):
-                    out[cid] += _transitions(definitions, inside, evs[:i], t)
+                for t in _quiet_turns(definitions, evs[:i], clock, ts, churn):
+                    out[cid] += _transitions(definitions, inside, evs[:i], t, churn)
             clock = ts if clock is None else max(clock, ts)
-            out[cid] += _transitions(definitions, inside, evs[: i + 1], clock)
-        for t in _quiet_turns(definitions, evs, clock, until_ms + 1):
-            out[cid] += _transitions(definitions, inside, evs, t)
+            out[cid] += _transitions(definitions, inside, evs[: i + 1], clock, churn)
+        for t in _quiet_turns(definitions, evs, clock, until_ms + 1, churn):
+            out[cid] += _transitions(definitions, inside, evs, t, churn)
     return {cid: seq for cid, seq in out.items() if seq}
 
 
