@@ -24,7 +24,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -40,6 +40,7 @@ from pydantic import (
 
 from online_models.customer import MS_PER_DAY
 from online_models.rfm import SEGMENTS
+from streams.processing.schemas import ClickAction
 
 # What one definition file may ask for: every audience is evaluated on every customer
 # update, and every windowed count keeps up to ``at_least`` times per customer.
@@ -59,10 +60,10 @@ _OPERATORS = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": o
 # A compiled condition: called with a profile (streams.audiences.evaluate.Profile), which
 # answers ``value(field)`` and ``count(log key, window ms)``.
 Predicate = Callable[[Any], bool]
-EVENTS = ("purchase", "click")  # or a click action (view, add_to_cart, ...)
+# what a count may count: purchases, any click, or one click action
+EVENTS = ("purchase", "click", *get_args(ClickAction))
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
-_Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class FieldCondition(BaseModel):
@@ -128,7 +129,7 @@ class FieldCondition(BaseModel):
 class CountCondition(BaseModel):
     model_config = _Strict
 
-    count: _Name
+    count: str
     category: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     within_days: float = Field(gt=0, le=MAX_WINDOW_DAYS)
     at_least: int = Field(ge=1, le=MAX_AT_LEAST)
@@ -138,6 +139,15 @@ class CountCondition(BaseModel):
     def _event(cls, value: str) -> str:
         if value == "refund":
             raise ValueError("refunds are not counted: count purchase or click events")
+        if value not in EVENTS:
+            raise ValueError(f"cannot count {value[:40]!r}: one of {', '.join(EVENTS)}")
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value == "*":
+            raise ValueError("leave category out to count every category")
         return value
 
     @property

@@ -119,16 +119,17 @@ def changes(state: CustomerState, current: list[str], now_ms: int) -> list[tuple
 def log_click(state: CustomerState, audiences: AudienceSet, ts_ms: int, action: str,
               category: str | None) -> None:  # fmt: skip
     categories = ("*",) if not category else ("*", category)
-    _log(state, audiences, ts_ms, [f"{e}:{c}" for e in ("click", action) for c in categories])
+    # a set: a click counts once in each log, whatever its action and category are called
+    _log(state, audiences, ts_ms, {f"{e}:{c}" for e in ("click", action) for c in categories})
 
 
 def log_purchase(state: CustomerState, audiences: AudienceSet, ts_ms: int,
                  categories: Iterable[str]) -> None:  # fmt: skip
     """One purchase counts once per category it holds, and once in ``purchase:*``."""
-    _log(state, audiences, ts_ms, ["purchase:*", *(f"purchase:{c}" for c in set(categories))])
+    _log(state, audiences, ts_ms, {"purchase:*", *(f"purchase:{c}" for c in categories)})
 
 
-def _log(state: CustomerState, audiences: AudienceSet, ts_ms: int, keys: list[str]) -> None:
+def _log(state: CustomerState, audiences: AudienceSet, ts_ms: int, keys: set[str]) -> None:
     for key in keys:
         if key in audiences.logs:
             insort(state.recent.setdefault(key, []), ts_ms)
@@ -193,8 +194,10 @@ def _clv_edges(leaf: FieldCondition, state: CustomerState, after_ms: int, rfm: R
     """Predicted CLV only falls with silence, so the leaf turns at most once: found by
     bisection to the millisecond (~45 CLV evaluations; only for CLV conditions)."""
 
+    holds_for = leaf.predicate()
+
     def truth(t: int) -> bool:
-        return holds(leaf, Profile(state, t, rfm, churn))
+        return holds_for(Profile(state, t, rfm, churn))
 
     lo, hi = after_ms, after_ms + _SEARCH_MS
     start = truth(lo)

@@ -97,6 +97,10 @@ Name = Annotated[str, Field(max_length=128), AfterValidator(_clean_text)]
 Money = Annotated[Decimal, Field(allow_inf_nan=False)]
 
 
+# The click actions events may carry (audience counts name them too).
+ClickAction = Literal["view", "add_to_cart", "remove_from_cart", "search", "wishlist"]
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
@@ -107,7 +111,7 @@ class _Event(BaseModel):
 
 class Click(_Event):
     type: Literal["click"]
-    action: Literal["view", "add_to_cart", "remove_from_cart", "search", "wishlist"]
+    action: ClickAction
     session_id: str | None = None
     product_id: str | None = None
     category: Name | None = None

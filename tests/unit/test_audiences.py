@@ -99,6 +99,8 @@ def test_the_example_set_parses_and_names_the_logs_it_needs():
     ({"count": "view", "within_days": 7, "at_least": MAX_AT_LEAST + 1}, ["at_least"]),
     ({"count": "view", "within_days": 0, "at_least": 1}, ["within_days"]),
     ({"count": "refund", "within_days": 7, "at_least": 1}, ["refunds are not counted"]),
+    ({"count": "view", "category": "*", "within_days": 7, "at_least": 1}, ["leave category out"]),
+    ({"count": "tap", "within_days": 7, "at_least": 1}, ["cannot count 'tap'", "wishlist"]),
     ({"every": []}, ["a condition is an object with one of"]),
     ({"all": []}, ["all"]),
     ({"not": {"field": "monetary", "gte": float("inf")}}, ["finite"]),
