@@ -90,11 +90,6 @@ def count_in_window(times: Iterable[int], now_ms: int, window_ms: int) -> int:
     return sum(1 for t in times if now_ms - window_ms < t <= now_ms)
 
 
-def holds(condition, profile: Profile) -> bool:
-    """Whether ``condition`` is true of the profile."""
-    return condition.predicate()(profile)
-
-
 def members(audiences: AudienceSet, profile: Profile) -> list[str]:
     """The ids of the audiences the profile is in, in definition order."""
     return [audience_id for audience_id, holds_for in audiences.predicates if holds_for(profile)]

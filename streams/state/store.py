@@ -159,10 +159,10 @@ class StateStore:
     async def customer_count(self) -> int:
         """How many customers have state (the due index's size)."""
         total = 0
-        for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
+        for names in _bucket_chunks(self.keys):
             async with self.client.pipeline(transaction=False) as pipe:
-                for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
-                    pipe.zcard(self.keys.due_bucket(bucket))
+                for name in names:
+                    pipe.zcard(name)
                 total += sum(await pipe.execute())
         return total
 
@@ -477,12 +477,20 @@ def _every_bucket(client: redis.Redis, keys: Keys, command) -> list:
     """``command(pipe, bucket key)``'s reply for every due-index bucket, pipelined in
     chunks of _BUCKETS_PER_READ."""
     replies: list = []
-    for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
+    for names in _bucket_chunks(keys):
         with client.pipeline(transaction=False) as pipe:
-            for bucket in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS)):
-                command(pipe, keys.due_bucket(bucket))
+            for name in names:
+                command(pipe, name)
             replies += pipe.execute()
     return replies
+
+
+def _bucket_chunks(keys: Keys):
+    """Every due-index bucket's key, in lists of _BUCKETS_PER_READ (one pipeline each)."""
+    for at in range(0, due_index.BUCKETS, _BUCKETS_PER_READ):
+        yield [
+            keys.due_bucket(b) for b in range(at, min(at + _BUCKETS_PER_READ, due_index.BUCKETS))
+        ]
 
 
 def write_due(client: redis.Redis, keys: Keys, due: dict[str, int | None],
