@@ -119,11 +119,27 @@ def _maximise(mean_log_likelihood, starts, penalizer: float):
 
 
 _BOUNDS = (-12.0, 12.0)  # log-parameters: e^-12 .. e^12
+# Gamma-Gamma's q - 1 below this is the constraint q > 1 binding, not an optimum: the mean
+# spend p gamma / (q - 1) would be over 1,000 times the spend scale. The optimiser stops short
+# of the box bound there, since the gradient in log(q - 1) vanishes as q - 1 -> 0.
+Q_EDGE = 1e-3
 
 
 def _on_bound(log_params) -> bool:
     """An optimum at a box bound is the box's answer, not the likelihood's."""
     return bool(np.any(np.abs(np.abs(np.asarray(log_params)) - _BOUNDS[1]) < 1e-3))
+
+
+def _failure(best, names, log_likelihood: float) -> str | None:
+    """Why an optimum is not a maximum-likelihood fit (None: it is)."""
+    if not np.isfinite(log_likelihood) or not np.all(np.isfinite(best.x)):
+        return "the likelihood is not finite at the optimum"
+    if _on_bound(best.x):
+        hit = [n for n, v in zip(names, best.x, strict=True) if abs(abs(v) - _BOUNDS[1]) < 1e-3]
+        return f"the optimum is on a parameter bound ({', '.join(hit)} at e^+-12)"
+    if not best.success:
+        return f"the optimiser stopped: {best.message}"
+    return None
 
 
 class _FittedModel:
@@ -138,12 +154,14 @@ class _FittedModel:
         self.log_likelihood: float | None = None
         self.customers = 0
         self.converged = False
+        self.failure: str | None = None  # why the fit did not converge, for the operator
 
     def _store_fit(self, best, log_likelihood: float, customers: int) -> None:
         self.params = dict(zip(self.param_names, map(float, np.exp(best.x)), strict=True))
         self.log_likelihood = float(log_likelihood)
         self.customers = int(customers)
-        self.converged = bool(best.success) and not _on_bound(best.x)
+        self.failure = _failure(best, self.param_names, self.log_likelihood)
+        self.converged = self.failure is None
 
     def to_dict(self) -> dict:
         return {
@@ -325,7 +343,7 @@ class GammaGamma(_FittedModel):
 
     def fit(self, x, m) -> GammaGamma:
         x, m = _arrays(x, m)
-        keep = (x > 0) & (m > 0)
+        keep = (x > 0) & (m > 0) & np.isfinite(m)
         x, m = x[keep], m[keep]
         if len(x) < 2:
             raise ValueError("Gamma-Gamma needs at least two repeat customers with spend > 0")
@@ -334,22 +352,46 @@ class GammaGamma(_FittedModel):
         unit = float(np.median(m))
         scaled = m / unit
 
-        def mean_ll(params):
-            return np.sum(self._ll(*params, x, scaled)) / len(x)
+        # Searched over (p, q - 1, gamma): q > 1 by construction, so the population's mean
+        # spend p * gamma / (q - 1) exists and every expected spend is finite and > 0. A
+        # likelihood that wants q <= 1 (a spend distribution too heavy-tailed for a mean)
+        # ends pressed against q = 1, which _store_fit reports as not converged.
+        def mean_ll(shifted):
+            p, q_minus_1, gamma = shifted
+            return np.sum(self._ll(p, 1.0 + q_minus_1, gamma, x, scaled)) / len(x)
 
-        best = _maximise(mean_ll, ((1.0, 1.0, 1.0), (5.0, 3.0, 0.5), (2.0, 10.0, 5.0)),
+        best = _maximise(mean_ll, ((1.0, 1.0, 1.0), (5.0, 2.0, 0.5), (2.0, 9.0, 5.0)),
                          self.penalizer)  # fmt: skip
         # the likelihood of values in units of `unit` is the money likelihood times unit^n
         log_likelihood = (mean_ll(np.exp(best.x)) - np.log(unit)) * len(x)
         self._store_fit(best, log_likelihood, len(x))
+        self.params["q"] += 1.0
         self.params["gamma"] *= unit
+        if self.params["q"] - 1.0 < Q_EDGE:
+            self.failure = "the optimum is on the bound q = 1 (spend too heavy-tailed for a mean)"
+        self.converged = self.failure is None
         return self
 
+    def mean_defined(self) -> bool:
+        """Whether the fitted spend has a finite population mean (q > 1): only then are
+        expected spend and CLV finite for every customer."""
+        return self.params is not None and self.params["q"] > 1.0
+
     def expected_spend(self, x, m):
-        """E[value of a future transaction | x repeat purchases with mean value m]."""
+        """E[value of a future transaction | x repeat purchases with mean value m].
+
+        Finite and > 0 for every x >= 0 and m when q > 1 (every fit since S9); nan for all
+        when q <= 1 (a model stored before), where the posterior mean has a pole at
+        p x + q = 1 and is negative beyond it. A negative mean value (refunds after the
+        orders) counts as 0: a future spend is never negative.
+        """
         if self.params is None:
             raise RuntimeError("GammaGamma is not fitted")
         p, q, gamma = self.params["p"], self.params["q"], self.params["gamma"]
         x, m = _arrays(x, m)
-        population_mean = gamma * p / (q - 1) if q > 1 else math.nan
-        return np.where(x > 0, (gamma + x * m) * p / (p * x + q - 1), population_mean)
+        if not q > 1:
+            return np.full(np.broadcast(x, m).shape, math.nan)[()]
+        m = np.maximum(m, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            spend = np.where(x > 0, (gamma + x * m) * p / (p * x + q - 1), gamma * p / (q - 1))
+        return spend

@@ -17,6 +17,18 @@ from online_models.churn import MODELS, BTYDModel, GammaGamma
 from online_models.customer import MS_PER_DAY, CustomerState
 
 MS_PER_WEEK = 7 * MS_PER_DAY
+MIN_SPEND_CUSTOMERS = 10  # repeat customers with spend > 0 that a Gamma-Gamma fit needs
+# Times further out than this (after the moment they are counted from) are "never": None.
+# A century outlives any customer relationship, and keeps every time a datetime (year <
+# 10000) and an exact float in the due index.
+HORIZON_WEEKS = 100 * 365.25 / 7
+
+
+def _later_ms(start_ms: int, weeks: float) -> int | None:
+    """``start_ms`` plus ``weeks`` in ms, or None past HORIZON_WEEKS (inf and nan too)."""
+    if not 0 <= weeks <= HORIZON_WEEKS:
+        return None
+    return start_ms + round(weeks * MS_PER_WEEK)
 
 
 def btyd_weeks(state: CustomerState, as_of_ms: int) -> tuple[int, float, float] | None:
@@ -79,7 +91,9 @@ class ChurnScorer:
             mean_repeat = float(state.repeat_value) / x if x > 0 else 0.0
             spend = float(self.spend.expected_spend(x, mean_repeat))
             year = float(self.model.expected_purchases(365 / 7, x, t_x, big_t))
-            clv = year * spend if math.isfinite(spend) else None
+            clv = year * spend
+            # null, never a wrong number: a spend model without a mean (stored before S9)
+            clv = clv if math.isfinite(clv) and clv >= 0 else None
         return {
             "p_alive": p_alive,
             "churn_risk": 1.0 - p_alive,
@@ -94,11 +108,14 @@ class ChurnScorer:
         r, alpha = self.model.params["r"], self.model.params["alpha"]
         if r + x <= 1:
             return None
-        return as_of_ms + round((alpha + big_t) / (r + x - 1) * MS_PER_WEEK)
+        with np.errstate(over="ignore", divide="ignore"):
+            weeks = (alpha + big_t) / (r + x - 1)
+        return _later_ms(as_of_ms, weeks)
 
     def risk_crossing_ms(self, state: CustomerState, threshold: float | None = None) -> int | None:
         """Event time at which churn risk reaches ``threshold`` (the alert's unless given)
-        if the customer stays silent."""
+        if the customer stays silent; None if it never does, or not within
+        ``HORIZON_WEEKS`` of the last purchase."""
         threshold = self.threshold if threshold is None else threshold
         if not 0 < threshold < 1:
             return None  # risk is always >= 0 and never reaches 1
@@ -110,15 +127,18 @@ class ChurnScorer:
         if self.model.name == "bgnbd":
             if x == 0:
                 return None  # BG/NBD: a customer with no repeat purchase never "dies"
-            k = p["a"] / (p["b"] + x - 1)
+            log_k = math.log(p["a"]) - math.log(p["b"] + x - 1)
         else:
-            k = p["a"] / (p["b"] + x)
+            log_k = math.log(p["a"]) - math.log(p["b"] + x)
         t_x = t_x_ms / MS_PER_WEEK
-        odds = threshold / (1 - threshold)
-        # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds
-        big_t = (p["alpha"] + t_x) * (odds / k) ** (1 / (p["r"] + x)) - p["alpha"]
-        big_t = max(big_t, t_x)
-        crossing = state.first_purchase_ms + math.ceil(big_t * MS_PER_WEEK)
+        # risk >= threshold  <=>  k * ((alpha + T) / (alpha + t_x)) ** (r + x) >= odds, so
+        # T - t_x = (alpha + t_x) * (exp(log(odds / k) / (r + x)) - 1). In logs: with a tiny
+        # r + x the power overflows a float long before the time stops being "never".
+        growth = (math.log(threshold) - math.log1p(-threshold) - log_k) / (p["r"] + x)
+        gap = (p["alpha"] + t_x) * math.expm1(min(growth, 700.0)) if growth > 0 else 0.0
+        if not gap <= HORIZON_WEEKS:  # silent for a century after the last purchase: never
+            return None
+        crossing = state.first_purchase_ms + math.ceil((t_x + gap) * MS_PER_WEEK)
         # The closed form is exact; floats are not. Step to the first millisecond at which the
         # computed risk really is >= threshold, so the alert's time and its risk agree.
         for _ in range(1000):
@@ -142,6 +162,42 @@ class ChurnScorer:
         return cls(model, spend, data["threshold"], data["rearm_below"], version)
 
 
+@dataclass(frozen=True)
+class FitHealth:
+    """What a refit may put in force.
+
+    Attributes
+    ----------
+    churn_error
+        Why the churn model must not be put in force (None: it may). The model in force
+        stays; the reason is recorded for the operator.
+    spend_error
+        Why the spend model must not be used (None: it may). The churn model is put in
+        force without it: CLV is null until a later refit's spend fit converges.
+    """
+
+    churn_error: str | None
+    spend_error: str | None
+
+
+def fit_health(scorer: ChurnScorer) -> FitHealth:
+    """Judge a fresh fit (from :func:`fit`): a model that did not converge (optimiser
+    failure, an optimum on a parameter bound, a non-finite likelihood) is not a
+    maximum-likelihood answer, and its numbers would drive alerts, audiences and CLV."""
+    churn_error = None
+    if not scorer.model.converged:
+        why = getattr(scorer.model, "failure", None) or "it did not converge"
+        churn_error = f"{scorer.model.name} fit not put in force: {why}"
+    spend, spend_error = scorer.spend, None
+    if spend is None:
+        spend_error = (f"no Gamma-Gamma fit (CLV null): fewer than {MIN_SPEND_CUSTOMERS} "
+                       "repeat customers with spend > 0")  # fmt: skip
+    elif not (spend.converged and spend.mean_defined()):
+        why = getattr(spend, "failure", None) or "it did not converge"
+        spend_error = f"Gamma-Gamma fit not used (CLV null): {why}"
+    return FitHealth(churn_error, spend_error)
+
+
 def fit(
     states, as_of_ms: int, model_name: str = "mbgnbd", threshold: float = 0.7,
     rearm_below: float = 0.5,
@@ -152,6 +208,6 @@ def fit(
         raise ValueError(f"need at least 10 customers with a purchase to fit, have {len(x)}")
     model = MODELS[model_name]().fit(x, t_x, big_t)
     gamma_gamma = None
-    if np.sum((x > 0) & (spend > 0)) >= 10:
+    if np.sum((x > 0) & (spend > 0)) >= MIN_SPEND_CUSTOMERS:
         gamma_gamma = GammaGamma().fit(x, spend)
     return ChurnScorer(model, gamma_gamma, threshold, rearm_below)

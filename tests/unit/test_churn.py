@@ -2,6 +2,7 @@
 likelihoods against numerical integration of the model's story, expectations
 against Monte Carlo simulation, and parameter recovery from simulated data."""
 
+import json
 import math
 
 import numpy as np
@@ -167,3 +168,122 @@ def test_expectations_stay_finite_for_a_beta_with_a_large_b():
                                params["b"] + x + 1)  # fmt: skip
     assert got == pytest.approx(poisson, rel=1e-4)
     assert np.isfinite(model.expected_purchases(t, x, t_x, big_t))
+
+
+# -- every published number against tests/reference_btyd.py (S9) ---------------------------
+
+SPEND = {"p": 6.25, "q": 3.74, "gamma": 15.44}  # Fader & Hardie's CDNOW Gamma-Gamma fit
+
+
+def _customer(purchases):
+    """A customer from (ms, amount) purchases, and its purchase times for the reference."""
+    from decimal import Decimal
+
+    from online_models.customer import CustomerState
+
+    state = CustomerState("c")
+    for k, (ts, amount) in enumerate(purchases):
+        state.apply_purchase(ts, Decimal(amount), f"o{k}")
+    return state, [ts for ts, _ in purchases]
+
+
+def _scorer(model_cls, params=PARAMS, spend=SPEND):
+    from online_models.churn_risk import ChurnScorer
+
+    model = model_cls()
+    model.params = dict(params)
+    gg = GammaGamma()
+    gg.params = dict(spend)
+    return ChurnScorer(model, gg)
+
+
+T_START = 1_700_000_000_000
+HOUR_MS = 3_600_000
+# four purchase days over seven weeks, one of them with two orders; repeat values 40+15, 25, 60
+SHOPPER = [(T_START, "80.00"), (T_START + 14 * 24 * HOUR_MS, "40.00"),
+           (T_START + 14 * 24 * HOUR_MS + HOUR_MS // 2, "15.00"),
+           (T_START + 24 * 24 * HOUR_MS + 5 * HOUR_MS, "25.00"),
+           (T_START + 49 * 24 * HOUR_MS + 9 * HOUR_MS, "60.00")]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", [BGNBD, ModifiedBGNBD])
+@pytest.mark.parametrize("weeks_later", [0.5, 9.0, 40.0])
+def test_every_published_number_matches_the_reference(model, weeks_later):
+    """p_alive, churn_risk, expected purchases in 30 and 90 days, CLV over 365 days and the
+    expected next purchase, as ChurnScorer.score publishes them, against the papers' closed
+    forms (a days/weeks slip, /(r + x) for /(r + x - 1), or 1 - p for p would all show)."""
+    from tests import reference_btyd as ref
+
+    state, times = _customer(SHOPPER)
+    now = times[-1] + round(weeks_later * ref.WEEK_MS)
+    x, t_x, big_t = ref.summary_weeks(times, now)
+    assert x == 3
+    name = model.name
+    got = _scorer(model).score(state, now)
+    alive = ref.p_alive(name, PARAMS, x, t_x, big_t)
+    assert got["p_alive"] == pytest.approx(alive, rel=1e-12)
+    assert got["churn_risk"] == pytest.approx(1 - alive, rel=1e-9, abs=1e-15)
+    assert got["expected_purchases_30d"] == pytest.approx(
+        ref.expected_purchases(name, PARAMS, 30 / 7, x, t_x, big_t), rel=1e-7
+    )
+    assert got["expected_purchases_90d"] == pytest.approx(
+        ref.expected_purchases(name, PARAMS, 90 / 7, x, t_x, big_t), rel=1e-7
+    )
+    mean_repeat = (40 + 15 + 25 + 60) / x
+    assert got["predicted_clv_365d"] == pytest.approx(
+        ref.clv_365d(name, PARAMS, SPEND, x, t_x, big_t, mean_repeat), rel=1e-7
+    )
+    weeks = ref.next_purchase_weeks(PARAMS, x, big_t)
+    assert abs(got["expected_next_purchase_ms"] - (now + weeks * ref.WEEK_MS)) <= 1
+
+
+def test_a_one_time_buyer_gets_the_population_spend_and_no_next_purchase_time():
+    """x = 0: the spend is the population mean p gamma / (q - 1), and r + x <= 1 makes
+    E[1 / lambda] infinite (published as null)."""
+    from tests import reference_btyd as ref
+
+    state, times = _customer([(T_START, "30.00")])
+    now = T_START + 5 * ref.WEEK_MS
+    got = _scorer(ModifiedBGNBD).score(state, now)
+    x, t_x, big_t = ref.summary_weeks(times, now)
+    assert got["predicted_clv_365d"] == pytest.approx(
+        ref.clv_365d("mbgnbd", PARAMS, SPEND, 0, t_x, big_t, 0.0), rel=1e-7
+    )
+    assert got["expected_next_purchase_ms"] is None  # r = 0.8, x = 0
+    assert got["p_alive"] == pytest.approx(ref.p_alive("mbgnbd", PARAMS, 0, 0.0, big_t), rel=1e-12)
+
+
+@pytest.mark.parametrize("field", ["p_alive", "churn_risk", "clv", "recency_days",
+                                   "days_since_last_event", "frequency", "monetary"])  # fmt: skip
+def test_audience_fields_are_the_reference_values(field):
+    """What an audience condition compares, on a known customer and model, against the
+    reference; and a condition just either side of it decides membership accordingly."""
+    from decimal import Decimal
+
+    from online_models.rfm import RFMScorer
+    from streams.audiences.definitions import parse
+    from streams.audiences.evaluate import Profile, members
+    from tests import reference_btyd as ref
+
+    state, times = _customer(SHOPPER)
+    now = times[-1] + 9 * ref.WEEK_MS + 5 * HOUR_MS
+    x, t_x, big_t = ref.summary_weeks(times, now)
+    alive = ref.p_alive("mbgnbd", PARAMS, x, t_x, big_t)
+    want = {
+        "p_alive": alive,
+        "churn_risk": 1 - alive,
+        "clv": ref.clv_365d("mbgnbd", PARAMS, SPEND, x, t_x, big_t, (40 + 15 + 25 + 60) / x),
+        "recency_days": (now - times[-1]) / ref.DAY_MS,
+        "days_since_last_event": (now - times[-1]) / ref.DAY_MS,
+        "frequency": len(times),
+        "monetary": Decimal("220.00"),
+    }[field]
+    scorer = _scorer(ModifiedBGNBD)
+    assert float(Profile(state, now, RFMScorer(), scorer).value(field)) == pytest.approx(
+        float(want), rel=1e-7)  # fmt: skip
+    step = max(abs(float(want)) * 1e-4, 1e-9)
+    for target, inside in ((float(want) - step, True), (float(want) + step, False)):
+        when = {"field": field, "gte": target}
+        audiences = parse(json.dumps({"audiences": [{"id": "a", "name": "A", "when": when}]}))
+        assert members(audiences, Profile(state, now, RFMScorer(), scorer)) == (
+            ["a"] if inside else [])  # fmt: skip
