@@ -15,6 +15,7 @@ on centroid distance: a centroid that drifted keeps its id; one with no partner 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import heapq
 import math
@@ -215,6 +216,47 @@ class CustomerSample:
         if ms is not None:
             self.latest_ms = ms if self.latest_ms is None else max(self.latest_ms, ms)
 
+    def discard(self, customer_id: str) -> bool:
+        """Forget a customer (an erase); whether it was in the sample. Its place stays
+        free until a customer whose hash is small enough comes."""
+        if customer_id not in self._rows:
+            return False
+        del self._rows[customer_id]
+        self._largest = [(h, cid) for h, cid in self._largest if cid != customer_id]
+        heapq.heapify(self._largest)
+        return True
+
+    def to_dict(self) -> dict:
+        """The sample as data (JSON types; the vectors as raw float64 bytes, NaN kept)."""
+        ids = self.ids()
+        rows = np.array([self._rows[c][1] for c in ids], dtype="<f8").reshape(len(ids), -1)
+        return {
+            "size": self.size,
+            "seed": self.seed,
+            "features": list(self.features),
+            "latest_ms": self.latest_ms,
+            "ids": ids,
+            "last_event_ms": [self._rows[c][2] for c in ids],
+            "rows": array_to_dict(rows),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CustomerSample:
+        """The sample ``to_dict`` gave; raises ValueError when ``data`` is not one. The
+        hashes are computed again from the ids, never taken from the data."""
+        sample = cls(_int(data["size"]), _int(data["seed"]))
+        sample.features = tuple(str(f) for f in data["features"])
+        sample.latest_ms = _int_or_none(data["latest_ms"])
+        ids, lasts = list(data["ids"]), list(data["last_event_ms"])
+        rows = array_from_dict(data["rows"])
+        if not (len(ids) == len(lasts) == len(rows) <= sample.size):
+            raise ValueError("a stored sample whose ids, times and rows disagree")
+        for cid, last, row in zip(ids, lasts, rows, strict=True):
+            if not isinstance(cid, str):
+                raise ValueError("a stored sample with an id that is not a string")
+            sample._keep(cid, row.copy(), _int_or_none(last))
+        return sample
+
 
 class StableClusterer(base.Clusterer):
     """k-means over a sample of customers as of now, with ids that stay stable (a River
@@ -322,18 +364,93 @@ class StableClusterer(base.Clusterer):
         >>> s.version, s.ids
         (2, [1])
         """
-        width = len(FEATURES)
         last = getattr(older, "last", None)  # a learner from before S3 may lack either
         version = last.version if last is not None else 0
+        self.continue_from(version, getattr(older, "next_id", 0))
+
+    def continue_from(self, version: int, next_id: int) -> None:
+        """``continue_after`` a learner known only by its last snapshot's version and the
+        next fresh id (a stored learner that is refused: its snapshot tells them)."""
+        width = len(FEATURES)
         self.last = ClusterSnapshot(version, [], np.empty((0, width)), np.zeros(width),
                                     np.ones(width))  # fmt: skip
-        self.next_id = max(self.next_id, getattr(older, "next_id", 0))
+        self.next_id = max(self.next_id, next_id)
+
+    def forget(self, customer_id: str) -> bool:
+        """Take an erased customer out of the sample; whether it was there."""
+        return self.sample.discard(customer_id)
+
+    def to_dict(self) -> dict:
+        """The learner as data that cannot execute (JSON types and raw float64 arrays):
+        what the trainer stores in Redis instead of a pickle. ``from_dict`` gives back a
+        learner that predicts, snapshots and goes on learning the same."""
+        params = {name: getattr(self, name) for name in _PARAMS}
+        return {
+            "kind": "StableClusterer",
+            "format": LEARNER_FORMAT,
+            "params": params,
+            "next_id": self.next_id,
+            "seen": self.seen,
+            "last": None if self.last is None else self.last.to_dict(),
+            "sample": self.sample.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StableClusterer:
+        """The learner ``to_dict`` gave; raises ValueError (or KeyError, TypeError) when
+        ``data`` is not one of this format."""
+        if data.get("kind") != "StableClusterer" or data.get("format") != LEARNER_FORMAT:
+            raise ValueError("not a stored StableClusterer of this format")
+        params = data["params"]
+        model = cls(**{name: _PARAM_TYPES[name](params[name]) for name in _PARAMS})
+        model.sample = CustomerSample.from_dict(data["sample"])
+        model.next_id, model.seen = _int(data["next_id"]), _int(data["seen"])
+        model.last = None if data["last"] is None else ClusterSnapshot.from_dict(data["last"])
+        return model
 
     def predict_one(self, x: dict[str, float]) -> int:
         """The id of the nearest centroid of the last snapshot (0 before the first)."""
         if self.last is None or not self.last.ids:
             return 0
         return self.last.assign(x)
+
+
+LEARNER_FORMAT = 1
+_PARAM_TYPES = {"n_clusters": int, "sample_size": int, "n_init": int, "switch_gain": float,
+                "match_radius": float, "seed": int}  # fmt: skip
+_PARAMS = tuple(_PARAM_TYPES)
+
+
+def array_to_dict(a: np.ndarray) -> dict:
+    """A float64 array as data: its shape, dtype and raw little-endian bytes (base64), so
+    it comes back bit for bit, NaN included.
+
+    >>> array_from_dict(array_to_dict(np.array([[1.5, np.nan]]))).tolist()
+    [[1.5, nan]]
+    """
+    a = np.ascontiguousarray(a, dtype="<f8")
+    return {"dtype": "<f8", "shape": list(a.shape),
+            "data": base64.b64encode(a.tobytes()).decode("ascii")}  # fmt: skip
+
+
+def array_from_dict(data: dict) -> np.ndarray:
+    """The array ``array_to_dict`` gave; raises ValueError on any other dtype, or on a
+    shape the bytes do not fill."""
+    if data.get("dtype") != "<f8":
+        raise ValueError("a stored array that is not float64")
+    shape = tuple(_int(n) for n in data["shape"])
+    raw = base64.b64decode(data["data"], validate=True)
+    return np.frombuffer(raw, dtype="<f8").reshape(shape).copy()
+
+
+def _int(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"a stored value that should be an integer: {value!r}")
+    return value
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None else _int(value)
 
 
 def scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

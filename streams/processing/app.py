@@ -38,6 +38,7 @@ from streams.processing.worker import (
     refit_churn,
     refresh_rfm_edges,
     retry_transient,
+    training_samples,
 )
 from streams.settings import Settings
 from streams.state.keys import Keys
@@ -177,11 +178,12 @@ def create_app(settings: Settings) -> Pipeline:
             await outputs[entry.output].send(key=entry.customer_id.encode(), value=entry.payload)
             for entry in outcome.outbox
         ]
-        # customers past their retention: a tombstone per output topic before the erase
+        # customers past their retention: a tombstone per output topic before the erase,
+        # and on the features topic, where it takes them out of the cluster learner
         sent += [
             await output.send(key=cid.encode(), value=None)
             for cid in outcome.expired
-            for output in outputs.values()
+            for output in [*outputs.values(), features]
         ]
         # A batch's training samples go as one record: a record per customer cost the
         # emit more than the outputs did (Faust's send path, per record; docs/performance.md).
@@ -230,7 +232,7 @@ def create_app(settings: Settings) -> Pipeline:
         trainer = await ClusterTrainer.resume(store, settings)
         # Each record holds one worker batch's samples (emit): a few records a train call.
         async for batch in stream.take_events(TRAIN_RECORDS, within=1.0):
-            samples = [(cid, sample) for e in batch for cid, sample in json.loads(e.value)]
+            samples = [pair for e in batch for pair in training_samples(e.key, e.value)]
             with SlowStep(f"training on {len(samples)} samples", log) as step:
                 await trainer.train(samples)
             metrics.refit_seconds.labels("clusters").observe(step.took_s)

@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import pickle
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -526,8 +525,11 @@ def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models
 
 class ClusterTrainer:
     """The one learner: River clustering over the features workers send, snapshotting every
-    ``every`` samples. Its pickled state rides along with each snapshot in Redis, so a
-    restarted or moved trainer resumes with the same ids."""
+    ``every`` samples. Its state rides along with each snapshot in Redis as data (JSON,
+    ``StableClusterer.to_dict``; never a pickle: whoever can write Redis must not run code
+    here), so a restarted or moved trainer resumes with the same ids. A tombstone on the
+    features topic (an erase) takes the customer out of the sample, and the learner is
+    stored again at once without it."""
 
     def __init__(
         self,
@@ -548,32 +550,26 @@ class ClusterTrainer:
         self.clock = clock
         self.since_snapshot = 0
         self.last_snapshot_at: float | None = None
+        self.forgotten = 0  # erased customers taken out since the learner was last stored
 
     @classmethod
     async def resume(cls, store: StateStore, settings: Settings) -> ClusterTrainer:
-        saved = await retry_transient(store.cluster_learner, "loading the cluster learner")
-        # Our own Redis, written by this class only: trusted like the rest of the state.
-        stored = pickle.loads(saved) if saved else None
-        learner = stored
-        if stored is not None and getattr(getattr(stored, "sample", None), "features",
-                                          None) != FEATURES:  # fmt: skip
-            log.warning("the stored cluster learner was trained on another feature set "
-                        "(an older rtba); starting a new one on today's features, with new "
-                        "cluster ids")  # fmt: skip
-            learner = None
-        if learner is None:
-            learner = StableClusterer(settings.clusters)
-            if stored is not None:
-                learner.continue_after(stored)
+        saved, snapshot = await retry_transient(store.cluster_learner,
+                                                "loading the cluster learner")  # fmt: skip
+        learner = stored_learner(saved, snapshot, settings.clusters)
         return cls(store, learner, settings.cluster_snapshot_every, settings.cluster_warmup,
                    settings.cluster_snapshot_min_s)  # fmt: skip
 
-    def learn(self, samples: list[tuple[str, dict]]) -> ClusterSnapshot | None:
+    def learn(self, samples: list[tuple[str, dict | None]]) -> ClusterSnapshot | None:
         """Blocking (numpy, scikit-learn): call it in a thread. ``samples`` are
-        (customer id, {"features": ..., "last_event_ms": ...}) as the workers send them."""
+        (customer id, {"features": ..., "last_event_ms": ...}) as the workers send them,
+        or (customer id, None) for an erased customer's tombstone."""
         for customer_id, sample in samples:
+            if sample is None:
+                self.forgotten += self.learner.forget(customer_id)
+                continue
             self.learner.learn_one(sample["features"], customer_id, sample["last_event_ms"])
-        self.since_snapshot += len(samples)
+            self.since_snapshot += 1
         if self.since_snapshot < self.every or self.learner.seen < self.warmup:
             return None
         now = self.clock()
@@ -587,15 +583,63 @@ class ClusterTrainer:
 
     async def train(self, samples: list[tuple[str, dict]]) -> ClusterSnapshot | None:
         snapshot = await asyncio.to_thread(self.learn, samples)
-        if snapshot is not None:
-            blob = pickle.dumps(self.learner)
+        if snapshot is not None or self.forgotten:
+            # an erased customer leaves the stored sample now, not at the next snapshot
+            blob = json.dumps(self.learner.to_dict()).encode()
             await retry_transient(
                 lambda: self.store.publish_clusters(snapshot, blob), "publishing clusters"
             )
+            self.forgotten = 0
+        if snapshot is not None:
             for event in snapshot.events:
                 log.info("cluster %s %s (snapshot v%s)", event["cluster"], event["event"],
                          snapshot.version)  # fmt: skip
         return snapshot
+
+
+def training_samples(key: bytes | None, value: bytes | None) -> list[tuple[str, dict | None]]:
+    """The (customer id, sample) pairs of one features-topic record: a worker batch's
+    samples, or, for a tombstone (the customer's id as key, no value: an erase), the one
+    pair (id, None)."""
+    if value is None:
+        return [] if key is None else [(key.decode("utf-8", "replace"), None)]
+    return [(cid, sample) for cid, sample in json.loads(value)]
+
+
+def stored_learner(saved: bytes | None, snapshot: bytes | None,
+                   n_clusters: int) -> StableClusterer:  # fmt: skip
+    """The learner stored in Redis, read as data only; a new one when there is none, or
+    when what is there is not a learner of today's format and features (an older rtba's
+    pickle is refused unread). A new learner goes on after the stored snapshot: versions
+    after its version, ids after every id it names."""
+    if saved is None:
+        return StableClusterer(n_clusters)
+    try:
+        learner = StableClusterer.from_dict(json.loads(saved))
+    except Exception:  # not JSON (a pickle, say), or JSON of another shape: never run
+        log.warning("the stored cluster learner is not one this rtba reads (an older "
+                    "rtba's pickle?): refused unread; training a new one")  # fmt: skip
+    else:
+        if learner.sample.features == FEATURES:
+            return learner
+        log.warning("the stored cluster learner was trained on another feature set "
+                    "(an older rtba); starting a new one on today's features, with new "
+                    "cluster ids")  # fmt: skip
+    learner = StableClusterer(n_clusters)
+    learner.continue_from(*continue_point(snapshot))
+    return learner
+
+
+def continue_point(snapshot: bytes | None) -> tuple[int, int]:
+    """(version, next fresh id) after a stored snapshot's JSON: its version, and one past
+    every cluster id it names (the live ones and those its events say appeared or died)."""
+    try:
+        data = json.loads(snapshot) if snapshot else {}
+        ids = [int(i) for i in data.get("ids", [])]
+        ids += [int(e["cluster"]) for e in data.get("events", [])]
+        return int(data.get("version", 0)), max(ids, default=-1) + 1
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return 0, 0
 
 
 def refresh_rfm_edges(settings: Settings) -> dict | None:
@@ -632,7 +676,12 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
 
 
 class RefitSkipped(Exception):
-    """A churn refit that cannot run; the message says why, for the log and the CLI."""
+    """A churn refit that cannot run (``kind`` "skipped") or whose fit is not put in force
+    (``kind`` "rejected"); the message says why, for the log and the CLI."""
+
+    def __init__(self, reason: str, kind: str = "skipped"):
+        super().__init__(reason)
+        self.kind = kind
 
 
 def refit_churn(
@@ -659,10 +708,16 @@ def refit_churn(
             )  # fmt: skip
         except ValueError as exc:
             raise RefitSkipped(str(exc)) from None
+        health = churn_risk.fit_health(scorer)
+        if health.churn_error is not None:  # the model in force stays
+            raise RefitSkipped(health.churn_error, "rejected")
     except RefitSkipped as exc:
-        record_refit_failure(client, keys, str(exc), int(time.time() * 1000))
+        record_refit_failure(client, keys, exc.args[0], int(time.time() * 1000), exc.kind)
         raise
-    meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000)}
+    meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
+            "spend_error": health.spend_error}  # fmt: skip
+    if health.spend_error is not None:
+        scorer.spend = None  # published without CLV rather than with a wrong one
     version = publish_churn_model(client, keys, scorer, meta)
     scorer.version = version
     reschedule(client, keys, states, current_models(client, keys, settings, churn=scorer))
@@ -670,6 +725,7 @@ def refit_churn(
     return {
         **scorer.model.to_dict(),
         "gamma_gamma": spend,
+        "spend_error": health.spend_error,
         "version": version,
         "as_of_ms": as_of_ms,
     }

@@ -76,7 +76,8 @@ class Keys:
     @property
     def cluster_model(self) -> str:
         """Hash: ``version``, ``json`` (the snapshot workers assign with) and ``learner``
-        (the trainer's pickled StableClusterer, so ids survive a restart)."""
+        (the trainer's StableClusterer as JSON, ``to_dict``: never a pickle; so ids survive
+        a restart)."""
         return f"{self.namespace}:model:clusters"
 
     @property
@@ -101,6 +102,32 @@ class Keys:
         """Hash: the leader's backfill of new audience definitions (``sweeping`` version,
         ``cursor``, last fully ``swept`` version, customers ``done`` of ``total``)."""
         return f"{self.namespace}:sweep:audiences"
+
+    @property
+    def pseudonym(self) -> str:
+        """String: the fingerprint of the RTBA_PSEUDONYM_KEY the namespace's ids are
+        pseudonymised with (streams.privacy.fingerprint; never the key), set by the first
+        worker with a key."""
+        return f"{self.namespace}:pseudonym"
+
+    @property
+    def erased(self) -> str:
+        """Hash: ``salt`` (random, made once) and, per erased customer, ``h:`` + the
+        HMAC-SHA256 of its id under the salt -> when it was erased (wall clock, ms): how
+        `rtba dlq --redrive` knows whom to skip without keeping an id
+        (streams.state.erase)."""
+        return f"{self.namespace}:erased"
+
+    @property
+    def audit(self) -> str:
+        """Stream: the audit log of erasures (who, when, from where, the id's hash, the
+        outcome), capped at streams.audit.MAX_ENTRIES."""
+        return f"{self.namespace}:audit"
+
+    @property
+    def aof_rewrite(self) -> str:
+        """String: set for a minute when an erase starts an AOF rewrite (the rate limit)."""
+        return f"{self.namespace}:aof-rewrite"
 
     @property
     def topic(self) -> str:

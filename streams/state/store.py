@@ -180,19 +180,20 @@ class StateStore:
             cursor = upto
         return (0 if cursor >= due_index.BUCKETS else cursor), ids
 
-    async def cluster_learner(self) -> bytes | None:
-        return await self.client.hget(self.keys.cluster_model, "learner")
+    async def cluster_learner(self) -> tuple[bytes | None, bytes | None]:
+        """The stored learner (JSON: StableClusterer.to_dict) and the snapshot's JSON, both
+        unread: the caller parses them as data."""
+        return tuple(await self.client.hmget(self.keys.cluster_model, "learner", "json"))
 
-    async def publish_clusters(self, snapshot: ClusterSnapshot, learner: bytes) -> None:
-        """The snapshot and the learner that made it, in one single-key write."""
-        await self.client.hset(
-            self.keys.cluster_model,
-            mapping={
-                "version": snapshot.version,
-                "json": json.dumps({**snapshot.to_dict(), "fitted_at_ms": int(time.time() * 1000)}),
-                "learner": learner,
-            },
-        )
+    async def publish_clusters(self, snapshot: ClusterSnapshot | None, learner: bytes) -> None:
+        """The snapshot and the learner that made it, in one single-key write (the learner
+        alone when ``snapshot`` is None: an erase took a customer out of its sample)."""
+        mapping: dict = {"learner": learner}
+        if snapshot is not None:
+            mapping["version"] = snapshot.version
+            fitted = {**snapshot.to_dict(), "fitted_at_ms": int(time.time() * 1000)}
+            mapping["json"] = json.dumps(fitted)
+        await self.client.hset(self.keys.cluster_model, mapping=mapping)
 
     async def churn_model(self) -> ChurnScorer | None:
         version, text = await self.client.hmget(self.keys.churn_model, "version", "json")
@@ -516,9 +517,14 @@ def publish_churn_model(client: redis.Redis, keys: Keys, scorer: ChurnScorer, me
     return int(version)
 
 
-def record_refit_failure(client: redis.Redis, keys: Keys, reason: str, at_ms: int) -> None:
-    """Why the latest churn refit did not run (cleared by the next published fit)."""
-    client.hset(keys.churn_model, "last_error", json.dumps({"reason": reason, "at_ms": at_ms}))
+def record_refit_failure(client: redis.Redis, keys: Keys, reason: str, at_ms: int,
+                         kind: str = "skipped") -> None:  # fmt: skip
+    """Why the latest churn refit did not run ("skipped") or its fit was not put in force
+    ("rejected"); cleared by the next published fit. Counted in the stats as
+    ``refit_<kind>:churn`` (rtba stats, rtba_stats_total in /metrics)."""
+    error = {"reason": reason, "at_ms": at_ms, "kind": kind}
+    client.hset(keys.churn_model, "last_error", json.dumps(error))
+    client.hincrby(keys.stats, f"refit_{kind}:churn", 1)
 
 
 def model_status(client: redis.Redis, keys: Keys, now_ms: int) -> dict:
@@ -538,6 +544,8 @@ def model_status(client: redis.Redis, keys: Keys, now_ms: int) -> dict:
         if name == "churn":
             status["model"] = meta.get("churn", {}).get("model")
             status["last_error"] = json.loads(error) if error else None
+            # the model in force was published without its spend model: why CLV is null
+            status["spend_error"] = meta.get("spend_error")
         out[name] = status
     return out
 
