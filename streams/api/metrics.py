@@ -63,14 +63,35 @@ class NamespaceCollector:
         age = GaugeMetricFamily(
             "rtba_model_age_seconds", "wall time since each model was fitted", labels=["model"]
         )
+        failing = GaugeMetricFamily(
+            "rtba_model_refit_failing",
+            "1 while the latest refit was not put in force (last_error), or the churn model "
+            "in force was published without its spend model (part=spend: CLV null)",
+            labels=["model", "part"],
+        )  # fmt: skip
         for model, status in model_status(client, keys, now_ms).items():
             if not isinstance(status, dict):
                 continue
             version.add_metric([model], status.get("version") or 0)
             if status.get("age_s") is not None:
                 age.add_metric([model], status["age_s"])
+            if model == "churn":
+                failing.add_metric([model, "model"], int(bool(status.get("last_error"))))
+                failing.add_metric([model, "spend"], int(bool(status.get("spend_error"))))
         yield version
         yield age
+        yield failing
+        refits = CounterMetricFamily(
+            "rtba_model_refit_failures",
+            "churn refits that could not run (skipped) or whose fit was not put in force "
+            "(rejected: did not converge)",
+            labels=["model", "kind"],
+        )  # fmt: skip
+        for name, n in sorted(stats.items()):
+            if name.startswith("refit_") and ":" in name:
+                kind, model = name.removeprefix("refit_").split(":", 1)
+                refits.add_metric([model, kind], n)
+        yield refits
         last = read_history(self.reader, 1)
         if last and last[-1].get("lag") is not None:
             yield GaugeMetricFamily(

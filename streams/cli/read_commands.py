@@ -59,12 +59,14 @@ def profile(customer_ids, everyone, as_of, as_json) -> int:
     if not everyone and not customer_ids:
         raise click.UsageError("name customer ids, or use --all")
     reader = Reader()
-    from streams.privacy import customer_ref
+    from streams.privacy import customer_refs
     from streams.read.views import profile_text
 
     moment = reader.as_of(as_of)
-    # given ids as stored: their pseudonyms when RTBA_PSEUDONYM_KEY is set
-    stored = {customer_ref(reader.settings, c): c for c in customer_ids}
+    # given ids as stored (NFC; their pseudonyms when RTBA_PSEUDONYM_KEY is set), after
+    # checking the key is the namespace's: another one would make everyone "not found"
+    ref = customer_refs(reader.settings, reader.client)
+    stored = {ref(c): c for c in customer_ids}
     states = reader.everyone() if everyone else reader.states(list(stored))
     found = set()
     for state in states:
@@ -212,10 +214,11 @@ def stats(as_json) -> None:
     """
     reader = Reader()
     from streams.read.views import table
-    from streams.state.store import read_marks, read_stats
+    from streams.state.store import model_status, read_marks, read_stats
 
     marks = read_marks(reader.client, reader.keys)
     counters = read_stats(reader.client, reader.keys)
+    churn_model = model_status(reader.client, reader.keys, int(time.time() * 1000))["churn"]
     if as_json:
         print_json(
             {
@@ -223,6 +226,7 @@ def stats(as_json) -> None:
                 "max_event_ts": marks.max_event_ts,
                 "partition_marks": marks.partitions,
                 "watermark": marks.watermark(),
+                "churn_model": churn_model,
             }
         )
         return
@@ -235,6 +239,19 @@ def stats(as_json) -> None:
     click.echo(
         f"\nwatermark        {when(marks.watermark())}\nlatest event     {when(marks.max_event_ts)}"
     )
+    click.echo(churn_health_line(churn_model))
+
+
+def churn_health_line(status: dict) -> str:
+    """The churn model in force and, if the latest refit was not put in force or its spend
+    model was dropped, why (fit health, docs/decisions.md S9)."""
+    line = f"churn model      v{status['version']}" if status["version"] else (
+        "churn model      none in force")  # fmt: skip
+    if status.get("last_error"):
+        line += f"; last refit: {status['last_error']['reason']}"
+    if status.get("spend_error"):
+        line += f"; {status['spend_error']}"
+    return line
 
 
 @click.group()

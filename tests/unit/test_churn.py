@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from online_models.churn import BGNBD, GammaGamma, ModifiedBGNBD, expected_while_alive
@@ -287,3 +289,130 @@ def test_audience_fields_are_the_reference_values(field):
         audiences = parse(json.dumps({"audiences": [{"id": "a", "name": "A", "when": when}]}))
         assert members(audiences, Profile(state, now, RFMScorer(), scorer)) == (
             ["a"] if inside else [])  # fmt: skip
+
+
+# -- no overflow, nan or negative number anywhere in scoring (S9) ---------------------------
+
+_WIDE = st.floats(min_value=-6.0, max_value=6.0).map(lambda e: 10.0**e)  # 1e-6 .. 1e6
+
+
+@st.composite
+def _silent_customers(draw):
+    """A customer with 1..30 purchase days over up to ~3 years, scored up to a year later."""
+    from decimal import Decimal
+
+    from online_models.customer import CustomerState
+
+    days = draw(st.lists(st.integers(0, 1100), min_size=1, max_size=30, unique=True))
+    state = CustomerState("c")
+    for k, day in enumerate(sorted(days)):
+        amount = draw(st.sampled_from(["0", "0.01", "9.99", "250", "99999.99"]))
+        state.apply_purchase(T_START + day * 86_400_000, Decimal(amount), f"o{k}")
+    later = draw(st.integers(0, 400 * 86_400_000))
+    return state, state.last_purchase_ms + later
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    model=st.sampled_from([BGNBD, ModifiedBGNBD]),
+    params=st.fixed_dictionaries({"r": _WIDE, "alpha": _WIDE, "a": _WIDE, "b": _WIDE}),
+    spend=st.fixed_dictionaries({"p": _WIDE, "q": _WIDE.map(lambda v: 1.0 + v), "gamma": _WIDE}),
+    customer=_silent_customers(),
+    threshold=st.floats(min_value=0.01, max_value=0.99),
+)
+def test_scoring_never_overflows_nor_publishes_a_bad_number(model, params, spend, customer,
+                                                            threshold):  # fmt: skip
+    """Parameters over twelve orders of magnitude (a fit can end anywhere): every score is
+    finite and in range, and the risk crossing is a time or None ("never"), no exception."""
+    state, now = customer
+    scorer = _scorer(model, params, spend)
+    score = scorer.score(state, now)
+    assert 0.0 <= score["p_alive"] <= 1.0
+    assert 0.0 <= score["churn_risk"] <= 1.0
+    for key in ("expected_purchases_30d", "expected_purchases_90d"):
+        assert math.isfinite(score[key]) and score[key] >= 0, key
+    clv = score["predicted_clv_365d"]
+    assert clv is None or (math.isfinite(clv) and clv >= 0)
+    nxt = score["expected_next_purchase_ms"]
+    assert nxt is None or nxt >= now
+    crossing = scorer.risk_crossing_ms(state, threshold)
+    assert crossing is None or crossing >= state.last_purchase_ms
+    if crossing is not None:  # and it is a time a datetime can show (the alert's "at")
+        from datetime import UTC, datetime
+
+        datetime.fromtimestamp(crossing / 1000, tz=UTC)
+
+
+def test_a_tiny_r_does_not_overflow_the_risk_crossing():
+    """MBG/NBD with r ~ 1e-6 and a one-time buyer: (odds / k) ** (1 / (r + x)) overflowed
+    (OverflowError) before the crossing was computed in logs; it is "never" (None)."""
+    from decimal import Decimal
+
+    from online_models.customer import CustomerState
+
+    state = CustomerState("c")
+    state.apply_purchase(T_START, Decimal("10"), "o")
+    scorer = _scorer(ModifiedBGNBD, {"r": 1e-6, "alpha": 1.0, "a": 0.5, "b": 50.0})
+    assert scorer.risk_crossing_ms(state, 0.7) is None
+
+
+# -- fit health: what a refit may put in force (S9) -----------------------------------------
+
+
+def _fitted_scorer(converged=True, spend="converged"):
+    from online_models.churn_risk import ChurnScorer
+
+    scorer = _scorer(ModifiedBGNBD)
+    scorer.model.converged = converged
+    scorer.model.failure = None if converged else "the optimum is on a parameter bound (b)"
+    if spend is None:
+        scorer.spend = None
+    else:
+        scorer.spend.converged = spend == "converged"
+        scorer.spend.failure = (
+            None if scorer.spend.converged else "the optimum is on the bound q = 1"
+        )
+    return ChurnScorer(scorer.model, scorer.spend)
+
+
+def test_fit_health_puts_a_converged_fit_in_force():
+    from online_models.churn_risk import fit_health
+
+    health = fit_health(_fitted_scorer())
+    assert health.churn_error is None and health.spend_error is None
+
+
+def test_fit_health_keeps_a_churn_fit_that_did_not_converge_out_of_force():
+    from online_models.churn_risk import fit_health
+
+    health = fit_health(_fitted_scorer(converged=False))
+    assert health.churn_error == (
+        "mbgnbd fit not put in force: the optimum is on a parameter bound (b)")  # fmt: skip
+
+
+def test_fit_health_drops_a_spend_fit_that_did_not_converge_or_has_no_mean():
+    from online_models.churn_risk import fit_health
+
+    health = fit_health(_fitted_scorer(spend="failed"))
+    assert health.churn_error is None
+    assert (
+        health.spend_error
+        == "Gamma-Gamma fit not used (CLV null): the optimum is on the bound q = 1"
+    )
+    no_mean = _fitted_scorer()
+    no_mean.spend.params["q"] = 0.7  # converged, but a model stored before S9
+    assert fit_health(no_mean).spend_error.startswith("Gamma-Gamma fit not used")
+    assert "fewer than 10 repeat customers" in fit_health(_fitted_scorer(spend=None)).spend_error
+
+
+def test_mbgnbd_on_one_time_buyers_ends_on_a_bound_and_is_not_put_in_force():
+    """The audit's case: 95% one-time buyers; b runs to its box bound."""
+    from online_models.churn_risk import ChurnScorer, fit_health
+
+    rng = np.random.default_rng(1)
+    T = rng.uniform(1, 52, 300)
+    x = np.where(rng.random(300) < 0.95, 0, rng.integers(1, 8, 300)).astype(float)
+    t_x = np.where(x > 0, T * rng.uniform(0.8, 1.0, 300), 0)
+    model = ModifiedBGNBD().fit(x, t_x, T)
+    assert not model.converged and "bound (b" in model.failure
+    assert "not put in force" in fit_health(ChurnScorer(model)).churn_error

@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import integrate
 from scipy.special import hyp2f1
 
@@ -184,3 +186,131 @@ def test_churn_fit_runs_on_the_synthetic_generators_own_customers():
     assert all(s.btyd(end)["t_x_days"] == 0 for s in same_day if s.purchase_days == 1)
     scorer = fit_churn(states.values(), end, "mbgnbd")
     assert scorer.model.customers == sum(1 for s in states.values() if s.purchases)
+
+
+# -- a spend model always has a mean: finite, positive spend and CLV (S9) -------------------
+
+
+def gamma_gamma_population(seed, n=300, p=0.26, q=0.71, gamma=10.0):
+    """Mean repeat values drawn from the Gamma-Gamma story itself."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 6, n)
+    nu = rng.gamma(q, 1 / gamma, n)
+    m = np.array([rng.gamma(p, 1 / v, k).mean() for v, k in zip(nu, x, strict=True)])
+    return x, m
+
+
+def test_a_spend_too_heavy_tailed_for_a_mean_is_not_a_converged_fit():
+    """The audit's case: a population whose spend has no mean (q < 1) fitted p ~ 0.26,
+    q ~ 0.72 'converged', and (gamma + x m) p / (p x + q - 1) was -479 at x = 1. Fitted with
+    q > 1 the optimum sits on q = 1: not converged, and every spend is still finite > 0."""
+    x, m = gamma_gamma_population(0)
+    gg = GammaGamma().fit(x, m)
+    assert not gg.converged and "q = 1" in gg.failure
+    assert gg.params["q"] > 1
+    spend = gg.expected_spend(np.array([0, 1, 2, 5, 50]), np.full(5, 20.0))
+    assert np.all(np.isfinite(spend)) and np.all(spend > 0)
+
+
+def test_a_spend_model_stored_with_q_below_one_gives_no_clv():
+    """A model published before S9 with q <= 1 has no finite spend for some x: null CLV,
+    never a negative one."""
+    gg = fitted(0.26, 0.72, 8.28)
+    assert np.all(np.isnan(gg.expected_spend(np.array([0, 1, 3]), np.full(3, 20.0))))
+    model = ModifiedBGNBD()
+    model.params = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
+    state = customer("10.00", ["20.00"])
+    assert ChurnScorer(model, gg).score(state, T0 + 30 * DAY)["predicted_clv_365d"] is None
+
+
+@st.composite
+def spend_populations(draw):
+    """Small populations of mean repeat values, heavy tails included: the Gamma-Gamma story
+    with any shapes (q < 1: no mean), log-normal up to sigma 4, Pareto with no mean."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    n = draw(st.integers(2, 60))
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, draw(st.integers(2, 30)), n)
+    kind = draw(st.sampled_from(["story", "lognormal", "pareto", "ties"]))
+    if kind == "story":
+        p, q = draw(st.floats(0.05, 20)), draw(st.floats(0.2, 20))
+        nu = rng.gamma(q, 1.0, n)
+        m = np.array([rng.gamma(p, 1 / v, k).mean() for v, k in zip(nu, x, strict=True)])
+    elif kind == "lognormal":
+        m = np.exp(rng.normal(3, draw(st.floats(0.01, 4.0)), n))
+    elif kind == "pareto":
+        m = (rng.pareto(draw(st.floats(0.3, 3.0)), n) + 1) * 10
+    else:
+        m = rng.choice([0.01, 5.0, 5.0, 1e6], n)
+    return x, m * draw(st.sampled_from([1e-2, 1.0, 1e5]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(population=spend_populations(), x=st.integers(0, 200),
+       m=st.floats(-1e3, 1e9, allow_nan=False))  # fmt: skip
+def test_every_fitted_spend_is_finite_and_positive(population, x, m):
+    """Whatever the population, a fit has q > 1 (a converged one well inside), and the
+    expected spend of any customer, refunds making the mean negative included, is finite
+    and >= 0; with a year of expected purchases, so is CLV."""
+    gg = GammaGamma().fit(*population)
+    assert gg.params["q"] > 1
+    assert not gg.converged or gg.params["q"] - 1 >= 1e-3
+    spend = float(gg.expected_spend(x, m))
+    assert math.isfinite(spend) and spend >= 0
+    model = ModifiedBGNBD()
+    model.params = {"r": 0.8, "alpha": 3.0, "a": 0.9, "b": 2.2}
+    state = customer("10.00", [f"{max(m, 0):.2f}"] * min(x, 5))
+    clv = ChurnScorer(model, gg).score(state, T0 + 400 * DAY)["predicted_clv_365d"]
+    assert clv is not None and math.isfinite(clv) and clv >= 0
+
+
+@st.composite
+def shoppers(draw):
+    """A small population of customers: purchase days, amounts (heavy-tailed), refunds."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    n = draw(st.integers(0, 40))
+    rng = np.random.default_rng(seed)
+    repeat_rate = draw(st.floats(0.0, 1.0))
+    tail = draw(st.floats(0.1, 3.0))
+    states = []
+    for i in range(n):
+        s = CustomerState(f"c{i}")
+        start = T0 + int(rng.integers(0, 300)) * DAY
+        days = [0] + sorted(rng.choice(np.arange(1, 400), int(rng.poisson(repeat_rate * 4)),
+                                       replace=False).tolist())  # fmt: skip
+        for k, d in enumerate(days):
+            amount = Decimal(str(round(float(np.exp(rng.normal(3, tail))), 2)))
+            s.apply_purchase(start + d * DAY, amount, f"o{k}")
+        if rng.random() < 0.1:
+            s.apply_refund(start + days[-1] * DAY + 1, Decimal("5000"), f"o{len(days) - 1}", "r")
+        states.append(s)
+    return states
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states=shoppers(), name=st.sampled_from(["bgnbd", "mbgnbd"]))
+def test_a_refit_on_any_population_publishes_no_wrong_number(states, name):
+    """The whole refit as the leader runs it (fit, fit_health, the spend model dropped when
+    it failed): no exception but the documented ValueError for too few customers, and every
+    published number finite and in range."""
+    from online_models.churn_risk import fit_health
+
+    as_of = T0 + 800 * DAY
+    try:
+        scorer = fit_churn(states, as_of, name)
+    except ValueError as exc:
+        assert "need at least 10 customers" in str(exc)
+        return
+    health = fit_health(scorer)
+    if health.spend_error is not None:
+        scorer.spend = None
+    for s in states:
+        score = scorer.score(s, as_of)
+        if score is None:  # no purchase left (refunded in full): nothing is published
+            continue
+        assert 0 <= score["p_alive"] <= 1 and 0 <= score["churn_risk"] <= 1
+        assert all(math.isfinite(score[k]) and score[k] >= 0
+                   for k in ("expected_purchases_30d", "expected_purchases_90d"))  # fmt: skip
+        clv = score["predicted_clv_365d"]
+        assert clv is None or (math.isfinite(clv) and clv >= 0)
+        assert (clv is None) == (scorer.spend is None)

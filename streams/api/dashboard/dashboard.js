@@ -198,14 +198,27 @@ async function follow() {
   }
 }
 
+// The churn model in force, and why the latest refit was not put in force or CLV is off
+// (a fit that did not converge is never published: the previous model stays).
+function drawChurnModel(churn) {
+  const problems = [churn.last_error && `last refit: ${churn.last_error.reason}`, churn.spend_error]
+    .filter(Boolean);
+  const cell = $("churn-model");
+  cell.textContent = (churn.version ? `v${churn.version}` : "none yet") + (problems.length ? " ⚠" : "");
+  cell.title = problems.join("\n");
+  $("churn-problem").textContent = problems.join(" · ");
+}
+
 async function refresh() {
   try {
-    const [history, clusters, audiences] = await Promise.all([
-      getJson("/dashboard/history?limit=360"), getJson("/clusters"), getJson("/audiences")]);
+    const [history, clusters, audiences, models] = await Promise.all([
+      getJson("/dashboard/history?limit=360"), getJson("/clusters"), getJson("/audiences"),
+      getJson("/models")]);
     const samples = history.samples;
     if (samples.length) drawNow(samples[samples.length - 1], clusters.clusters);
     drawHistory(history);
     drawAudiences(audiences);
+    drawChurnModel(models.churn);
   } catch (error) {
     $("as-of").textContent = `API: ${error.message}`;
   }
