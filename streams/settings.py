@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -134,17 +134,41 @@ def _user(value: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password, if any, written ``***`` (for messages and logs).
+    """``url`` with its password, if any, written ``***`` (for messages and logs): the
+    ``user:password@`` form, and a ``password`` query argument, which redis-py also reads
+    (its name compared as redis-py does, after percent-decoding, and in any case).
 
     >>> redacted("redis://rtba:s3cret@db:6379/0"), redacted("redis://db:6379")
     ('redis://rtba:***@db:6379/0', 'redis://db:6379')
+    >>> redacted("redis://db:6379/0?socket_timeout=5&password=s3cret")
+    'redis://db:6379/0?socket_timeout=5&password=***'
     """
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host: show nothing that may be secret
+        return "<a URL that cannot be read>"
+    netloc, query = parts.netloc, parts.query
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    if query:
+        query = "&".join(_redacted_argument(pair) for pair in query.split("&"))
+    # a fragment means nothing to Redis: it is only ever something pasted by mistake
+    fragment = "***" if parts.fragment else ""
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    # rebuilt by hand: geturl() would write unix:///path as unix:/path
+    scheme = url[: len(parts.scheme) + 1]
+    slashes = "//" if url[len(scheme) :].startswith("//") else ""
+    tail = (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
+    return f"{scheme}{slashes}{netloc}{parts.path}{tail}"
+
+
+def _redacted_argument(pair: str) -> str:
+    name, equals, _value = pair.partition("=")
+    if equals and unquote_plus(name).strip().lower() == "password":
+        return f"{name}=***"
+    return pair
 
 
 Edges = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_edges), AfterValidator(_ascending)]
