@@ -18,7 +18,12 @@ Orders are kept for a horizon, not forever (docs/decisions.md, "The order horizo
 customer's latest event into :class:`Totals` and forgets them, ids and refunds
 included, so a customer's state stays bounded however long it lives. A purchase placed
 before the sealed day cannot be told from a repeat of a forgotten order and is refused
-(:class:`BeyondHorizon`); a refund whose order is never placed expires after the horizon.
+(:class:`BeyondHorizon`); a refund whose order is never placed expires after the horizon,
+and :meth:`CustomerState.seal` says how many refunds expired so (``refund_unmatched``).
+
+Days are the shop's calendar days (:mod:`online_models.days`, RTBA_TIMEZONE): the fold
+takes them as a parameter (``days``, UTC by default), so this module never reads a
+setting.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-MS_PER_DAY = 86_400_000
+from online_models.days import MS_PER_DAY, UTC_DAYS, Days
 
 
 def utc_day(ts_ms: int) -> int:
@@ -47,6 +52,10 @@ MAX_CATEGORIES = 100  # beyond: the least-counted category makes room (ties: by 
 # the purchase figures from all of them (exact under refunds): ~2 us an order held (one
 # customer's first 2,000 purchases took 3.9 s), so ~10 ms a purchase at the cap.
 MAX_OPEN_ORDERS = 5_000
+# Refund ids one order keeps (its de-duplication set); a further refund of it goes to the
+# DLQ. A real order is refunded a handful of times (a line at a time); the audit's hostile
+# feed grew one order to 816 KiB with 4,000 refunds, and every write carries the orders.
+MAX_REFUNDS_PER_ORDER = 100
 
 
 class RefusedEvent(ValueError):
@@ -66,6 +75,12 @@ class TooManyOrders(RefusedEvent):
     """A new order id for a customer already holding MAX_OPEN_ORDERS within the horizon."""
 
     reason = "too_many_orders"
+
+
+class TooManyRefunds(RefusedEvent):
+    """A new refund id for an order already holding MAX_REFUNDS_PER_ORDER of them."""
+
+    reason = "too_many_refunds"
 
 
 def _max(a: int | None, b: int) -> int:
@@ -133,10 +148,12 @@ class Totals:
     first_day_amount: Decimal = Decimal(0)  # net value of the first purchase day's orders
 
     @classmethod
-    def of(cls, orders: Iterable[Order]) -> Totals:
+    def of(cls, orders: Iterable[Order], calendar: Days = UTC_DAYS) -> Totals:
+        """The figures of ``orders``, purchase days counted in ``calendar``'s dates."""
         placed = [o for o in orders if o.placed]
         buys = [o for o in placed if o.counts]
-        days = {utc_day(o.ts_ms) for o in buys}
+        day = {id(o): calendar.of(o.ts_ms) for o in buys}  # each order's day, once
+        days = set(day.values())
         first_day = min(days, default=None)
         return cls(
             len(buys), len(days), sum(o.items for o in buys), sum(o.discounted for o in buys),
@@ -144,11 +161,11 @@ class Totals:
             sum((o.refunded for o in placed), Decimal(0)),
             min((o.ts_ms for o in buys), default=None),
             max((o.ts_ms for o in buys), default=None),
-            sum((o.net for o in buys if utc_day(o.ts_ms) == first_day), Decimal(0)),
+            sum((o.net for o in buys if day[id(o)] == first_day), Decimal(0)),
         )  # fmt: skip
 
     def then(self, later: Totals) -> Totals:
-        """These totals followed by those of orders placed on later UTC days only (days
+        """These totals followed by those of orders placed on later days only (days
         are counted apart, so they must not overlap)."""
         return Totals(
             self.purchases + later.purchases, self.days + later.days,
@@ -219,7 +236,7 @@ class CustomerState:
     # "<event>:<category>" -> the newest event times a windowed audience count reads
     recent: dict[str, list[int]] = field(default_factory=dict)
     sealed: Totals = field(default_factory=Totals)
-    sealed_before_ms: int | None = None  # a UTC midnight: every order before it is sealed
+    sealed_before_ms: int | None = None  # a (local) midnight: every order before it is sealed
     orders: dict[str, Order] = field(default_factory=dict, repr=False)
     orders_loaded: bool = field(default=True, repr=False)  # False: `orders` is not all of them
     stored_orders: bytes | None = field(default=None, repr=False)
@@ -258,9 +275,10 @@ class CustomerState:
         return max(0, as_of_ms - self.last_purchase_ms) / MS_PER_DAY
 
     def btyd_ms(self, as_of_ms: int) -> tuple[int, int, int] | None:
-        """(x, t_x, T) with times in ms. Purchases are aggregated per UTC day (as in the BTYD
-        literature): x counts purchase days after the first, and a customer with a single
-        purchase day has t_x = 0 however far apart its orders on that day were.
+        """(x, t_x, T) with times in ms. Purchases are aggregated per calendar day of the
+        shop's time zone (RTBA_TIMEZONE; as in the BTYD literature): x counts purchase days
+        after the first, and a customer with a single purchase day has t_x = 0 however far
+        apart its orders on that day were.
         T is never below t_x."""
         if self.first_purchase_ms is None:
             return None
@@ -294,29 +312,31 @@ class CustomerState:
         self.last_event_ms = _max(self.last_event_ms, ts_ms)
         self.first_event_ms = _min(self.first_event_ms, ts_ms)
 
-    def _set_order(self, order_id: str, order: Order) -> None:
+    def _set_order(self, order_id: str, order: Order, days: Days) -> None:
         self._require_orders()
         self.orders[order_id] = order
-        self._derive_purchases()
+        self._derive_purchases(days)
 
     def _require_orders(self) -> None:
         if not self.orders_loaded:
             # the figures are derived from every order: a partial set would corrupt them
             raise RuntimeError(f"orders of {self.customer_id!r} were not loaded")
 
-    def _derive_purchases(self) -> None:
+    def _derive_purchases(self, days: Days) -> None:
         """Every purchase figure from the orders: exact whatever order events arrived in."""
-        totals = self.sealed.then(Totals.of(self.orders.values()))
+        totals = self.sealed.then(Totals.of(self.orders.values(), days))
         self.purchases, self.purchase_days = totals.purchases, totals.days
         self.items, self.discounted = totals.items, totals.discounted
         self.gross, self.refunds = totals.gross, totals.refunds
         self.first_purchase_ms, self.last_purchase_ms = totals.first_ms, totals.last_ms
         self.first_day_amount = totals.first_day_amount
 
-    def seal(self, horizon_ms: int) -> None:
-        """Seal the orders placed before the UTC day ``horizon_ms`` ahead of the latest
-        event: their figures move into ``sealed`` (no figure changes) and they are
-        forgotten; a refund that has waited that long for its order is dropped.
+    def seal(self, horizon_ms: int, days: Days = UTC_DAYS) -> int:
+        """Seal the orders placed before the (``days``) calendar day ``horizon_ms`` ahead
+        of the latest event: their figures move into ``sealed`` (no figure changes) and
+        they are forgotten; a refund that has waited that long for its order is dropped
+        as unmatched. Returns how many refunds were dropped so (counted as
+        ``refund_unmatched``: one keyed to another customer id than its order's ends here).
 
         >>> s = CustomerState("c")
         >>> s.apply_purchase(0, Decimal("5"), "old")
@@ -325,7 +345,8 @@ class CustomerState:
         True
         >>> s.apply_purchase(30 * MS_PER_DAY, Decimal("7"), "new")
         True
-        >>> s.seal(10 * MS_PER_DAY)
+        >>> s.seal(10 * MS_PER_DAY)  # one refund dropped unmatched
+        1
         >>> sorted(s.orders)  # "old" sealed, the refund waiting for "never-placed" dropped
         ['new']
         >>> s.purchases, s.monetary, s.sealed_before_ms == 20 * MS_PER_DAY
@@ -336,17 +357,19 @@ class CustomerState:
         online_models.customer.BeyondHorizon: order 'old' placed before the sealed day ...
         """
         if self.last_event_ms is None or not self.orders:
-            return
+            return 0
         self._require_orders()
-        cutoff = utc_day(self.last_event_ms - horizon_ms) * MS_PER_DAY
+        cutoff = days.start_ms(days.of(self.last_event_ms - horizon_ms))
         final = [oid for oid, o in self.orders.items() if o.placed and o.ts_ms < cutoff]
         expired = [oid for oid, o in self.orders.items()
                    if not o.placed and (o.refund_ms or 0) < cutoff]  # fmt: skip
         if final:
-            self.sealed = self.sealed.then(Totals.of(self.orders[oid] for oid in final))
+            self.sealed = self.sealed.then(Totals.of((self.orders[oid] for oid in final), days))
             self.sealed_before_ms = max(cutoff, self.sealed_before_ms or cutoff)
+        unmatched = sum(len(self.orders[oid].refund_ids) for oid in expired)
         for oid in final + expired:
             del self.orders[oid]
+        return unmatched
 
     def apply_purchase(
         self,
@@ -356,12 +379,13 @@ class CustomerState:
         categories: dict[str, int] | None = None,
         discounted: bool = False,
         items: int = 0,
+        days: Days = UTC_DAYS,
     ) -> bool:
         """Count a purchase; returns False (and changes nothing) for a repeated order id.
 
         Refunds that came before it are credited now, capped at ``amount``. Raises
         :class:`BeyondHorizon` (changing nothing) for an order placed before the sealed
-        day."""
+        day. Purchase days are ``days``' calendar dates."""
         early = self.orders.get(order_id, Order())
         if early.placed:
             return False
@@ -375,7 +399,7 @@ class CustomerState:
         self._touch(ts_ms)
         order = replace(early, ts_ms=ts_ms, amount=amount, refunded=min(early.refunded, amount),
                         items=items, discounted=bool(discounted))  # fmt: skip
-        self._set_order(order_id, order)
+        self._set_order(order_id, order, days)
         for category, quantity in (categories or {}).items():
             self._count_category(category, quantity)
         return True
@@ -400,12 +424,20 @@ class CustomerState:
             del self.categories[least]
         self.categories[category] = self.categories.get(category, 0) + n
 
-    def apply_refund(self, ts_ms: int, amount: Decimal, order_id: str, refund_id: str) -> bool:
+    def apply_refund(self, ts_ms: int, amount: Decimal, order_id: str, refund_id: str,
+                     days: Days = UTC_DAYS) -> bool:  # fmt: skip
         """Credit a refund to its order, capped at what is left of it (an order not seen yet
-        keeps it until it arrives); returns False for a refund id already counted."""
+        keeps it until it arrives); returns False for a refund id already counted for this
+        order (refund ids are de-duplicated per order, docs/decisions.md). Raises
+        :class:`TooManyRefunds` (changing nothing) for a new refund id of an order already
+        holding MAX_REFUNDS_PER_ORDER."""
         order = self.orders.get(order_id, Order())
         if refund_id in order.refund_ids:
             return False
+        if len(order.refund_ids) >= MAX_REFUNDS_PER_ORDER:
+            raise TooManyRefunds(
+                f"order {order_id!r} already holds {MAX_REFUNDS_PER_ORDER} refunds"
+            )
         self._room_for(order_id)
         self._touch(ts_ms)
         refunded = order.refunded + amount
@@ -413,7 +445,7 @@ class CustomerState:
             order, refunded=min(order.amount, refunded) if order.placed else refunded,
             refund_ids=(*order.refund_ids, refund_id), refund_ms=_max(order.refund_ms, ts_ms),
         )  # fmt: skip
-        self._set_order(order_id, order)
+        self._set_order(order_id, order, days)
         return True
 
     def apply_click(self, ts_ms: int, action: str, category: str | None = None) -> bool:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from online_models.days import Days, days_in
 from online_models.rfm import RFMScorer
 from streams.errors import ConfigError
 
@@ -46,6 +47,11 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 def _name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError("expected 1-100 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _timezone(value: str) -> str:
+    days_in(value)  # ValueError, with the form expected, for a name the zone database lacks
     return value
 
 
@@ -116,6 +122,21 @@ def _token_file(path: Path) -> Path:
     if len(path.read_text().strip()) < MIN_TOKEN:
         raise ValueError(f"expected a file holding a secret of at least {MIN_TOKEN} characters")
     return path
+
+
+_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\])$")
+
+
+def _hosts(value: object) -> tuple[str, ...]:
+    """RTBA_API_ALLOWED_HOSTS: comma-separated names, addresses ([v6] in brackets), '*'."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(n).strip().lower().rstrip(".") for n in names if str(n).strip()]
+    for name in names:
+        if not _HOST.match(name):
+            raise ValueError(
+                "expected comma-separated host names or addresses ([::1] for IPv6), or '*'"
+            )
+    return tuple(names)
 
 
 def _secret(value: SecretStr) -> SecretStr:
@@ -240,6 +261,10 @@ class Settings(BaseSettings):
     # A customer's orders are kept this long after its latest event (de-duplication and
     # refunds), then kept as totals only (docs/decisions.md, "The order horizon").
     order_horizon_days: Seconds = 730.0
+    # The shop's time zone (IANA name): purchase days (x) and the order horizon's midnight
+    # are its calendar days (docs/decisions.md, S9). A namespace fact: set it before the
+    # first event, as a different one changes what a purchase day is.
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
     batch_size: int = Field(500, ge=1, le=100_000)
     # A lone event waits this long for company before its batch runs (the latency floor).
     batch_within_s: float = Field(0.02, ge=0, le=60)
@@ -291,6 +316,18 @@ class Settings(BaseSettings):
     # endpoint asks for it. Given as the variable, or as a file (a container secret).
     api_token: Annotated[SecretStr, AfterValidator(_token)] | None = None
     api_token_file: Annotated[Path, AfterValidator(_token_file)] | None = None
+    # The admin scope: erase (DELETE /customers/{id}) and the audit log need it, always,
+    # loopback included; unset, the API erases nothing (`rtba erase` still does).
+    api_admin_token: Annotated[SecretStr, AfterValidator(_token)] | None = None
+    api_admin_token_file: Annotated[Path, AfterValidator(_token_file)] | None = None
+    # Host names the API answers beyond loopback and its own address (DNS rebinding):
+    # comma-separated; '*' (any) only with a token set.
+    api_allowed_hosts: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_hosts)] | None = None
+    # Requests served at once (503 with Retry-After past it) and live feed streams open.
+    api_max_concurrent: int = Field(32, ge=1, le=10_000)
+    api_max_streams: int = Field(20, ge=1, le=10_000)
+    # Population walks (rankings, members, sizes) are cached this long, keyed by the query.
+    api_walk_cache_s: float = Field(5.0, ge=0, le=3600)
     # Redis login (an ACL user, or the default user's password when no user is given) and
     # TLS, on with a rediss:// URL: the CA that signed the server's certificate, and a
     # client certificate and key where the server asks for one. (A password in REDIS_URL
@@ -326,6 +363,11 @@ class Settings(BaseSettings):
             if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
                 variable = env_name(name)
                 raise ValueError(f"set {variable} or {variable}_FILE, not both")
+        read, admin = self.api_secret(), self.secret("api_admin_token")
+        if "*" in (self.api_allowed_hosts or ()) and read is None:  # else any page reads it all
+            raise ValueError("RTBA_API_ALLOWED_HOSTS='*' needs a token: set RTBA_API_TOKEN")
+        if admin is not None and admin == read:
+            raise ValueError("RTBA_API_ADMIN_TOKEN must differ from RTBA_API_TOKEN")
         tls_files = ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
         if urlsplit(self.redis_url).scheme != "rediss" and any(
             getattr(self, name) for name in tls_files
@@ -354,6 +396,10 @@ class Settings(BaseSettings):
     def __repr_args__(self):
         for name, value in super().__repr_args__():
             yield name, redacted(value) if name == "redis_url" else value
+
+    def days(self) -> Days:
+        """The calendar of RTBA_TIMEZONE (validated when the settings were read)."""
+        return days_in(self.timezone)
 
     def retention_ms(self) -> int | None:
         return None if self.retention_days is None else round(self.retention_days * 86_400_000)
@@ -511,7 +557,9 @@ _EXPECTED = {
 
 
 # Settings that come as a variable or as a file (NAME_FILE), and are never written out.
-SECRET_FIELDS = ("api_token", "redis_password", "kafka_sasl_password", "pseudonym_key")
+SECRET_FIELDS = (
+    "api_token", "api_admin_token", "redis_password", "kafka_sasl_password", "pseudonym_key"
+)  # fmt: skip
 SECRETS = {PREFIX + name.upper() for name in SECRET_FIELDS}
 
 

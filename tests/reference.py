@@ -9,9 +9,17 @@ from __future__ import annotations
 import calendar
 import re
 from collections import defaultdict
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 DAY = 86_400_000
+
+
+def local_date(ms: int, tz: str = "UTC") -> int:
+    """The shop's calendar date of an epoch-ms time (RTBA_TIMEZONE), as a proleptic
+    ordinal: whatever the offset that day, the wall-clock date is what counts."""
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).date().toordinal()
 
 _ISO = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?)?"
@@ -62,8 +70,10 @@ def reference_segment(recency_days: float, orders: int, monetary: Decimal) -> st
 
 
 def applied_events(events: list[dict]) -> dict[str, list[dict]]:
-    """Per customer, the events that count, in production order: a repeated order id or
-    refund id is dropped (first occurrence wins); watermarks are not customer events."""
+    """Per customer, the events that count, in production order: a repeated order id, or
+    a refund id repeated for the same order (refund ids are de-duplicated per order,
+    docs/decisions.md S9), is dropped (first occurrence wins); watermarks are not
+    customer events."""
     out: dict[str, list[dict]] = defaultdict(list)
     seen: set[tuple] = set()
     for e in events:
@@ -73,7 +83,7 @@ def applied_events(events: list[dict]) -> dict[str, list[dict]]:
         if e["type"] == "purchase":
             key = (e["customer_id"], "order", e["order_id"])
         elif e["type"] == "refund":
-            key = (e["customer_id"], "refund", e["event_id"])
+            key = (e["customer_id"], "refund", e["order_id"], e["event_id"])
         if key is not None:
             if key in seen:
                 continue
@@ -82,12 +92,13 @@ def applied_events(events: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def batch_state(events: list[dict]) -> dict[str, dict]:
-    """Per customer, every state field, from valid events in production order."""
-    return {cid: _one(evs) for cid, evs in applied_events(events).items()}
+def batch_state(events: list[dict], tz: str = "UTC") -> dict[str, dict]:
+    """Per customer, every state field, from valid events in production order; purchase
+    days are calendar dates in ``tz``."""
+    return {cid: _one(evs, tz) for cid, evs in applied_events(events).items()}
 
 
-def _one(evs: list[dict]) -> dict:
+def _one(evs: list[dict], tz: str = "UTC") -> dict:
     orders = {e["order_id"]: e for e in evs if e["type"] == "purchase"}
     asked: dict[str, Decimal] = defaultdict(Decimal)
     for e in evs:
@@ -101,9 +112,10 @@ def _one(evs: list[dict]) -> dict:
         items = sum(item.get("quantity", 1) for item in e.get("items", []))
         rows.append((epoch_ms(e["ts"]), amount, credited, counts, items))
     buys = [r for r in rows if r[3]]
-    days = sorted({r[0] // DAY for r in buys})
+    days = sorted({local_date(r[0], tz) for r in buys})
     monetary = sum((r[1] - r[2] for r in rows), Decimal(0))
-    first_day_net = sum((r[1] - r[2] for r in buys if r[0] // DAY == days[0]), Decimal(0)) \
+    first_day_net = sum((r[1] - r[2] for r in buys if local_date(r[0], tz) == days[0]),
+                        Decimal(0)) \
         if days else Decimal(0)  # fmt: skip
     click_counts: dict[str, int] = defaultdict(int)
     categories: dict[str, int] = defaultdict(int)

@@ -140,6 +140,7 @@ def create_app(settings: Settings) -> Pipeline:
         faults=faults,
         pseudonyms=Pseudonyms(key) if (key := settings.secret("pseudonym_key")) else None,
         retention_ms=settings.retention_ms(),
+        days=settings.days(),
     )
     rescorer = Rescorer(processor)
     relay = OutboxRelay(store)

@@ -15,6 +15,7 @@ from typing import ClassVar
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import MS_PER_DAY, CustomerState, RefusedEvent, utc_day
+from online_models.days import UTC_DAYS, Days
 from online_models.features import as_rows, behaviour_features
 from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
@@ -187,6 +188,9 @@ class BatchOutcome:
     samples: dict[str, dict[str, float]] = field(default_factory=dict)
     # per customer: population-histogram changes {(histogram, bucket): +-1}, likewise
     histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
+    # per customer: refunds dropped at the order horizon, their order never placed under
+    # this customer id (``refund_unmatched`` in {ns}:stats; docs/decisions.md, S9)
+    unmatched_refunds: dict[str, int] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
     # the worker's: the changes and alerts as outbox entries (streams.processing.outbox), to relay
@@ -457,10 +461,13 @@ def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, 
 
 
 def _apply(state: CustomerState, event: Event, horizon_ms: int,
-           audiences: AudienceSet | None = None) -> bool:  # fmt: skip
+           audiences: AudienceSet | None = None, days: Days = UTC_DAYS,
+           unmatched: dict[str, int] | None = None) -> bool:  # fmt: skip
     if isinstance(event, Purchase | Refund):
-        applied = _apply_order_event(state, event)
-        state.seal(horizon_ms)
+        applied = _apply_order_event(state, event, days)
+        dropped = state.seal(horizon_ms, days)
+        if dropped and unmatched is not None:
+            unmatched[state.customer_id] = unmatched.get(state.customer_id, 0) + dropped
         if applied and audiences is not None and isinstance(event, Purchase):
             audience.log_purchase(state, audiences, event.ts, event.category_quantities())
         return applied
@@ -471,7 +478,7 @@ def _apply(state: CustomerState, event: Event, horizon_ms: int,
     return applied
 
 
-def _apply_order_event(state: CustomerState, event: Purchase | Refund) -> bool:
+def _apply_order_event(state: CustomerState, event: Purchase | Refund, days: Days) -> bool:
     if isinstance(event, Purchase):
         return state.apply_purchase(
             event.ts,
@@ -480,8 +487,9 @@ def _apply_order_event(state: CustomerState, event: Purchase | Refund) -> bool:
             event.category_quantities(),
             discounted=bool(event.discount),
             items=sum(item.quantity for item in event.items),
+            days=days,
         )
-    return state.apply_refund(event.ts, event.amount, event.order_id, event.event_id)
+    return state.apply_refund(event.ts, event.amount, event.order_id, event.event_id, days)
 
 
 def fold_batch(
@@ -490,6 +498,7 @@ def fold_batch(
     models: Models,
     isolate: bool = False,
     horizon_ms: int = ORDER_HORIZON_MS,
+    days: Days = UTC_DAYS,
 ) -> BatchOutcome:
     """Apply decoded events, in record order, to the loaded customer states.
 
@@ -503,7 +512,8 @@ def fold_batch(
     ``unprocessable``) and its customer's state restored, so the rest of the batch
     applies: the worker folds a batch that way only after a plain fold raised. A purchase
     placed before its customer's sealed day (``horizon_ms``) is set aside as
-    ``beyond_horizon``: it cannot be told from a repeat of a forgotten order.
+    ``beyond_horizon``: it cannot be told from a repeat of a forgotten order. Purchase
+    days and the horizon's midnight are ``days``' calendar days (RTBA_TIMEZONE).
     """
     out = BatchOutcome()
     states = dict(states)
@@ -515,19 +525,22 @@ def fold_batch(
             out.explicit_watermark[p] = max(out.explicit_watermark.get(p, event.ts), event.ts)
             continue
         if not isolate:
-            _fold_one(record, event, states[event.customer_id], models, out, before, horizon_ms)
+            _fold_one(record, event, states[event.customer_id], models, out, before, horizon_ms,
+                      days)  # fmt: skip
             continue
         cid = event.customer_id
         saved = copy.deepcopy(states[cid])
-        marks = (len(out.changes), len(out.alerts), list(out.counts.get(cid, [0, 0, 0])))
+        marks = (len(out.changes), len(out.alerts), list(out.counts.get(cid, [0, 0, 0])),
+                 out.unmatched_refunds.get(cid, 0))  # fmt: skip
         try:
-            _fold_one(record, event, states[cid], models, out, before, horizon_ms)
+            _fold_one(record, event, states[cid], models, out, before, horizon_ms, days)
         except Exception as exc:  # noqa: BLE001 - one record never loses the others
             states[cid] = saved
             if cid in out.states:
                 out.states[cid] = saved
             del out.changes[marks[0] :], out.alerts[marks[1] :]
             out.counts[cid] = marks[2]
+            out.unmatched_refunds[cid] = marks[3]
             why = Rejection("unprocessable", f"{type(exc).__name__}: {exc}"[:300])
             out.set_aside.append((cid, record, why))
     for cid, state in out.states.items():
@@ -547,6 +560,7 @@ def _fold_one(
     out: BatchOutcome,
     before: dict[str, dict | None],
     horizon_ms: int,
+    days: Days = UTC_DAYS,
 ) -> None:
     counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
     if event.customer_id not in before:
@@ -557,8 +571,8 @@ def _fold_one(
     state.mark_applied(record.partition, record.position)
     out.states[event.customer_id] = state
     try:
-        applied = _apply(state, event, horizon_ms, models.audiences)
-    except RefusedEvent as e:  # beyond the horizon, or one order too many
+        applied = _apply(state, event, horizon_ms, models.audiences, days, out.unmatched_refunds)
+    except RefusedEvent as e:  # beyond the horizon, one order or refund too many
         out.set_aside.append((event.customer_id, record, Rejection(e.reason, str(e))))
         return
     if not applied:

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from online_models import churn_risk
 from online_models.clusters import ClusterSnapshot, StableClusterer
 from online_models.customer import MS_PER_DAY
+from online_models.days import UTC_DAYS, Days
 from online_models.features import FEATURES
 from online_models.quantiles import adaptive_edges
 from online_models.rfm import RFMScorer
@@ -171,8 +172,10 @@ class BatchProcessor:
         faults: Faults | None = None,
         pseudonyms: Callable[[str], str] | None = None,
         retention_ms: int | None = None,
+        days: Days = UTC_DAYS,
     ):
         self.store = store
+        self.days = days  # RTBA_TIMEZONE's calendar: purchase days, the horizon's midnight
         self.pseudonyms = pseudonyms
         self.incarnation = incarnation
         self.faults = faults or Faults()
@@ -209,24 +212,30 @@ class BatchProcessor:
         # what the last attempt wrote for customers whose write then lost: taken back next time
         lost: dict[str, list[int]] = {}
         lost_deltas: dict[str, dict] = {}
+        lost_unmatched: dict[str, int] = {}
         for _ in range(self.max_conflict_retries):
             states, model_versions = await self.store.load(lookups(pending))
             models = await self.models.refresh(model_versions)
             try:
-                out = fold_batch(pending, states, models, horizon_ms=self.order_horizon_ms)
+                out = fold_batch(pending, states, models, horizon_ms=self.order_horizon_ms,
+                                 days=self.days)  # fmt: skip
             except Exception:
                 # A record the decoder let through still breaks the fold: fold again from
                 # fresh states, setting aside each record that raises (to the DLQ).
                 log.exception("a record of this batch cannot be folded; isolating it")
                 states, _ = await self.store.load(lookups(pending))
                 out = fold_batch(
-                    pending, states, models, isolate=True, horizon_ms=self.order_horizon_ms
-                )
+                    pending, states, models, isolate=True, horizon_ms=self.order_horizon_ms,
+                    days=self.days,
+                )  # fmt: skip
             if out.redelivered and await self._topic_was_recreated(epoch):
                 return await self._process_once(records)  # again, in the new epoch
             for name, i in (("applied", 0), ("duplicates", 1), ("redelivered", 2)):
                 counters[name] = counters.get(name, 0) + sum(c[i] for c in out.counts.values())
                 counters[name] -= sum(c[i] for c in lost.values())
+            counters["refund_unmatched"] = (counters.get("refund_unmatched", 0)
+                                            + sum(out.unmatched_refunds.values())
+                                            - sum(lost_unmatched.values()))  # fmt: skip
             deltas = _sum_deltas(out.histogram_deltas.values(), lost_deltas.values())
             out.outbox = self.outbox_entries(out)
             result = await self.store.save(
@@ -250,6 +259,7 @@ class BatchProcessor:
             pending = [(r, e) for r, e in pending if getattr(e, "customer_id", None) in conflicts]
             lost = {cid: out.counts.get(cid, [0, 0, 0]) for cid in conflicts}
             lost_deltas = {cid: out.histogram_deltas.get(cid, {}) for cid in conflicts}
+            lost_unmatched = {cid: out.unmatched_refunds.get(cid, 0) for cid in conflicts}
             counters = {}
         raise RuntimeError(f"gave up after {self.max_conflict_retries} write conflicts")
 

@@ -318,6 +318,7 @@ def test_sealed_orders_leave_redis_and_a_repeat_of_one_goes_to_the_dlq(settings)
     assert [(r.offset, why.reason) for r, why in outcomes[2].rejected] == [(5, "beyond_horizon")]
     stats = read_stats(client, keys)
     assert (stats["dlq"], stats["dlq:beyond_horizon"], stats["applied"]) == (1, 1, 5)
+    assert stats["refund_unmatched"] == 1  # the refund of "never", expired (rtba stats)
 
 
 def test_the_bucketed_due_index_returns_exactly_who_is_due(settings):

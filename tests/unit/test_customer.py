@@ -1,10 +1,16 @@
+import datetime as dt
 import itertools
 import random
+from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from online_models.customer import MS_PER_DAY, CustomerState
+from online_models.days import days_in
 
 T0 = 1_700_000_000_000
 
@@ -139,3 +145,124 @@ def test_exact_decimal_sums():
     amounts = [f"{rng.randint(1, 99999) / 100:.2f}" for _ in range(500)]
     s = fold([("p", T0 + i, a, f"o{i}") for i, a in enumerate(amounts)])
     assert s.monetary == sum(Decimal(a) for a in amounts)
+
+
+# -- RTBA_TIMEZONE: purchase days are the shop's calendar dates (docs/decisions.md, S9) ----
+# The oracle computes local dates itself, with datetime and zoneinfo, never online_models.days.
+
+ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe",  # DST of 30 min
+         "Asia/Kolkata", "Pacific/Chatham", "America/Santiago"]  # fmt: skip
+# Santiago changes at local midnight (a day starts at 01:00, or 23:00 comes twice)
+YEAR_2024 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def offset_changes(zone: str) -> list[int]:
+    """The instants (ms) of 2024 at which the zone's UTC offset changes, found by walking
+    the year a quarter hour at a time (2024's changes are on quarter hours)."""
+    tz, step = ZoneInfo(zone), 900_000
+    offset = [datetime.fromtimestamp((YEAR_2024 + i * step) / 1000, tz).utcoffset()
+              for i in range(366 * 96)]  # fmt: skip
+    return [YEAR_2024 + i * step for i in range(1, len(offset)) if offset[i] != offset[i - 1]]
+
+
+CHANGES = {zone: offset_changes(zone) or [YEAR_2024] for zone in ZONES}
+
+
+def local_dates(times_ms, zone: str) -> set:
+    return {datetime.fromtimestamp(t / 1000, ZoneInfo(zone)).date() for t in times_ms}
+
+
+def buy_all(times_ms, days) -> CustomerState:
+    s = CustomerState("c")
+    for i, t in enumerate(times_ms):
+        s.apply_purchase(t, Decimal("1"), f"o{i}", days=days)
+    return s
+
+
+def test_two_orders_around_utc_midnight_are_one_new_york_evening():
+    """The audit's case: 19:59 and 20:01 in New York, either side of 00:00 UTC."""
+    midnight = datetime(2026, 1, 15, tzinfo=UTC).timestamp() * 1000
+    times = [int(midnight) - 60_000, int(midnight) + 60_000]
+    assert len(local_dates(times, "America/New_York")) == 1  # the oracle's own view
+    in_new_york = buy_all(times, days_in("America/New_York"))
+    in_utc = buy_all(times, days_in("UTC"))
+    assert in_new_york.btyd(times[1] + 30 * MS_PER_DAY)["x"] == 0
+    assert in_new_york.purchase_days == 1 and in_new_york.repeat_value == 0
+    assert in_utc.btyd(times[1] + 30 * MS_PER_DAY)["x"] == 1 and in_utc.purchase_days == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.data(),
+    st.sampled_from(ZONES),
+    st.lists(st.integers(-2 * MS_PER_DAY, 2 * MS_PER_DAY), min_size=1, max_size=12),
+)
+def test_purchase_days_are_local_dates_across_dst_changes(data, zone, offsets):
+    """Orders within two days of one of the zone's changes of offset: 23 and 25 hour days
+    included, a day is one local calendar date."""
+    change = data.draw(st.sampled_from(CHANGES[zone]))
+    times = [change + d for d in offsets]
+    s = buy_all(times, days_in(zone))
+    dates = local_dates(times, zone)
+    assert s.purchase_days == len(dates)
+    first = min(dates)
+    first_day = [t for t in times if local_dates([t], zone) == {first}]
+    assert s.first_day_amount == len(first_day)  # each order is 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ZONES), st.integers(19_000, 21_000))
+def test_a_day_starts_at_its_local_midnight(zone, day):
+    """start_ms is the first instant of the local date (what the order horizon seals
+    before): that instant is on the date, the millisecond before on the date before."""
+    days = days_in(zone)
+    date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
+    noon = datetime(date.year, date.month, date.day, 12, tzinfo=ZoneInfo(zone))
+    start = days.start_ms(days.of(int(noon.timestamp() * 1000)))
+    assert local_dates([start], zone) == {date}
+    assert local_dates([start - 1], zone) == {date - dt.timedelta(days=1)}
+
+
+def test_in_utc_a_day_is_what_it_always_was():
+    days = days_in("UTC")
+    assert days.of(T0) == T0 // MS_PER_DAY and days.start_ms(7) == 7 * MS_PER_DAY
+
+
+# -- refunds: de-duplicated per order (docs/decisions.md, S9) --------------------------------
+
+
+def test_a_refund_id_reused_for_another_order_counts_for_each_as_the_reference_says():
+    from tests import reference
+
+    events = [
+        {"event_id": "p1", "customer_id": "c", "type": "purchase", "order_id": "a",
+         "amount": "10", "ts": T0},
+        {"event_id": "p2", "customer_id": "c", "type": "purchase", "order_id": "b",
+         "amount": "10", "ts": T0 + 1},
+        {"event_id": "r", "customer_id": "c", "type": "refund", "order_id": "a",
+         "amount": "3", "ts": T0 + 2},
+        {"event_id": "r", "customer_id": "c", "type": "refund", "order_id": "b",
+         "amount": "4", "ts": T0 + 3},  # the same refund id, another order: counted
+        {"event_id": "r", "customer_id": "c", "type": "refund", "order_id": "b",
+         "amount": "4", "ts": T0 + 4},  # the same id for the same order: a duplicate
+    ]  # fmt: skip
+    s = fold([("p", T0, "10", "a"), ("p", T0 + 1, "10", "b"), ("r", T0 + 2, "3", "a/r"),
+              ("r", T0 + 3, "4", "b/r"), ("r", T0 + 4, "4", "b/r")])  # fmt: skip
+    assert s.monetary == Decimal(13)
+    assert reference.batch_state(events)["c"]["monetary"] == Decimal(13)
+
+
+def test_an_order_keeps_at_most_so_many_refund_ids():
+    from online_models.customer import MAX_REFUNDS_PER_ORDER, TooManyRefunds
+
+    s = fold([("p", T0, "1000", "o")])
+    for i in range(MAX_REFUNDS_PER_ORDER):
+        assert s.apply_refund(T0 + i, Decimal("0.01"), "o", f"r{i}")
+    assert not s.apply_refund(T0, Decimal("0.01"), "o", "r0")  # a repeat: still a duplicate
+    with pytest.raises(TooManyRefunds, match="already holds 100 refunds"):
+        s.apply_refund(T0, Decimal("0.01"), "o", "one-more")
+    with pytest.raises(TooManyRefunds):  # waiting for its order: bounded the same way
+        for i in range(MAX_REFUNDS_PER_ORDER + 1):
+            s.apply_refund(T0, Decimal("0.01"), "unseen", f"w{i}")
+    assert len(s.orders["o"].refund_ids) == MAX_REFUNDS_PER_ORDER
+    assert s.monetary == Decimal("999.00")

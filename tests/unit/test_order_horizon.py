@@ -4,12 +4,15 @@ them all) as long as refunds come within the horizon of their order; what cannot
 de-duplicated any more goes to the DLQ instead of being counted twice."""
 
 import json
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from online_models.customer import CustomerState
+from online_models.days import UTC_DAYS, days_in
 from online_models.rfm import RFMScorer
 from streams.processing.pipeline import Models, Record, decode_batch, fold_batch, lookups
 from streams.processing.schemas import Limits
@@ -31,8 +34,10 @@ def stored_again(state: CustomerState, with_orders: bool) -> CustomerState:
     return state_codec.decode(state.customer_id, raw, with_orders)
 
 
-def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
-    """Fold events a batch at a time, each batch from the stored form of the last."""
+def fold_in_batches(events: list[dict], batch: int, days=UTC_DAYS, unmatched=None
+                    ) -> tuple[dict, list]:  # fmt: skip
+    """Fold events a batch at a time, each batch from the stored form of the last (refunds
+    dropped unmatched added up in ``unmatched``)."""
     states: dict[str, CustomerState] = {}
     set_aside = []
     records = [Record(0, i, b"k", json.dumps(e).encode()) for i, e in enumerate(events)]
@@ -41,8 +46,12 @@ def fold_in_batches(events: list[dict], batch: int) -> tuple[dict, list]:
         assert not rejected
         loaded = {c: stored_again(states[c], orders) if c in states else CustomerState(c)
                   for c, orders in lookups(valid).items()}  # fmt: skip
-        out = fold_batch(valid, loaded, Models(RFMScorer()), horizon_ms=HORIZON_DAYS * DAY)
+        out = fold_batch(valid, loaded, Models(RFMScorer()), horizon_ms=HORIZON_DAYS * DAY,
+                         days=days)  # fmt: skip
         states.update(out.states)
+        if unmatched is not None:
+            for cid, n in out.unmatched_refunds.items():
+                unmatched[cid] = unmatched.get(cid, 0) + n
         set_aside += [(r.offset, why.reason) for _, r, why in out.set_aside]
     return states, set_aside
 
@@ -51,8 +60,8 @@ def figures(state: CustomerState) -> dict:
     return {name: getattr(state, name) for name in FIGURES}
 
 
-def reference_figures(events: list[dict], cid: str) -> dict:
-    ref = reference.batch_state(events)[cid]
+def reference_figures(events: list[dict], cid: str, tz: str = "UTC") -> dict:
+    ref = reference.batch_state(events, tz)[cid]
     return {name: ref[name] for name in FIGURES}
 
 
@@ -119,6 +128,25 @@ def test_a_long_life_keeps_every_figure_and_a_bounded_order_book(plan, batch):
     assert all((o.ts_ms if o.placed else o.refund_ms) >= oldest for o in state.orders.values())
 
 
+@settings(max_examples=60, deadline=None)
+@given(steps, st.sampled_from(["America/New_York", "America/Santiago", "Australia/Lord_Howe"]))
+def test_in_the_shops_time_zone_the_horizon_seals_at_its_midnight(plan, zone):
+    """RTBA_TIMEZONE: the same life, purchase days being the zone's dates (the reference
+    computes them with zoneinfo itself), orders sealed at its local midnights."""
+    events = life(plan)
+    states, set_aside = fold_in_batches(events, 7, days_in(zone))
+    state = states["c"]
+    assert set_aside == []
+    assert figures(state) == reference_figures(events, "c", zone)
+    if state.sealed_before_ms is not None:  # the first instant of a local date
+        tz = ZoneInfo(zone)
+        before, at = (
+            datetime.fromtimestamp(t / 1000, tz)
+            for t in (state.sealed_before_ms - 1, state.sealed_before_ms)
+        )
+        assert before.date() < at.date()
+
+
 def purchase(n, ts, order=None, amount="50"):
     return {"event_id": f"e{n}", "customer_id": "c", "type": "purchase",
             "order_id": order or f"o{n}", "amount": amount, "ts": ts}  # fmt: skip
@@ -139,11 +167,55 @@ def test_a_refund_of_a_sealed_order_is_not_applied_and_does_not_wait_forever():
               {"event_id": "r", "customer_id": "c", "type": "refund", "order_id": "o0",
                "amount": "50", "ts": START + 91 * DAY},
               purchase(3, START + 200 * DAY)]  # fmt: skip
-    states, set_aside = fold_in_batches(events, 1)
+    unmatched = {}
+    states, set_aside = fold_in_batches(events, 1, unmatched=unmatched)
     state = states["c"]
     assert set_aside == []
     assert (state.purchases, state.monetary) == (3, Decimal(150))  # the refund came too late
     assert sorted(state.orders) == ["o3"]  # the waiting refund expired with o1
+    assert unmatched == {"c": 1}  # and is counted as refund_unmatched
+
+
+def test_a_refund_under_another_customer_id_is_counted_when_it_expires():
+    """The order is bob's, the refund names alice: it waits on alice's side, and is counted
+    (refund_unmatched) when alice's horizon passes it, not silently dropped."""
+    events = [purchase(0, START) | {"customer_id": "bob"},
+              {"event_id": "r", "customer_id": "alice", "type": "refund", "order_id": "o0",
+               "amount": "20", "ts": START + DAY},
+              purchase(2, START + 10 * DAY) | {"customer_id": "alice"},  # within: r waits on
+              {"event_id": "r2", "customer_id": "alice", "type": "refund", "order_id": "o9",
+               "amount": "5", "ts": START + 40 * DAY},  # another stray one, kept for now
+              purchase(3, START + 45 * DAY) | {"customer_id": "alice"}]  # fmt: skip
+    for batch in (1, 5):
+        unmatched = {}
+        states, set_aside = fold_in_batches(events, batch, unmatched=unmatched)
+        assert set_aside == [] and unmatched == {"alice": 1}
+        assert states["bob"].monetary == Decimal(50)  # never applied to bob's order
+        assert sorted(states["alice"].orders) == ["o3", "o9"]  # o2 sealed, r2 waits on
+
+
+def test_a_further_refund_of_an_order_holding_the_most_goes_to_the_dlq():
+    from online_models.customer import MAX_REFUNDS_PER_ORDER
+
+    refunds = [
+        {
+            "event_id": f"r{i}",
+            "customer_id": "c",
+            "type": "refund",
+            "order_id": "o0",
+            "amount": "0.01",
+            "ts": START + i,
+        }
+        for i in range(MAX_REFUNDS_PER_ORDER + 3)
+    ]
+    events = [purchase(0, START, amount="100"), *refunds, refunds[5]]  # fmt: skip
+    states, set_aside = fold_in_batches(events, 40)
+    cap = MAX_REFUNDS_PER_ORDER
+    assert set_aside == [(cap + 1, "too_many_refunds"), (cap + 2, "too_many_refunds"),
+                         (cap + 3, "too_many_refunds")]  # fmt: skip
+    assert states["c"].monetary == 100 - Decimal("0.01") * cap  # the repeat: a duplicate
+    stored = state_codec.encode(states["c"])
+    assert len(stored) < 3_000  # ~1.6 KB at the cap; 4,000 refunds made 816 KiB
 
 
 def test_a_customer_holds_at_most_so_many_orders_and_categories_whatever_is_sent(monkeypatch):
