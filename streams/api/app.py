@@ -7,7 +7,10 @@ them in its thread pool, so a blocking Redis read never holds the event loop.
 
 With a token configured (RTBA_API_TOKEN or RTBA_API_TOKEN_FILE), every route asks for
 ``Authorization: Bearer <token>`` but those in ``PUBLIC`` (no customer data): a route
-added later is protected unless it is listed there.
+added later is protected unless it is listed there. Erasing (any method but GET, HEAD
+and OPTIONS) and the audit log need the admin token (RTBA_API_ADMIN_TOKEN), always, even
+on loopback without a read token. In front of every route (streams.api.guard): the
+Host-header allow-list, the security headers, the limits on requests and live feeds.
 
 Beside them: the dashboard at ``/`` (streams/api/dashboard/), the recent output events and
 their live feed (``/events``, ``/events/stream``, streams.api.feed), the dashboard's
@@ -31,11 +34,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from online_models.rfm import SEGMENTS
+from streams import audit
 from streams.api.feed import FeedItem, OutputFeed
+from streams.api.guard import Limits, SecurityHeaders, TrustedHosts, allowed_hosts
 from streams.api.history import Sampler, read_history
 from streams.api.metrics import api_registry
+from streams.api.walks import WalkCache
 from streams.errors import NotFound
-from streams.privacy import customer_ref
+from streams.privacy import PseudonymKeyError, customer_ref
 from streams.processing.schemas import iso, to_epoch_ms
 from streams.read.audiences import audience_detail, audience_rows, member_rows
 from streams.read.reader import StateReader
@@ -49,7 +55,18 @@ BACKLOG = 50  # events a new feed subscriber gets first (a reconnecting one: all
 Kind = Literal["rfm", "cluster", "churn", "audience"]
 # What anyone may fetch with a token configured: liveness and readiness (for probes that
 # cannot send a token), the page and its scripts, the OpenAPI document. No customer data.
-PUBLIC = {"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+# (No /docs or /redoc: their pages load scripts from a CDN, on the origin that holds the
+# dashboard's token.)
+PUBLIC = {"/health", "/ready", "/", "/openapi.json"}
+# Reads; any other method changes something and needs the admin token, as these do.
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+ADMIN_PATHS = {"/audit"}
+# The endpoints that read the population, each behind its cache (streams.api.walks).
+WALKS = ("customers", "segments", "segment_members", "cluster_members", "audience_members")
+ADMIN_OFF = (
+    "erasing over the API is off: set RTBA_API_ADMIN_TOKEN (or RTBA_API_ADMIN_TOKEN_FILE) "
+    "and send it as Authorization: Bearer <admin token>; `rtba erase` works without it"
+)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
 Offset = Annotated[int, Query(ge=0, le=100_000_000, description="skip this many items")]
@@ -99,17 +116,42 @@ def _sse(item: FeedItem) -> str:
 BEARER = HTTPBearer(auto_error=False, description="RTBA_API_TOKEN")
 
 
-def token_check(token: str | None):
-    """A dependency: with ``token`` set, 401 unless the request carries it (compared in
-    constant time) or asks for a public route."""
+def _same(given: str | None, token: str | None) -> bool:
+    """``given`` is ``token`` (compared in constant time); never with no token set."""
+    return (
+        given is not None
+        and token is not None
+        and hmac.compare_digest(given.encode(), token.encode())
+    )
+
+
+def _require_admin(admin: str | None, given: str | None) -> None:
+    if admin is None:
+        raise HTTPException(403, ADMIN_OFF)
+    if given is None:
+        raise HTTPException(
+            401,
+            "the admin token is required: Authorization: Bearer <RTBA_API_ADMIN_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not _same(given, admin):
+        raise HTTPException(403, "this token does not grant erase: it needs RTBA_API_ADMIN_TOKEN")
+
+
+def token_check(token: str | None, admin: str | None = None):
+    """A dependency: the admin token for a change or an admin route, whatever else is set;
+    with ``token`` set, 401 on the other routes unless the request carries it (or the
+    admin token, which also reads) or asks for a public route."""
 
     def check(
         request: Request, given: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
     ):
-        path = request.url.path
+        path, presented = request.url.path, given.credentials if given else None
+        if request.method not in SAFE_METHODS or path in ADMIN_PATHS:
+            return _require_admin(admin, presented)
         if token is None or path in PUBLIC or path.startswith("/static/"):
             return
-        if given is None or not hmac.compare_digest(given.credentials.encode(), token.encode()):
+        if not (_same(presented, token) or _same(presented, admin)):
             raise HTTPException(
                 401,
                 "a bearer token is required: Authorization: Bearer <RTBA_API_TOKEN>",
@@ -119,8 +161,13 @@ def token_check(token: str | None):
     return check
 
 
-def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI:
+def create_api(
+    settings: Settings, reader: StateReader | None = None, bind_host: str | None = None
+) -> FastAPI:
+    """The app; ``bind_host``, the address it will listen on, joins the Host allow-list
+    unless it is a wildcard."""
     reader = reader or StateReader(settings)
+    walks = {name: WalkCache(settings.api_walk_cache_s, entries=4) for name in WALKS}
     feed = OutputFeed(settings)
     sampler = Sampler(reader, settings.dashboard_sample_s, settings.dashboard_history)
     registry = api_registry(reader)
@@ -141,9 +188,25 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         description="Live RFM segments, behaviour clusters and churn risk, read from "
         f"namespace {settings.namespace!r}. The dashboard is at /.",
         lifespan=lifespan,
-        dependencies=[Depends(token_check(settings.api_secret()))],
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[
+            Depends(token_check(settings.api_secret(), settings.secret("api_admin_token")))
+        ],
     )
     api.state.feed, api.state.sampler = feed, sampler
+    api.state.reader, api.state.walks = reader, walks
+    # Added innermost first: the headers go on every answer, refusals included.
+    api.add_middleware(Limits, max_requests=settings.api_max_concurrent,
+                       max_streams=settings.api_max_streams)  # fmt: skip
+    api.add_middleware(
+        TrustedHosts, allowed=allowed_hosts(settings.api_allowed_hosts or (), bind_host)
+    )
+    api.add_middleware(SecurityHeaders)
+
+    @api.exception_handler(PseudonymKeyError)
+    def other_key(request, exc):  # not a 404: every customer would seem to be missing
+        return JSONResponse({"detail": str(exc)}, 503)
 
     @api.exception_handler(redis.exceptions.ConnectionError)
     def redis_down(request, exc):  # the stack is down: say so, not a 500
@@ -163,14 +226,18 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
             return JSONResponse({"status": "unavailable", "redis": str(exc)}, 503)
         return {"status": "ready"}
 
+    # {customer_id:path}: an id may hold '/' (sent as is or as %2F, which the server
+    # decodes before routing); nothing else lives under /customers/.
     @api.get(
-        "/customers/{customer_id}",
+        "/customers/{customer_id:path}",
         summary="one customer's profile",
         responses={404: {"description": "no such customer"}},
     )
-    def customer(customer_id: Annotated[str, Path(max_length=256)], as_of: AsOf = None):
+    def customer(
+        customer_id: Annotated[str, Path(min_length=1, max_length=256)], as_of: AsOf = None
+    ):
         moment = _as_of(reader, as_of)
-        states = reader.states([customer_ref(settings, customer_id)])
+        states = reader.states([customer_ref(settings, reader.client, customer_id)])
         if not states:
             raise HTTPException(
                 404, f"no customer {customer_id!r} in namespace {settings.namespace!r}"
@@ -178,22 +245,36 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         return reader.profile(states[0], moment)
 
     @api.delete(
-        "/customers/{customer_id}",
-        summary="erase a customer: every trace in Redis, and a tombstone on each output topic",
-        responses={404: {"description": "no state for this id (tombstones sent anyway)"}},
-    )
-    def erase(customer_id: Annotated[str, Path(min_length=1, max_length=256)]):
+        "/customers/{customer_id:path}",
+        summary="erase a customer: every trace in Redis, and a tombstone on each output "
+        "topic (the admin token; written to the audit log)",
+        responses={404: {"description": "no state for this id (tombstones sent anyway)"},
+                   403: {"description": "no admin token configured, or not this one"}},
+    )  # fmt: skip
+    def erase(
+        request: Request,
+        customer_id: Annotated[str, Path(min_length=1, max_length=256)],
+        given: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ):
         import kafka.errors
 
         from streams.erasure import erase_customers
 
+        # the check has let only the admin token through
+        actor = f"api:admin:{audit.token_fingerprint(given.credentials)}"
+        address = request.client.host if request.client else None
+        stored = customer_ref(settings, reader.client, customer_id)
         try:
-            stored = customer_ref(settings, customer_id)
             report = erase_customers(settings, reader.client, [stored])[0]
         except kafka.errors.KafkaError as exc:  # Redis is done; the tombstones are not
+            feed.forget(stored)  # nor will this feed see them: it forgets now
+            audit.record(reader.client, settings.namespace, actor, address, stored,
+                         audit.outcome(None, f"tombstones not sent ({exc})"))  # fmt: skip
             raise HTTPException(
                 503, f"erased from Redis, but the tombstones were not sent ({exc}): erase again"
             ) from None
+        audit.record(reader.client, settings.namespace, actor, address, stored,
+                     audit.outcome(report))  # fmt: skip
         feed.forget(stored)  # this process at once; the others on the tombstone
         report["customer_id"] = customer_id  # as given
         return JSONResponse(report, 200 if report["had_state"] else 404)
@@ -205,9 +286,13 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         offset: Offset = 0,
         as_of: AsOf = None,
     ) -> dict:
-        moment = _as_of(reader, as_of)
-        rows = [r for r in reader.profiles(moment) if r[order_by] is not None]
-        rows.sort(key=lambda r: (-r[order_by], r["customer_id"]))
+        def walk():
+            moment = _as_of(reader, as_of)
+            rows = [r for r in reader.profiles(moment) if r[order_by] is not None]
+            rows.sort(key=lambda r: (-r[order_by], r["customer_id"]))
+            return moment, rows
+
+        moment, rows = walks["customers"].get((order_by, as_of), walk)
         return {
             "order_by": order_by,
             "as_of": iso(moment),
@@ -219,7 +304,7 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
 
     @api.get("/segments", summary="RFM segment and cluster sizes and profiles")
     def segments(as_of: AsOf = None) -> dict:
-        return reader.summary(_as_of(reader, as_of))
+        return walks["segments"].get(as_of, lambda: reader.summary(_as_of(reader, as_of)))
 
     @api.get(
         "/segments/{segment}/members",
@@ -234,10 +319,13 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
     ) -> dict:
         if segment not in SEGMENTS:
             raise HTTPException(404, f"no segment {segment[:60]!r}; one of: {', '.join(SEGMENTS)}")
-        moment = _as_of(reader, as_of)
-        rows, total = _page(
-            reader.members(lambda r: r["segment"] == segment, moment), offset, limit
-        )
+
+        def walk():
+            moment = _as_of(reader, as_of)
+            return moment, list(reader.members(lambda r: r["segment"] == segment, moment))
+
+        moment, everyone = walks["segment_members"].get((segment, as_of), walk)
+        rows, total = _page(everyone, offset, limit)
         return {
             "segment": segment,
             "as_of": iso(moment),
@@ -273,9 +361,15 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         snapshot = reader.models().clusters
         if snapshot is None or cluster_id not in snapshot.ids:
             raise HTTPException(404, f"no cluster {cluster_id} in the snapshot in force")
-        moment = _as_of(reader, as_of)
-        keep = lambda r: r["cluster"]["id"] == cluster_id  # noqa: E731
-        rows, total = _page(reader.members(keep, moment), offset, limit)
+
+        def walk():
+            moment = _as_of(reader, as_of)
+            keep = lambda r: r["cluster"]["id"] == cluster_id  # noqa: E731
+            return moment, list(reader.members(keep, moment))
+
+        key = (cluster_id, snapshot.version, as_of)
+        moment, everyone = walks["cluster_members"].get(key, walk)
+        rows, total = _page(everyone, offset, limit)
         return {
             "cluster": snapshot.profile(cluster_id),
             "as_of": iso(moment),
@@ -307,9 +401,12 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
     )
     def audience_members(audience_id: AudienceId, limit: Limit = 100,
                          offset: Offset = 0) -> dict:  # fmt: skip
-        try:
+        def read():
             rows = member_rows(reader.client, reader.keys, audience_id, offset, limit)
-            total = audience_sizes(reader.client, reader.keys, [audience_id])[audience_id]
+            return rows, audience_sizes(reader.client, reader.keys, [audience_id])[audience_id]
+
+        try:
+            rows, total = walks["audience_members"].get((audience_id, offset, limit), read)
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         return {"audience": audience_id, "total": total, "offset": offset, "limit": limit,
@@ -330,6 +427,22 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
             status["churn"]["params"] = in_force.churn.model.to_dict().get("params")
         return status
 
+    @api.get(
+        "/audit",
+        summary="the audit log of erasures, newest first (the admin token)",
+        responses={403: {"description": "no admin token configured, or not this one"}},
+    )
+    def audit_log(
+        limit: Limit = 100,
+        customer_id: Annotated[
+            str | None, Query(max_length=256, description="only this id's erasures")
+        ] = None,
+    ) -> dict:
+        stored = None if customer_id is None else customer_ref(settings, reader.client,
+                                                                customer_id)  # fmt: skip
+        rows = audit.read(reader.client, settings.namespace, limit, stored)
+        return {"entries": rows, "kept_at_most": audit.MAX_ENTRIES}
+
     @api.get("/dlq", summary="events refused, by reason")
     def dlq() -> dict:
         counters = read_stats(reader.client, reader.keys)
@@ -345,7 +458,7 @@ def create_api(settings: Settings, reader: StateReader | None = None) -> FastAPI
         limit: Limit = 100,
     ) -> dict:
         if customer is not None:
-            customer = customer_ref(settings, customer)
+            customer = customer_ref(settings, reader.client, customer)
         items = feed.recent(set(kind or ()), customer, limit)
         return {
             "kept": feed.size,

@@ -25,21 +25,29 @@ def erase(customer_ids, yes, as_json) -> int:
       rtba erase c000042 --yes
       rtba erase c000042 c000043 --yes --json
     """
+    from streams import audit
     from streams.erasure import erase_customers
-    from streams.privacy import customer_ref
+    from streams.privacy import customer_refs
     from streams.state.store import connect
 
     chosen = settings()
     require_stack(chosen)
-    if not yes:
-        click.confirm(
-            f"Erase {len(customer_ids)} customer(s) of namespace {chosen.namespace!r} for good?",
-            abort=True,
-        )
     client = connect(chosen.redis_url, **chosen.redis_options())
     try:
-        stored = {customer_ref(chosen, c): c for c in customer_ids}  # pseudonyms, if on
-        reports = erase_customers(chosen, client, list(stored))
+        # another key than the workers' would erase nobody and say "had no state": the
+        # key is checked before anything is asked or erased
+        ref = customer_refs(chosen, client)
+        stored = {ref(c): c for c in customer_ids}  # NFC, pseudonyms if on
+        if not yes:
+            click.confirm(
+                f"Erase {len(customer_ids)} customer(s) of namespace {chosen.namespace!r} "
+                "for good?",
+                abort=True,
+            )
+        # the audit log (streams.audit): who, when, the id's hash, the outcome
+        with audit.erasing(client, chosen.namespace, audit.cli_actor(), None, list(stored)) as done:
+            reports = erase_customers(chosen, client, list(stored))
+            done.extend(reports)
     finally:
         client.close()
     for report in reports:

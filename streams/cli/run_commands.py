@@ -47,16 +47,23 @@ def worker(loglevel: str) -> None:
                           f"RTBA_METRICS_PORT={chosen.metrics_port}",
                           "give each worker on a host its own port")  # fmt: skip
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
+    from streams.privacy import claim_key
+    from streams.state.store import connect, durability_warning
+
+    client = connect(chosen.redis_url, **chosen.redis_options())
+    try:
+        # another pseudonym key (or none) than the namespace's would mix two customers'
+        # ids: one line, exit 2, before Faust is even imported (streams.privacy)
+        claim_key(chosen, client)
+        if warning := durability_warning(client):
+            log(f"warning: {warning}")
+    finally:
+        client.close()
     from streams.processing.app import create_app
     from streams.processing.logs import Worker, logging_config
     from streams.processing.topics import ensure_topics
-    from streams.state.store import connect, durability_warning
 
     ensure_topics(chosen)
-    client = connect(chosen.redis_url, **chosen.redis_options())
-    if warning := durability_warning(client):
-        log(f"warning: {warning}")
-    client.close()
     pipeline = create_app(chosen)
     shown = redacted(chosen.redis_url)
     log(f"rtba worker: {chosen.events_topic} on {chosen.kafka_bootstrap}, {shown}")
@@ -296,11 +303,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def api(host, port) -> None:
     """Serve the read API and the dashboard.
 
-    The dashboard is at /, the OpenAPI document at /docs and /openapi.json, Prometheus
+    The dashboard is at /, the OpenAPI document at /openapi.json, Prometheus
     metrics at /metrics. Reads Redis (and the output topics, for the live feed): run as
     many as you like, apart from the workers. Beyond loopback it needs RTBA_API_TOKEN (or
     RTBA_API_TOKEN_FILE); with one, clients send Authorization: Bearer <token> and the
-    dashboard is opened once as /#token=<token>.
+    dashboard is opened once as /#token=<token>. It answers only to loopback names, --host
+    and RTBA_API_ALLOWED_HOSTS in the Host header; erasing needs RTBA_API_ADMIN_TOKEN.
 
     \b
     Examples:
@@ -321,9 +329,10 @@ def api(host, port) -> None:
     from streams.api.app import create_api
 
     guard = "bearer token required" if chosen.api_secret() else "no token: loopback only"
-    log(f"rtba api: dashboard at http://{host}:{port}/, API at /docs (namespace "
+    log(f"rtba api: dashboard at http://{host}:{port}/, API at /openapi.json (namespace "
         f"{chosen.namespace}, {redacted(chosen.redis_url)}; {guard})")  # fmt: skip
-    uvicorn.run(create_api(chosen), host=host, port=port, log_level="warning")
+    app = create_api(chosen, bind_host=host)  # --host joins the Host allow-list
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 COMMANDS = [worker, produce, replay, demo, bench, api]

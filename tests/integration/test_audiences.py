@@ -199,7 +199,7 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
         assert [r["customer_id"] for r in rows] == sorted(who)
     lapsed = run_rtba(rtba_env, "audience", "export", "lapsed-loyals").stdout.splitlines()
     assert lapsed[0] == "customer_id,entered_at" and "loyal" in {ln.split(",")[0] for ln in lapsed}
-    with TestClient(create_api(settings)) as api:
+    with TestClient(create_api(settings), base_url="http://127.0.0.1") as api:  # loopback Host
         page = api.get("/audiences/lapsed-loyals/members", params={"limit": 1000}).json()
         assert [m["customer_id"] for m in page["members"]] == sorted(final["lapsed-loyals"])
         assert {r["id"]: r["members"] for r in api.get("/audiences").json()["audiences"]} == sizes

@@ -1,18 +1,25 @@
 """`rtba erase` and `DELETE /customers/{id}` on the real stack: afterwards no key and no
 index entry in the namespace mentions the customer (Redis scanned key by key, value by
-value), the histograms no longer count it, each output topic carries its tombstone, the
-other customers are untouched, and a later event for the id starts a fresh profile."""
+value, the stored cluster learner whose sample held it included), the histograms no
+longer count it, each output topic and the features topic carry its tombstone and no
+record after it names the customer, a DLQ re-drive skips its refused payload, the AOF is
+rewritten without it, the other customers are untouched, and a later event for the id
+starts a fresh profile."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 
 from producers.kafka import make_producer, send_all, send_watermark
+from streams.api.app import create_api
 from streams.settings import Settings
 from streams.state.store import connect
 from tests.conftest import (
@@ -66,6 +73,9 @@ def mentions(client, namespace: str, needles: tuple[str, ...]) -> list[str]:
             parts = client.lrange(key, 0, -1)
         elif kind == "set":
             parts = list(client.smembers(key))
+        elif kind == "stream":
+            parts = [b for eid, fields in client.xrange(key)
+                     for b in (eid, *fields.keys(), *fields.values())]  # fmt: skip
         else:
             raise AssertionError(f"{key!r}: a {kind} the scan does not read")
         if any(n in part for part in [key, *parts] for n in raw):
@@ -96,10 +106,66 @@ def tombstones(settings: Settings, key: str) -> dict[str, list[int]]:
     return found
 
 
+def records_naming(settings: Settings, topics: list[str], needle: str):
+    """Per topic: when the tombstone keyed ``needle`` was written (ms, None if none),
+    and every non-tombstone record whose key or value holds ``needle``, as (timestamp ms,
+    partition, offset)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    raw, out = needle.encode(), {}
+    for topic in topics:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        tomb, named = None, []
+        while any(consumer.position(p) < ends[p] for p in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for r in records:
+                    if r.value is None and r.key == raw:
+                        tomb = r.timestamp
+                    elif raw in (r.key or b"") + (r.value or b""):
+                        named.append((r.timestamp, r.partition, r.offset))
+        out[topic] = (tomb, named)
+    consumer.close()
+    return out
+
+
+def bad_event(cid: str) -> dict:
+    """An event the workers refuse (a negative amount): it waits in the DLQ."""
+    return {"event_id": f"{cid}-bad", "customer_id": cid, "type": "purchase",
+            "order_id": f"{cid}-bad", "amount": "-5.00",
+            "ts": "2024-03-12T12:00:00+00:00"}  # fmt: skip
+
+
+def aof_files_hold(client, needle: bytes) -> bool | None:
+    """Whether Redis's append-only files hold ``needle`` (None: CONFIG is not allowed, or
+    the files are elsewhere)."""
+    import pathlib
+
+    try:
+        folder = pathlib.Path(client.config_get("dir")["dir"])
+        folder /= client.config_get("appenddirname").get("appenddirname", "")
+    except Exception:
+        return None
+    files = [f for f in folder.glob("*") if f.is_file()] if folder.is_dir() else []
+    return any(needle in f.read_bytes() for f in files) if files else None
+
+
+def wait_until(check, what: str, worker, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}:\n{worker.log_tail()}"
+        time.sleep(0.2)
+
+
 def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, settings, worker):
-    env = {**rtba_env, "RTBA_OUTBOX_RELAY_S": "3600"}  # the injected entry stays unsent
+    env = {**rtba_env, "RTBA_OUTBOX_RELAY_S": "3600",  # the injected entry stays unsent
+           # a cluster snapshot, with the learner stored, at every training call
+           "RTBA_CLUSTER_WARMUP": "0", "RTBA_CLUSTER_SNAPSHOT_EVERY": "1",
+           "RTBA_CLUSTER_SNAPSHOT_MIN_S": "0"}  # fmt: skip
     others = known_events(seed=5, customers=10)
-    events = others + customer_events(TARGET) + customer_events(OTHER)
+    refused = [bad_event(TARGET), bad_event("dlq-keeper")]
+    events = others + customer_events(TARGET) + customer_events(OTHER) + refused
     worker.env = env
     worker.start()
     producer = make_producer(settings.kafka_bootstrap)
@@ -107,7 +173,15 @@ def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, setting
     client = connect(settings.redis_url)
     wait_for_records(client, settings, len(events), worker)
     ns = settings.namespace
+    learner = f"{ns}:model:clusters"
+
+    def learner_holds(cid: str) -> bool:
+        return cid.encode() in (client.hget(learner, "learner") or b"")
+
+    wait_until(lambda: learner_holds(TARGET) and learner_holds(OTHER),
+               "the learner's sample never held the customers", worker)  # fmt: skip
     assert mentions(client, ns, (TARGET, ESCAPED)), "the scan must see the customer first"
+    rewrites = int(client.info("persistence")["aof_rewrites"])
     # an output event left unsent by a crashed writer, as the worker writes them
     client.hset(f"{ns}:c:{{{ESCAPED}}}:outbox", "ev-unsent", f"churn_risk|0|9|1|"
                 f'{{"customer_id": "{TARGET}"}}')  # fmt: skip
@@ -117,22 +191,47 @@ def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, setting
     erased = run_rtba(env, "erase", TARGET, "--yes", "--json")
     assert json_lines(erased.stdout) == [{
         "customer_id": TARGET, "had_state": True, "unsent_events": 1,
-        "tombstones": settings.output_topics}]  # fmt: skip
+        "tombstones": settings.output_topics, "features_tombstone": settings.features_topic,
+        "aof_rewrite": "started"}]  # fmt: skip
+    assert mentions(client, ns, (TARGET, ESCAPED)) == []
+    # the trainer drops it from its own copy at the features tombstone, and stores that
+    time.sleep(2)
     assert mentions(client, ns, (TARGET, ESCAPED)) == []
     assert histogram_totals(client, ns) == {name: n - 1 for name, n in before.items()}
     marks = tombstones(settings, TARGET)
     assert set(marks) == set(settings.output_topics) and all(len(p) == 1 for p in marks.values())
+    topics = [*settings.output_topics, settings.features_topic]
+    for topic, (tomb, named) in records_naming(settings, topics, TARGET).items():
+        assert tomb is not None, f"no tombstone on {topic}"
+        assert [r for r in named if r[0] >= tomb] == [], f"{topic} names it after its tombstone"
+    # the AOF is rewritten: the erased values leave Redis's files too
+    wait_until(lambda: int(client.info("persistence")["aof_rewrites"]) > rewrites
+               and not int(client.info("persistence")["aof_rewrite_in_progress"]),
+               "no AOF rewrite after the erase", worker)  # fmt: skip
+    # (the namespace's key name: other test runs share this Redis, and the same id)
+    assert aof_files_hold(client, f"{ns}:c:{{{ESCAPED}}}".encode()) in (False, None)
+
+    # a re-drive skips the erased customer's refused payload and sends the other one
+    redriven = run_rtba(env, "dlq", "--redrive", "--json")
+    assert [row["key"] for row in json_lines(redriven.stdout)] == ["dlq-keeper"]
+    assert "skipped 1 of erased customers" in redriven.stderr
 
     # the API's erase, with the same effect; an unknown id is a 404 (and exit code 1)
     from fastapi.testclient import TestClient
+    from pydantic import SecretStr
 
     from streams.api.app import create_api
 
-    with TestClient(create_api(settings)) as api:
+    admin = "admin-token-0123456789abcdef"  # erasing over the API needs the admin token
+    chosen = settings.model_copy(update={"api_admin_token": SecretStr(admin)})
+    with TestClient(create_api(chosen), base_url="http://127.0.0.1",
+                    headers={"Authorization": f"Bearer {admin}"}) as api:  # fmt: skip
         answer = api.delete(f"/customers/{OTHER}")
         assert answer.status_code == 200 and answer.json()["had_state"] is True
         assert api.get(f"/customers/{OTHER}").status_code == 404
         assert api.delete("/customers/nobody-at-all").status_code == 404
+    assert mentions(client, ns, (OTHER,)) == []
+    time.sleep(2)  # the trainer's copy too
     assert mentions(client, ns, (OTHER,)) == []
     assert histogram_totals(client, ns) == {name: n - 2 for name, n in before.items()}
     unknown = run_rtba(env, "erase", "nobody-at-all", "--yes", check=False)
@@ -141,13 +240,14 @@ def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, setting
     # everyone else exactly as before
     assert_states_match_batch(settings, others)
 
-    # a later event for the id: a profile of that event alone
+    # a later event for the id: a profile of that event alone (the re-driven payload
+    # came back refused again: counted)
     fresh = {"event_id": "after-erase", "customer_id": TARGET, "type": "purchase",
              "order_id": "after-o1", "amount": "15.00",
              "ts": "2024-04-01T08:00:00+00:00"}  # fmt: skip
     send_all(producer, settings.events_topic, [fresh])
     producer.close()
-    wait_for_records(client, settings, len(events) + 1, worker)
+    wait_for_records(client, settings, len(events) + 2, worker)
     deadline = time.monotonic() + 30
     while not client.exists(f"{ns}:c:{{{ESCAPED}}}") and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -157,7 +257,23 @@ def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, setting
     client.close()
 
 
-def test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id(rtba_env, settings, worker):
+def rtba_here(monkeypatch, capsys, env: dict, *args: str) -> tuple[int, str]:
+    """rtba's exit code and stderr, run in this process under ``env``."""
+    from streams.cli.main import main
+
+    with monkeypatch.context() as patch:
+        for name in ("RTBA_PSEUDONYM_KEY", "RTBA_PSEUDONYM_KEY_FILE"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        capsys.readouterr()
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+
+def test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id(
+    rtba_env, settings, worker, monkeypatch, capsys
+):
     import hashlib
     import hmac
 
@@ -167,7 +283,8 @@ def test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id(rtba_env, se
         return "p_" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
 
     env = {**rtba_env, "RTBA_PSEUDONYM_KEY": key}
-    events = known_events(seed=8, customers=8)
+    looks_hidden = "p_" + "5e" * 16  # a raw id that looks like a pseudonym
+    events = known_events(seed=8, customers=8) + customer_events(looks_hidden)
     worker.env = env
     worker.start()
     producer = make_producer(settings.kafka_bootstrap)
@@ -188,11 +305,37 @@ def test_with_a_pseudonym_key_redis_and_the_outputs_hold_no_real_id(rtba_env, se
     assert changes and {json.loads(r.value)["customer_id"] for r in changes} <= {
         hidden(c) for c in real
     }
-    one = sorted(real)[0]
+    one, two = sorted(real - {looks_hidden})[:2]
     profile = json.loads(run_rtba(env, "profile", one, "--json").stdout)  # the real id works
     assert profile["customer_id"] == hidden(one)
     assert json_lines(run_rtba(env, "erase", one, "--yes", "--json").stdout)[0]["had_state"]
     assert not client.exists(f"{settings.namespace}:c:{{{hidden(one)}}}")
+    # a raw id of the pseudonym form is pseudonymised on lookup as at ingestion
+    profile = json.loads(run_rtba(env, "profile", looks_hidden, "--json").stdout)
+    assert profile["customer_id"] == hidden(looks_hidden)
+    assert json_lines(run_rtba(env, "erase", looks_hidden, "--yes", "--json").stdout)[0][
+        "had_state"
+    ]
+    assert not client.exists(f"{settings.namespace}:c:{{{hidden(looks_hidden)}}}")
+    # a stored pseudonym, as read off an output event, is named explicitly
+    named = json.loads(run_rtba(env, "profile", f"pseudonym:{hidden(two)}", "--json").stdout)
+    assert named["customer_id"] == hidden(two)
+    # another key, or none: one line and exit code 2, never "not found", and nothing erased
+    other_key = "another-key-0123456789"
+    for wrong in ({**env, "RTBA_PSEUDONYM_KEY": other_key}, rtba_env):
+        for args in (("profile", two), ("erase", two, "--yes")):
+            code, stderr = rtba_here(monkeypatch, capsys, wrong, *args)  # in-process: 1 s less
+            assert code == 2 and stderr.count("\n") == 1 and "pseudonymised" in stderr, stderr
+        assert client.exists(f"{settings.namespace}:c:{{{hidden(two)}}}")
+    stopped = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], capture_output=True,
+                             text=True, env={**env, "RTBA_PSEUDONYM_KEY": other_key},
+                             timeout=60)  # fmt: skip
+    assert stopped.returncode == 2 and "with another key" in stopped.stderr, stopped.stderr
+    api = TestClient(create_api(Settings.from_env({**env, "RTBA_PSEUDONYM_KEY": other_key})),
+                     base_url="http://127.0.0.1")  # a loopback Host  # fmt: skip
+    for path in (f"/customers/{two}", f"/events?customer={two}"):
+        answer = api.get(path)
+        assert answer.status_code == 503 and "another key" in answer.json()["detail"], path
     client.close()
 
 

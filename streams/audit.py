@@ -1,0 +1,108 @@
+"""The audit log of erasures: who erased which customer, when, from where, and how it
+went, for `rtba erase` and ``DELETE /customers/{id}`` alike (docs/security.md).
+
+Each erasure is one entry in a capped Redis stream (``<namespace>:audit``, the newest
+``MAX_ENTRIES`` kept) and one log line on the ``rtba.audit`` logger. The id is kept as
+its hash, never as given: ``id_sha256`` is the SHA-256 of ``<namespace>`` NUL ``<id as
+stored>`` (the pseudonym, when ids are pseudonymised). Whoever holds an id can check
+whether it was erased (``GET /audit?customer_id=``); the log itself names nobody, and a
+right-to-be-forgotten request is not undone by its own record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from contextlib import contextmanager
+
+from streams.state.keys import Keys
+
+MAX_ENTRIES = 100_000  # about 20 MB of Redis: years of erasures for most shops
+LOG = logging.getLogger("rtba.audit")
+
+
+def id_hash(namespace: str, customer_id: str) -> str:
+    """The hash an audit entry holds for a customer id (keyed by the namespace, so the same
+    id in two namespaces does not link)."""
+    return hmac.new(namespace.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def token_fingerprint(token: str) -> str:
+    """Who erased, for an API call: the first 12 hex digits of the token's SHA-256 (enough
+    to tell two tokens apart after a rotation, nothing to log in with)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def outcome(report: dict | None, error: str | None = None) -> str:
+    """``erased`` (there was state), ``no-state`` (tombstones sent all the same), or
+    ``failed: <why>``."""
+    if error is not None:
+        return f"failed: {error}"[:300]
+    return "erased" if report and report.get("had_state") else "no-state"
+
+
+def record(client, namespace: str, actor: str, address: str | None, customer_id: str,
+           result: str, now_ms: int | None = None) -> dict:  # fmt: skip
+    """Write one erasure to the audit stream and the log; returns the entry.
+
+    ``actor`` is ``cli`` (with the OS user) or ``api:admin:<fingerprint>``; ``address``
+    the client's address for an API call."""
+    entry = {
+        "at_ms": str(now_ms if now_ms is not None else int(time.time() * 1000)),
+        "actor": actor,
+        "address": address or "",
+        "id_sha256": id_hash(namespace, customer_id),
+        "outcome": result,
+    }
+    LOG.warning("erase %s by %s from %s: %s", entry["id_sha256"][:16], actor,
+                address or "-", result)  # fmt: skip
+    client.xadd(Keys(namespace).audit, entry, maxlen=MAX_ENTRIES, approximate=True)
+    return entry
+
+
+@contextmanager
+def erasing(client, namespace: str, actor: str, address: str | None, customer_ids: list[str]):
+    """Around an erasure: yields a list for its reports, then records one entry per id,
+    ``failed: <error>`` for each when the block raised (and re-raises)."""
+    reports: list[dict] = []
+    try:
+        yield reports
+    except Exception as exc:
+        for customer_id in customer_ids:
+            record(client, namespace, actor, address, customer_id,
+                   outcome(None, f"{type(exc).__name__}: {exc}"))  # fmt: skip
+        raise
+    done = {report["customer_id"]: report for report in reports}
+    for customer_id in customer_ids:
+        record(client, namespace, actor, address, customer_id, outcome(done.get(customer_id)))
+
+
+def cli_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli"
+
+
+def read(client, namespace: str, limit: int, customer_id: str | None = None) -> list[dict]:
+    """The newest ``limit`` entries, newest first; only one id's with ``customer_id``."""
+    wanted = id_hash(namespace, customer_id) if customer_id is not None else None
+    rows = []
+    count = MAX_ENTRIES if wanted is not None else limit
+    for entry_id, fields in client.xrevrange(Keys(namespace).audit, count=count):
+        entry = {_text(k): _text(v) for k, v in fields.items()}
+        if wanted is not None and entry.get("id_sha256") != wanted:
+            continue
+        entry["at_ms"] = int(entry.get("at_ms") or 0)
+        rows.append({"entry": _text(entry_id), **entry})
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
