@@ -15,6 +15,23 @@ from streams.settings import redacted
 KINDS = ("rfm", "cluster", "churn", "audience")
 
 
+def _stored_ids(chosen, given) -> set[str]:
+    """The ids --customer names, as the outputs carry them (NFC, pseudonyms if on). With
+    pseudonyms, Redis keeps the key's fingerprint: another key would show nothing."""
+    if not given:
+        return set()
+    from streams.privacy import customer_refs
+    from streams.state.store import connect
+
+    require_stack(chosen, kafka=False)
+    client = connect(chosen.redis_url, **chosen.redis_options())
+    try:
+        ref = customer_refs(chosen, client)
+        return {ref(c) for c in given}
+    finally:
+        client.close()
+
+
 def output_line(event: dict) -> str:
     """One output event for a person.
 
@@ -70,11 +87,9 @@ def tail(kinds, customers, from_start, count, timeout_s, as_json) -> None:
       rtba tail --kind churn --json
       rtba tail --customer c000042 --from-start --timeout 2
     """
-    from streams.privacy import customer_ref
-
     chosen = settings()
     require_kafka(chosen)
-    customers = {customer_ref(chosen, c) for c in customers}  # pseudonyms, if on
+    customers = _stored_ids(chosen, customers)
     consumer = output_consumer(chosen, chosen.output_topics, from_start)
     shown, last = 0, time.monotonic()
     try:
@@ -131,7 +146,8 @@ def dlq(reasons, limit, redrive, as_json) -> None:
 
     --redrive sends them to the events topic again. Re-driving is safe to repeat: it remembers
     how far it got (a consumer group of its
-    own), and the workers de-duplicate by event id.
+    own), and the workers de-duplicate by event id. A record of a customer erased after it
+    was refused is skipped, never sent again (docs/privacy.md).
 
     \b
     Examples:
@@ -147,20 +163,36 @@ def dlq(reasons, limit, redrive, as_json) -> None:
     if redrive:
         from kafka import KafkaProducer
 
+        from streams.erasure import erased_before_refused
+
+        erased_since = _erased_customers(chosen)  # erased customers are not sent again
         producer = KafkaProducer(
             bootstrap_servers=chosen.kafka_bootstrap.split(","),
             acks="all",
             **chosen.kafka_options(),
         )
-    shown = sent = 0
+    shown = sent = skipped = 0
+    # A re-drive takes the records there when it starts: one refused again comes back as a
+    # new record, for the next re-drive (else it would loop on it up to --limit). It
+    # commits exactly the records it went through, not the rest of a fetched batch.
+    parts = list(consumer.assignment())
+    ends = consumer.end_offsets(parts) if redrive else {}
+    done = {tp: consumer.position(tp) for tp in parts} if redrive else {}
     try:
-        while shown < limit:
+        while shown < limit and not (ends and all(done[tp] >= ends[tp] for tp in parts)):
             batch = consumer.poll(timeout_ms=1000)
             if not batch:
                 break
-            for record in (r for records in batch.values() for r in records):
+            for tp, record in ((tp, r) for tp, records in batch.items() for r in records):
+                if ends and record.offset >= ends[tp]:
+                    continue
+                if redrive:
+                    done[tp] = record.offset + 1
                 row = _dlq_row(record)
                 if reasons and row["reason"] not in reasons:
+                    continue
+                if producer is not None and erased_before_refused(record, *erased_since):
+                    skipped += 1  # committed with the rest: never re-driven
                     continue
                 if producer is not None:
                     producer.send(chosen.events_topic, key=record.key, value=record.value)
@@ -174,14 +206,32 @@ def dlq(reasons, limit, redrive, as_json) -> None:
                     break
         if producer is not None:
             producer.flush()
+            for tp in parts:
+                consumer.seek(tp, done[tp])
             consumer.commit()  # only after every re-sent record is acknowledged
-            log(f"rtba dlq: re-drove {sent} records to {chosen.events_topic}")
+            log(f"rtba dlq: re-drove {sent} records to {chosen.events_topic}"
+                + (f"; skipped {skipped} of erased customers" if skipped else ""))  # fmt: skip
     finally:
         if producer is not None:
             producer.close()
         consumer.close()
     if not shown and not as_json:
         log(f"rtba dlq: nothing in {chosen.dlq_topic}" + (" to re-drive" if redrive else ""))
+
+
+def _erased_customers(chosen):
+    """(id lookup, erased customers) for a re-drive: from Redis, read once."""
+    from streams.privacy import customer_refs
+    from streams.state.erase import ErasedIds
+    from streams.state.keys import Keys
+    from streams.state.store import connect
+
+    require_stack(chosen, kafka=False)
+    client = connect(chosen.redis_url, **chosen.redis_options())
+    try:
+        return customer_refs(chosen, client), ErasedIds.read(client, Keys(chosen.namespace))
+    finally:
+        client.close()
 
 
 @click.command()

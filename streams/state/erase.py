@@ -6,9 +6,13 @@ hash (one slot, deleted by one script call), its member in a due-index bucket, i
 outbox index and in the audience indexes it belongs to (and, should a first erase have
 died half-way, those of every defined audience). The histograms count customers per
 bucket without naming them; the customer's count is taken back out, from the state the
-script deleted, so the adaptive RFM edges stop counting it. Nothing else holds an id:
-counters, models, the dashboard's samples and the sweeps' cursors are about the
-population.
+script deleted, so the adaptive RFM edges stop counting it. The cluster learner's
+sample of customers does hold ids: the stored learner is rewritten without the customer
+(and the running trainer drops it at the customer's tombstone on the features topic).
+The customer's HMAC under a random per-namespace salt, with the erase time, goes into
+``keys.erased`` so that a DLQ re-drive skips it; an AOF rewrite is started so that the
+deleted values leave the append-only file. Nothing else holds an id: counters, the other
+models, the dashboard's samples and the sweeps' cursors are about the population.
 
 Crash safety: the state goes first, in one atomic step. Should the process die before
 the rest, running the erase again finishes it (the index entries go; a histogram count
@@ -17,15 +21,202 @@ would stay one too high until the next refresh, since the state it came from is 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
 from dataclasses import dataclass
 
 import redis
 
+from online_models.clusters import StableClusterer
 from streams.audiences.definitions import AudienceSet
 from streams.processing.pipeline import histogram_point
 from streams.state import due_index, state_codec
 from streams.state.keys import Keys
+from streams.state.redis_client import clustered
 from streams.state.store import lua
+
+log = logging.getLogger(__name__)
+
+SALT = "salt"
+# An AOF rewrite rewrites the whole dataset: at most one a minute per namespace, however
+# many erases (docs/privacy.md).
+AOF_REWRITE_EVERY_S = 60
+
+
+def erased_field(salt: bytes, customer_id: str) -> str:
+    """The field an erased customer gets in ``keys.erased``: ``h:`` + HMAC-SHA256 of its
+    id under the namespace's random salt (the id itself is never kept)."""
+    return "h:" + hmac.new(salt, customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def namespace_salt(client: redis.Redis, keys: Keys) -> bytes:
+    """The namespace's salt for erased-id hashes, made on first use."""
+    client.hsetnx(keys.erased, SALT, secrets.token_hex(16))
+    return client.hget(keys.erased, SALT)
+
+
+def record_erased(client: redis.Redis, keys: Keys, customer_ids, now_ms: int | None = None):
+    """Remember that these customers were erased now (for `rtba dlq --redrive`)."""
+    salt = namespace_salt(client, keys)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    fields = {erased_field(salt, cid): now_ms for cid in customer_ids}
+    if fields:
+        client.hset(keys.erased, mapping=fields)
+
+
+class ErasedIds:
+    """Who was erased, and when: read once (``keys.erased``), asked per customer id."""
+
+    def __init__(self, stored: dict):
+        stored = {_text(k): _text(v) for k, v in stored.items()}
+        self._salt = stored.pop(SALT, "").encode()
+        self._at = {k: int(v) for k, v in stored.items() if k.startswith("h:")}
+
+    @classmethod
+    def read(cls, client: redis.Redis, keys: Keys) -> ErasedIds:
+        return cls(client.hgetall(keys.erased))
+
+    def erased_at_ms(self, customer_id: str) -> int | None:
+        """When the customer was last erased (wall clock, ms), or None."""
+        if not self._at:
+            return None
+        return self._at.get(erased_field(self._salt, customer_id))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def forget_in_learner(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> bool:
+    """Take erased customers out of the stored cluster learner's sample (the running
+    trainer drops them from its own copy at their tombstone on the features topic, and
+    stores it again). A stored learner this rtba cannot read (an older rtba's pickle) is
+    deleted unread: it may hold the ids, and the trainer would refuse it anyway. Whether
+    the stored learner changed."""
+    key = keys.cluster_model
+    while True:
+        with client.pipeline() if not clustered(client) else _NoWatch(client) as pipe:
+            try:
+                pipe.watch(key)
+                saved = pipe.hget(key, "learner")
+                if saved is None:
+                    return False
+                try:
+                    learner = StableClusterer.from_dict(json.loads(saved))
+                except Exception:
+                    pipe.multi()
+                    pipe.hdel(key, "learner")
+                    pipe.execute()
+                    return True
+                if not any([learner.forget(cid) for cid in customer_ids]):
+                    return False
+                pipe.multi()
+                pipe.hset(key, "learner", json.dumps(learner.to_dict()))
+                pipe.execute()
+                return True
+            except redis.WatchError:  # the trainer stored it meanwhile: again
+                continue
+
+
+class _NoWatch:
+    """A Cluster's stand-in for a WATCH pipeline (redis-py has none there): plain reads
+    and writes. A trainer storing the learner in between puts the id back only until it
+    reads the tombstone, and then stores it again without."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def watch(self, key):
+        pass
+
+    def multi(self):
+        pass
+
+    def execute(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def rewrite_aof(client: redis.Redis, keys: Keys) -> str:
+    """Start an AOF rewrite, so that the erased values leave the append-only file too
+    (Redis keeps them in it until one): on every node of a Cluster, at most once every
+    AOF_REWRITE_EVERY_S per namespace. What happened, in a word: ``started``, ``off`` (no
+    AOF), ``recent`` (one started within the minute), ``refused`` (not allowed to the
+    Redis user by its ACL, or another error: logged in one line)."""
+    try:
+        if not _aof_enabled(client):
+            return "off"
+        if not client.set(keys.aof_rewrite, int(time.time() * 1000), nx=True,
+                          ex=AOF_REWRITE_EVERY_S):  # fmt: skip
+            return "recent"
+        if clustered(client):
+            client.bgrewriteaof(target_nodes=client.ALL_NODES)
+        else:
+            client.bgrewriteaof()
+        return "started"
+    except redis.exceptions.ResponseError as exc:
+        if "already in progress" in str(exc):  # it started after the erase? not known
+            client.delete(keys.aof_rewrite)
+            return "recent"
+        log.warning("could not start an AOF rewrite after the erase (%s): the erased values "
+                    "stay in Redis's append-only file until it rewrites it", exc)  # fmt: skip
+        return "refused"
+
+
+async def rewrite_aof_async(client, keys: Keys) -> str:
+    """``rewrite_aof`` for a worker's asyncio client (the retention erase)."""
+    try:
+        if clustered(client):
+            infos = list((await client.info("persistence", target_nodes=client.ALL_NODES))
+                         .values())  # fmt: skip
+        else:
+            infos = [await client.info("persistence")]
+        if not any(int(info.get("aof_enabled", 0)) for info in infos):
+            return "off"
+        if not await client.set(keys.aof_rewrite, int(time.time() * 1000), nx=True,
+                                ex=AOF_REWRITE_EVERY_S):  # fmt: skip
+            return "recent"
+        if clustered(client):
+            await client.bgrewriteaof(target_nodes=client.ALL_NODES)
+        else:
+            await client.bgrewriteaof()
+        return "started"
+    except redis.exceptions.ResponseError as exc:
+        if "already in progress" in str(exc):
+            await client.delete(keys.aof_rewrite)
+            return "recent"
+        log.warning("could not start an AOF rewrite after the retention erase (%s): the "
+                    "erased values stay in Redis's append-only file until it rewrites it",
+                    exc)  # fmt: skip
+        return "refused"
+
+
+async def record_erased_async(client, keys: Keys, customer_ids) -> None:
+    """``record_erased`` for a worker's asyncio client (the retention erase)."""
+    await client.hsetnx(keys.erased, SALT, secrets.token_hex(16))
+    salt = await client.hget(keys.erased, SALT)
+    now_ms = int(time.time() * 1000)
+    fields = {erased_field(salt, cid): now_ms for cid in customer_ids}
+    if fields:
+        await client.hset(keys.erased, mapping=fields)
+
+
+def _aof_enabled(client: redis.Redis) -> bool:
+    from streams.state.redis_client import info_per_server
+
+    return any(int(info.get("aof_enabled", 0)) for info in info_per_server(client, "persistence"))
 
 
 @dataclass(frozen=True)
@@ -76,4 +267,6 @@ class Eraser:
         for names, args in due_calls:
             self._due_set(keys=names, args=args)
         self.client.zrem(keys.outbox_index, customer_id)
+        forget_in_learner(self.client, keys, [customer_id])
+        record_erased(self.client, keys, [customer_id])
         return Erased(customer_id, bool(stored), int(unsent))

@@ -307,18 +307,18 @@ class StateStore:
     async def erase(self, expired: dict[str, int]) -> int:
         """Erase customers past their retention, each unless written since the version
         given (streams.state.erase has what erasing covers); returns how many went."""
-        from streams.state.erase import followups
+        from streams.state.erase import followups, record_erased_async, rewrite_aof_async
 
         batch = Batch()
         for cid, version in expired.items():
             batch.script(self._erase, self._customer_keys(cid), [version])
         replies = await batch.run(self.client)
         cleanup = Batch()
-        erased = 0
+        erased: list[str] = []
         for cid, (stored, unsent) in zip(expired, replies, strict=True):
             if int(unsent) < 0:  # an event brought the customer back: kept
                 continue
-            erased += 1
+            erased.append(cid)
             counts, due_calls, audiences = followups(self.keys, cid, stored)
             for name, bucket in counts:
                 cleanup.command("hincrby", name, bucket, -1)
@@ -328,9 +328,12 @@ class StateStore:
                 cleanup.script(self._due_set, names, args)
             cleanup.command("zrem", self.keys.outbox_index, cid)
         if erased:
-            cleanup.command("hincrby", self.keys.stats, "retention_erased", erased)
+            cleanup.command("hincrby", self.keys.stats, "retention_erased", len(erased))
         await cleanup.run(self.client)
-        return erased
+        if erased:  # a re-drive skips them; the AOF forgets them (streams.state.erase)
+            await record_erased_async(self.client, self.keys, erased)
+            await rewrite_aof_async(self.client, self.keys)
+        return len(erased)
 
     def _customer_keys(self, cid: str) -> list[str]:
         keys = self.keys
