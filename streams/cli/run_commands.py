@@ -49,12 +49,15 @@ def worker(loglevel: str) -> None:
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
     from streams.privacy import claim_key
     from streams.state.store import connect, durability_warning
+    from streams.state.timezone import claim_timezone
 
     client = connect(chosen.redis_url, **chosen.redis_options())
     try:
         # another pseudonym key (or none) than the namespace's would mix two customers'
         # ids: one line, exit 2, before Faust is even imported (streams.privacy)
         claim_key(chosen, client)
+        # likewise another time zone than the namespace's (streams.state.timezone)
+        claim_timezone(chosen, client)
         if warning := durability_warning(client):
             log(f"warning: {warning}")
     finally:

@@ -111,6 +111,12 @@ class Keys:
         return f"{self.namespace}:pseudonym"
 
     @property
+    def timezone(self) -> str:
+        """String: the IANA zone the namespace counts purchase days in (RTBA_TIMEZONE), set
+        by its first worker (streams.state.timezone)."""
+        return f"{self.namespace}:timezone"
+
+    @property
     def erased(self) -> str:
         """Hash: ``salt`` (random, made once) and, per erased customer, ``h:`` + the
         HMAC-SHA256 of its id under the salt -> when it was erased (wall clock, ms): how
