@@ -152,8 +152,9 @@ class Totals:
         """The figures of ``orders``, purchase days counted in ``calendar``'s dates."""
         placed = [o for o in orders if o.placed]
         buys = [o for o in placed if o.counts]
-        day = {id(o): calendar.of(o.ts_ms) for o in buys}  # each order's day, once
-        days = set(day.values())
+        of = calendar.of
+        day = [of(o.ts_ms) for o in buys]  # each order's day, once (a hot path)
+        days = set(day)
         first_day = min(days, default=None)
         return cls(
             len(buys), len(days), sum(o.items for o in buys), sum(o.discounted for o in buys),
@@ -161,7 +162,7 @@ class Totals:
             sum((o.refunded for o in placed), Decimal(0)),
             min((o.ts_ms for o in buys), default=None),
             max((o.ts_ms for o in buys), default=None),
-            sum((o.net for o in buys if day[id(o)] == first_day), Decimal(0)),
+            sum((o.net for o, d in zip(buys, day, strict=True) if d == first_day), Decimal(0)),
         )  # fmt: skip
 
     def then(self, later: Totals) -> Totals:
