@@ -380,3 +380,26 @@ def test_a_retention_erase_skips_a_customer_written_since_it_was_read(settings):
     assert all_customer_ids(client, keys) == ["back-again"]
     assert read_stats(client, keys).get("retention_erased") == 1
     client.close()
+
+
+def test_a_worker_counts_purchase_days_in_the_shops_time_zone(settings):
+    """RTBA_TIMEZONE through the worker and the stored value: 19:59 and 20:01 in New York,
+    either side of 00:00 UTC, are one purchase day (two in UTC)."""
+    from online_models.days import days_in
+
+    keys, midnight = Keys(settings.namespace), 1_768_435_200_000  # 2026-01-15 00:00 UTC
+    batch = [Record(0, i, cid.encode(), json.dumps(
+        {"event_id": f"e{cid}{i}", "customer_id": cid, "type": "purchase", "order_id": f"o{i}",
+         "amount": "10.00", "ts": midnight + (60_000 if i else -60_000)}).encode())
+        for cid in ("ny", "utc") for i in (0, 1)]  # fmt: skip
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        for zone, cid in (("America/New_York", "ny"), ("UTC", "utc")):
+            mine = [r for r in batch if r.key == cid.encode()]
+            await BatchProcessor(store, RFMScorer(), Limits(), days=days_in(zone)).process(mine)
+
+    asyncio.run(scenario())
+    states = {s.customer_id: s for s in read_states(connect(settings.redis_url), keys,
+                                                    ["ny", "utc"])}  # fmt: skip
+    assert (states["ny"].purchase_days, states["utc"].purchase_days) == (1, 2)
