@@ -125,18 +125,36 @@ _BOUNDS = (-12.0, 12.0)  # log-parameters: e^-12 .. e^12
 Q_EDGE = 1e-3
 
 
+# a partner on its log-scale above this runs off with the parameter on the upper bound
+_LIMIT_PARTNER = 6.0
+_PAIRS = {"r": "alpha", "alpha": "r", "a": "b", "b": "a"}
+
+
 def _on_bound(log_params) -> bool:
     """An optimum at a box bound is the box's answer, not the likelihood's."""
     return bool(np.any(np.abs(np.abs(np.asarray(log_params)) - _BOUNDS[1]) < 1e-3))
 
 
-def _failure(best, names, log_likelihood: float) -> str | None:
-    """Why an optimum is not a maximum-likelihood fit (None: it is)."""
+def _failure(best, names, log_likelihood: float, pairs: dict[str, str] | None = None) -> str | None:
+    """Why an optimum is not a maximum-likelihood fit (None: it is).
+
+    ``pairs`` names, for the BTYD models, the shape and scale that may run off to
+    infinity together: r and alpha (every customer buys at the rate r / alpha) or a and b
+    (every customer drops out with probability a / (a + b)). That is the likelihood's own
+    answer, a degenerate limit the predictions reach through the ratio; an optimum there is
+    a fit. Anything else on a box bound is the box's answer, not the likelihood's: a
+    parameter run to e^-12 (a = 0: no drop-out, b = 0: all drop out) moves every prediction
+    with the bound.
+    """
     if not np.isfinite(log_likelihood) or not np.all(np.isfinite(best.x)):
         return "the likelihood is not finite at the optimum"
-    if _on_bound(best.x):
-        hit = [n for n, v in zip(names, best.x, strict=True) if abs(abs(v) - _BOUNDS[1]) < 1e-3]
-        return f"the optimum is on a parameter bound ({', '.join(hit)} at e^+-12)"
+    logs = dict(zip(names, np.asarray(best.x, dtype=float), strict=True))
+    low = [n for n, v in logs.items() if v <= _BOUNDS[0] + 1e-3]
+    limit = set() if pairs is None else {n for n in logs if logs[pairs[n]] >= _LIMIT_PARTNER}
+    high = [n for n, v in logs.items() if v >= _BOUNDS[1] - 1e-3 and n not in limit]
+    if low or high:
+        hit = [f"{n} at e^-12" for n in low] + [f"{n} at e^12" for n in high]
+        return f"the optimum is on a parameter bound ({', '.join(hit)})"
     if not best.success:
         return f"the optimiser stopped: {best.message}"
     return None
@@ -160,7 +178,8 @@ class _FittedModel:
         self.params = dict(zip(self.param_names, map(float, np.exp(best.x)), strict=True))
         self.log_likelihood = float(log_likelihood)
         self.customers = int(customers)
-        self.failure = _failure(best, self.param_names, self.log_likelihood)
+        pairs = _PAIRS if isinstance(self, BTYDModel) else None
+        self.failure = _failure(best, self.param_names, self.log_likelihood, pairs)
         self.converged = self.failure is None
 
     def to_dict(self) -> dict:

@@ -416,3 +416,29 @@ def test_mbgnbd_on_one_time_buyers_ends_on_a_bound_and_is_not_put_in_force():
     model = ModifiedBGNBD().fit(x, t_x, T)
     assert not model.converged and "bound (b" in model.failure
     assert "not put in force" in fit_health(ChurnScorer(model)).churn_error
+
+
+@pytest.mark.parametrize(
+    ("logs", "failure"),
+    [
+        ((12.0, 11.7, 0.5, 1.0), None),  # r, alpha -> oo together: one rate r / alpha for all
+        ((2.0, 3.0, 11.2, 12.0), None),  # a, b -> oo together: one drop-out chance a / (a + b)
+        ((12.0, 1.0, 0.5, 1.0), "r at e^12"),  # r -> oo alone: the box's answer
+        ((0.1, 1.0, -3.0, -12.0), "b at e^-12"),  # the audit's one-time buyers: b -> 0
+        ((0.1, 1.0, -12.0, 4.0), "a at e^-12"),  # nobody silent yet: a -> 0, no drop-out
+    ],
+)
+def test_which_bound_optima_are_fits(logs, failure):
+    """On the upper bound with its partner large too, a BTYD fit is at a degenerate limit of
+    the model family (predictions through the ratio): a fit. Anything else on a bound moves
+    the predictions with the bound: not converged, not put in force."""
+    from types import SimpleNamespace
+
+    from online_models.churn import _PAIRS, _failure
+
+    best = SimpleNamespace(x=np.array(logs), success=True, message="")
+    got = _failure(best, ("r", "alpha", "a", "b"), -100.0, _PAIRS)
+    assert got is None if failure is None else failure in got
+    # Gamma-Gamma has no such pairs: its shapes on the bound stay not converged (S3)
+    assert _failure(SimpleNamespace(x=np.array([12.0, 12.0, 1.0]), success=True, message=""),
+                    ("p", "q", "gamma"), -1.0) is not None  # fmt: skip
