@@ -115,7 +115,7 @@ class OutputFeed:
                             self._take(record.key, record.value)
             except Exception:
                 log.warning("feed: lost Kafka; reconnecting", exc_info=True)
-                self.connected = False
+                self.lost()
             finally:
                 consumer.close()
 
@@ -135,6 +135,14 @@ class OutputFeed:
         event = decoded(value)
         if event is not None:
             self.add(event)
+
+    def lost(self) -> None:
+        """Kafka is gone: a tombstone sent meanwhile would go unseen, so nothing kept is
+        served any longer (an erased customer's events included). The reconnect reads the
+        feed's worth back again, tombstones and all."""
+        with self._lock:
+            self.connected = False
+            self._items.clear()
 
     def forget(self, customer_id: str) -> int:
         """Drop an erased customer's kept events; how many went."""
