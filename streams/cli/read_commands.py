@@ -304,6 +304,8 @@ def churn_fit(model, as_of, as_json) -> None:
         f"{fitted['as_of']}: r={p['r']:.4g} alpha={p['alpha']:.4g} a={p['a']:.4g} "
         f"b={p['b']:.4g}  log-likelihood {fitted['log_likelihood']:.2f}"
     )
+    if fitted.get("spend_error"):  # published, but without CLV: say why
+        click.echo(fitted["spend_error"])
 
 
 COMMANDS = [profile, segments, members, stats, churn]

@@ -256,7 +256,8 @@ def test_a_one_time_buyer_gets_the_population_spend_and_no_next_purchase_time():
 
 
 @pytest.mark.parametrize("field", ["p_alive", "churn_risk", "clv", "recency_days",
-                                   "days_since_last_event", "frequency", "monetary"])  # fmt: skip
+                                   "days_since_last_event", "frequency", "monetary",
+                                   "r", "f", "m"])  # fmt: skip
 def test_audience_fields_are_the_reference_values(field):
     """What an audience condition compares, on a known customer and model, against the
     reference; and a condition just either side of it decides membership accordingly."""
@@ -266,6 +267,7 @@ def test_audience_fields_are_the_reference_values(field):
     from streams.audiences.definitions import parse
     from streams.audiences.evaluate import Profile, members
     from tests import reference_btyd as ref
+    from tests.reference import FREQUENCY_EDGES, MONETARY_EDGES, RECENCY_EDGES
 
     state, times = _customer(SHOPPER)
     now = times[-1] + 9 * ref.WEEK_MS + 5 * HOUR_MS
@@ -279,6 +281,10 @@ def test_audience_fields_are_the_reference_values(field):
         "days_since_last_event": (now - times[-1]) / ref.DAY_MS,
         "frequency": len(times),
         "monetary": Decimal("220.00"),
+        # the default edges as docs/segments.md gives them, via tests/reference.py
+        "r": 5 - sum((now - times[-1]) / ref.DAY_MS > e for e in RECENCY_EDGES),
+        "f": 1 + sum(len(times) >= e for e in FREQUENCY_EDGES),
+        "m": 1 + sum(220 >= e for e in MONETARY_EDGES),
     }[field]
     scorer = _scorer(ModifiedBGNBD)
     assert float(Profile(state, now, RFMScorer(), scorer).value(field)) == pytest.approx(
