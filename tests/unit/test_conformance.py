@@ -83,6 +83,16 @@ def test_pickle_round_trip_behaves_the_same(name):
     assert probe(pickle.loads(pickle.dumps(model))) == probe(model)
 
 
+def test_the_learner_round_trips_as_data_too():
+    """What the trainer stores in Redis: JSON, not a pickle (issue #26, item 8)."""
+    import json
+
+    make, fit, probe = MODELS["StableClusterer"]
+    model = fit(make())
+    copy = StableClusterer.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert probe(copy) == probe(model)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_same_seed_same_data_same_result(name):
     make, fit, probe = MODELS[name]
