@@ -12,8 +12,10 @@ per-worker guess. Linear buckets suit integers and day numbers; log buckets
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import Counter
+from decimal import Decimal
+
+import numpy as np
 
 
 class BucketHistogram:
@@ -22,8 +24,11 @@ class BucketHistogram:
     Parameters
     ----------
     kind
-        ``"linear"`` (bucket = floor(value / width)) or ``"log"`` (bucket = ceil(log_g(value))
-        with g = (1 + alpha) / (1 - alpha); values <= 0 share one bucket).
+        ``"linear"`` (bucket = floor(value / width)) or ``"log"`` (bucket = ceil(log_g(value));
+        values <= 0 share one bucket). The log grid has a whole number of buckets per power
+        of ten, g = 10^(1/n) with n the nearest to (1 + alpha) / (1 - alpha), so a change of
+        money unit by a power of ten (cents, thousands) moves every value by the same whole
+        number of buckets and adaptive M scores do not change (docs/segments.md).
     width
         Bucket width of a linear histogram.
     alpha
@@ -38,7 +43,7 @@ class BucketHistogram:
     (2.0, 13.0, 10)
     >>> m = BucketHistogram("log", alpha=0.01)
     >>> m.update(100.0); m.update(1000.0)
-    >>> abs(m.quantile(1.0) - 1000) <= 1000 * 0.01  # within the relative accuracy
+    >>> abs(m.quantile(1.0) - 1000) <= 1000 * 0.0102  # within (g - 1) / (g + 1) = 1.01%
     True
     >>> both = BucketHistogram("linear"); both += h; both += h
     >>> both.count, both.quantile(0.5)
@@ -51,7 +56,9 @@ class BucketHistogram:
         self.kind = kind
         self.width = width
         self.alpha = alpha
-        self._gamma = (1 + alpha) / (1 - alpha)
+        # buckets per power of ten: 115 for alpha = 0.01 (g = 1.020225 against 1.020202)
+        self.per_decade = max(1, round(math.log(10) / math.log((1 + alpha) / (1 - alpha))))
+        self._gamma = 10 ** (1 / self.per_decade)
         self.counts: Counter[int] = Counter()
 
     @property
@@ -63,7 +70,20 @@ class BucketHistogram:
             return math.floor(value / self.width)
         if value <= 0:
             return -(2**31)  # one bucket for zero and negative money (refunded customers)
-        return math.ceil(math.log(value, self._gamma))
+        return self._log_bucket(value)
+
+    def _log_bucket(self, value: float | Decimal) -> int:
+        # value = mantissa * 10^exponent in decimal, exactly: scaling by a power of ten
+        # changes the exponent alone, so the bucket moves by exactly per_decade buckets
+        # (a float is read by its shortest repr, the decimal it was written from)
+        exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        exponent = exact.adjusted()
+        mantissa = float(exact.scaleb(-exponent))  # in [1, 10)
+        return exponent * self.per_decade + math.ceil(math.log10(mantissa) * self.per_decade)
+
+    def _power(self, bucket: int) -> float:
+        """g^bucket, exact at powers of ten."""
+        return 10 ** (bucket / self.per_decade)
 
     def value(self, bucket: int) -> float:
         """A representative value of a bucket (its lower edge, or the log midpoint)."""
@@ -71,7 +91,7 @@ class BucketHistogram:
             return bucket * self.width
         if bucket == -(2**31):
             return 0.0
-        return 2 * self._gamma**bucket / (self._gamma + 1)
+        return 2 * self._power(bucket) / (self._gamma + 1)
 
     def update(self, value: float, weight: int = 1) -> None:
         b = self.bucket(value)
@@ -91,7 +111,7 @@ class BucketHistogram:
         if bucket == -(2**31):
             return -math.inf
         # bucket b holds (g^(b-1), g^b]: the least value above g^(b-1)
-        return math.nextafter(self._gamma ** (bucket - 1), math.inf)
+        return math.nextafter(self._power(bucket - 1), math.inf)
 
     def quantile_bucket(self, q: float) -> int | None:
         """The bucket of the value below or at which a fraction ``q`` of the population lies."""
@@ -129,63 +149,91 @@ def adaptive_edges(
     as_of_day: float,
     minimum_customers: int = 20,
 ) -> dict[str, tuple[float, ...]] | None:
-    """RFM edges at the population's quintiles, in RFMScorer's terms.
+    """RFM edges that split the population fairly into five scores, in RFMScorer's terms.
 
-    R = 5 for the most recent fifth of buyers (by last purchase day); F and M by
-    :func:`tied_edges`: quintiles where the data allow, every score the data can support
-    where ties pile customers on a few values. None while fewer than
-    ``minimum_customers`` have bought: too few to speak of quintiles.
+    R, F and M follow one rule, :func:`fair_cuts` over the histogram's distinct values:
+    customers tied on a value share a score, and the five scores are as close to a fifth
+    each as the ties allow. R = 5 for the most recent group of last-purchase days. None
+    while fewer than ``minimum_customers`` have bought: too few to speak of fifths.
 
     >>> lp, f, m = BucketHistogram(), BucketHistogram(), BucketHistogram("log")
     >>> for i in range(100):
     ...     lp.update(i); f.update(1 + i // 20); m.update(10.0 * (i + 1))
     >>> e = adaptive_edges(lp, f, m, as_of_day=100)
     >>> e["recency_edges"], e["frequency_edges"]
-    ((21.0, 41.0, 61.0, 81.0), (2.0, 3.0, 4.0, 5.0))
+    ((20.0, 40.0, 60.0, 80.0), (2.0, 3.0, 4.0, 5.0))
     """
     if last_purchase_day.count < minimum_customers:
         return None
-    quintiles = (0.2, 0.4, 0.6, 0.8)
-    # recency <= edge_k earns 5 - k: the edge is the age of the (1 - k/5) quantile of last days
-    recency = tuple(as_of_day - last_purchase_day.quantile(1 - q) for q in quintiles)
+    # recency <= edge_k earns 5 - k: the edge is the age of the first day of score 5 - k
+    days = fair_edges(last_purchase_day)
     return {
-        "recency_edges": tuple(max(0.0, r) for r in recency),
-        "frequency_edges": tied_edges(frequency, quintiles),
-        "monetary_edges": tied_edges(monetary, quintiles),
+        "recency_edges": tuple(max(0.0, as_of_day - day) for day in reversed(days)),
+        "frequency_edges": fair_edges(frequency),
+        "monetary_edges": fair_edges(monetary),
     }
 
 
-def tied_edges(hist: BucketHistogram, quantiles: tuple[float, ...]) -> tuple[float, ...]:
-    """Ascending score edges (reach an edge to score higher) at the population's quantiles,
-    made to use every score the data can support when ties pile customers on few values.
-
-    The rule, over the distinct values present (buckets with customers):
-    1. a quantile's edge is the next distinct value *above* it, so customers tied on a value
-       share a score and the lowest value always scores 1;
-    2. each edge is a distinct value above the previous edge, and no higher than leaves
-       room for the edges after it: with k >= 5 distinct values all five scores are used;
-    3. with k < 5 distinct values each value is its own score group, 1 .. k-1, and the
-       highest value scores 5 (the edges after the last one repeat it).
+def fair_edges(hist: BucketHistogram, scores: int = 5) -> tuple[float, ...]:
+    """Ascending score edges (reach an edge to score higher) from :func:`fair_cuts` over the
+    histogram's distinct values (buckets with customers).
 
     >>> f = BucketHistogram()
     >>> for value, n in ((1, 86), (2, 8), (3, 3), (4, 2), (6, 1)):  # 86% one-time buyers
     ...     f.update(value, n)
-    >>> tied_edges(f, (0.2, 0.4, 0.6, 0.8))
+    >>> fair_edges(f)
     (2.0, 3.0, 4.0, 6.0)
     >>> g = BucketHistogram()
     >>> for value, n in ((1, 90), (2, 9), (3, 1)):
     ...     g.update(value, n)
-    >>> tied_edges(g, (0.2, 0.4, 0.6, 0.8))
+    >>> fair_edges(g)
     (2.0, 3.0, 3.0, 3.0)
     """
     present = sorted(b for b, n in hist.counts.items() if n > 0)
-    n = len(present)
-    if n < 2:  # one value: nothing to tell apart, everyone scores 1
-        return tuple(hist.lower_bound(present[0] + 1) for _ in quantiles) if present else ()
-    chosen, previous, slots = [], 0, len(quantiles) + 1
-    for k, q in enumerate(quantiles, start=1):
-        above = bisect_right(present, hist.quantile_bucket(q))  # index of the next value up
-        highest = n - slots + k if n >= slots else min(k, n - 1)
-        previous = min(max(above, previous + 1), highest)
-        chosen.append(present[previous])
-    return tuple(hist.lower_bound(b) for b in chosen)
+    if not present:
+        return ()
+    if len(present) == 1:  # one value: nothing to tell apart, everyone scores 1
+        return tuple(hist.lower_bound(present[0] + 1) for _ in range(scores - 1))
+    cuts = fair_cuts([hist.counts[b] for b in present], scores)
+    return tuple(hist.lower_bound(present[i]) for i in cuts)
+
+
+def fair_cuts(counts: list[int], groups: int = 5) -> tuple[int, ...]:
+    """Where to cut a row of tied groups (customers per distinct value, ascending) into
+    ``groups`` scores: ``groups - 1`` indices, score s + 1 starting at value ``cuts[s - 1]``.
+
+    The fair split (docs/segments.md, "Ties"): ties are never split; with at least
+    ``groups`` distinct values every score gets at least one, and among those splits the
+    one with the least sum of squared score sizes is taken (the score shares closest to
+    equal: sum of (share - 1/groups)^2 is least), ties between equally fair splits going to
+    the lowest cuts, last cut first. With fewer distinct values each value is its own
+    score, 1 .. k - 1, and the highest scores ``groups`` (the cuts after it repeat).
+
+    >>> fair_cuts([45, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5])  # a sale day holding 45%
+    (1, 3, 6, 9)
+    >>> fair_cuts([70, 29, 1])
+    (1, 2, 2, 2)
+    """
+    k = len(counts)
+    if k < groups:
+        return tuple(min(s, k - 1) for s in range(1, groups))
+    total = np.concatenate(([0], np.cumsum(np.asarray(counts, dtype=np.int64))))
+    # best[j - s]: the least sum of squares of s groups covering the first j values
+    best = total[1 : k - groups + 2] ** 2  # s = 1: one group, the first j values
+    back = [np.zeros(len(best), dtype=np.int64)]
+    for s in range(2, groups):
+        # j: the first j values in s groups, leaving a value for each group still to come
+        ends = range(s, k - (groups - s) + 1)
+        layer = np.empty(len(ends), dtype=np.int64)
+        arg = np.empty(len(ends), dtype=np.int64)
+        for n, j in enumerate(ends):
+            # the previous group ends at i in s - 1 .. j - 1 (best is indexed from s - 1)
+            cost = best[: j - s + 1] + (total[j] - total[s - 1 : j]) ** 2
+            arg[n] = int(np.argmin(cost)) + s - 1  # argmin: the lowest of equal costs
+            layer[n] = cost[arg[n] - s + 1]
+        best, back = layer, [*back, arg]
+    last = best + (total[k] - total[groups - 1 : k]) ** 2
+    cuts = [int(np.argmin(last)) + groups - 1]
+    for s in range(groups - 1, 1, -1):
+        cuts.append(int(back[s - 1][cuts[-1] - s]))
+    return tuple(reversed(cuts))

@@ -1,10 +1,13 @@
+import itertools
 import random
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from online_models.customer import MS_PER_DAY, CustomerState
-from online_models.quantiles import BucketHistogram, adaptive_edges, rfm_histograms
+from online_models.quantiles import BucketHistogram, adaptive_edges, fair_cuts, rfm_histograms
 from online_models.rfm import RFMScorer
 from streams.processing.pipeline import histogram_point
 
@@ -118,3 +121,124 @@ def test_every_score_the_data_can_support_is_used(order_counts):
         assert used == sorted(used)  # more never scores lower
         assert used[0] == 1 and used[-1] == 5  # the least scores 1, the most 5
     assert m_scores[Decimal(0)] == 1  # a free-order customer is never lifted by a 0 edge
+
+
+# -- the fair split (docs/segments.md, "Ties"), against a brute force over every split --
+
+
+def fairest_groups(counts: list[int]) -> list[int]:
+    """Customers per score (1 .. 5) of the fairest split of a row of tied values, by trying
+    every split: ties never split, no score empty, the least sum of squared score sizes,
+    then the lowest cuts (last cut first). Fewer than five values: one score each, 1 .. k-1,
+    and the highest value scores 5."""
+    k = len(counts)
+    if k < 5:
+        return counts[:-1] + [0] * (5 - k) + counts[-1:]
+    best = None
+    for cuts in itertools.combinations(range(1, k), 4):
+        bounds = (0, *cuts, k)
+        sizes = [sum(counts[bounds[s] : bounds[s + 1]]) for s in range(5)]
+        key = (sum(n * n for n in sizes), cuts[::-1])
+        if best is None or key < best[0]:
+            best = (key, sizes)
+    return best[1]
+
+
+def shares(scores: list[int]) -> list[int]:
+    return [scores.count(s) for s in range(1, 6)]
+
+
+def buyers(last_days: list[int], orders: list[int], amounts: list[str]) -> list[CustomerState]:
+    """One customer per entry: ``orders`` purchases of ``amount`` each, the last on ``day``."""
+    out = []
+    for i, (day, n, amount) in enumerate(zip(last_days, orders, amounts, strict=True)):
+        s = CustomerState(f"c{i}")
+        for k in range(n):
+            s.apply_purchase(T0 + (day - n + 1 + k) * MS_PER_DAY, Decimal(amount), f"o{k}")
+        out.append(s)
+    return out
+
+
+def scores_of(states: list[CustomerState], as_of_day: float) -> list[tuple[int, int, int]]:
+    edges = adaptive_edges(*histograms_of(states).values(), as_of_day)
+    scorer = RFMScorer(**edges)
+    return [
+        scorer.score(as_of_day - s.last_purchase_ms / MS_PER_DAY, s.purchases, s.monetary)
+        for s in states
+    ]
+
+
+def test_a_sale_day_holding_45_percent_leaves_no_recency_score_empty():
+    """45% last bought on one sale day (day 29, the latest), the rest spread over 29 days:
+    quintile edges left R = 4 empty and R = 5 at 48%; the fair split uses every score."""
+    rng = random.Random(45)
+    days = [29] * 450 + [rng.randrange(29) for _ in range(550)]
+    states = buyers(days, [1] * 1000, ["10.00"] * 1000)
+    r = [score[0] for score in scores_of(states, T0 / MS_PER_DAY + 30)]
+    per_day = [days.count(d) for d in range(30)]
+    assert shares(r) == fairest_groups(per_day)  # oldest days score 1
+    assert shares(r)[3] > 0 and shares(r)[4] == 450  # the sale day alone is R = 5
+
+
+def test_a_middle_score_is_not_starved():
+    """Orders 1: 60%, 2: 25%, 3: 1%, 4: 5%, 5-7: 3% each: the quantile rule gave F = 3
+    to the 1% with three orders; the fair split gives every score at least 3%."""
+    order_counts = {1: 600, 2: 250, 3: 10, 4: 50, 5: 30, 6: 30, 7: 30}
+    orders = [n for n, customers in order_counts.items() for _ in range(customers)]
+    states = buyers([n for n in orders], orders, ["10.00"] * len(orders))
+    f = [score[1] for score in scores_of(states, T0 / MS_PER_DAY + 30)]
+    assert shares(f) == fairest_groups(list(order_counts.values()))
+    assert min(shares(f)) >= 30
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cdnow_like_population_splits_fairly_on_r_f_and_m(seed):
+    """86% one-time buyers, spend in round amounts, a few dozen distinct last days: each of
+    R, F and M is the fairest split of its distinct values."""
+    rng = random.Random(seed)
+    n = 600
+    orders = [1 if rng.random() < 0.86 else 2 + int(rng.expovariate(0.6)) for _ in range(n)]
+    days = [min(30, int(rng.expovariate(0.08))) for _ in range(n)]
+    amounts = [rng.choice(["5.00", "12.00", "12.00", "20.00", "35.00", "35.00", "60.00",
+                           "99.00", "150.00", "400.00"]) for _ in range(n)]  # fmt: skip
+    states = buyers([30 - d for d in days], orders, amounts)
+    scores = scores_of(states, T0 / MS_PER_DAY + 31)
+    monetary = [Decimal(a) * o for a, o in zip(amounts, orders, strict=True)]
+    for axis, values in ((0, [-d for d in days]), (1, orders), (2, monetary)):
+        counts = [values.count(v) for v in sorted(set(values))]
+        assert shares([s[axis] for s in scores]) == fairest_groups(counts), axis
+
+
+# -- M scores under a change of money unit --
+
+
+def m_scores(amounts: list[Decimal]) -> list[int]:
+    states = []
+    for i, amount in enumerate(amounts):
+        s = CustomerState(f"c{i}")
+        s.apply_purchase(T0, amount, "o1")
+        states.append(s)
+    return [score[2] for score in scores_of(states, T0 / MS_PER_DAY + 1)]
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_m_scores_do_not_change_with_the_money_unit(seed):
+    """The same spend in cents, or in thousands, scores the same M for every customer: the
+    log buckets were anchored at 1 and moved ~1% of customers across an edge."""
+    rng = random.Random(seed)
+    amounts = [Decimal(f"{rng.lognormvariate(4, 1.2):.2f}") for _ in range(4000)]
+    base = m_scores(amounts)
+    assert m_scores([a * 100 for a in amounts]) == base  # cents
+    assert m_scores([a / 1000 for a in amounts]) == base  # thousands
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=9))
+def test_fair_cuts_are_the_brute_force_fairest(counts):
+    cuts = fair_cuts(counts)
+    bounds = (0, *cuts, len(counts))
+    sizes = [sum(counts[bounds[s] : bounds[s + 1]]) for s in range(5)]
+    if len(counts) >= 5:
+        assert sizes == fairest_groups(counts)
+    else:  # one value per score, the highest at 5
+        assert [n for n in sizes if n] == counts and sizes[4] == counts[-1]
