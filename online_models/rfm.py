@@ -1,10 +1,12 @@
 """RFM scores (1-5) and the named RFM segments.
 
 Scores come from ascending bin edges: a value is scored by how many edges it
-reaches. Recency is reversed (recent is good). Segments come from a complete,
-non-overlapping grid over R and FM, where FM = round-half-up of (F + M) / 2, so
-every one of the 125 (R, F, M) cells maps to exactly one segment (see
-docs/segments.md for the table).
+reaches. Recency is reversed (recent is good). Segments come from a segment map,
+a complete, non-overlapping grid over R and FM, where FM = round-half-up of
+(F + M) / 2, so every one of the 125 (R, F, M) cells maps to exactly one segment.
+The default map, "repeat-aware", first sets one-time buyers (one order) apart by
+recency alone, so that the grid's names (At Risk, Loyal, ...) mean repeat buyers;
+"classic" is the grid for everyone (docs/segments.md has both tables).
 """
 
 from __future__ import annotations
@@ -12,21 +14,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 
-SEGMENTS = (
-    "Champions",
-    "Loyal",
-    "Potential Loyalists",
-    "New",
-    "Promising",
-    "Need Attention",
-    "About to Sleep",
-    "At Risk",
-    "Can't Lose Them",
-    "Hibernating",
-    "Lost",
-)
-
-# Rows: R = 5 .. 1; columns: FM = 1 .. 5.
+# The classic map. Rows: R = 5 .. 1; columns: FM = 1 .. 5.
 _GRID = {
     5: ("New", "Potential Loyalists", "Potential Loyalists", "Champions", "Champions"),
     4: ("Promising", "Potential Loyalists", "Potential Loyalists", "Loyal", "Loyal"),
@@ -34,6 +22,53 @@ _GRID = {
     2: ("Hibernating", "Hibernating", "At Risk", "At Risk", "Can't Lose Them"),
     1: ("Lost", "Lost", "At Risk", "At Risk", "Can't Lose Them"),
 }
+# The repeat-aware map: repeat buyers (two orders or more) on the classic grid, except
+# that nobody with a second order is "New" (R = 5, FM = 1 is "Promising", as at R = 4) ...
+_REPEAT_GRID = {**_GRID, 5: ("Promising", *_GRID[5][1:])}
+# ... and one-time buyers by R alone: the F and M of a single order say nothing of loyalty.
+_ONE_TIME = {5: "New", 4: "One-time Recent", 3: "One-time Lapsed", 2: "One-time Lapsed",
+             1: "One-time Lapsed"}  # fmt: skip
+
+SEGMENT_MAPS = ("repeat-aware", "classic")
+DEFAULT_SEGMENT_MAP = "repeat-aware"
+
+# Every name either map gives, in display order (one-time buyers after the repeat buyers
+# of about the same recency). Names only ever get added: stored states hold them.
+SEGMENTS = (
+    "Champions",
+    "Loyal",
+    "Potential Loyalists",
+    "New",
+    "Promising",
+    "One-time Recent",
+    "Need Attention",
+    "About to Sleep",
+    "At Risk",
+    "Can't Lose Them",
+    "Hibernating",
+    "Lost",
+    "One-time Lapsed",
+)
+_ONE_TIME_ONLY = frozenset(_ONE_TIME.values()) - {"New"}
+
+
+def check_segment_map(segment_map: str) -> str:
+    """The map's name, or ValueError with the names there are."""
+    if segment_map not in SEGMENT_MAPS:
+        raise ValueError(f"segment map is one of {', '.join(SEGMENT_MAPS)}, not {segment_map!r}")
+    return segment_map
+
+
+def segments_of(segment_map: str = DEFAULT_SEGMENT_MAP) -> tuple[str, ...]:
+    """The names a segment map gives, in display order.
+
+    >>> len(segments_of("classic")), len(segments_of("repeat-aware"))
+    (11, 13)
+    """
+    check_segment_map(segment_map)
+    if segment_map == "classic":
+        return tuple(s for s in SEGMENTS if s not in _ONE_TIME_ONLY)
+    return SEGMENTS
 
 
 def fm_score(f: int, m: int) -> int:
@@ -45,8 +80,10 @@ def fm_score(f: int, m: int) -> int:
     return (f + m + 1) // 2
 
 
-def segment_of(r: int, f: int, m: int) -> str:
-    """The named segment of an (R, F, M) score triple.
+def segment_of(r: int, f: int, m: int, orders: float | None = None,
+               segment_map: str = "classic") -> str:  # fmt: skip
+    """The named segment of an (R, F, M) score triple; the repeat-aware map also needs the
+    customer's number of ``orders`` (at most one: a one-time buyer).
 
     >>> segment_of(5, 5, 5)
     'Champions'
@@ -54,11 +91,22 @@ def segment_of(r: int, f: int, m: int) -> str:
     'Lost'
     >>> segment_of(2, 5, 5)
     "Can't Lose Them"
+    >>> segment_of(2, 1, 5, orders=1, segment_map="repeat-aware")
+    'One-time Lapsed'
+    >>> segment_of(5, 1, 1, orders=2, segment_map="repeat-aware")
+    'Promising'
     """
     for score in (r, f, m):
         if not 1 <= score <= 5:
             raise ValueError(f"RFM scores are 1..5, got {(r, f, m)}")
-    return _GRID[r][fm_score(f, m) - 1]
+    check_segment_map(segment_map)
+    if segment_map == "classic":
+        return _GRID[r][fm_score(f, m) - 1]
+    if orders is None:
+        raise ValueError("the repeat-aware segment map needs the number of orders")
+    if orders <= 1:
+        return _ONE_TIME[r]
+    return _REPEAT_GRID[r][fm_score(f, m) - 1]
 
 
 class RFMScorer:
@@ -74,6 +122,8 @@ class RFMScorer:
         purchases earns score ``i + 2``.
     monetary_edges
         Four ascending money amounts, scored like frequency.
+    segment_map
+        ``"repeat-aware"`` (one-time buyers named apart; the default) or ``"classic"``.
 
     Examples
     --------
@@ -84,6 +134,10 @@ class RFMScorer:
     (1, 1, 1)
     >>> scorer.segment(recency_days=10.0, frequency=1, monetary=20)
     'New'
+    >>> scorer.segment(recency_days=200.0, frequency=1, monetary=5000)
+    'One-time Lapsed'
+    >>> RFMScorer(segment_map="classic").segment(recency_days=200.0, frequency=1, monetary=5000)
+    'At Risk'
     """
 
     def __init__(
@@ -91,6 +145,7 @@ class RFMScorer:
         recency_edges: Sequence[float] = (30.0, 90.0, 180.0, 365.0),
         frequency_edges: Sequence[float] = (2, 3, 5, 8),
         monetary_edges: Sequence[float] = (100.0, 300.0, 750.0, 2000.0),
+        segment_map: str = DEFAULT_SEGMENT_MAP,
     ):
         for name, edges in (
             ("recency_edges", recency_edges),
@@ -102,6 +157,8 @@ class RFMScorer:
         self.recency_edges = tuple(recency_edges)
         self.frequency_edges = tuple(frequency_edges)
         self.monetary_edges = tuple(monetary_edges)
+        self.segment_map = check_segment_map(segment_map)
+        self.segments = segments_of(segment_map)
 
     def score(self, recency_days: float, frequency: float, monetary: float) -> tuple[int, int, int]:
         # A recency exactly on an edge still earns the better score.
@@ -111,10 +168,19 @@ class RFMScorer:
         return r, f, m
 
     def segment(self, recency_days: float, frequency: float, monetary: float) -> str:
-        return segment_of(*self.score(recency_days, frequency, monetary))
+        """The segment of a customer with ``frequency`` orders (one: a one-time buyer)."""
+        scores = self.score(recency_days, frequency, monetary)
+        return segment_of(*scores, orders=frequency, segment_map=self.segment_map)
+
+    def with_edges(self, edges: dict | None) -> RFMScorer:
+        """The same segment map with other edges (the adaptive ones); None: this scorer."""
+        if not edges:
+            return self
+        return RFMScorer(**edges, segment_map=self.segment_map)
 
     def __repr__(self) -> str:
         return (
             f"RFMScorer(recency_edges={self.recency_edges}, "
-            f"frequency_edges={self.frequency_edges}, monetary_edges={self.monetary_edges})"
+            f"frequency_edges={self.frequency_edges}, monetary_edges={self.monetary_edges}, "
+            f"segment_map={self.segment_map!r})"
         )

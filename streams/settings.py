@@ -276,6 +276,10 @@ class Settings(BaseSettings):
     monetary_edges: Edges = (100.0, 300.0, 750.0, 2000.0)
     rfm_adaptive: bool = True
     rfm_refresh_s: Seconds = 60.0
+    # Segment names (docs/segments.md): "repeat-aware" names one-time buyers apart (New,
+    # One-time Recent, One-time Lapsed) so At Risk, Loyal, ... mean repeat buyers;
+    # "classic" is the plain R x FM grid for everyone.
+    segment_map: Literal["repeat-aware", "classic"] = "repeat-aware"
     churn_model: Literal["mbgnbd", "bgnbd"] = "mbgnbd"
     churn_threshold: float = Field(0.7, gt=0, lt=1)
     churn_rearm_below: float = Field(0.5, ge=0, lt=1)
@@ -335,6 +339,15 @@ class Settings(BaseSettings):
     redis_username: User | None = None
     redis_password: Secret | None = None
     redis_password_file: ReadableFile | None = None
+    # The role users `rtba stack up` adds beside that login when their passwords are given
+    # (rules: infra/redis/roles.toml): each process then logs in as its role through
+    # RTBA_REDIS_USERNAME/PASSWORD, the worker as the worker, the API as the API.
+    redis_worker_username: User = "rtba-worker"
+    redis_worker_password: Secret | None = None
+    redis_worker_password_file: ReadableFile | None = None
+    redis_api_username: User = "rtba-api"
+    redis_api_password: Secret | None = None
+    redis_api_password_file: ReadableFile | None = None
     redis_tls_ca_file: ReadableFile | None = None
     redis_tls_cert_file: ReadableFile | None = None
     redis_tls_key_file: ReadableFile | None = None
@@ -483,10 +496,17 @@ class Settings(BaseSettings):
         stack = read_stack_state(settings.home)
         given = settings.model_fields_set
         found = {k: stack[k] for k in ("kafka_bootstrap", "redis_url") if k in stack}
+        # The local broker's own CA (SASL_SSL), for clients of that broker, unless one is given
+        bootstrap = settings.kafka_bootstrap if "kafka_bootstrap" in given else found.get(
+            "kafka_bootstrap")
+        if (stack.get("kafka_ssl_ca_file") and bootstrap == stack.get("kafka_bootstrap")
+                and settings.kafka_security_protocol.endswith("SSL")):  # fmt: skip
+            found["kafka_ssl_ca_file"] = Path(stack["kafka_ssl_ca_file"])
         return settings.model_copy(update={k: v for k, v in found.items() if k not in given})
 
     def scorer(self) -> RFMScorer:
-        return RFMScorer(self.recency_edges, self.frequency_edges, self.monetary_edges)
+        return RFMScorer(self.recency_edges, self.frequency_edges, self.monetary_edges,
+                         segment_map=self.segment_map)  # fmt: skip
 
     # Topic names (streams.processing.topics.TOPICS): each carries the namespace, so pipelines
     # sharing a broker never meet.
@@ -558,7 +578,8 @@ _EXPECTED = {
 
 # Settings that come as a variable or as a file (NAME_FILE), and are never written out.
 SECRET_FIELDS = (
-    "api_token", "api_admin_token", "redis_password", "kafka_sasl_password", "pseudonym_key"
+    "api_token", "api_admin_token", "redis_password", "kafka_sasl_password", "pseudonym_key",
+    "redis_worker_password", "redis_api_password",
 )  # fmt: skip
 SECRETS = {PREFIX + name.upper() for name in SECRET_FIELDS}
 

@@ -21,6 +21,7 @@ def local_date(ms: int, tz: str = "UTC") -> int:
     ordinal: whatever the offset that day, the wall-clock date is what counts."""
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).date().toordinal()
 
+
 _ISO = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?)?"
     r"(Z|[+-]\d\d:\d\d)?$"
@@ -44,7 +45,7 @@ def epoch_ms(ts) -> int:
     return ms
 
 
-# docs/segments.md, "The segment map": rows R = 5 .. 1, columns FM = 1 .. 5
+# docs/segments.md, "The classic map": rows R = 5 .. 1, columns FM = 1 .. 5
 SEGMENT_TABLE = """
 R5: New | Potential Loyalists | Potential Loyalists | Champions | Champions
 R4: Promising | Potential Loyalists | Potential Loyalists | Loyal | Loyal
@@ -61,12 +62,32 @@ RECENCY_EDGES, FREQUENCY_EDGES, MONETARY_EDGES = (30, 90, 180, 365), (2, 3, 5, 8
     100, 300, 750, 2000)  # fmt: skip
 
 
-def reference_segment(recency_days: float, orders: int, monetary: Decimal) -> str:
+# docs/segments.md, "The repeat-aware map" (the default): a one-time buyer (one order) by
+# R alone; two orders or more on this grid
+ONE_TIME_TABLE = {5: "New", 4: "One-time Recent", 3: "One-time Lapsed",
+                  2: "One-time Lapsed", 1: "One-time Lapsed"}  # fmt: skip
+REPEAT_TABLE = """
+R5: Promising | Potential Loyalists | Potential Loyalists | Champions | Champions
+R4: Promising | Potential Loyalists | Potential Loyalists | Loyal | Loyal
+R3: About to Sleep | About to Sleep | Need Attention | Loyal | Loyal
+R2: Hibernating | Hibernating | At Risk | At Risk | Can't Lose Them
+R1: Lost | Lost | At Risk | At Risk | Can't Lose Them
+"""
+_REPEAT_GRID = {
+    int(line[1]): [cell.strip() for cell in line[3:].split("|")]
+    for line in REPEAT_TABLE.strip().splitlines()
+}
+
+
+def reference_segment(recency_days: float, orders: int, monetary: Decimal,
+                      segment_map: str = "repeat-aware") -> str:  # fmt: skip
     r = 5 - sum(recency_days > e for e in RECENCY_EDGES)  # on an edge: the better score
     f = 1 + sum(orders >= e for e in FREQUENCY_EDGES)
     m = 1 + sum(monetary >= e for e in MONETARY_EDGES)
     fm = -(-(f + m) // 2)  # half up
-    return _GRID[r][fm - 1]
+    if segment_map == "classic":
+        return _GRID[r][fm - 1]
+    return ONE_TIME_TABLE[r] if orders == 1 else _REPEAT_GRID[r][fm - 1]
 
 
 def applied_events(events: list[dict]) -> dict[str, list[dict]]:

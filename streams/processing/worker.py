@@ -112,7 +112,7 @@ class ModelCache:
             churn = await self.store.churn_model()
         if stored[1] != self.versions[1]:
             edges, _ = await self.store.rfm_edges()
-            rfm = RFMScorer(**edges) if edges else self.static_rfm
+            rfm = self.static_rfm.with_edges(edges)  # the configured segment map
         if stored[2] != self.versions[2]:
             clusters = await self.store.cluster_snapshot()
         if stored[3] != self.versions[3]:
@@ -526,7 +526,7 @@ def reschedule(client, keys: Keys, states, models: Models) -> int:
 def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models:
     """The models in force, read synchronously (CLI, refits)."""
     edges = read_rfm_edges(client, keys)
-    rfm = RFMScorer(**edges) if edges else settings.scorer()
+    rfm = settings.scorer().with_edges(edges)
     churn = churn if churn is not None else read_churn_model(client, keys)
     audiences, version = read_audiences(client, keys)
     return Models(rfm, churn, read_cluster_snapshot(client, keys), settings.retention_ms(),

@@ -8,7 +8,7 @@ from collections import Counter
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
-from online_models.rfm import SEGMENTS, RFMScorer
+from online_models.rfm import RFMScorer
 from streams.processing.pipeline import rfm_features
 from streams.processing.schemas import iso
 
@@ -78,7 +78,7 @@ def segment_summary(
 ) -> dict:
     """Size and mean R/F/M of every named segment, as of ``as_of_ms``."""
     sizes: Counter[str] = Counter()
-    sums: dict[str, list[float]] = {s: [0.0, 0.0, 0.0] for s in SEGMENTS}
+    sums: dict[str, list[float]] = {s: [0.0, 0.0, 0.0] for s in scorer.segments}
     no_purchase = 0
     for state in states:
         features = rfm_features(state, as_of_ms, scorer)
@@ -92,7 +92,7 @@ def segment_summary(
         acc[1] += features["frequency"]
         acc[2] += features["monetary"]
     rows = []
-    for name in SEGMENTS:
+    for name in scorer.segments:  # the names of the segment map in force
         n = sizes[name]
         rows.append(
             {

@@ -43,7 +43,7 @@ _AMOUNTS = ("first_day_amount", "gross", "refunds")
 # at the end. A segment or click action outside them is stored by name.
 SEGMENT_CODES = ("Champions", "Loyal", "Potential Loyalists", "New", "Promising",
                  "Need Attention", "About to Sleep", "At Risk", "Can't Lose Them",
-                 "Hibernating", "Lost")  # fmt: skip
+                 "Hibernating", "Lost", "One-time Recent", "One-time Lapsed")  # fmt: skip
 ACTION_CODES = ("view", "add_to_cart", "remove_from_cart", "search", "wishlist")
 _SEGMENT_OF = {name: code for code, name in enumerate(SEGMENT_CODES)}
 _ACTIONS = frozenset(ACTION_CODES)
