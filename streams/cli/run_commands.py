@@ -334,6 +334,12 @@ def api(host, port) -> None:
     guard = "bearer token required" if chosen.api_secret() else "no token: loopback only"
     log(f"rtba api: dashboard at http://{host}:{port}/, API at /openapi.json (namespace "
         f"{chosen.namespace}, {redacted(chosen.redis_url)}; {guard})")  # fmt: skip
+    from streams.api.guard import allowed_hosts
+
+    names = allowed_hosts(chosen.api_allowed_hosts or (), host)
+    log(f"rtba api: answers to Host {', '.join(names)} (more: RTBA_API_ALLOWED_HOSTS); "
+        + ("erase on (admin token)" if chosen.secret("api_admin_token")
+           else "erase off (set RTBA_API_ADMIN_TOKEN)"))  # fmt: skip
     app = create_api(chosen, bind_host=host)  # --host joins the Host allow-list
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
