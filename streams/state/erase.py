@@ -91,62 +91,51 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def learner_without(saved: bytes, customer_ids) -> bytes | None:
+    """A stored learner without these customers: its new JSON; ``b""`` when it cannot
+    be read (an older rtba's pickle, deleted unread: it may hold the ids); None when
+    none of them is in its sample."""
+    try:
+        learner = StableClusterer.from_dict(json.loads(saved))
+    except Exception:
+        return b""
+    if not any([learner.forget(cid) for cid in customer_ids]):
+        return None
+    return json.dumps(learner.to_dict()).encode()
+
+
+# The trainer stores its learner every few seconds at most; a replace that keeps losing
+# to it gives up, and the trainer's own copy drops the ids at their tombstone.
+_REPLACE_TRIES = 5
+
+
 def forget_in_learner(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> bool:
     """Take erased customers out of the stored cluster learner's sample (the running
     trainer drops them from its own copy at their tombstone on the features topic, and
-    stores it again). A stored learner this rtba cannot read (an older rtba's pickle) is
-    deleted unread: it may hold the ids, and the trainer would refuse it anyway. Whether
-    the stored learner changed."""
-    key = keys.cluster_model
-    while True:
-        with client.pipeline() if not clustered(client) else _NoWatch(client) as pipe:
-            try:
-                pipe.watch(key)
-                saved = pipe.hget(key, "learner")
-                if saved is None:
-                    return False
-                try:
-                    learner = StableClusterer.from_dict(json.loads(saved))
-                except Exception:
-                    pipe.multi()
-                    pipe.hdel(key, "learner")
-                    pipe.execute()
-                    return True
-                if not any([learner.forget(cid) for cid in customer_ids]):
-                    return False
-                pipe.multi()
-                pipe.hset(key, "learner", json.dumps(learner.to_dict()))
-                pipe.execute()
-                return True
-            except redis.WatchError:  # the trainer stored it meanwhile: again
-                continue
+    stores it again). A compare-and-set (replace_learner.lua) never puts an older learner
+    back over one the trainer stored meanwhile. Whether the stored learner changed."""
+    replace = client.register_script(lua("replace_learner"))
+    for _ in range(_REPLACE_TRIES):
+        saved = client.hget(keys.cluster_model, "learner")
+        new = None if saved is None else learner_without(saved, customer_ids)
+        if new is None:
+            return False
+        if replace(keys=[keys.cluster_model], args=[saved, new]):
+            return True
+    return False
 
 
-class _NoWatch:
-    """A Cluster's stand-in for a WATCH pipeline (redis-py has none there): plain reads
-    and writes. A trainer storing the learner in between puts the id back only until it
-    reads the tombstone, and then stores it again without."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def watch(self, key):
-        pass
-
-    def multi(self):
-        pass
-
-    def execute(self):
-        pass
-
-    def __getattr__(self, name):
-        return getattr(self.client, name)
+async def forget_in_learner_async(client, keys: Keys, customer_ids: list[str]) -> bool:
+    """``forget_in_learner`` for a worker's asyncio client (the retention erase)."""
+    replace = client.register_script(lua("replace_learner"))
+    for _ in range(_REPLACE_TRIES):
+        saved = await client.hget(keys.cluster_model, "learner")
+        new = None if saved is None else learner_without(saved, customer_ids)
+        if new is None:
+            return False
+        if await replace(keys=[keys.cluster_model], args=[saved, new]):
+            return True
+    return False
 
 
 def rewrite_aof(client: redis.Redis, keys: Keys) -> str:

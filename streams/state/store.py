@@ -307,7 +307,12 @@ class StateStore:
     async def erase(self, expired: dict[str, int]) -> int:
         """Erase customers past their retention, each unless written since the version
         given (streams.state.erase has what erasing covers); returns how many went."""
-        from streams.state.erase import followups, record_erased_async, rewrite_aof_async
+        from streams.state.erase import (
+            followups,
+            forget_in_learner_async,
+            record_erased_async,
+            rewrite_aof_async,
+        )
 
         batch = Batch()
         for cid, version in expired.items():
@@ -330,7 +335,8 @@ class StateStore:
         if erased:
             cleanup.command("hincrby", self.keys.stats, "retention_erased", len(erased))
         await cleanup.run(self.client)
-        if erased:  # a re-drive skips them; the AOF forgets them (streams.state.erase)
+        if erased:  # out of the stored learner; a re-drive skips them; the AOF forgets them
+            await forget_in_learner_async(self.client, self.keys, erased)
             await record_erased_async(self.client, self.keys, erased)
             await rewrite_aof_async(self.client, self.keys)
         return len(erased)
