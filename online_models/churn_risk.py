@@ -140,7 +140,13 @@ class ChurnScorer:
             return None
         crossing = state.first_purchase_ms + math.ceil((t_x + gap) * MS_PER_WEEK)
         # The closed form is exact; floats are not. Step to the first millisecond at which the
-        # computed risk really is >= threshold, so the alert's time and its risk agree.
+        # computed risk really is >= threshold, so the alert's time and its risk agree: back
+        # while the millisecond before already is (the estimate can land late), then on.
+        floor = state.last_purchase_ms
+        for _ in range(1000):
+            if crossing <= floor or self.risk(state, crossing - 1) < threshold:
+                break
+            crossing -= 1
         for _ in range(1000):
             if self.risk(state, crossing) >= threshold:
                 break

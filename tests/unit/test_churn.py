@@ -448,3 +448,26 @@ def test_which_bound_optima_are_fits(logs, failure):
     # Gamma-Gamma has no such pairs: its shapes on the bound stay not converged (S3)
     assert _failure(SimpleNamespace(x=np.array([12.0, 12.0, 1.0]), success=True, message=""),
                     ("p", "q", "gamma"), -1.0) is not None  # fmt: skip
+
+
+_MODERATE = st.floats(min_value=-2.0, max_value=3.0).map(lambda e: 10.0**e)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    model=st.sampled_from([BGNBD, ModifiedBGNBD]),
+    params=st.fixed_dictionaries(
+        {"r": _MODERATE, "alpha": _MODERATE, "a": _MODERATE, "b": _MODERATE}
+    ),  # fmt: skip
+    customer=_silent_customers(),
+    threshold=st.floats(min_value=0.05, max_value=0.95),
+)
+def test_the_crossing_is_the_first_millisecond_at_risk(model, params, customer, threshold):
+    """The computed risk is >= threshold at the crossing and below it a millisecond before
+    (an estimate from the closed form that lands late is stepped back)."""
+    state, _ = customer
+    scorer = _scorer(model, params)
+    crossing = scorer.risk_crossing_ms(state, threshold)
+    if crossing is None or crossing <= state.last_purchase_ms:
+        return
+    assert scorer.risk(state, crossing) >= threshold > scorer.risk(state, crossing - 1)
