@@ -20,7 +20,22 @@ from contextlib import contextmanager
 from streams.state.keys import Keys
 
 MAX_ENTRIES = 100_000  # about 20 MB of Redis: years of erasures for most shops
-LOG = logging.getLogger("rtba.audit")
+
+
+def _logger() -> logging.Logger:
+    """``rtba.audit``: one line per erasure on stderr, whatever logging the process set up
+    (uvicorn's, the CLI's none), so that container logs always carry it."""
+    log = logging.getLogger("rtba.audit")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s rtba audit: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # not twice where the root logger prints too
+    return log
+
+
+LOG = _logger()
 
 
 def id_hash(namespace: str, customer_id: str) -> str:
@@ -56,7 +71,7 @@ def record(client, namespace: str, actor: str, address: str | None, customer_id:
         "id_sha256": id_hash(namespace, customer_id),
         "outcome": result,
     }
-    LOG.warning("erase %s by %s from %s: %s", entry["id_sha256"][:16], actor,
+    LOG.info("erase %s by %s from %s: %s", entry["id_sha256"][:16], actor,
                 address or "-", result)  # fmt: skip
     client.xadd(Keys(namespace).audit, entry, maxlen=MAX_ENTRIES, approximate=True)
     return entry
