@@ -7,18 +7,41 @@ the output topics then hold only pseudonyms. The mapping is deterministic, so
 de-duplication, refunds and replays work as before; without the key no one can go from
 a pseudonym back to the id, nor compute the pseudonym of an id.
 
-Commands and API routes that take a customer id take the real one (or the pseudonym
-itself) and look it up by its pseudonym.
+Ingestion pseudonymises every id, one that looks like a pseudonym (``p_`` + 32 hex) too,
+and lookups do the same: commands and API routes take the id the producers sent. A
+stored pseudonym (as read off an output event) is named explicitly, ``pseudonym:p_...``,
+a form no customer id may take (streams.processing.schemas).
+
+The key's fingerprint (an HMAC of a fixed label under the key, never the key) is kept in
+the namespace by the first worker. A worker, command or route with another key, or with
+none where the namespace has one, stops with one line instead of answering "not found"
+for every customer (or storing real ids beside pseudonyms).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
+from collections.abc import Callable
+
+from streams.errors import ConfigError
+from streams.processing.schemas import STORED_PSEUDONYM, canonical_id
 
 PREFIX = "p_"
-_PSEUDONYM = re.compile(r"^p_[0-9a-f]{32}$")
+_FINGERPRINT_LABEL = b"rtba-key-fingerprint"
+
+OTHER_KEY = (
+    "this namespace's ids are pseudonymised with another key: set RTBA_PSEUDONYM_KEY to the "
+    "key the workers use"
+)
+NO_KEY = (
+    "this namespace's ids are pseudonymised and RTBA_PSEUDONYM_KEY is not set: set it (or "
+    "RTBA_PSEUDONYM_KEY_FILE) to the key the workers use"
+)
+
+
+class PseudonymKeyError(ConfigError):
+    """The key in use is not the one the namespace's ids were pseudonymised with (exit 2)."""
 
 
 class Pseudonyms:
@@ -27,7 +50,9 @@ class Pseudonyms:
     >>> p = Pseudonyms("a-key-of-16-chars-or-more")
     >>> p("c000001") == p("c000001") != p("c000002"), p("c000001")[:2], len(p("c000001"))
     (True, 'p_', 34)
-    >>> p.lookup(p("c000001")) == p("c000001") == p.lookup("c000001")
+    >>> p.lookup("c000001") == p("c000001") == p.lookup("pseudonym:" + p("c000001"))
+    True
+    >>> p.lookup(p("c000001")) == p(p("c000001"))  # a raw id that looks like one
     True
     """
 
@@ -39,12 +64,84 @@ class Pseudonyms:
         return PREFIX + digest[:32]  # 128 bits: no collision in any real population
 
     def lookup(self, given: str) -> str:
-        """The id a customer is stored under: ``given``'s pseudonym, or ``given`` when
-        it is one already (as read off an output event)."""
-        return given if _PSEUDONYM.match(given) else self(given)
+        """The id a customer is stored under: the pseudonym of ``given``, as ingestion
+        computes it, or the pseudonym ``given`` names as ``pseudonym:p_...``."""
+        named = STORED_PSEUDONYM.match(given)
+        return named.group(1) if named else self(given)
 
 
-def customer_ref(settings, given: str) -> str:
-    """The id a customer given on the command line or in a URL is stored under."""
+def fingerprint(key: str) -> str:
+    """What the namespace keeps to recognise its key: 64 bits of HMAC-SHA256 of a fixed
+    label under the key. It tells keys apart and gives nothing to find the key with.
+
+    >>> fingerprint("a-key-of-16-chars-or-more") == fingerprint("a-key-of-16-chars-or-more")
+    True
+    >>> len(fingerprint("a-key-of-16-chars-or-more")), fingerprint("another-key-of-16-chars")[:2]
+    (18, 'k_')
+    """
+    return "k_" + hmac.new(key.encode(), _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def key_problem(stored: str | None, key: str | None) -> str | None:
+    """Why ``key`` cannot look up (or write) a namespace that keeps ``stored``, or None.
+
+    A namespace with no fingerprint takes any key, or none.
+
+    >>> key_problem(None, None), key_problem(None, "k" * 16), key_problem(fingerprint("k" * 16), "k" * 16)
+    (None, None, None)
+    >>> key_problem(fingerprint("k" * 16), None) == NO_KEY, key_problem(fingerprint("k" * 16), "j" * 16) == OTHER_KEY
+    (True, True)
+    """  # noqa: E501
+    if stored is None:
+        return None
+    if key is None:
+        return NO_KEY
+    return None if hmac.compare_digest(stored, fingerprint(key)) else OTHER_KEY
+
+
+def _stored_fingerprint(client, namespace: str) -> str | None:
+    from streams.state.keys import Keys
+
+    value = client.get(Keys(namespace).pseudonym)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check_key(settings, client) -> None:
+    """Raise PseudonymKeyError when this process's key does not fit the namespace."""
     key = settings.secret("pseudonym_key")
-    return Pseudonyms(key).lookup(given) if key else given
+    if problem := key_problem(_stored_fingerprint(client, settings.namespace), key):
+        raise PseudonymKeyError(problem)
+
+
+def claim_key(settings, client) -> None:
+    """A worker's start: the first one with a key stores its fingerprint (SET NX, so two
+    workers starting at once agree on one); a worker whose key does not fit refuses."""
+    from streams.state.keys import Keys
+
+    key = settings.secret("pseudonym_key")
+    if key is not None:
+        client.set(Keys(settings.namespace).pseudonym, fingerprint(key), nx=True)
+    check_key(settings, client)
+
+
+def customer_refs(settings, client) -> Callable[[str], str]:
+    """For one command or request: the function from an id as given on the command line
+    or in a URL to the id it is stored under (after checking the key fits the namespace).
+
+    This is the one place where lookups spell an id the way ingestion stores it: blanks
+    dropped, NFC, then pseudonymised when the key is set.
+    """
+    check_key(settings, client)
+    key = settings.secret("pseudonym_key")
+    pseudonyms = Pseudonyms(key) if key else None
+
+    def ref(given: str) -> str:
+        given = canonical_id(given)
+        return pseudonyms.lookup(given) if pseudonyms else given
+
+    return ref
+
+
+def customer_ref(settings, client, given: str) -> str:
+    """The id one customer given on the command line or in a URL is stored under."""
+    return customer_refs(settings, client)(given)

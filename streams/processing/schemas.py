@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,16 +69,85 @@ def to_epoch_ms(value: object) -> int:
     raise ValueError("ts must be ISO-8601 text or epoch milliseconds")
 
 
+# Characters no id or name may hold. Control (Cc) and line or paragraph separators (Zl, Zp)
+# break keys and line-oriented output; format characters (Cf: U+202E right-to-left
+# override, U+200B zero-width space, U+200D joiner, U+FEFF, soft hyphen) are invisible,
+# so two ids that print the same would be two customers, or one id would print as another.
+_REFUSED = {"Cc": "control", "Cf": "format", "Zl": "line separator", "Zp": "paragraph separator"}
+
+# The form a lookup uses to name a stored pseudonym (streams.privacy): no customer id may
+# take it, so every other given id is always the id the producers sent.
+STORED_PSEUDONYM = re.compile(r"^pseudonym:(p_[0-9a-f]{32})$")
+
+
+def canonical_id(value: str) -> str:
+    """The one spelling of an id that rtba stores and looks up: blanks around it dropped,
+    Unicode NFC (a precomposed "é" and "e" + U+0301 are one customer).
+
+    >>> canonical_id(" Jose\u0301 ") == "Jos\u00e9"
+    True
+    """
+    return unicodedata.normalize("NFC", value.strip())
+
+
 def _clean_text(value: str) -> str:
-    """Ids and names end up in Redis keys and Kafka keys: they must be encodable UTF-8 (no
-    lone surrogates) and hold no control characters."""
+    """Ids and names end up in Redis keys and Kafka keys: encodable UTF-8 (no lone
+    surrogates), in NFC, with no control, format or separator character."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("text is not valid Unicode (lone surrogate)") from None
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError("text contains control characters")
+    value = unicodedata.normalize("NFC", value)
+    for ch in value:
+        kind = _REFUSED.get(unicodedata.category(ch))
+        if kind:
+            raise ValueError(f"text contains a {kind} character (U+{ord(ch):04X})")
     return value
+
+
+def _not_a_pseudonym_reference(value: str) -> str:
+    if STORED_PSEUDONYM.match(value):
+        raise ValueError("'pseudonym:p_...' is reserved: lookups use it to name a stored pseudonym")
+    return value
+
+
+# Money: at most this many significant digits and decimal places (trailing zeros aside).
+# Far beyond any price or order total, and it keeps an amount a few dozen bytes in state
+# (the audit's 60 KB amount became a 60 KB state).
+MAX_SIGNIFICANT_DIGITS = 18
+MAX_DECIMAL_PLACES = 6
+
+
+def _from_json_number(value: object) -> object:
+    """A JSON number with a fraction arrives as a binary float: its digits past the sixth
+    decimal place are the float's noise (0.1 + 0.2 = 0.30000000000000004), not the
+    producer's, so they are rounded away. Text amounts are taken digit for digit."""
+    if isinstance(value, float) and math.isfinite(value):
+        exact = Decimal(repr(value))
+        if exact.as_tuple().exponent < -MAX_DECIMAL_PLACES:
+            return round(exact, MAX_DECIMAL_PLACES)
+        return exact
+    return value
+
+
+def precision_problem(value: Decimal) -> str | None:
+    """Why an amount has too many digits, or None.
+
+    >>> precision_problem(Decimal("12.50")), precision_problem(Decimal("1E-7"))
+    (None, 'has 7 decimal places (at most 6)')
+    """
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN and infinity are refused before
+        return None
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    kept = digits[: len(digits) - trailing]
+    places = max(0, -(exponent + trailing))
+    significant = len("".join(map(str, kept)).lstrip("0"))
+    if places > MAX_DECIMAL_PLACES:
+        return f"has {places} decimal places (at most {MAX_DECIMAL_PLACES})"
+    if significant > MAX_SIGNIFICANT_DIGITS:
+        return f"has {significant} significant digits (at most {MAX_SIGNIFICANT_DIGITS})"
+    return None
 
 
 def iso(ts_ms: int | None) -> str | None:
@@ -93,8 +163,9 @@ def iso(ts_ms: int | None) -> str | None:
 
 EpochMs = Annotated[int, BeforeValidator(to_epoch_ms)]
 Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_clean_text)]
+CustomerId = Annotated[Id, AfterValidator(_not_a_pseudonym_reference)]
 Name = Annotated[str, Field(max_length=128), AfterValidator(_clean_text)]
-Money = Annotated[Decimal, Field(allow_inf_nan=False)]
+Money = Annotated[Decimal, Field(allow_inf_nan=False), BeforeValidator(_from_json_number)]
 
 
 # The click actions events may carry (audience counts name them too).
@@ -105,7 +176,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
     event_id: Id
-    customer_id: Id
+    customer_id: CustomerId
     ts: EpochMs
 
 
@@ -218,10 +289,33 @@ def _decode(raw: bytes | None, now_ms: int, limits: Limits) -> Event | Rejection
         return Rejection("invalid_schema", _schema_detail(exc))
     if event.ts > now_ms + limits.max_future_ms:
         return Rejection("ts_in_future", f"ts {iso(event.ts)} is beyond now + allowed skew")
+    for field, amount in _money(event):
+        if problem := precision_problem(amount):
+            return Rejection("absurd_amount", f"{field} {_shown(amount)} {problem}")
     for amount in _amounts(event):
         if amount > limits.max_amount:
             return Rejection("absurd_amount", f"amount {amount} > limit {limits.max_amount:g}")
     return event
+
+
+def _shown(amount: Decimal) -> str:
+    text = str(amount)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def _money(event: Event) -> list[tuple[str, Decimal]]:
+    """Every decimal of an event, named by its field."""
+    if isinstance(event, Click):
+        return [("price", event.price)] if event.price is not None else []
+    if not isinstance(event, Purchase | Refund):
+        return []
+    out = [("amount", event.amount)]
+    if isinstance(event, Purchase):
+        if event.discount is not None:
+            out.append(("discount", event.discount))
+        out += [(f"items.{i}.price", item.price) for i, item in enumerate(event.items)
+                if item.price is not None]  # fmt: skip
+    return out
 
 
 def _amounts(event: Event) -> list[Decimal]:

@@ -8,9 +8,12 @@ import hashlib
 import hmac
 import json
 
+import pytest
+
 from online_models.customer import CustomerState
 from online_models.rfm import RFMScorer
-from streams.privacy import Pseudonyms, customer_ref
+from streams.errors import RtbaError
+from streams.privacy import Pseudonyms, claim_key, customer_ref, customer_refs
 from streams.processing.pipeline import Models, Record, decode_batch, fold_batch, lookups
 from streams.processing.schemas import Limits
 from streams.settings import Settings
@@ -70,10 +73,94 @@ def test_a_customers_figures_are_the_same_under_its_pseudonym():
     assert plain["alice@example.com"].monetary == 25  # one order of 30, one refund of 5
 
 
+class Namespace:
+    """The two Redis calls the key check makes, on a dict (a unit test has no Redis)."""
+
+    def __init__(self):
+        self.values: dict[str, bytes] = {}
+
+    def get(self, name):
+        return self.values.get(name)
+
+    def set(self, name, value, nx=False):
+        if nx and name in self.values:
+            return None
+        self.values[name] = value.encode()
+        return True
+
+
+def settings_with(tmp_path, key: str | None = KEY, namespace: str = "shop") -> Settings:
+    env = {"RTBA_HOME": str(tmp_path), "RTBA_NAMESPACE": namespace}
+    return Settings.from_env({**env, "RTBA_PSEUDONYM_KEY": key} if key else env)
+
+
 def test_a_given_id_is_looked_up_by_its_pseudonym_only_when_the_key_is_set(tmp_path):
-    on = Settings.from_env({"RTBA_PSEUDONYM_KEY": KEY, "RTBA_HOME": str(tmp_path)})
-    off = Settings.from_env({"RTBA_HOME": str(tmp_path)})
-    assert customer_ref(on, "bob") == expected("bob")
-    assert customer_ref(on, expected("bob")) == expected("bob")  # a pseudonym as read off
-    assert customer_ref(off, "bob") == "bob"
+    on, off, redis = settings_with(tmp_path), settings_with(tmp_path, None), Namespace()
+    assert customer_ref(on, redis, "bob") == expected("bob")
+    assert customer_ref(on, redis, "pseudonym:" + expected("bob")) == expected("bob")  # named
+    assert customer_ref(off, redis, "bob") == "bob"
     assert KEY not in repr(on)
+
+
+def test_a_raw_id_that_looks_like_a_pseudonym_is_looked_up_as_ingestion_stores_it(tmp_path):
+    """Ingestion pseudonymises every id; a lookup of the same raw id must land on it."""
+    raw = "p_" + "ab" * 16
+    event = {"event_id": "e1", "customer_id": raw, "type": "purchase", "order_id": "o1",
+             "amount": "10", "ts": 1_700_000_000_000}  # fmt: skip
+    valid, _ = decode_batch([Record(0, 0, b"k", json.dumps(event).encode())], NOW, Limits(),
+                            Pseudonyms(KEY))  # fmt: skip
+    stored = valid[0][1].customer_id
+    assert stored == expected(raw) != raw
+    assert customer_ref(settings_with(tmp_path), Namespace(), raw) == stored
+
+
+def test_lookups_spell_ids_as_validation_does(tmp_path):
+    nfd, nfc = " Jose\u0301 ", "Jos\u00e9"
+    assert customer_ref(settings_with(tmp_path, None), Namespace(), nfd) == nfc
+    assert customer_ref(settings_with(tmp_path), Namespace(), nfd) == expected(nfc)
+
+
+def fingerprint_of(key: str) -> bytes:
+    return ("k_" + hmac.new(key.encode(), b"rtba-key-fingerprint", hashlib.sha256)
+            .hexdigest()[:16]).encode()  # fmt: skip
+
+
+OTHER_KEY = ("this namespace's ids are pseudonymised with another key: set RTBA_PSEUDONYM_KEY "
+             "to the key the workers use")  # fmt: skip
+
+
+def test_the_first_worker_stores_the_keys_fingerprint_never_the_key(tmp_path):
+    redis = Namespace()
+    claim_key(settings_with(tmp_path), redis)
+    assert redis.values == {"shop:pseudonym": fingerprint_of(KEY)}
+    assert KEY.encode() not in redis.values["shop:pseudonym"]
+    claim_key(settings_with(tmp_path), redis)  # the next worker with the same key starts
+    assert redis.values == {"shop:pseudonym": fingerprint_of(KEY)}
+    claim_key(settings_with(tmp_path, None), Namespace())  # no key, no fingerprint
+    assert Namespace().values == {}
+
+
+@pytest.mark.parametrize("other", [None, "another-key-0123456789"])
+def test_another_key_or_none_is_a_one_line_error_not_not_found(tmp_path, other):
+    redis = Namespace()
+    claim_key(settings_with(tmp_path), redis)
+    wrong = settings_with(tmp_path, other)
+    for attempt in (lambda: claim_key(wrong, redis), lambda: customer_refs(wrong, redis),
+                    lambda: customer_ref(wrong, redis, "bob")):  # fmt: skip
+        with pytest.raises(RtbaError) as raised:
+            attempt()
+        message = str(raised.value)
+        assert raised.value.exit_code == 2 and "\n" not in message
+        assert "pseudonymised" in message and "RTBA_PSEUDONYM_KEY" in message
+        if other:
+            assert message == OTHER_KEY
+    assert redis.values == {"shop:pseudonym": fingerprint_of(KEY)}  # the first key stays
+
+
+def test_a_namespace_without_a_fingerprint_takes_any_key(tmp_path):
+    """Namespaces from before the fingerprint: the first worker's key becomes theirs."""
+    redis = Namespace()
+    assert customer_ref(settings_with(tmp_path, "another-key-0123456789"), redis, "a")
+    claim_key(settings_with(tmp_path), redis)
+    with pytest.raises(RtbaError):
+        claim_key(settings_with(tmp_path, "another-key-0123456789"), redis)

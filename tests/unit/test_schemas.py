@@ -107,3 +107,109 @@ def test_schema_error_names_the_field():
 def test_limits_are_settings():
     assert isinstance(dec({**OK, "amount": "20"}, max_amount=10), Rejection)
     assert isinstance(dec({**OK, "amount": "20"}, max_amount=100), Purchase)
+
+
+# --- S9 bounds (issue #26, item 11) -------------------------------------------------------
+# The oracles below are written out: Unicode categories come from unicodedata, which the
+# implementation also uses, but the expected forms are spelled in code points.
+
+FORMAT_AND_CONTROL = ["\u202e", "\u200b", "\u200d", "\ufeff", "\u00ad", "\x7f", "\x1b", "\u2028"]
+
+
+@pytest.mark.parametrize("char", FORMAT_AND_CONTROL)
+@pytest.mark.parametrize("field", ["customer_id", "order_id", "event_id"])
+def test_format_and_control_characters_in_ids_go_to_the_dlq(char, field):
+    result = dec({**OK, field: f"alice{char}bob"})
+    assert isinstance(result, Rejection) and result.reason == "invalid_schema"
+    assert field in result.detail and f"U+{ord(char):04X}" in result.detail
+
+
+def test_a_category_with_a_format_character_goes_to_the_dlq():
+    result = dec({**OK, "items": [{"category": "toys\u200b", "quantity": 1}]})
+    assert isinstance(result, Rejection) and "U+200B" in result.detail
+
+
+def test_nfd_and_nfc_spellings_are_one_id():
+    nfc, nfd = "Jos\u00e9-M\u00fcller", "Jose\u0301-Mu\u0308ller"  # é and ü, two ways
+    a = dec({**OK, "customer_id": nfc, "items": [{"category": "caf\u00e9"}]})
+    b = dec({**OK, "customer_id": nfd, "items": [{"category": "cafe\u0301"}]})
+    assert a.customer_id == b.customer_id == nfc
+    assert a.category_quantities() == b.category_quantities() == {"caf\u00e9": 1}
+
+
+def test_a_customer_id_that_names_a_stored_pseudonym_is_reserved():
+    result = dec({**OK, "customer_id": "pseudonym:p_" + "0f" * 16})
+    assert isinstance(result, Rejection) and "reserved" in result.detail
+    # a raw id that merely looks like a pseudonym is an ordinary id
+    assert dec({**OK, "customer_id": "p_" + "0f" * 16}).customer_id == "p_" + "0f" * 16
+
+
+def test_any_valid_id_is_nfc_without_format_or_control_characters():
+    """Whatever text a producer sends as ids, what validation lets through is NFC and holds
+    no Cc, Cf, Zl or Zp character; and the NFD spelling of a valid id is the same id."""
+    import unicodedata
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    # any characters, with decomposed letters, Hangul jamo and invisible ones made likely
+    pieces = st.characters(exclude_categories=("Cs",)) | st.sampled_from(
+        ["e\u0301", "\u202e", "\u200b", "A\u030a", "\u1100\u1161", "\x00", " "]
+    )
+    text = st.lists(pieces, min_size=1, max_size=20).map("".join)
+
+    @settings(max_examples=500, deadline=None)
+    @given(text, text, text)
+    def check(customer_id, order_id, event_id):
+        event = dec({**OK, "customer_id": customer_id, "order_id": order_id,
+                     "event_id": event_id})  # fmt: skip
+        if isinstance(event, Rejection):
+            return
+        for value in (event.customer_id, event.order_id, event.event_id):
+            assert value == unicodedata.normalize("NFC", value)
+            assert not {unicodedata.category(ch) for ch in value} & {"Cc", "Cf", "Zl", "Zp"}
+        twin = dec({**OK, "customer_id": unicodedata.normalize("NFD", customer_id),
+                    "order_id": order_id, "event_id": event_id})  # fmt: skip
+        assert twin.customer_id == event.customer_id
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("1." + "0" * 60_000 + "1", "decimal places"),  # the audit's 60 KB amount
+        ("12.3456789", "decimal places"),
+        ("0.0000001", "decimal places"),
+        ("1E-7", "decimal places"),
+        ("1234567890123.123456", "significant digits"),  # 19 digits
+    ],
+)
+def test_an_amount_with_too_many_digits_goes_to_the_dlq(amount, why):
+    result = dec({**OK, "amount": amount}, max_amount=1e20)
+    assert isinstance(result, Rejection) and result.reason == "absurd_amount"
+    assert why in result.detail and len(result.detail) < 300
+
+
+@pytest.mark.parametrize("where", ["discount", "items"])
+def test_every_money_field_is_bounded(where):
+    value = "0." + "1" * 7  # 7 decimal places
+    extra = {"discount": value} if where == "discount" else {"items": [{"price": value}]}
+    result = dec({**OK, **extra})
+    assert isinstance(result, Rejection) and result.reason == "absurd_amount"
+
+
+@pytest.mark.parametrize(
+    ("amount", "stored"),
+    [
+        ("12.123456", "12.123456"),  # 6 places: kept exactly
+        ("12.1234560000", "12.1234560000"),  # trailing zeros are not digits of the amount
+        ("123456789012.123456", "123456789012.123456"),  # 18 significant digits
+        ("1E+3", "1E+3"),
+        (19.99, "19.99"),  # a JSON number
+        (0.1 + 0.2, "0.300000"),  # a float's noise past 6 places is rounded away
+    ],
+)
+def test_amounts_within_the_bounds_are_kept(amount, stored):
+    result = dec({**OK, "amount": amount}, max_amount=1e20)
+    assert isinstance(result, Purchase) and str(result.amount) == stored
