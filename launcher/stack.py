@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -207,27 +208,63 @@ def _wait(check, what: str, pid: int, log: Path, timeout_s: float) -> None:
 
 
 def start_redis(home: Path, port: int, fsync: str = "always",
-                login: tuple[str | None, str] | None = None) -> int:  # fmt: skip
+                login: tuple[str | None, str] | None = None,
+                roles: dict[str, tuple[str, str]] | None = None,
+                namespace: str = "behavior") -> int:  # fmt: skip
     """redis-server on loopback with its append-only file fsynced as ``fsync`` says:
     ``always`` (the default, see docs/decisions.md: a write acknowledged to a worker is on
     disk before Kafka offsets move past it) or ``everysec``. With ``login`` (user, password)
-    only that ACL user gets in (the default user when ``user`` is None)."""
+    only that ACL user gets in (the default user when ``user`` is None), with every
+    command; ``roles`` ({role: (user, password)}) adds a user per role, allowed what
+    infra/redis/roles.toml grants that role on ``namespace``'s keys."""
     data = home / "redis"
     if login is None:
         return _redis_server(data, port, fsync)
     user, password = login
-    acl = _private_file(data / "users.acl", _acl(user, password))
-    options = {"username": user, "password": password} if user else {"password": password}
-    return _redis_server(data, port, fsync, "--aclfile", str(acl), login=options)
+    acl = _private_file(data / "users.acl", _acl(user, password, roles or {}, namespace))
+    return _redis_server(data, port, fsync, "--aclfile", str(acl), login=_login(login))
 
 
-def _acl(user: str | None, password: str) -> str:
-    """An ACL file: ``user`` may run every command on every key; no one else gets in."""
+def _login(login: tuple[str | None, str]) -> dict:
+    user, password = login
+    return {"username": user, "password": password} if user else {"password": password}
+
+
+ROLES_FILE = REPO_ROOT / "infra" / "redis" / "roles.toml"
+
+
+def role_rules(role: str, namespace: str) -> str:
+    """The ACL rules of ``role`` (admin, worker, api) on ``namespace``, as one
+    ``ACL SETUSER`` rule list, from infra/redis/roles.toml."""
+    import tomllib
+
+    grant = tomllib.loads(ROLES_FILE.read_text())[role]
+    rules = ["resetkeys", *grant["keys"], "resetchannels", *grant["channels"], "-@all",
+             *grant["commands"]]  # fmt: skip
+    return " ".join(rule.replace("{ns}", namespace) for rule in rules)
+
+
+def _acl(user: str | None, password: str, roles: dict[str, tuple[str, str]],
+         namespace: str) -> str:  # fmt: skip
+    """An ACL file: ``user`` (the admin) may run every command on every key, each role's
+    user what its role may; no one else gets in."""
+    _no_space(password, "RTBA_REDIS_PASSWORD")
+    admin = user or "default"
+    lines = [] if admin == "default" else ["user default off"]
+    lines.append(f"user {admin} on >{password} {role_rules('admin', namespace)}")
+    for role, (name, secret) in sorted(roles.items()):
+        variable = f"RTBA_REDIS_{role.upper()}"
+        _no_space(secret, f"{variable}_PASSWORD")
+        if name in (admin, *(n for r, (n, _) in roles.items() if r != role)):
+            raise StackError(f"{variable}_USERNAME={name!r} is another user's name: "
+                             "each role logs in as a user of its own")  # fmt: skip
+        lines.append(f"user {name} on >{secret} {role_rules(role, namespace)}")
+    return "\n".join(lines) + "\n"
+
+
+def _no_space(password: str, variable: str) -> None:
     if any(c.isspace() for c in password):
-        raise StackError("the local Redis takes a password without spaces (RTBA_REDIS_PASSWORD)")
-    if user is None or user == "default":
-        return f"user default on >{password} ~* &* +@all\n"
-    return f"user default off\nuser {user} on >{password} ~* &* +@all\n"
+        raise StackError(f"the local Redis takes a password without spaces ({variable})")
 
 
 def _private_file(path: Path, text: str) -> Path:
@@ -314,28 +351,41 @@ def _cluster_ok(ports: list[int]) -> bool:
 
 
 def _server_properties(data: Path, port: int, controller_port: int, partitions: int,
-                       sasl: tuple[int, str, str] | None = None) -> str:  # fmt: skip
-    listeners = f"PLAINTEXT://127.0.0.1:{port}"
-    secured = ""
-    if sasl is not None:  # (port, user, password): a second listener, SASL/PLAIN
-        sasl_port, user, password = sasl
-        listeners += f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
-        secured = (
+                       secured: Listener | None = None) -> str:  # fmt: skip
+    """The broker's configuration. Unsecured, clients use PLAINTEXT on ``port``. Secured,
+    the one client listener on ``port`` speaks ``secured.protocol`` (SASL_PLAINTEXT or
+    SASL_SSL, PLAIN), the broker reaches itself through it too, and the only other
+    listener is the KRaft CONTROLLER on loopback, which answers controller requests only:
+    no PLAINTEXT listener serves clients."""
+    protocol = secured.protocol if secured else "PLAINTEXT"
+    listener = f"{protocol}://127.0.0.1:{port}"
+    extra = ""
+    if secured is not None:
+        name = protocol.lower()
+        quoted = _jaas_quoted(secured.password)
+        extra = (
             "sasl.enabled.mechanisms=PLAIN\n"
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "sasl.mechanism.inter.broker.protocol=PLAIN\n"
+            # the broker logs in to itself (inter-broker) as the same user
+            f"listener.name.{name}.plain.sasl.jaas.config="
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'user_{user}="{_jaas_quoted(password)}";\n'
+            f'username="{secured.user}" password="{quoted}" user_{secured.user}="{quoted}";\n'
         )
+        if secured.tls is not None:  # PEM files: Kafka 4 reads them with no keytool step
+            extra += (
+                f"ssl.keystore.type=PEM\nssl.keystore.location={secured.tls.keystore}\n"
+                f"ssl.truststore.type=PEM\nssl.truststore.location={secured.tls.ca}\n"
+            )
     return f"""# written by rtba stack up
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners={listeners}
+listeners={listener},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listener}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
-{secured}log.dirs={data}
+inter.broker.listener.name={protocol}
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,{protocol}:{protocol}
+{extra}log.dirs={data}
 num.partitions={partitions}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=6
@@ -357,17 +407,82 @@ def _jaas_quoted(password: str) -> str:
     return password
 
 
+@dataclass(frozen=True)
+class BrokerTLS:
+    """The local broker's PEM files: its CA's certificate, and its key and certificate."""
+
+    ca: Path
+    keystore: Path
+
+
+@dataclass(frozen=True)
+class Listener:
+    """The secured client listener: SASL_PLAINTEXT or SASL_SSL, with one PLAIN user."""
+
+    protocol: str
+    user: str
+    password: str
+    tls: BrokerTLS | None = None
+
+    def client_options(self) -> dict:
+        """kafka-python's options to log in through it."""
+        options = {"security_protocol": self.protocol, "sasl_mechanism": "PLAIN",
+                   "sasl_plain_username": self.user,
+                   "sasl_plain_password": self.password}  # fmt: skip
+        if self.tls is not None:
+            options["ssl_cafile"] = str(self.tls.ca)
+        return options
+
+
+def broker_tls(base: Path) -> BrokerTLS:
+    """A CA of the stack's own and a certificate it signs for 127.0.0.1 and localhost,
+    made once with openssl under ``base``/tls (kept: clients trust the same CA file
+    across restarts). The private keys are readable by their owner only."""
+    where = base / "tls"
+    tls = BrokerTLS(ca=where / "ca.pem", keystore=where / "broker-keystore.pem")
+    if tls.ca.exists() and tls.keystore.exists():
+        return tls
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise StackError("openssl is needed to make the local Kafka's TLS certificate for "
+                         "SASL_SSL: apt-get install openssl")  # fmt: skip
+    where.mkdir(parents=True, exist_ok=True)
+    where.chmod(0o700)
+    (where / "broker.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+         "ca.pem", "-days", "825", "-subj", "/CN=rtba local stack CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out",
+         "broker.csr", "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "broker.pem", "-days", "825", "-extfile", "broker.ext"],
+    ]  # fmt: skip
+    for step in steps:
+        proc = subprocess.run([openssl, *step], cwd=where, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StackError(f"openssl {step[0]} failed: {proc.stderr.strip()[-500:]}")
+    # Kafka's PEM key store: the (PKCS#8, unencrypted) key, then the certificate
+    keystore = (where / "broker.key").read_text() + (where / "broker.pem").read_text()
+    _private_file(tls.keystore, keystore)
+    for name in ("ca.key", "broker.key"):
+        (where / name).chmod(0o600)
+    return tls
+
+
 def start_kafka(home: Path, port: int, controller_port: int, partitions: int,
-                sasl: tuple[int, str, str] | None = None) -> int:  # fmt: skip
-    """A one-node KRaft broker on loopback: PLAINTEXT on ``port``, and with ``sasl``
-    (port, user, password) a SASL/PLAIN listener beside it, where clients are told to go."""
+                secured: Listener | None = None) -> int:  # fmt: skip
+    """A one-node KRaft broker on loopback whose clients connect to ``port``: PLAINTEXT,
+    or with ``secured`` its SASL listener alone."""
     java = ensure_java()
     jars = ensure_kafka_jars()
     base = home / "kafka"
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = base / "server.properties"
-    _private_file(props, _server_properties(data, port, controller_port, partitions, sasl))
+    _private_file(props, _server_properties(data, port, controller_port, partitions, secured))
     classpath = f"{jars}/*"
     if not (data / "meta.properties").exists():
         # Kafka wants its cluster id as a url-safe base64 UUID; one in 64 starts with "-",
@@ -389,14 +504,9 @@ def start_kafka(home: Path, port: int, controller_port: int, partitions: int,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                             start_new_session=True)  # fmt: skip
-    if sasl is None:
-        ready = lambda: kafka_healthy(f"127.0.0.1:{port}")  # noqa: E731
-    else:
-        sasl_port, user, password = sasl
-        login = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-                 "sasl_plain_username": user, "sasl_plain_password": password}  # fmt: skip
-        ready = lambda: kafka_healthy(f"127.0.0.1:{sasl_port}", **login)  # noqa: E731
-    _wait(ready, "Kafka", proc.pid, base / "kafka.out", 90)
+    login = secured.client_options() if secured else {}
+    _wait(lambda: kafka_healthy(f"127.0.0.1:{port}", **login), "Kafka", proc.pid,
+          base / "kafka.out", 90)  # fmt: skip
     return proc.pid
 
 
@@ -433,6 +543,8 @@ def status(settings: Settings) -> dict:
     security, login = settings.kafka_options(), settings.redis_options()
     return {
         "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_security_protocol": settings.kafka_security_protocol,
+        "kafka_ssl_ca_file": settings.kafka_ssl_ca_file and str(settings.kafka_ssl_ca_file),
         "redis_url": settings.redis_url,
         "namespace": settings.namespace,
         "managed": managed,
@@ -461,6 +573,10 @@ def up(settings: Settings) -> dict:
     state = read_stack_state(home)
     password = settings.secret("redis_password")
     login = (settings.redis_username, password) if password else None
+    roles = _role_logins(settings)
+    if roles and not login:
+        raise StackError("the Redis role users need the admin's login too: set "
+                         "RTBA_REDIS_USERNAME and RTBA_REDIS_PASSWORD (or ..._FILE)")  # fmt: skip
     if settings.redis_cluster:
         if login:
             raise StackError("the local Redis Cluster has no login: unset RTBA_REDIS_PASSWORD "
@@ -475,48 +591,86 @@ def up(settings: Settings) -> dict:
             stop_pid(state.get("redis_pid"))  # up with another login: restarted with this one
             port = _choose_port(settings, "redis_port", state.get("redis_port"))
             state.update(redis_port=port, redis_url=f"redis://127.0.0.1:{port}/0")
-            state["redis_pid"] = start_redis(home, port, settings.redis_fsync, login)
+            state["redis_pid"] = start_redis(home, port, settings.redis_fsync, login, roles,
+                                             settings.namespace)  # fmt: skip
             guard = "ACL login" if login else "no login"
+            if roles:
+                guard += " and users " + ", ".join(f"{n} ({r})" for r, (n, _) in roles.items())
             _say(f"redis-server up on 127.0.0.1:{port} ({guard}; pid {state['redis_pid']})")
-    security = settings.kafka_options()
-    sasl = settings.kafka_security_protocol == "SASL_PLAINTEXT"
-    if settings.kafka_security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
-        raise StackError(
-            "the local Kafka speaks PLAINTEXT or SASL_PLAINTEXT, not "
-            f"{settings.kafka_security_protocol} (RTBA_KAFKA_SECURITY_PROTOCOL)"
-        )
+        elif login:  # up already: its users are this call's (a role added, a password changed)
+            _reload_acl(home, state["redis_url"], login, roles, settings.namespace)
+    secured = _kafka_listener(settings, home)
+    login = secured.client_options() if secured else {}
     if not (alive(state.get("kafka_pid"))
-            and kafka_healthy(state.get("kafka_bootstrap", ""), **security)):  # fmt: skip
-        stop_pid(state.get("kafka_pid"))
+            and kafka_healthy(state.get("kafka_bootstrap", ""), **login)):  # fmt: skip
+        stop_pid(state.get("kafka_pid"))  # up with another protocol: restarted with this one
         port = _choose_port(settings, "kafka_port", state.get("kafka_port"))
         cport = _choose_port(settings, "kafka_controller_port", state.get("kafka_controller_port"))
         if cport == port:
             cport = free_port()
-        listener = None
-        if sasl:
-            sasl_port = free_port()
-            while sasl_port in (port, cport):
-                sasl_port = free_port()
-            listener = (sasl_port, settings.kafka_sasl_username, security["sasl_plain_password"])
-        client_port = listener[0] if listener else port
         state.update(kafka_port=port, kafka_controller_port=cport,
-                     kafka_bootstrap=f"127.0.0.1:{client_port}")  # fmt: skip
-        state["kafka_pid"] = start_kafka(home, port, cport, settings.partitions, listener)
-        guard = f"SASL/PLAIN on {client_port}" if sasl else "PLAINTEXT"
+                     kafka_bootstrap=f"127.0.0.1:{port}")  # fmt: skip
+        state["kafka_pid"] = start_kafka(home, port, cport, settings.partitions, secured)
+        guard = f"{secured.protocol} with SASL/PLAIN only" if secured else "PLAINTEXT"
         _say(f"Kafka {kafka_version()} (KRaft) up on 127.0.0.1:{port} ({guard}; "
              f"pid {state['kafka_pid']})")  # fmt: skip
+    state["kafka_security_protocol"] = secured.protocol if secured else "PLAINTEXT"
+    # clients of this stack trust its CA with no setting (Settings.from_env reads it here)
+    state["kafka_ssl_ca_file"] = str(secured.tls.ca) if secured and secured.tls else None
     stack_state_file(home).write_text(json.dumps(state, indent=2))
     # The caller's settings (its namespace: the topics to create), with the addresses of
     # what was just started unless the environment names others.
     started_at = {
         k: state[k]
-        for k in ("kafka_bootstrap", "redis_url")
-        if k in state and not os.environ.get(env_name(k))
+        for k in ("kafka_bootstrap", "redis_url", "kafka_ssl_ca_file")
+        if state.get(k) and not os.environ.get(env_name(k))
     }
     resolved = settings.model_copy(update={**started_at, "home": home})
     ensure_topics(resolved)
     _say(f"stack ready in {time.monotonic() - started:.1f}s")
     return status(resolved)
+
+
+def _kafka_listener(settings: Settings, home: Path) -> Listener | None:
+    """The secured client listener the settings ask of the local broker (None: PLAINTEXT),
+    its TLS files made when SASL_SSL wants them."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+        raise StackError(f"the local Kafka speaks PLAINTEXT, SASL_PLAINTEXT or SASL_SSL, not "
+                         f"{protocol} (RTBA_KAFKA_SECURITY_PROTOCOL)")  # fmt: skip
+    if settings.kafka_sasl_mechanism != "PLAIN":
+        raise StackError(f"the local Kafka's SASL mechanism is PLAIN, not "
+                         f"{settings.kafka_sasl_mechanism} "
+                         "(RTBA_KAFKA_SASL_MECHANISM)")  # fmt: skip
+    tls = broker_tls(home / "kafka") if protocol == "SASL_SSL" else None
+    return Listener(protocol, settings.kafka_sasl_username,
+                    settings.secret("kafka_sasl_password"), tls)  # fmt: skip
+
+
+def _role_logins(settings: Settings) -> dict[str, tuple[str, str]]:
+    """{role: (user, password)} of the roles whose password is set."""
+    found = {}
+    for role in ("worker", "api"):
+        password = settings.secret(f"redis_{role}_password")
+        if password:
+            found[role] = (getattr(settings, f"redis_{role}_username"), password)
+    return found
+
+
+def _reload_acl(home: Path, url: str, login: tuple[str | None, str],
+                roles: dict[str, tuple[str, str]], namespace: str) -> None:  # fmt: skip
+    """Rewrite the running server's ACL file and have it read it again (ACL LOAD)."""
+    _private_file(home / "redis" / "users.acl", _acl(*login, roles, namespace))
+    client = redis.Redis.from_url(url, socket_timeout=5, **_login(login))
+    try:
+        client.execute_command("ACL", "LOAD")
+    except redis.exceptions.RedisError as exc:
+        raise StackError(f"the running redis-server did not take the new ACL file ({exc}): "
+                         "`rtba stack down`, then up again") from None  # fmt: skip
+    finally:
+        client.close()
 
 
 def _cluster_up(home: Path, state: dict, fsync: str) -> None:

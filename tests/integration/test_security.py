@@ -1,8 +1,10 @@
-"""A secured stack: Redis that lets in one ACL user with a password, and Kafka whose
-clients must log in with SASL/PLAIN on a second listener. `rtba stack up` starts both
+"""A secured stack: Redis that lets in an admin ACL user and a user per role (the worker,
+the API), each allowed only its commands and its namespace's keys, and Kafka whose
+clients must log in with SASL/PLAIN over TLS (SASL_SSL, a CA of the stack's own) on the
+one listener that serves clients. `rtba stack up` starts both
 from the same settings the pipeline uses, with the passwords given as files (container
-secrets); the pipeline works through them, fails in one line without them, and never
-writes a password out."""
+secrets); the pipeline works through them, each process as its role, fails in one line
+without them, and never writes a password out."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from streams.settings import Settings
 from streams.state.store import connect
@@ -23,7 +28,9 @@ pytestmark = pytest.mark.integration
 
 REDIS_PASSWORD = "redis-Secret-4242"
 KAFKA_PASSWORD = "kafka-Secret-4242"
-SECRETS = (REDIS_PASSWORD, KAFKA_PASSWORD)
+ROLE_PASSWORDS = {"worker": "worker-Secret-4242", "api": "api-Secret-4242"}
+ROLE_USERS = {"worker": "rtba-worker", "api": "rtba-api"}  # the settings' default names
+SECRETS = (REDIS_PASSWORD, KAFKA_PASSWORD, *ROLE_PASSWORDS.values())
 STACK_VARIABLES = ("KAFKA_BOOTSTRAP", "REDIS_URL", "RTBA_NAMESPACE", "RTBA_REDIS_CLUSTER")
 
 
@@ -44,18 +51,23 @@ def secured(tmp_path_factory):
     home = tmp_path_factory.mktemp("secured")
     (home / "redis.pw").write_text(REDIS_PASSWORD + "\n")
     (home / "kafka.pw").write_text(KAFKA_PASSWORD + "\n")
+    for role, password in ROLE_PASSWORDS.items():
+        (home / f"{role}.pw").write_text(password + "\n")
     env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
     env.update({
         "RTBA_HOME": str(home / "home"), "RTBA_NAMESPACE": "secured", "RTBA_PARTITIONS": "2",
         "RTBA_BATCH_WITHIN_S": "0.1",
         "RTBA_REDIS_USERNAME": "rtba", "RTBA_REDIS_PASSWORD_FILE": str(home / "redis.pw"),
-        "RTBA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "RTBA_KAFKA_SASL_USERNAME": "rtba",
+        "RTBA_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "RTBA_KAFKA_SASL_USERNAME": "rtba",
         "RTBA_KAFKA_SASL_PASSWORD_FILE": str(home / "kafka.pw"),
+        "RTBA_REDIS_WORKER_PASSWORD_FILE": str(home / "worker.pw"),
+        "RTBA_REDIS_API_PASSWORD_FILE": str(home / "api.pw"),
     })  # fmt: skip
     up = rtba(env, "stack", "up", "--json")
     assert up.returncode == 0, up.stderr
     assert_no_secret(up.stdout, up.stderr)
     info = json.loads(up.stdout)
+    assert info["kafka_security_protocol"] == "SASL_SSL" and info["kafka_ssl_ca_file"]
     env.update(KAFKA_BOOTSTRAP=info["kafka_bootstrap"], REDIS_URL=info["redis_url"])
     try:
         yield env
@@ -64,11 +76,59 @@ def secured(tmp_path_factory):
         rtba(env, "stack", "down")
 
 
+def stack_state(env: dict) -> dict:
+    return json.loads((Path(env["RTBA_HOME"]) / "stack.json").read_text())
+
+
+def as_role(env: dict, role: str) -> dict:
+    """The environment of a process that logs in to Redis as ``role``, knowing no other
+    password."""
+    role_env = {k: v for k, v in env.items() if not k.startswith(("RTBA_REDIS_WORKER_",
+                                                                  "RTBA_REDIS_API_"))}  # fmt: skip
+    home = os.path.dirname(env["RTBA_REDIS_PASSWORD_FILE"])
+    role_env.update(RTBA_REDIS_USERNAME=ROLE_USERS[role],
+                    RTBA_REDIS_PASSWORD_FILE=os.path.join(home, f"{role}.pw"))  # fmt: skip
+    return role_env
+
+
 def sasl(env: dict) -> dict:
-    """kafka-python's SASL options, written out by the test (not Settings.kafka_options)."""
-    return {"bootstrap_servers": env["KAFKA_BOOTSTRAP"], "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": "PLAIN", "sasl_plain_username": "rtba",
-            "sasl_plain_password": KAFKA_PASSWORD}  # fmt: skip
+    """kafka-python's SASL_SSL options, written out by the test (not Settings.kafka_options):
+    the CA is the one `rtba stack up` made, which its state file names."""
+    return {"bootstrap_servers": env["KAFKA_BOOTSTRAP"], "security_protocol": "SASL_SSL",
+            "ssl_cafile": stack_state(env)["kafka_ssl_ca_file"], "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "rtba", "sasl_plain_password": KAFKA_PASSWORD}  # fmt: skip
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (its socket inodes in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def plaintext_client_served(port: int) -> bool:
+    """Whether a PLAINTEXT Kafka client on ``port`` gets the topic list."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=2000,
+                                 bootstrap_timeout_ms=2000)  # fmt: skip
+    except KafkaTimeoutError:  # (not a configuration error: that one is raised)
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
 
 
 def read_topic(env: dict, topic: str) -> list:
@@ -84,9 +144,9 @@ def read_topic(env: dict, topic: str) -> list:
     return records
 
 
-def test_the_pipeline_works_through_the_acl_user_and_the_sasl_listener(secured, tmp_path):
+def test_the_pipeline_works_through_the_acl_users_and_the_sasl_ssl_listener(secured, tmp_path):
     events = known_events(seed=11, customers=12)
-    worker = WorkerProcess(secured, tmp_path / "worker.log").start()
+    worker = WorkerProcess(as_role(secured, "worker"), tmp_path / "worker.log").start()
     try:
         producer = KafkaProducer(**sasl(secured), acks="all")
         for event in events:
@@ -103,14 +163,65 @@ def test_the_pipeline_works_through_the_acl_user_and_the_sasl_listener(secured, 
         assert {json.loads(r.value)["customer_id"] for r in changes} == {
             e["customer_id"] for e in events if e["type"] == "purchase"
         }
-        profile = rtba(secured, "profile", "--all", "--json")
+        profile = rtba(as_role(secured, "api"), "profile", "--all", "--json")
         assert profile.returncode == 0, profile.stderr
         assert len(profile.stdout.splitlines()) == 12
         status = rtba(secured, "stack", "status", "--json")
         assert json.loads(status.stdout)["kafka"] == "up" == json.loads(status.stdout)["redis"]
+        admin = connect(secured["REDIS_URL"], username="rtba", password=REDIS_PASSWORD)
+        denied = {(entry["username"], entry["object"]) for entry in admin.acl_log()}
+        admin.close()
+        # Nothing the pipeline does was refused, but the worker's CONFIG GET appendonly (the
+        # durability warning, skipped when a server refuses it, as managed services do).
+        assert denied <= {("rtba-worker", "config|get")}, denied
     finally:
         worker.stop()
     assert_no_secret(worker.log_path.read_text(), profile.stderr, status.stdout)
+
+
+def test_kafka_serves_clients_only_through_sasl_ssl(secured):
+    """No PLAINTEXT listener for clients: the broker listens on the SASL_SSL port and its
+    KRaft controller port, and a PLAINTEXT client gets nothing from either."""
+    state = stack_state(secured)
+    client_port = int(secured["KAFKA_BOOTSTRAP"].rsplit(":", 1)[1])
+    assert listening_ports(state["kafka_pid"]) == {client_port, state["kafka_controller_port"]}
+    for port in (client_port, state["kafka_controller_port"]):
+        assert not plaintext_client_served(port), port
+    admin = KafkaAdminClient(**sasl(secured))  # the same port, with TLS and the login
+    assert "secured.events" in admin.list_topics()
+    admin.close()
+
+
+def test_each_redis_role_may_run_its_commands_on_its_namespace_only(secured):
+    def login(role: str):
+        return connect(secured["REDIS_URL"], username=ROLE_USERS[role],
+                       password=ROLE_PASSWORDS[role])  # fmt: skip
+
+    refused = NoPermissionError
+    worker, api = login("worker"), login("api")
+    state = "secured:c:{c-acl}"
+    try:
+        for command in (["FLUSHALL"], ["FLUSHDB"], ["CONFIG", "GET", "requirepass"],
+                        ["CONFIG", "SET", "appendonly", "no"], ["KEYS", "*"],
+                        ["SCAN", "0"], ["DEBUG", "SLEEP", "0"], ["SHUTDOWN", "NOSAVE"],
+                        ["ACL", "LIST"], ["MODULE", "LIST"], ["MONITOR"]):  # fmt: skip
+            for client in (worker, api):  # (DEBUG is off in redis-server's own config too)
+                with pytest.raises(refused if command[0] != "DEBUG" else ResponseError):
+                    client.execute_command(*command)
+        assert worker.hset(state, "x", 1) == 1  # the worker writes state...
+        with pytest.raises(refused):  # ...of its namespace only
+            worker.set("other-namespace:watermark", 1)
+        assert api.hget(state, "x") == b"1"  # the API reads state...
+        for write in (lambda: api.hset(state, "x", 2), lambda: api.delete(state),
+                      lambda: api.set("secured:watermark", 0),
+                      lambda: api.eval("return redis.call('DEL', KEYS[1])", 1, state)):  # fmt: skip
+            with pytest.raises(refused):  # ...and cannot change it
+                write()
+        assert api.set("secured:dashboard:lease", "t", px=1000)  # its own keys, it can
+        assert worker.hget(state, "x") == b"1"
+    finally:
+        worker.delete(state)
+        worker.close(), api.close()
 
 
 @pytest.mark.parametrize("login", [
