@@ -140,3 +140,24 @@ def test_a_tombstone_drops_the_customer_and_the_learner_is_stored_without_it():
     x = {f: 0.0 for f in FEATURES}
     asyncio.run(trainer.train([(gone, {"features": x, "last_event_ms": 10**9})]))
     assert gone in model.sample.ids()
+
+
+def test_a_restarted_trainer_resumes_the_stored_learner():
+    from streams.processing.worker import ClusterTrainer
+
+    keys = Keys("t")
+    redis = FakeRedis({})
+    first = ClusterTrainer(StateStore(redis, keys), StableClusterer(3, seed=42), every=1)
+    rng = random.Random(4)
+    batch = [
+        (f"c{i}", {"features": {f: rng.gauss(i % 3 * 4.0, 0.3) for f in FEATURES},
+                   "last_event_ms": i})
+        for i in range(60)
+    ]  # fmt: skip
+    snapshot = asyncio.run(first.train(batch))
+    again = asyncio.run(ClusterTrainer.resume(StateStore(redis, keys), SETTINGS))
+    assert again.learner.last.version == snapshot.version
+    assert again.learner.sample.ids() == first.learner.sample.ids()
+    assert [again.learner.predict_one(x) for x in probes()] == [
+        first.learner.predict_one(x) for x in probes()
+    ]
