@@ -63,6 +63,8 @@ def mentions(client, namespace: str, needles: tuple[str, ...]) -> list[str]:
     raw = tuple(n.encode() for n in needles)
     for key in client.scan_iter(match=f"{namespace}:*", count=1000):
         kind = client.type(key).decode()
+        if kind == "none":  # gone since the scan listed it (an outbox the relay emptied)
+            continue
         if kind == "string":
             parts = [client.get(key) or b""]
         elif kind == "hash":
