@@ -3,10 +3,12 @@ went, for `rtba erase` and ``DELETE /customers/{id}`` alike (docs/security.md).
 
 Each erasure is one entry in a capped Redis stream (``<namespace>:audit``, the newest
 ``MAX_ENTRIES`` kept) and one log line on the ``rtba.audit`` logger. The id is kept as
-its hash, never as given: ``id_sha256`` is the SHA-256 of ``<namespace>`` NUL ``<id as
-stored>`` (the pseudonym, when ids are pseudonymised). Whoever holds an id can check
-whether it was erased (``GET /audit?customer_id=``); the log itself names nobody, and a
-right-to-be-forgotten request is not undone by its own record.
+``id_hmac``, the HMAC-SHA256 of the id as stored (the pseudonym, when ids are
+pseudonymised) under the namespace's random salt, the one `rtba dlq --redrive` uses to
+skip erased customers (streams.state.erase): the log names nobody, a reader of the log
+lines alone cannot test guesses, and ``GET /audit?customer_id=`` (which reads the salt)
+answers "was this id erased?". A right-to-be-forgotten request is not undone by its own
+record.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import time
 from contextlib import contextmanager
 
+from streams.state.erase import SALT, namespace_salt
 from streams.state.keys import Keys
 
 MAX_ENTRIES = 100_000  # about 20 MB of Redis: years of erasures for most shops
@@ -38,10 +41,9 @@ def _logger() -> logging.Logger:
 LOG = _logger()
 
 
-def id_hash(namespace: str, customer_id: str) -> str:
-    """The hash an audit entry holds for a customer id (keyed by the namespace, so the same
-    id in two namespaces does not link)."""
-    return hmac.new(namespace.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+def id_hash(salt: bytes, customer_id: str) -> str:
+    """The HMAC an audit entry holds for a customer id, under the namespace's salt."""
+    return hmac.new(salt, customer_id.encode(), hashlib.sha256).hexdigest()
 
 
 def token_fingerprint(token: str) -> str:
@@ -64,16 +66,17 @@ def record(client, namespace: str, actor: str, address: str | None, customer_id:
 
     ``actor`` is ``cli`` (with the OS user) or ``api:admin:<fingerprint>``; ``address``
     the client's address for an API call."""
+    keys = Keys(namespace)
     entry = {
         "at_ms": str(now_ms if now_ms is not None else int(time.time() * 1000)),
         "actor": actor,
         "address": address or "",
-        "id_sha256": id_hash(namespace, customer_id),
+        "id_hmac": id_hash(_bytes(namespace_salt(client, keys)), customer_id),
         "outcome": result,
     }
-    LOG.info("erase %s by %s from %s: %s", entry["id_sha256"][:16], actor,
+    LOG.info("erase %s by %s from %s: %s", entry["id_hmac"][:16], actor,
                 address or "-", result)  # fmt: skip
-    client.xadd(Keys(namespace).audit, entry, maxlen=MAX_ENTRIES, approximate=True)
+    client.xadd(keys.audit, entry, maxlen=MAX_ENTRIES, approximate=True)
     return entry
 
 
@@ -105,18 +108,27 @@ def cli_actor() -> str:
 
 def read(client, namespace: str, limit: int, customer_id: str | None = None) -> list[dict]:
     """The newest ``limit`` entries, newest first; only one id's with ``customer_id``."""
-    wanted = id_hash(namespace, customer_id) if customer_id is not None else None
+    keys, wanted = Keys(namespace), None
+    if customer_id is not None:
+        salt = client.hget(keys.erased, SALT)  # a read: the API may hold a read-only login
+        if salt is None:
+            return []  # no salt yet: nobody was ever erased here
+        wanted = id_hash(_bytes(salt), customer_id)
     rows = []
     count = MAX_ENTRIES if wanted is not None else limit
-    for entry_id, fields in client.xrevrange(Keys(namespace).audit, count=count):
+    for entry_id, fields in client.xrevrange(keys.audit, count=count):
         entry = {_text(k): _text(v) for k, v in fields.items()}
-        if wanted is not None and entry.get("id_sha256") != wanted:
+        if wanted is not None and entry.get("id_hmac") != wanted:
             continue
         entry["at_ms"] = int(entry.get("at_ms") or 0)
         rows.append({"entry": _text(entry_id), **entry})
         if len(rows) >= limit:
             break
     return rows
+
+
+def _bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _text(value) -> str:

@@ -134,10 +134,16 @@ def test_erase_needs_the_admin_token_always(rtba_env, erasures):
         Settings.from_env({**rtba_env, "RTBA_API_TOKEN": READ, "RTBA_API_ADMIN_TOKEN": READ})
 
 
-def expected_hash(namespace: str, customer_id: str) -> str:
-    """The documented rule (docs/security.md), written out: HMAC-SHA256 keyed by the
-    namespace."""
-    return hmac.new(namespace.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+def expected_hash(settings: Settings, customer_id: str) -> str:
+    """The documented rule (docs/security.md), written out: HMAC-SHA256 of the id under
+    the namespace's salt, the ``salt`` field of ``<namespace>:erased``."""
+    client = connect(settings.redis_url)
+    try:
+        salt = client.hget(f"{settings.namespace}:erased", "salt")
+    finally:
+        client.close()
+    salt = salt if isinstance(salt, bytes) else salt.encode()
+    return hmac.new(salt, customer_id.encode(), hashlib.sha256).hexdigest()
 
 
 def test_erasures_are_audited_by_hash_from_the_api_and_the_cli(rtba_env, erasures):
@@ -152,13 +158,13 @@ def test_erasures_are_audited_by_hash_from_the_api_and_the_cli(rtba_env, erasure
     ran = run_rtba(rtba_env, "erase", "dave@example.com", "--yes", "--json", check=False)
     assert ran.returncode == 1, ran.stderr  # no state: tombstones sent, exit code 1
     assert json_lines(ran.stdout)[0]["had_state"] is False
-    dave = expected_hash(settings.namespace, "dave@example.com")
+    dave = expected_hash(settings, "dave@example.com")
     assert f"rtba audit: erase {dave[:16]} by cli" in ran.stderr  # and a log line
 
     entries = api.get("/audit", headers=admin).json()["entries"]
-    assert [e["id_sha256"] for e in entries] == [
-        expected_hash(settings.namespace, "dave@example.com"),
-        expected_hash(settings.namespace, "carol@example.com"),
+    assert [e["id_hmac"] for e in entries] == [
+        expected_hash(settings, "dave@example.com"),
+        expected_hash(settings, "carol@example.com"),
     ]
     cli, web = entries
     fingerprint = hashlib.sha256(ADMIN.encode()).hexdigest()[:12]
@@ -168,7 +174,9 @@ def test_erasures_are_audited_by_hash_from_the_api_and_the_cli(rtba_env, erasure
     assert all(before <= e["at_ms"] <= time.time() * 1000 for e in entries)
     only = api.get("/audit", params={"customer_id": "carol@example.com"}, headers=admin).json()
     assert [e["entry"] for e in only["entries"]] == [web["entry"]]
-    # the stream holds no id, and it is capped
+    nobody = api.get("/audit", params={"customer_id": "erin@example.com"}, headers=admin)
+    assert nobody.json()["entries"] == []
+    # the stream holds no id, nor the token
     client = connect(settings.redis_url)
     try:
         raw = client.xrange(f"{settings.namespace}:audit")
