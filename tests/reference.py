@@ -182,3 +182,60 @@ def expected_segment_changes(events: list[dict]) -> dict[str, list[tuple]]:
                 out[cid].append((current, segment))
                 current = segment
     return dict(out)
+
+
+# docs/segments.md, "A fair split": adaptive R, F and M scores
+
+
+def fair_scores(values: list) -> dict:
+    """Score (1-5) of each distinct value: ties never split, no score empty from five
+    distinct values, the least sum of squared score sizes, then the lowest edges (the top
+    edge first); fewer than five values: 1 .. k-1 and the top value 5; one value: 1."""
+    counts: dict = defaultdict(int)
+    for v in values:
+        counts[v] += 1
+    distinct = sorted(counts)
+    k = len(distinct)
+    if k < 5:
+        return {v: (i + 1 if i < k - 1 else (5 if k > 1 else 1)) for i, v in enumerate(distinct)}
+    sizes = [counts[v] for v in distinct]
+    prefix = [0]
+    for n in sizes:
+        prefix.append(prefix[-1] + n)
+    # split[(s, j)]: (cost, starts of groups s .. 2, latest first) of the first j values in
+    # s groups; comparing the tuples is the rule: cost, then the top edge lowest, ...
+    split = {(1, j): (prefix[j] ** 2, ()) for j in range(1, k + 1)}
+    for s in range(2, 6):
+        for j in range(s, k + 1):
+            split[(s, j)] = min(
+                (split[(s - 1, i)][0] + (prefix[j] - prefix[i]) ** 2, (i, *split[(s - 1, i)][1]))
+                for i in range(s - 1, j)
+            )
+    starts = sorted(split[(5, k)][1])
+    return {v: 1 + sum(i >= start for start in starts) for i, v in enumerate(distinct)}
+
+
+def money_bucket(monetary: Decimal) -> int | None:
+    """docs/segments.md: bucket b holds (10^((b-1)/115), 10^(b/115)]; 0 and below: one."""
+    if monetary <= 0:
+        return None
+    from decimal import ROUND_CEILING, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return int((monetary.log10() * 115).to_integral_value(ROUND_CEILING))
+
+
+def reference_scores(customers: list[dict]) -> list[tuple[int, int, int]]:
+    """(R, F, M) of each buyer ({last_purchase_ms, purchases, monetary}) under the adaptive
+    edges of its population: R by UTC last-purchase day (recent scores 5), F by orders, M
+    by money bucket (no bucket: below every other, so first)."""
+    days = [c["last_purchase_ms"] // DAY for c in customers]
+    buckets = [money_bucket(Decimal(c["monetary"])) for c in customers]
+    lowest = min((b for b in buckets if b is not None), default=0) - 1
+    buckets = [lowest if b is None else b for b in buckets]
+    r, f, m = fair_scores(days), fair_scores([c["purchases"] for c in customers]), fair_scores(
+        buckets)  # fmt: skip
+    return [
+        (r[d], f[c["purchases"]], m[b]) for d, c, b in zip(days, customers, buckets, strict=True)
+    ]

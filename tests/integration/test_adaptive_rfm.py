@@ -15,6 +15,7 @@ from streams.processing.pipeline import histogram_point
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_rfm_edges, read_states
 from tests.conftest import json_lines, run_rtba, wait_for_records
+from tests.reference import reference_scores
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +56,9 @@ def test_published_edges_are_the_population_quintiles(rtba_env, settings, worker
                 if p["scores"]]  # fmt: skip
     top_spenders = sum(1 for p in profiles if p["scores"]["m"] == 5) / len(profiles)
     assert 0.15 <= top_spenders <= 0.25  # the top fifth, give or take ties and 1% buckets
+    # every buyer's scores are the fair split of tests/reference.py (docs/segments.md)
+    buyers_ = [s for s in states if s.last_purchase_ms is not None]
+    want = reference_scores([{"last_purchase_ms": s.last_purchase_ms, "purchases": s.purchases,
+                              "monetary": s.monetary} for s in buyers_])  # fmt: skip
+    got = {p["customer_id"]: tuple(p["scores"][k] for k in "rfm") for p in profiles}
+    assert got == {s.customer_id: w for s, w in zip(buyers_, want, strict=True)}
