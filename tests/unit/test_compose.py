@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# The compose file asks for the API's token; any 16+ characters validate it.
-ENV = {**os.environ, "RTBA_API_TOKEN": "compose-test-token-0123"}
+# The compose file asks for the API's token (any 16+ characters validate it) and for the
+# file holding Redis's password (validating reads no file).
+ENV = {**os.environ, "RTBA_API_TOKEN": "compose-test-token-0123",
+       "RTBA_REDIS_PASSWORD_FILE": "/run/secrets/compose-test-redis-password"}  # fmt: skip
 
 
 def compose_cli() -> list[str] | None:
@@ -99,3 +101,39 @@ def test_images_are_pinned_and_kafka_keeps_its_data_on_its_volume():
     for service in ("kafka", "redis", "worker", "api"):  # the next blank line ends a service
         block = text.split(f"\n  {service}:\n")[1].split("\n\n")[0]
         assert "healthcheck:" in block, service
+
+
+def service_block(text: str, service: str) -> str:
+    """A service's lines in docker-compose.yml, up to the next blank line."""
+    return text.split(f"\n  {service}:\n")[1].split("\n\n")[0]
+
+
+def test_redis_asks_for_the_password_of_the_secret_and_every_service_has_it():
+    """Redis takes requirepass from a secret (no password in an argument, the image or
+    REDIS_URL); every rtba service gets REDIS_URL without it and the secret's file."""
+    import re
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    redis = service_block(text, "redis")
+    assert "requirepass" in redis and "/run/secrets/redis_password" in redis
+    assert re.search(r"secrets: \[redis_password\]", redis)
+    assert "REDISCLI_AUTH=" in redis.split("healthcheck:")[1]  # the check logs in too
+    assert "--requirepass" not in redis  # an argument shows in ps
+    env = text.split("x-rtba-env: &rtba-env\n")[1].split("\n\n")[0]
+    url = re.search(r"REDIS_URL: (\S+)", env).group(1)
+    assert "@" not in url and "password" not in url, url
+    assert "RTBA_REDIS_PASSWORD_FILE: /run/secrets/redis_password" in env
+    services = re.findall(r"^  ([a-z]+):\n    build: \.", text, re.MULTILINE)
+    assert set(services) == {"worker", "api", "producer"}
+    for service in services:
+        block = service_block(text, service)
+        assert "*rtba-env" in block and "secrets: [redis_password]" in block, service
+    secrets = text.split("\nsecrets:\n")[1]
+    assert re.search(r"redis_password:\n\s+file: \$\{RTBA_REDIS_PASSWORD_FILE:\?", secrets)
+
+
+def test_compose_refuses_to_start_without_the_redis_password_file(compose):
+    env = {k: v for k, v in ENV.items() if k != "RTBA_REDIS_PASSWORD_FILE"}
+    result = subprocess.run([*compose, "-f", "docker-compose.yml", "config", "-q"],
+                            cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode != 0 and "set RTBA_REDIS_PASSWORD_FILE" in result.stderr
