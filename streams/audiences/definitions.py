@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import operator
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 from functools import cached_property
@@ -148,7 +149,9 @@ class CountCondition(BaseModel):
     def _named(cls, value: str | None) -> str | None:
         if value == "*":
             raise ValueError("leave category out to count every category")
-        return value
+        # events' categories are NFC (streams.processing.schemas): spelled the same here,
+        # an NFD name in a definition counts them
+        return None if value is None else unicodedata.normalize("NFC", value)
 
     @property
     def window_ms(self) -> int:

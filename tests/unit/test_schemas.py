@@ -213,3 +213,14 @@ def test_every_money_field_is_bounded(where):
 def test_amounts_within_the_bounds_are_kept(amount, stored):
     result = dec({**OK, "amount": amount}, max_amount=1e20)
     assert isinstance(result, Purchase) and str(result.amount) == stored
+
+
+def test_an_audience_count_names_a_category_as_events_spell_it():
+    """Events' categories are NFC; a definition spelling one in NFD must count them."""
+    from streams.audiences.definitions import parse
+
+    when = {"count": "view", "category": "cafe\u0301", "within_days": 7, "at_least": 1}
+    audiences = parse(json.dumps({"audiences": [{"id": "c", "name": "C", "when": when}]}))
+    click = dec({"event_id": "e", "customer_id": "c", "type": "click", "action": "view",
+                 "category": "cafe\u0301", "ts": 5})  # fmt: skip
+    assert set(audiences.counts) == {f"view:{click.category}"} == {"view:caf\u00e9"}
