@@ -23,7 +23,7 @@ def erase_customers(settings: Settings, client, customer_ids: list[str]) -> list
 
     keys = Keys(settings.namespace)
     eraser = Eraser(client, keys)
-    reports = [eraser.erase(cid).to_json() for cid in customer_ids]
+    reports = [erased.to_json() for erased in eraser.erase_all(customer_ids)]
     aof = rewrite_aof(client, keys)
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),

@@ -95,6 +95,8 @@ def learner_without(saved: bytes, customer_ids) -> bytes | None:
     """A stored learner without these customers: its new JSON; ``b""`` when it cannot
     be read (an older rtba's pickle, deleted unread: it may hold the ids); None when
     none of them is in its sample."""
+    if saved.startswith(b"{") and not any(_as_json(cid) in saved for cid in customer_ids):
+        return None  # none of them is named (as to_dict's json.dumps writes ids): no parse
     try:
         learner = StableClusterer.from_dict(json.loads(saved))
     except Exception:
@@ -102,6 +104,11 @@ def learner_without(saved: bytes, customer_ids) -> bytes | None:
     if not any([learner.forget(cid) for cid in customer_ids]):
         return None
     return json.dumps(learner.to_dict()).encode()
+
+
+def _as_json(customer_id: str) -> bytes:
+    """The id as json.dumps writes it in a stored learner (quotes included)."""
+    return json.dumps(customer_id).encode()
 
 
 # The trainer stores its learner every few seconds at most; a replace that keeps losing
@@ -257,6 +264,12 @@ class Eraser:
         for names, args in due_calls:
             self._due_set(keys=names, args=args)
         self.client.zrem(keys.outbox_index, customer_id)
-        forget_in_learner(self.client, keys, [customer_id])
-        record_erased(self.client, keys, [customer_id])
         return Erased(customer_id, bool(stored), int(unsent))
+
+    def erase_all(self, customer_ids: list[str]) -> list[Erased]:
+        """Erase each customer, then take them all out of the stored cluster learner (one
+        read and write of it, however many) and remember them as erased."""
+        erased = [self.erase(cid) for cid in customer_ids]
+        forget_in_learner(self.client, self.keys, customer_ids)
+        record_erased(self.client, self.keys, customer_ids)
+        return erased
