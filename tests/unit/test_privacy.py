@@ -164,3 +164,32 @@ def test_a_namespace_without_a_fingerprint_takes_any_key(tmp_path):
     claim_key(settings_with(tmp_path), redis)
     with pytest.raises(RtbaError):
         claim_key(settings_with(tmp_path, "another-key-0123456789"), redis)
+
+
+def test_ingestion_and_lookup_agree_on_every_id(tmp_path):
+    """Whatever id a producer sends (NFD, blanks around it, the pseudonym form), the id a
+    lookup of it computes is the one ingestion stored, with the key and without."""
+    import unicodedata
+
+    from hypothesis import given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
+
+    pieces = st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp")) | st.sampled_from(
+        ["e\u0301", "A\u030a", " ", "p_" + "ab" * 16]
+    )
+    ids = st.lists(pieces, min_size=1, max_size=12).map("".join).filter(str.strip)
+    on, off = settings_with(tmp_path), settings_with(tmp_path, None)
+
+    @hypothesis_settings(max_examples=300, deadline=None)
+    @given(ids, st.sampled_from(["NFC", "NFD"]))
+    def check(raw, form):
+        event = {"event_id": "e", "customer_id": raw, "type": "click", "action": "view",
+                 "ts": 1_700_000_000_000}  # fmt: skip
+        record = [Record(0, 0, b"k", json.dumps(event).encode())]
+        given_id = unicodedata.normalize(form, raw)
+        for chosen, pseudonyms in ((on, Pseudonyms(KEY)), (off, None)):
+            valid, _ = decode_batch(record, NOW, Limits(), pseudonyms)
+            assert customer_ref(chosen, Namespace(), given_id) == valid[0][1].customer_id
+
+    check()
