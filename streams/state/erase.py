@@ -157,8 +157,8 @@ def rewrite_aof(client: redis.Redis, keys: Keys) -> str:
         if not client.set(keys.aof_rewrite, int(time.time() * 1000), nx=True,
                           ex=AOF_REWRITE_EVERY_S):  # fmt: skip
             return "recent"
-        if clustered(client):
-            client.bgrewriteaof(target_nodes=client.ALL_NODES)
+        if clustered(client):  # every node by name: redis-py 8 drops a node flag here
+            client.execute_command("BGREWRITEAOF", target_nodes=client.get_nodes())
         else:
             client.bgrewriteaof()
         return "started"
@@ -175,7 +175,7 @@ async def rewrite_aof_async(client, keys: Keys) -> str:
     """``rewrite_aof`` for a worker's asyncio client (the retention erase)."""
     try:
         if clustered(client):
-            infos = await client.info("persistence", target_nodes=client.ALL_NODES)
+            infos = await client.info("persistence", target_nodes=client.get_nodes())
             # one node answers with its info, several with one per node
             infos = [infos] if "aof_enabled" in infos else list(infos.values())
         else:
@@ -186,7 +186,7 @@ async def rewrite_aof_async(client, keys: Keys) -> str:
                                 ex=AOF_REWRITE_EVERY_S):  # fmt: skip
             return "recent"
         if clustered(client):
-            await client.bgrewriteaof(target_nodes=client.ALL_NODES)
+            await client.execute_command("BGREWRITEAOF", target_nodes=client.get_nodes())
         else:
             await client.bgrewriteaof()
         return "started"
