@@ -6,7 +6,6 @@ import json
 import socket
 import sys
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import click
 
@@ -85,6 +84,7 @@ def _kafka_lets_in(settings: Settings) -> None:
 
 def require_redis(settings: Settings) -> None:
     import redis
+    from redis.connection import parse_url
 
     shown = redacted(settings.redis_url)
     client = redis.Redis.from_url(
@@ -97,7 +97,8 @@ def require_redis(settings: Settings) -> None:
         client.ping()
     except redis.exceptions.AuthenticationError:
         options = settings.redis_options()
-        if "password" not in options and not urlsplit(settings.redis_url).password:
+        # a password in the URL counts in either form redis-py reads (user:pw@, ?password=)
+        if "password" not in options and not parse_url(settings.redis_url).get("password"):
             problem = "asks for a login"
         else:
             problem = f"refused the login of user {options.get('username', 'default')!r}"
@@ -108,8 +109,9 @@ def require_redis(settings: Settings) -> None:
         ) from None
     except redis.exceptions.NoPermissionError as exc:
         raise ConfigError(
-            f"Redis at {shown} let the user in but not the command ({exc}): grant the ACL "
-            f"user +@all on the keys {settings.namespace}:* (docs/security.md)"
+            f"Redis at {shown} let the user in but not the command ({exc}): give the ACL "
+            f"user its role's commands on the keys {settings.namespace}:* "
+            "(infra/redis/roles.toml, docs/security.md)"
         ) from None
     except redis.exceptions.RedisError as exc:
         if "SSL" in str(exc) or "certificate" in str(exc):

@@ -238,6 +238,15 @@ def test_without_the_redis_login_commands_stop_in_one_line(secured, login):
         assert_no_secret(line)
 
 
+def test_a_wrong_password_in_redis_url_query_is_a_refused_login_never_shown(secured):
+    url = f"{secured['REDIS_URL']}?password=not-the-password"
+    refused = rtba({**secured, "REDIS_URL": url, "RTBA_REDIS_PASSWORD_FILE": ""}, "stats")
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip()
+    assert "\n" not in line and "refused the login of user 'rtba'" in line, line
+    assert "not-the-password" not in line and "password=***" in line, line
+
+
 @pytest.mark.parametrize("login, command", [
     ({"RTBA_KAFKA_SECURITY_PROTOCOL": "", "RTBA_KAFKA_SASL_USERNAME": "",
       "RTBA_KAFKA_SASL_PASSWORD_FILE": ""},  # PLAINTEXT to a SASL listener
