@@ -77,7 +77,24 @@ def _redis_url(value: str) -> str:
         ok = False
     if not ok:
         raise ValueError("expected redis://[user:password@]host:port/db (or rediss://, unix://)")
+    _redis_url_arguments(value)
     return value
+
+
+def _redis_url_arguments(value: str) -> None:
+    """Refuse a query argument redis-py would take for a connection option it does not
+    have (``?PASSWORD=``, a typo) or cannot read (``?socket_timeout=abc``): redis-py
+    itself fails only at the first command, with a TypeError and a traceback."""
+    from redis import ConnectionPool
+
+    try:
+        ConnectionPool.from_url(value).make_connection()  # builds it; connects to nothing
+    except TypeError as exc:  # "...got an unexpected keyword argument 'PASSWORD'"
+        name = str(exc).rpartition(" ")[2]
+        raise ValueError(f"redis-py knows no connection option {name} (a query argument)"
+                         ) from None  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _edges(value: object) -> object:
