@@ -514,8 +514,9 @@ class Settings(BaseSettings):
         given = settings.model_fields_set
         found = {k: stack[k] for k in ("kafka_bootstrap", "redis_url") if k in stack}
         # The local broker's own CA (SASL_SSL), for clients of that broker, unless one is given
-        bootstrap = settings.kafka_bootstrap if "kafka_bootstrap" in given else found.get(
-            "kafka_bootstrap")
+        bootstrap = found.get("kafka_bootstrap", settings.kafka_bootstrap)
+        if "kafka_bootstrap" in given:
+            bootstrap = settings.kafka_bootstrap
         if (stack.get("kafka_ssl_ca_file") and bootstrap == stack.get("kafka_bootstrap")
                 and settings.kafka_security_protocol.endswith("SSL")):  # fmt: skip
             found["kafka_ssl_ca_file"] = Path(stack["kafka_ssl_ca_file"])
