@@ -144,6 +144,29 @@ def read_topic(env: dict, topic: str) -> list:
     return records
 
 
+def read_through_the_api_as_its_role(env: dict, customer: dict) -> None:
+    """Every read route of `rtba api` logged in as the API role (its Kafka feed over
+    SASL_SSL), and a dashboard sample written to its own keys."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from streams.api.app import create_api
+
+    settings = Settings.from_env({**as_role(env, "api"), "RTBA_DASHBOARD_SAMPLE_S": "0.2"})
+    with TestClient(create_api(settings), base_url="http://127.0.0.1") as api:
+        paths = ["/ready", "/segments", "/clusters", "/customers", "/models", "/audiences",
+                 f"/customers/{customer['customer_id']}", "/events", "/metrics",
+                 f"/segments/{customer['segment']}/members", "/dlq"]  # fmt: skip
+        for path in paths:
+            answer = api.get(path)
+            assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+        deadline = time.monotonic() + 10
+        while not api.get("/dashboard/history").json().get("samples"):
+            assert time.monotonic() < deadline, "no dashboard sample written as the API role"
+            time.sleep(0.2)
+
+
 def test_the_pipeline_works_through_the_acl_users_and_the_sasl_ssl_listener(secured, tmp_path):
     events = known_events(seed=11, customers=12)
     worker = WorkerProcess(as_role(secured, "worker"), tmp_path / "worker.log").start()
@@ -166,13 +189,15 @@ def test_the_pipeline_works_through_the_acl_users_and_the_sasl_ssl_listener(secu
         profile = rtba(as_role(secured, "api"), "profile", "--all", "--json")
         assert profile.returncode == 0, profile.stderr
         assert len(profile.stdout.splitlines()) == 12
+        read_through_the_api_as_its_role(secured, json.loads(profile.stdout.splitlines()[0]))
         status = rtba(secured, "stack", "status", "--json")
         assert json.loads(status.stdout)["kafka"] == "up" == json.loads(status.stdout)["redis"]
         admin = connect(secured["REDIS_URL"], username="rtba", password=REDIS_PASSWORD)
         denied = {(entry["username"], entry["object"]) for entry in admin.acl_log()}
         admin.close()
-        # Nothing the pipeline does was refused, but the worker's CONFIG GET appendonly (the
-        # durability warning, skipped when a server refuses it, as managed services do).
+        # Nothing the pipeline or the API did was refused, but the worker's CONFIG GET
+        # appendonly (the durability warning, skipped when a server refuses it, as managed
+        # services do).
         assert denied <= {("rtba-worker", "config|get")}, denied
     finally:
         worker.stop()
