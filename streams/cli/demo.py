@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streams.cli.topic_commands import output_line
 from streams.read.outputs import decoded, event_kind
-from streams.settings import Settings
+from streams.settings import Settings, redacted
 
 REDRAW_S = 1.0
 LATEST = 6  # changes and alerts shown
@@ -240,7 +240,7 @@ def run_demo(settings: Settings, customers: int, events: int, rate: float, durat
     api_port = _port_or_free(api_port)
     header = (
         f"rtba demo · namespace {namespace} · dashboard http://127.0.0.1:{api_port}/ · "
-        f"Kafka {info['kafka_bootstrap']} · Redis {info['redis_url']} · Ctrl-C stops"
+        f"Kafka {info['kafka_bootstrap']} · Redis {redacted(info['redis_url'])} · Ctrl-C stops"
     )
     started = time.monotonic()
     view: dict = {}

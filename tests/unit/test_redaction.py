@@ -92,3 +92,22 @@ def test_a_query_argument_redis_py_does_not_know_is_one_line_not_a_traceback(tmp
     out = run(["stats"], env)
     assert out.count("\n") == 1 and "Traceback" not in out, out
     assert "REDIS_URL=" in out and "'PASSWORD'" in out and "S3cret-typo" not in out, out
+
+
+def test_every_message_that_interpolates_a_redis_url_redacts_it():
+    """A static check of the f-strings of streams/ and launcher/ (the demo's header wrote
+    the URL as given)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shown, bare = 0, []
+    for path in [*root.glob("streams/**/*.py"), *root.glob("launcher/*.py")]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not re.search(r"\bf[\"']", line):
+                continue
+            for expression in re.findall(r"\{([^{}]*redis_url[^{}]*)\}", line):
+                shown += 1
+                if not re.fullmatch(r"redacted\(.*\)", expression.strip()):
+                    bare.append(f"{path.relative_to(root)}:{number}: {{{expression}}}")
+    assert shown >= 4 and not bare, bare
