@@ -167,6 +167,9 @@ def adaptive_edges(
         return None
     # recency <= edge_k earns 5 - k: the edge is the age of the first day of score 5 - k
     days = fair_edges(last_purchase_day)
+    present = [b for b, n in last_purchase_day.counts.items() if n > 0]
+    if len(present) == 1:  # everyone bought last on one day: nobody less recent, all R = 5
+        days = (last_purchase_day.lower_bound(present[0]),) * 4
     return {
         "recency_edges": tuple(max(0.0, as_of_day - day) for day in reversed(days)),
         "frequency_edges": fair_edges(frequency),

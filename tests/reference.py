@@ -236,6 +236,8 @@ def reference_scores(customers: list[dict]) -> list[tuple[int, int, int]]:
     buckets = [lowest if b is None else b for b in buckets]
     r, f, m = fair_scores(days), fair_scores([c["purchases"] for c in customers]), fair_scores(
         buckets)  # fmt: skip
+    if len(r) == 1:  # one last-purchase day: nobody is less recent, R = 5
+        r = {day: 5 for day in r}
     return [
         (r[d], f[c["purchases"]], m[b]) for d, c, b in zip(days, customers, buckets, strict=True)
     ]

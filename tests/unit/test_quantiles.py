@@ -242,3 +242,15 @@ def test_fair_cuts_are_the_brute_force_fairest(counts):
         assert sizes == fairest_groups(counts)
     else:  # one value per score, the highest at 5
         assert [n for n in sizes if n] == counts and sizes[4] == counts[-1]
+
+
+def test_a_first_day_of_trade_scores_everyone_recent():
+    """Twenty-five buyers all on one day (a new shop): R = 5 for all, F and M = 1, as the
+    reference says; the fair split alone would have made them all R = 1 (Lost)."""
+    from tests.reference import reference_scores
+
+    states = buyers([3] * 25, [1] * 25, ["10.00"] * 25)
+    assert scores_of(states, T0 / MS_PER_DAY + 3.5) == [(5, 1, 1)] * 25
+    rows = [{"last_purchase_ms": s.last_purchase_ms, "purchases": 1, "monetary": s.monetary}
+            for s in states]  # fmt: skip
+    assert reference_scores(rows) == [(5, 1, 1)] * 25
