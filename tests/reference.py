@@ -7,6 +7,7 @@ docs/segments.md and docs/decisions.md ("Orders and refunds").
 from __future__ import annotations
 
 import calendar
+import os
 import re
 from collections import defaultdict
 from datetime import datetime
@@ -80,7 +81,10 @@ _REPEAT_GRID = {
 
 
 def reference_segment(recency_days: float, orders: int, monetary: Decimal,
-                      segment_map: str = "repeat-aware") -> str:  # fmt: skip
+                      segment_map: str | None = None) -> str:  # fmt: skip
+    """The segment under ``segment_map``, by default the one the tests' rtba processes get
+    (RTBA_SEGMENT_MAP passes through to them, so the integration tests run under either)."""
+    segment_map = segment_map or os.environ.get("RTBA_SEGMENT_MAP", "repeat-aware")
     r = 5 - sum(recency_days > e for e in RECENCY_EDGES)  # on an edge: the better score
     f = 1 + sum(orders >= e for e in FREQUENCY_EDGES)
     m = 1 + sum(monetary >= e for e in MONETARY_EDGES)
