@@ -208,6 +208,14 @@ def create_api(
     def other_key(request, exc):  # not a 404: every customer would seem to be missing
         return JSONResponse({"detail": str(exc)}, 503)
 
+    @api.exception_handler(redis.exceptions.NoPermissionError)
+    def not_this_login(request, exc):  # the API's read role asked to write: say which login
+        return JSONResponse(
+            {"detail": "this API's Redis login may not do this (the API role only reads): "
+                       "run the API that erases with the admin login (RTBA_REDIS_USERNAME)"},
+            403,
+        )  # fmt: skip
+
     @api.exception_handler(redis.exceptions.ConnectionError)
     def redis_down(request, exc):  # the stack is down: say so, not a 500
         return JSONResponse(

@@ -161,6 +161,15 @@ def read_through_the_api_as_its_role(env: dict, customer: dict) -> None:
         for path in paths:
             answer = api.get(path)
             assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+        # erase is the admin role's: with the admin token but the API's Redis login, a
+        # clear 403 (not a 500), and the customer is still there
+        token = "admin-token-of-the-test-42"
+        settings = Settings.from_env({**as_role(env, "api"), "RTBA_API_ADMIN_TOKEN": token})
+        with TestClient(create_api(settings), base_url="http://127.0.0.1") as admin:
+            refused = admin.delete(f"/customers/{customer['customer_id']}",
+                                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert refused.status_code == 403 and "admin login" in refused.json()["detail"]
+        assert api.get(f"/customers/{customer['customer_id']}").status_code == 200
         deadline = time.monotonic() + 10
         while not api.get("/dashboard/history").json().get("samples"):
             assert time.monotonic() < deadline, "no dashboard sample written as the API role"
@@ -189,7 +198,9 @@ def test_the_pipeline_works_through_the_acl_users_and_the_sasl_ssl_listener(secu
         profile = rtba(as_role(secured, "api"), "profile", "--all", "--json")
         assert profile.returncode == 0, profile.stderr
         assert len(profile.stdout.splitlines()) == 12
-        read_through_the_api_as_its_role(secured, json.loads(profile.stdout.splitlines()[0]))
+        first = json.loads(profile.stdout.splitlines()[0])
+        profile_id = first["customer_id"]
+        read_through_the_api_as_its_role(secured, first)
         status = rtba(secured, "stack", "status", "--json")
         assert json.loads(status.stdout)["kafka"] == "up" == json.loads(status.stdout)["redis"]
         admin = connect(secured["REDIS_URL"], username="rtba", password=REDIS_PASSWORD)
@@ -197,8 +208,9 @@ def test_the_pipeline_works_through_the_acl_users_and_the_sasl_ssl_listener(secu
         admin.close()
         # Nothing the pipeline or the API did was refused, but the worker's CONFIG GET
         # appendonly (the durability warning, skipped when a server refuses it, as managed
-        # services do).
-        assert denied <= {("rtba-worker", "config|get")}, denied
+        # services do) and the erase tried on purpose as the API role (its 403).
+        erase_tried = ("rtba-api", f"{secured['RTBA_NAMESPACE']}:c:{{{profile_id}}}")
+        assert denied <= {("rtba-worker", "config|get"), erase_tried}, denied
     finally:
         worker.stop()
     assert_no_secret(worker.log_path.read_text(), profile.stderr, status.stdout)
