@@ -54,10 +54,17 @@ R3: About to Sleep | About to Sleep | Need Attention | Loyal | Loyal
 R2: Hibernating | Hibernating | At Risk | At Risk | Can't Lose Them
 R1: Lost | Lost | At Risk | At Risk | Can't Lose Them
 """
-_GRID = {
-    int(line[1]): [cell.strip() for cell in line[3:].split("|")]
-    for line in SEGMENT_TABLE.strip().splitlines()
-}
+
+
+def _grid(table: str) -> dict[int, list[str]]:
+    """R -> the names of FM = 1 .. 5, read off a table as the docs write it."""
+    return {
+        int(line[1]): [cell.strip() for cell in line[3:].split("|")]
+        for line in table.strip().splitlines()
+    }
+
+
+_GRID = _grid(SEGMENT_TABLE)
 # docs/segments.md, "Scores": the configured edges
 RECENCY_EDGES, FREQUENCY_EDGES, MONETARY_EDGES = (30, 90, 180, 365), (2, 3, 5, 8), (
     100, 300, 750, 2000)  # fmt: skip
@@ -74,10 +81,7 @@ R3: About to Sleep | About to Sleep | Need Attention | Loyal | Loyal
 R2: Hibernating | Hibernating | At Risk | At Risk | Can't Lose Them
 R1: Lost | Lost | At Risk | At Risk | Can't Lose Them
 """
-_REPEAT_GRID = {
-    int(line[1]): [cell.strip() for cell in line[3:].split("|")]
-    for line in REPEAT_TABLE.strip().splitlines()
-}
+_REPEAT_GRID = _grid(REPEAT_TABLE)
 
 
 def reference_segment(recency_days: float, orders: int, monetary: Decimal,

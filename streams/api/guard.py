@@ -164,27 +164,19 @@ class Limits:
         if scope["type"] != "http" or path in UNLIMITED_PATHS:
             return await self.app(scope, receive, send)
         if path in STREAM_PATHS:
-            if self.streams >= self.max_streams:
-                return await _refuse(
-                    send, 503,
-                    f"{self.streams} live feeds are open, the most this API serves "
-                    "(RTBA_API_MAX_STREAMS): try again later",
-                    [(b"retry-after", b"5")],
-                )  # fmt: skip
-            self.streams += 1
-            try:
-                return await self.app(scope, receive, send)
-            finally:
-                self.streams -= 1
-        if self.requests >= self.max_requests:
-            return await _refuse(
-                send, 503,
-                f"{self.requests} requests are being served, the most this API takes at "
-                "once (RTBA_API_MAX_CONCURRENT): try again in a moment",
-                [(b"retry-after", b"1")],
-            )  # fmt: skip
-        self.requests += 1
+            counter, most, retry_s, refusal = "streams", self.max_streams, 5, (
+                "live feeds are open, the most this API serves (RTBA_API_MAX_STREAMS): "
+                "try again later")  # fmt: skip
+        else:
+            counter, most, retry_s, refusal = "requests", self.max_requests, 1, (
+                "requests are being served, the most this API takes at once "
+                "(RTBA_API_MAX_CONCURRENT): try again in a moment")  # fmt: skip
+        served = getattr(self, counter)
+        if served >= most:
+            retry = [(b"retry-after", str(retry_s).encode())]
+            return await _refuse(send, 503, f"{served} {refusal}", retry)
+        setattr(self, counter, served + 1)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.requests -= 1
+            setattr(self, counter, getattr(self, counter) - 1)
