@@ -694,6 +694,17 @@ class RefitSkipped(Exception):
         self.kind = kind
 
 
+def _spend_in_force(client, keys: Keys):
+    """(the Gamma-Gamma model in force, its version) when it is one whose mean spend
+    exists and whose fit converged; else (None, None). A spend fit that fails keeps it:
+    spend per order is its own model, as good as it was before the new fit."""
+    in_force = read_churn_model(client, keys)
+    spend = in_force.spend if in_force is not None else None
+    if spend is None or not (spend.converged and spend.mean_defined()):
+        return None, None
+    return spend, in_force.version
+
+
 def refit_churn(
     settings: Settings, as_of_ms: int | None = None, model_name: str | None = None
 ) -> dict:
@@ -724,10 +735,13 @@ def refit_churn(
     except RefitSkipped as exc:
         record_refit_failure(client, keys, exc.args[0], int(time.time() * 1000), exc.kind)
         raise
+    spend_error = health.spend_error
+    if spend_error is not None:  # never a wrong CLV: the spend model in force, or none
+        scorer.spend, kept = _spend_in_force(client, keys)
+        if kept is not None:
+            spend_error = spend_error.replace("CLV null", f"the spend model of v{kept} stays")
     meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
-            "spend_error": health.spend_error}  # fmt: skip
-    if health.spend_error is not None:
-        scorer.spend = None  # published without CLV rather than with a wrong one
+            "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
     scorer.version = version
     reschedule(client, keys, states, current_models(client, keys, settings, churn=scorer))
@@ -735,7 +749,7 @@ def refit_churn(
     return {
         **scorer.model.to_dict(),
         "gamma_gamma": spend,
-        "spend_error": health.spend_error,
+        "spend_error": spend_error,
         "version": version,
         "as_of_ms": as_of_ms,
     }

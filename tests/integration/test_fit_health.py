@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from online_models.churn import ModifiedBGNBD
+from online_models.churn import GammaGamma, ModifiedBGNBD
 from online_models.churn_risk import ChurnScorer
 from online_models.customer import CustomerState
 from streams.api.metrics import api_registry
@@ -59,10 +59,10 @@ def population(monkeypatch):
     return chosen
 
 
-def put_in_force(redis_client, settings) -> int:
+def put_in_force(redis_client, settings, spend: GammaGamma | None = None) -> int:
     model = ModifiedBGNBD()
     model.params = dict(IN_FORCE)
-    return publish_churn_model(redis_client, Keys(settings.namespace), ChurnScorer(model),
+    return publish_churn_model(redis_client, Keys(settings.namespace), ChurnScorer(model, spend),
                                {"as_of_ms": AS_OF - DAY, "fitted_at_ms": 1})  # fmt: skip
 
 
@@ -108,3 +108,29 @@ def test_a_spend_fit_on_a_bound_publishes_the_churn_model_without_clv(settings, 
     assert in_force.score(population[0], AS_OF)["predicted_clv_365d"] is None
     metrics = generate_latest(api_registry(StateReader(settings, redis_client))).decode()
     assert 'rtba_model_refit_failing{model="churn",part="spend"} 1.0' in metrics
+
+
+def test_a_spend_fit_on_a_bound_keeps_the_spend_model_in_force(settings, redis_client,
+                                                              population):  # fmt: skip
+    """A good spend model in force stays when the new spend fit fails: CLV goes on with
+    it (p * (gamma + x m) / (p x + q - 1), computed here), never null or wrong."""
+    good = GammaGamma()
+    good.params, good.converged = {"p": 6.0, "q": 4.0, "gamma": 40.0}, True
+    version = put_in_force(redis_client, settings, good)
+    population.extend(shop(seed=1))
+    fitted = worker.refit_churn(settings, AS_OF, "mbgnbd")
+
+    assert fitted["gamma_gamma"]["params"] == {"p": 6.0, "q": 4.0, "gamma": 40.0}
+    assert fitted["spend_error"].startswith(
+        f"Gamma-Gamma fit not used (the spend model of v{version} stays)"
+    )
+    in_force = read_churn_model(redis_client, Keys(settings.namespace))
+    assert in_force.version == version + 1 and in_force.spend.params == good.params
+    week = 7 * DAY
+    repeat = next(s for s in population if s.btyd_ms(AS_OF)[0] > 0)
+    x, t_x, big_t = repeat.btyd_ms(AS_OF)
+    m = float(repeat.repeat_value) / x
+    spend = 6.0 * (40.0 + x * m) / (6.0 * x + 4.0 - 1)
+    year = in_force.model.expected_purchases(365 / 7, x, t_x / week, big_t / week)
+    scored = in_force.score(repeat, AS_OF)
+    assert scored["predicted_clv_365d"] == pytest.approx(float(year) * spend, rel=1e-12)
