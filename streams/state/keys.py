@@ -106,8 +106,8 @@ class Keys:
     @property
     def pseudonym(self) -> str:
         """String: the fingerprint of the RTBA_PSEUDONYM_KEY the namespace's ids are
-        pseudonymised with (streams.privacy.fingerprint; never the key), set by the first
-        worker with a key."""
+        pseudonymised with (streams.privacy.fingerprint; never the key), or ``none``: raw
+        ids. Set by the first worker (streams.privacy.claim_key)."""
         return f"{self.namespace}:pseudonym"
 
     @property
@@ -115,6 +115,12 @@ class Keys:
         """String: the IANA zone the namespace counts purchase days in (RTBA_TIMEZONE), set
         by its first worker (streams.state.timezone)."""
         return f"{self.namespace}:timezone"
+
+    @property
+    def segment_map(self) -> str:
+        """String: the segment map (RTBA_SEGMENT_MAP) the namespace's segment names are
+        given under, set by its first worker (streams.state.claims)."""
+        return f"{self.namespace}:segment_map"
 
     @property
     def erased(self) -> str:
@@ -134,6 +140,11 @@ class Keys:
     def aof_rewrite(self) -> str:
         """String: set for a minute when an erase starts an AOF rewrite (the rate limit)."""
         return f"{self.namespace}:aof-rewrite"
+
+    @property
+    def aof_rewrite_retention(self) -> str:
+        """String: set for an hour when a retention erase starts an AOF rewrite."""
+        return f"{self.namespace}:aof-rewrite:retention"
 
     @property
     def topic(self) -> str:
