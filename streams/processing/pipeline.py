@@ -188,9 +188,11 @@ class BatchOutcome:
     samples: dict[str, dict[str, float]] = field(default_factory=dict)
     # per customer: population-histogram changes {(histogram, bucket): +-1}, likewise
     histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
-    # per customer: refunds dropped at the order horizon, their order never placed under
-    # this customer id (``refund_unmatched`` in {ns}:stats; docs/decisions.md, S9)
-    unmatched_refunds: dict[str, int] = field(default_factory=dict)
+    # per customer: refunds that came before their order (``refund_waiting``), were
+    # credited when it came (``refund_matched_late``), or were dropped at the order horizon,
+    # their order never placed under this customer id (``refund_unmatched``): counters in
+    # {ns}:stats, so a refund keyed to the wrong customer shows (docs/decisions.md, S9)
+    refund_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     max_event_ts: dict[int, int] = field(default_factory=dict)  # per source partition
     explicit_watermark: dict[int, int] = field(default_factory=dict)  # per source partition
     # the worker's: the changes and alerts as outbox entries (streams.processing.outbox), to relay
@@ -462,12 +464,16 @@ def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, 
 
 def _apply(state: CustomerState, event: Event, horizon_ms: int,
            audiences: AudienceSet | None = None, days: Days = UTC_DAYS,
-           unmatched: dict[str, int] | None = None) -> bool:  # fmt: skip
+           refunds: dict[str, int] | None = None) -> bool:  # fmt: skip
     if isinstance(event, Purchase | Refund):
+        refunds = {} if refunds is None else refunds
+        held = state.orders.get(event.order_id)
         applied = _apply_order_event(state, event, days)
-        dropped = state.seal(horizon_ms, days)
-        if dropped and unmatched is not None:
-            unmatched[state.customer_id] = unmatched.get(state.customer_id, 0) + dropped
+        if applied and held is not None and not held.placed and isinstance(event, Purchase):
+            _add(refunds, "refund_matched_late", len(held.refund_ids))
+        if applied and isinstance(event, Refund) and not state.orders[event.order_id].placed:
+            _add(refunds, "refund_waiting", 1)
+        _add(refunds, "refund_unmatched", state.seal(horizon_ms, days))
         if applied and audiences is not None and isinstance(event, Purchase):
             audience.log_purchase(state, audiences, event.ts, event.category_quantities())
         return applied
@@ -476,6 +482,11 @@ def _apply(state: CustomerState, event: Event, horizon_ms: int,
     if applied and audiences is not None:
         audience.log_click(state, audiences, event.ts, event.action, event.category)
     return applied
+
+
+def _add(counts: dict[str, int], name: str, n: int) -> None:
+    if n:
+        counts[name] = counts.get(name, 0) + n
 
 
 def _apply_order_event(state: CustomerState, event: Purchase | Refund, days: Days) -> bool:
@@ -531,7 +542,7 @@ def fold_batch(
         cid = event.customer_id
         saved = copy.deepcopy(states[cid])
         marks = (len(out.changes), len(out.alerts), list(out.counts.get(cid, [0, 0, 0])),
-                 out.unmatched_refunds.get(cid, 0))  # fmt: skip
+                 dict(out.refund_counts.get(cid, {})))  # fmt: skip
         try:
             _fold_one(record, event, states[cid], models, out, before, horizon_ms, days)
         except Exception as exc:  # noqa: BLE001 - one record never loses the others
@@ -540,7 +551,7 @@ def fold_batch(
                 out.states[cid] = saved
             del out.changes[marks[0] :], out.alerts[marks[1] :]
             out.counts[cid] = marks[2]
-            out.unmatched_refunds[cid] = marks[3]
+            out.refund_counts[cid] = marks[3]
             why = Rejection("unprocessable", f"{type(exc).__name__}: {exc}"[:300])
             out.set_aside.append((cid, record, why))
     for cid, state in out.states.items():
@@ -571,7 +582,8 @@ def _fold_one(
     state.mark_applied(record.partition, record.position)
     out.states[event.customer_id] = state
     try:
-        applied = _apply(state, event, horizon_ms, models.audiences, days, out.unmatched_refunds)
+        applied = _apply(state, event, horizon_ms, models.audiences, days,
+                         out.refund_counts.setdefault(event.customer_id, {}))  # fmt: skip
     except RefusedEvent as e:  # beyond the horizon, one order or refund too many
         out.set_aside.append((event.customer_id, record, Rejection(e.reason, str(e))))
         return

@@ -212,7 +212,7 @@ class BatchProcessor:
         # what the last attempt wrote for customers whose write then lost: taken back next time
         lost: dict[str, list[int]] = {}
         lost_deltas: dict[str, dict] = {}
-        lost_unmatched: dict[str, int] = {}
+        lost_refunds: dict[str, dict[str, int]] = {}
         for _ in range(self.max_conflict_retries):
             states, model_versions = await self.store.load(lookups(pending))
             models = await self.models.refresh(model_versions)
@@ -233,9 +233,8 @@ class BatchProcessor:
             for name, i in (("applied", 0), ("duplicates", 1), ("redelivered", 2)):
                 counters[name] = counters.get(name, 0) + sum(c[i] for c in out.counts.values())
                 counters[name] -= sum(c[i] for c in lost.values())
-            counters["refund_unmatched"] = (counters.get("refund_unmatched", 0)
-                                            + sum(out.unmatched_refunds.values())
-                                            - sum(lost_unmatched.values()))  # fmt: skip
+            for name, n in _sum_deltas(out.refund_counts.values(), lost_refunds.values()).items():
+                counters[name] = counters.get(name, 0) + n
             deltas = _sum_deltas(out.histogram_deltas.values(), lost_deltas.values())
             out.outbox = self.outbox_entries(out)
             result = await self.store.save(
@@ -259,7 +258,7 @@ class BatchProcessor:
             pending = [(r, e) for r, e in pending if getattr(e, "customer_id", None) in conflicts]
             lost = {cid: out.counts.get(cid, [0, 0, 0]) for cid in conflicts}
             lost_deltas = {cid: out.histogram_deltas.get(cid, {}) for cid in conflicts}
-            lost_unmatched = {cid: out.unmatched_refunds.get(cid, 0) for cid in conflicts}
+            lost_refunds = {cid: out.refund_counts.get(cid, {}) for cid in conflicts}
             counters = {}
         raise RuntimeError(f"gave up after {self.max_conflict_retries} write conflicts")
 
@@ -293,7 +292,7 @@ def dlq_counters(rejections: Iterable[Rejection]) -> dict[str, int]:
     return {"dlq": by_reason.total(), **{f"dlq:{r}": n for r, n in by_reason.items()}}
 
 
-def _sum_deltas(added, taken_back) -> dict[tuple[str, int], int]:
+def _sum_deltas(added, taken_back) -> dict:
     total: dict[tuple[str, int], int] = {}
     for deltas, sign in ((added, 1), (taken_back, -1)):
         for delta in deltas:
@@ -525,8 +524,12 @@ def reschedule(client, keys: Keys, states, models: Models) -> int:
 
 def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models:
     """The models in force, read synchronously (CLI, refits)."""
+    from streams.state.claims import segment_map_in_force
+
     edges = read_rfm_edges(client, keys)
-    rfm = settings.scorer().with_edges(edges)
+    # segments as the workers name them, whatever this reader's RTBA_SEGMENT_MAP says
+    in_force = settings.model_copy(update={"segment_map": segment_map_in_force(settings, client)})
+    rfm = in_force.scorer().with_edges(edges)
     churn = churn if churn is not None else read_churn_model(client, keys)
     audiences, version = read_audiences(client, keys)
     return Models(rfm, churn, read_cluster_snapshot(client, keys), settings.retention_ms(),

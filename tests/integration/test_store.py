@@ -4,6 +4,8 @@ counted twice, and the state ends as if the batch had been applied once."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 from decimal import Decimal
@@ -319,6 +321,7 @@ def test_sealed_orders_leave_redis_and_a_repeat_of_one_goes_to_the_dlq(settings)
     stats = read_stats(client, keys)
     assert (stats["dlq"], stats["dlq:beyond_horizon"], stats["applied"]) == (1, 1, 5)
     assert stats["refund_unmatched"] == 1  # the refund of "never", expired (rtba stats)
+    assert stats["refund_waiting"] == 1 and stats.get("refund_matched_late", 0) == 0
 
 
 def test_the_bucketed_due_index_returns_exactly_who_is_due(settings):
@@ -379,7 +382,23 @@ def test_a_retention_erase_skips_a_customer_written_since_it_was_read(settings):
     assert client.exists(keys.customer("back-again")) and not client.exists(keys.customer("gone"))
     assert all_customer_ids(client, keys) == ["back-again"]
     assert read_stats(client, keys).get("retention_erased") == 1
+    # audited like `rtba erase` (docs/security.md): actor "retention", no address, the
+    # id as HMAC-SHA256 under the salt of <namespace>:erased, written out here
+    salt = client.hget(f"{settings.namespace}:erased", "salt")
+    salt = salt if isinstance(salt, bytes) else salt.encode()
+    gone = hmac.new(salt, b"gone", hashlib.sha256).hexdigest()
+    entries = [
+        {_text(k): _text(v) for k, v in fields.items()}
+        for _, fields in client.xrange(f"{settings.namespace}:audit")
+    ]
+    assert [(e["actor"], e["address"], e["id_hmac"], e["outcome"]) for e in entries] == [
+        ("retention", "", gone, "erased")
+    ]
     client.close()
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def test_a_worker_counts_purchase_days_in_the_shops_time_zone(settings):

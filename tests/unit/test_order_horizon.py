@@ -34,10 +34,11 @@ def stored_again(state: CustomerState, with_orders: bool) -> CustomerState:
     return state_codec.decode(state.customer_id, raw, with_orders)
 
 
-def fold_in_batches(events: list[dict], batch: int, days=UTC_DAYS, unmatched=None
-                    ) -> tuple[dict, list]:  # fmt: skip
+def fold_in_batches(events: list[dict], batch: int, days=UTC_DAYS, unmatched=None,
+                    refunds=None) -> tuple[dict, list]:  # fmt: skip
     """Fold events a batch at a time, each batch from the stored form of the last (refunds
-    dropped unmatched added up in ``unmatched``)."""
+    dropped unmatched added up per customer in ``unmatched``; every refund counter, added
+    up over customers, in ``refunds``)."""
     states: dict[str, CustomerState] = {}
     set_aside = []
     records = [Record(0, i, b"k", json.dumps(e).encode()) for i, e in enumerate(events)]
@@ -49,9 +50,12 @@ def fold_in_batches(events: list[dict], batch: int, days=UTC_DAYS, unmatched=Non
         out = fold_batch(valid, loaded, Models(RFMScorer()), horizon_ms=HORIZON_DAYS * DAY,
                          days=days)  # fmt: skip
         states.update(out.states)
-        if unmatched is not None:
-            for cid, n in out.unmatched_refunds.items():
-                unmatched[cid] = unmatched.get(cid, 0) + n
+        for cid, counts in out.refund_counts.items():
+            if unmatched is not None and counts.get("refund_unmatched"):
+                unmatched[cid] = unmatched.get(cid, 0) + counts["refund_unmatched"]
+            for name, n in counts.items():
+                if refunds is not None:
+                    refunds[name] = refunds.get(name, 0) + n
         set_aside += [(r.offset, why.reason) for _, r, why in out.set_aside]
     return states, set_aside
 
@@ -187,9 +191,11 @@ def test_a_refund_under_another_customer_id_is_counted_when_it_expires():
                "amount": "5", "ts": START + 40 * DAY},  # another stray one, kept for now
               purchase(3, START + 45 * DAY) | {"customer_id": "alice"}]  # fmt: skip
     for batch in (1, 5):
-        unmatched = {}
-        states, set_aside = fold_in_batches(events, batch, unmatched=unmatched)
+        unmatched, refunds = {}, {}
+        states, set_aside = fold_in_batches(events, batch, unmatched=unmatched, refunds=refunds)
         assert set_aside == [] and unmatched == {"alice": 1}
+        # both strays showed when they came (waiting); none found its order
+        assert refunds == {"refund_waiting": 2, "refund_unmatched": 1}
         assert states["bob"].monetary == Decimal(50)  # never applied to bob's order
         assert sorted(states["alice"].orders) == ["o3", "o9"]  # o2 sealed, r2 waits on
 
@@ -248,3 +254,25 @@ def test_a_customer_holds_at_most_so_many_orders_and_categories_whatever_is_sent
     wide.apply_purchase(START, Decimal(1), "ow", {f"cat{i}": 1 for i in range(5000)})
     wide.apply_click(START, "view", "gifts")
     assert len(wide.categories) == MAX_CATEGORIES and wide.categories["gifts"] == 1
+
+
+def test_a_refund_before_its_order_waits_then_is_matched_and_counted_both_times():
+    """Counted when it comes (refund_waiting) and when its order credits it
+    (refund_matched_late), whatever the batching: a stray refund is visible at once, as
+    waiting minus matched minus unmatched."""
+    events = [{"event_id": "r1", "customer_id": "c", "type": "refund", "order_id": "o1",
+               "amount": "5", "ts": START},
+              {"event_id": "r2", "customer_id": "c", "type": "refund", "order_id": "o1",
+               "amount": "5", "ts": START + 1},
+              {"event_id": "r2", "customer_id": "c", "type": "refund", "order_id": "o1",
+               "amount": "5", "ts": START + 2},  # the same refund again: counted once
+              purchase(1, START + DAY),
+              purchase(1, START + DAY),  # the order again: no second match
+              {"event_id": "r3", "customer_id": "c", "type": "refund", "order_id": "o1",
+               "amount": "5", "ts": START + 2 * DAY}]  # after its order: no wait  # fmt: skip
+    for batch in (1, 2, 6):
+        refunds = {}
+        states, set_aside = fold_in_batches(events, batch, refunds=refunds)
+        assert set_aside == []
+        assert refunds == {"refund_waiting": 2, "refund_matched_late": 2}
+        assert states["c"].monetary == Decimal(35)  # 50 - 3 x 5
