@@ -80,16 +80,18 @@ def fm_score(f: int, m: int) -> int:
     return (f + m + 1) // 2
 
 
-def segment_of(r: int, f: int, m: int, orders: float | None = None,
-               segment_map: str = "classic") -> str:  # fmt: skip
-    """The named segment of an (R, F, M) score triple; the repeat-aware map also needs the
-    customer's number of ``orders`` (at most one: a one-time buyer).
+def segment_of(r: int, f: int, m: int, orders: float | None = None, *,
+               segment_map: str) -> str:  # fmt: skip
+    """The named segment of an (R, F, M) score triple under ``segment_map``; the
+    repeat-aware map also needs the customer's number of ``orders`` (at most one: a
+    one-time buyer). The map has no default: RFMScorer's is repeat-aware, a lone default
+    here would name the same scores another way.
 
-    >>> segment_of(5, 5, 5)
+    >>> segment_of(5, 5, 5, segment_map="classic")
     'Champions'
-    >>> segment_of(1, 1, 1)
+    >>> segment_of(1, 1, 1, segment_map="classic")
     'Lost'
-    >>> segment_of(2, 5, 5)
+    >>> segment_of(2, 5, 5, segment_map="classic")
     "Can't Lose Them"
     >>> segment_of(2, 1, 5, orders=1, segment_map="repeat-aware")
     'One-time Lapsed'

@@ -13,8 +13,10 @@ stored pseudonym (as read off an output event) is named explicitly, ``pseudonym:
 a form no customer id may take (streams.processing.schemas).
 
 The key's fingerprint (an HMAC of a fixed label under the key, never the key) is kept in
-the namespace by the first worker. A worker, command or route with another key, or with
-none where the namespace has one, stops with one line instead of answering "not found"
+the namespace by the first worker, or ``none`` when that worker has no key or the
+namespace applied events before fingerprints were kept (its ids are raw). A worker,
+command or route with another key, with none where the namespace has one, or with one
+where the namespace holds raw ids, stops with one line instead of answering "not found"
 for every customer (or storing real ids beside pseudonyms).
 """
 
@@ -29,6 +31,7 @@ from streams.processing.schemas import STORED_PSEUDONYM, canonical_id
 
 PREFIX = "p_"
 _FINGERPRINT_LABEL = b"rtba-key-fingerprint"
+RAW = "none"  # the namespace's marker for raw ids: no fingerprint starts so (they take k_)
 
 OTHER_KEY = (
     "this namespace's ids are pseudonymised with another key: set RTBA_PSEUDONYM_KEY to the "
@@ -38,6 +41,14 @@ NO_KEY = (
     "this namespace's ids are pseudonymised and RTBA_PSEUDONYM_KEY is not set: set it (or "
     "RTBA_PSEUDONYM_KEY_FILE) to the key the workers use"
 )
+
+
+def raw_ids(namespace: str) -> str:
+    """The one line for a key used on a namespace of raw ids."""
+    return (
+        f"namespace {namespace!r} holds raw ids: unset RTBA_PSEUDONYM_KEY, or replay into a "
+        "fresh namespace"
+    )
 
 
 class PseudonymKeyError(ConfigError):
@@ -82,46 +93,55 @@ def fingerprint(key: str) -> str:
     return "k_" + hmac.new(key.encode(), _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
-def key_problem(stored: str | None, key: str | None) -> str | None:
+def key_problem(stored: str | None, key: str | None, namespace: str = "") -> str | None:
     """Why ``key`` cannot look up (or write) a namespace that keeps ``stored``, or None.
 
-    A namespace with no fingerprint takes any key, or none.
+    A namespace no worker has claimed takes any key, or none; one marked ``none`` (raw
+    ids) takes none only.
 
     >>> key_problem(None, None), key_problem(None, "k" * 16), key_problem(fingerprint("k" * 16), "k" * 16)
     (None, None, None)
     >>> key_problem(fingerprint("k" * 16), None) == NO_KEY, key_problem(fingerprint("k" * 16), "j" * 16) == OTHER_KEY
     (True, True)
+    >>> key_problem(RAW, None), key_problem(RAW, "k" * 16, "shop") == raw_ids("shop")
+    (None, True)
     """  # noqa: E501
     if stored is None:
         return None
+    if stored == RAW:
+        return None if key is None else raw_ids(namespace)
     if key is None:
         return NO_KEY
     return None if hmac.compare_digest(stored, fingerprint(key)) else OTHER_KEY
 
 
-def _stored_fingerprint(client, namespace: str) -> str | None:
-    from streams.state.keys import Keys
-
-    value = client.get(Keys(namespace).pseudonym)
-    return value.decode() if isinstance(value, bytes) else value
+def _raise_if_unfit(stored: str | None, key: str | None, namespace: str) -> None:
+    if problem := key_problem(stored, key, namespace):
+        raise PseudonymKeyError(problem)
 
 
 def check_key(settings, client) -> None:
     """Raise PseudonymKeyError when this process's key does not fit the namespace."""
-    key = settings.secret("pseudonym_key")
-    if problem := key_problem(_stored_fingerprint(client, settings.namespace), key):
-        raise PseudonymKeyError(problem)
-
-
-def claim_key(settings, client) -> None:
-    """A worker's start: the first one with a key stores its fingerprint (SET NX, so two
-    workers starting at once agree on one); a worker whose key does not fit refuses."""
+    from streams.state.claims import stored
     from streams.state.keys import Keys
 
     key = settings.secret("pseudonym_key")
-    if key is not None:
-        client.set(Keys(settings.namespace).pseudonym, fingerprint(key), nx=True)
-    check_key(settings, client)
+    namespace = settings.namespace
+    _raise_if_unfit(stored(client, Keys(namespace).pseudonym), key, namespace)
+
+
+def claim_key(settings, client) -> None:
+    """A worker's start: the first one stores its key's fingerprint, or ``none`` without a
+    key (streams.state.claims: SET NX, so two workers starting at once agree on one); a
+    namespace that applied events before fingerprints were kept holds raw ids (``none``).
+    A worker whose key does not fit refuses."""
+    from streams.state.claims import claim
+    from streams.state.keys import Keys
+
+    key = settings.secret("pseudonym_key")
+    namespace = settings.namespace
+    mine = fingerprint(key) if key is not None else RAW
+    _raise_if_unfit(claim(client, namespace, Keys(namespace).pseudonym, mine, RAW), key, namespace)
 
 
 def customer_refs(settings, client) -> Callable[[str], str]:

@@ -48,6 +48,7 @@ def worker(loglevel: str) -> None:
                           "give each worker on a host its own port")  # fmt: skip
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
     from streams.privacy import claim_key
+    from streams.state.claims import claim_segment_map
     from streams.state.store import connect, durability_warning
     from streams.state.timezone import claim_timezone
 
@@ -56,8 +57,10 @@ def worker(loglevel: str) -> None:
         # another pseudonym key (or none) than the namespace's would mix two customers'
         # ids: one line, exit 2, before Faust is even imported (streams.privacy)
         claim_key(chosen, client)
-        # likewise another time zone than the namespace's (streams.state.timezone)
+        # likewise another time zone or segment map than the namespace's
+        # (streams.state.timezone, streams.state.claims)
         claim_timezone(chosen, client)
+        claim_segment_map(chosen, client)
         if warning := durability_warning(client):
             log(f"warning: {warning}")
     finally:

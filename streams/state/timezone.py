@@ -10,6 +10,7 @@ before zones existed holds UTC days, so that is what it is taken to have.
 from __future__ import annotations
 
 from streams.errors import ConfigError
+from streams.state.claims import claim
 from streams.state.keys import Keys
 
 
@@ -17,20 +18,12 @@ class TimezoneMismatch(ConfigError):
     """RTBA_TIMEZONE is not the zone the namespace's purchase days were counted in."""
 
 
-def _text(value) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def claim_timezone(settings, client) -> str:
     """Store this process's zone as the namespace's if it has none, and return it; raise
     TimezoneMismatch when the namespace already counts days in another zone."""
-    keys = Keys(settings.namespace)
     zone = settings.days().name  # the zone's canonical name: "Etc/UTC" and "UTC" are one
-    if client.get(keys.timezone) is None:
-        # events counted before this setting existed were counted in UTC days
-        counted = client.hget(keys.stats, "applied") is not None
-        client.set(keys.timezone, "UTC" if counted else zone, nx=True)
-    stored = _text(client.get(keys.timezone))
+    # events counted before this setting existed were counted in UTC days
+    stored = claim(client, settings.namespace, Keys(settings.namespace).timezone, zone, "UTC")
     if stored != zone:
         raise TimezoneMismatch(
             f"namespace {settings.namespace!r} counts purchase days in {stored}, not "

@@ -24,8 +24,9 @@ def test_every_score_cell_maps_to_the_documented_segment():
 
     cells = list(itertools.product(range(1, 6), repeat=3))
     for r, f, m in cells:
-        assert segment_of(r, f, m) == REFERENCE_GRID[r][-(-(f + m) // 2) - 1], (r, f, m)
-    used = {segment_of(*cell) for cell in cells}
+        expected = REFERENCE_GRID[r][-(-(f + m) // 2) - 1]
+        assert segment_of(r, f, m, segment_map="classic") == expected, (r, f, m)
+    used = {segment_of(*cell, segment_map="classic") for cell in cells}
     assert used == set(segments_of("classic"))  # all eleven segments are reachable
     assert len(used) == 11
 
@@ -66,7 +67,13 @@ def test_the_default_scorer_uses_the_repeat_aware_map_and_keeps_it_with_new_edge
 @pytest.mark.parametrize("bad", [(0, 3, 3), (6, 1, 1), (3, 3, 9)])
 def test_scores_outside_1_to_5_are_refused(bad):
     with pytest.raises(ValueError):
-        segment_of(*bad)
+        segment_of(*bad, segment_map="classic")
+
+
+def test_segment_of_has_no_map_of_its_own():
+    """RFMScorer defaults to repeat-aware; segment_of must not quietly name by another."""
+    with pytest.raises(TypeError, match="segment_map"):
+        segment_of(2, 1, 5, orders=1)
 
 
 def test_recency_score_never_improves_as_a_customer_goes_quiet():
