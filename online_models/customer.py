@@ -56,6 +56,10 @@ MAX_OPEN_ORDERS = 5_000
 # DLQ. A real order is refunded a handful of times (a line at a time); the audit's hostile
 # feed grew one order to 816 KiB with 4,000 refunds, and every write carries the orders.
 MAX_REFUNDS_PER_ORDER = 100
+# Refund ids one customer keeps over all its orders: without it, MAX_OPEN_ORDERS orders of
+# MAX_REFUNDS_PER_ORDER refunds with 256-character ids made a 128 MB state. One refund
+# per order at the order cap fits; a further refund id goes to the DLQ.
+MAX_REFUNDS_PER_CUSTOMER = MAX_OPEN_ORDERS
 
 
 class RefusedEvent(ValueError):
@@ -431,13 +435,18 @@ class CustomerState:
         keeps it until it arrives); returns False for a refund id already counted for this
         order (refund ids are de-duplicated per order, docs/decisions.md). Raises
         :class:`TooManyRefunds` (changing nothing) for a new refund id of an order already
-        holding MAX_REFUNDS_PER_ORDER."""
+        holding MAX_REFUNDS_PER_ORDER, or of a customer whose orders hold
+        MAX_REFUNDS_PER_CUSTOMER."""
         order = self.orders.get(order_id, Order())
         if refund_id in order.refund_ids:
             return False
         if len(order.refund_ids) >= MAX_REFUNDS_PER_ORDER:
             raise TooManyRefunds(
                 f"order {order_id!r} already holds {MAX_REFUNDS_PER_ORDER} refunds"
+            )
+        if sum(len(o.refund_ids) for o in self.orders.values()) >= MAX_REFUNDS_PER_CUSTOMER:
+            raise TooManyRefunds(
+                f"the customer's orders already hold {MAX_REFUNDS_PER_CUSTOMER} refunds"
             )
         self._room_for(order_id)
         self._touch(ts_ms)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from online_models.customer import MS_PER_DAY, CustomerState
 from online_models.days import days_in
+from streams.state import state_codec
 
 T0 = 1_700_000_000_000
 
@@ -266,3 +267,20 @@ def test_an_order_keeps_at_most_so_many_refund_ids():
             s.apply_refund(T0, Decimal("0.01"), "unseen", f"w{i}")
     assert len(s.orders["o"].refund_ids) == MAX_REFUNDS_PER_ORDER
     assert s.monetary == Decimal("999.00")
+
+
+def test_a_customer_keeps_at_most_so_many_refund_ids_over_all_its_orders():
+    """5,000 refund ids over 50 orders of 100 each fit; the next, on a fresh order, goes to
+    the DLQ (changing nothing), and the state stays within ~40 bytes a refund id kept."""
+    from online_models.customer import MAX_REFUNDS_PER_CUSTOMER, TooManyRefunds
+
+    assert MAX_REFUNDS_PER_CUSTOMER == 5_000
+    s = fold([("p", T0 + k, "1000", f"o{k}") for k in range(50)])
+    for k in range(50):
+        for i in range(100):
+            assert s.apply_refund(T0 + 100, Decimal("0.01"), f"o{k}", f"r{k}-{i}")
+    before = (s.monetary, len(s.orders))
+    with pytest.raises(TooManyRefunds, match="orders already hold 5000 refunds"):
+        s.apply_refund(T0 + 100, Decimal("0.01"), "o-new", "one-more")
+    assert (s.monetary, len(s.orders)) == before == (Decimal("50000") - 50, 50)
+    assert len(state_codec.encode(s)) < 5_000 * 40
