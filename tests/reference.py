@@ -74,13 +74,8 @@ RECENCY_EDGES, FREQUENCY_EDGES, MONETARY_EDGES = (30, 90, 180, 365), (2, 3, 5, 8
 # R alone; two orders or more on this grid
 ONE_TIME_TABLE = {5: "New", 4: "One-time Recent", 3: "One-time Lapsed",
                   2: "One-time Lapsed", 1: "One-time Lapsed"}  # fmt: skip
-REPEAT_TABLE = """
-R5: Promising | Potential Loyalists | Potential Loyalists | Champions | Champions
-R4: Promising | Potential Loyalists | Potential Loyalists | Loyal | Loyal
-R3: About to Sleep | About to Sleep | Need Attention | Loyal | Loyal
-R2: Hibernating | Hibernating | At Risk | At Risk | Can't Lose Them
-R1: Lost | Lost | At Risk | At Risk | Can't Lose Them
-"""
+# the classic grid but for R5/FM1: nobody with a second order is New, they are Promising
+REPEAT_TABLE = SEGMENT_TABLE.replace("R5: New |", "R5: Promising |")
 _REPEAT_GRID = _grid(REPEAT_TABLE)
 
 
