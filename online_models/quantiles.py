@@ -17,6 +17,8 @@ from decimal import Decimal
 
 import numpy as np
 
+from online_models.days import MS_PER_DAY, UTC_DAYS, Days
+
 
 class BucketHistogram:
     """Counts per bucket, mergeable with ``+=``.
@@ -133,8 +135,8 @@ class BucketHistogram:
 
 
 def rfm_histograms() -> dict[str, BucketHistogram]:
-    """The population histograms behind adaptive RFM scores: last purchase (UTC day
-    number), frequency (orders) and monetary value (1% relative accuracy)."""
+    """The population histograms behind adaptive RFM scores: last purchase (the shop's
+    calendar day number), frequency (orders) and monetary value (1% relative accuracy)."""
     return {
         "lp": BucketHistogram("linear", 1.0),
         "f": BucketHistogram("linear", 1.0),
@@ -148,6 +150,7 @@ def adaptive_edges(
     monetary: BucketHistogram,
     as_of_day: float,
     minimum_customers: int = 20,
+    days: Days = UTC_DAYS,
 ) -> dict[str, tuple[float, ...]] | None:
     """RFM edges that split the population fairly into five scores, in RFMScorer's terms.
 
@@ -155,6 +158,10 @@ def adaptive_edges(
     customers tied on a value share a score, and the five scores are as close to a fifth
     each as the ties allow. R = 5 for the most recent group of last-purchase days. None
     while fewer than ``minimum_customers`` have bought: too few to speak of fifths.
+
+    The last-purchase histogram counts ``days`` (the shop's calendar, UTC by default); a
+    recency edge is the exact age, at ``as_of_day``, of the first instant of its day, so
+    everyone who last bought on one local day shares an R score, daylight saving or not.
 
     >>> lp, f, m = BucketHistogram(), BucketHistogram(), BucketHistogram("log")
     >>> for i in range(100):
@@ -166,12 +173,15 @@ def adaptive_edges(
     if last_purchase_day.count < minimum_customers:
         return None
     # recency <= edge_k earns 5 - k: the edge is the age of the first day of score 5 - k
-    days = fair_edges(last_purchase_day)
+    cut_days = fair_edges(last_purchase_day)
     present = [b for b, n in last_purchase_day.counts.items() if n > 0]
     if len(present) == 1:  # everyone bought last on one day: nobody less recent, all R = 5
-        days = (last_purchase_day.lower_bound(present[0]),) * 4
+        cut_days = (last_purchase_day.lower_bound(present[0]),) * 4
     return {
-        "recency_edges": tuple(max(0.0, as_of_day - day) for day in reversed(days)),
+        "recency_edges": tuple(
+            max(0.0, as_of_day - days.start_ms(round(day)) / MS_PER_DAY)
+            for day in reversed(cut_days)
+        ),
         "frequency_edges": fair_edges(frequency),
         "monetary_edges": fair_edges(monetary),
     }

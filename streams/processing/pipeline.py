@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
-from online_models.customer import MS_PER_DAY, CustomerState, RefusedEvent, utc_day
+from online_models.customer import MS_PER_DAY, CustomerState, RefusedEvent
 from online_models.days import UTC_DAYS, Days
 from online_models.features import as_rows, behaviour_features
 from online_models.quantiles import rfm_histograms
@@ -442,12 +442,14 @@ def retention_end_ms(state: CustomerState, models: Models) -> int | None:
 _HISTOGRAMS = rfm_histograms()
 
 
-def histogram_point(state: CustomerState) -> dict[str, int] | None:
-    """The buckets a customer occupies in the population histograms (None: no purchase)."""
+def histogram_point(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
+    """The buckets a customer occupies in the population histograms (None: no purchase):
+    the last purchase by the shop's calendar day, so a sale day is one R tie wherever
+    UTC midnight falls in it."""
     if state.last_purchase_ms is None:
         return None
     return {
-        "lp": _HISTOGRAMS["lp"].bucket(utc_day(state.last_purchase_ms)),
+        "lp": _HISTOGRAMS["lp"].bucket(days.of(state.last_purchase_ms)),
         "f": _HISTOGRAMS["f"].bucket(state.purchases),
         "m": _HISTOGRAMS["m"].bucket(float(state.monetary)),
     }
@@ -559,7 +561,7 @@ def fold_batch(
         if out.counts[cid][0]:  # only applied events are new evidence for the trainer
             out.samples[cid] = {"features": behaviour_features(state, state.clock_ms),
                                 "last_event_ms": state.last_event_ms}  # fmt: skip
-        out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state))
+        out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state, days))
     return out
 
 
@@ -575,7 +577,7 @@ def _fold_one(
 ) -> None:
     counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
     if event.customer_id not in before:
-        before[event.customer_id] = histogram_point(state)
+        before[event.customer_id] = histogram_point(state, days)
     if state.already_applied(record.partition, record.position):
         counts[2] += 1
         return

@@ -667,7 +667,8 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     if as_of_ms is None:
         return None
     hists = read_histograms(client, keys)
-    edges = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of_ms / MS_PER_DAY)
+    edges = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of_ms / MS_PER_DAY,
+                           days=settings.days())  # fmt: skip
     if edges is None:
         return None
     edges = {k: list(v) for k, v in edges.items()}

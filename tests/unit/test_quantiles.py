@@ -254,3 +254,47 @@ def test_a_first_day_of_trade_scores_everyone_recent():
     rows = [{"last_purchase_ms": s.last_purchase_ms, "purchases": 1, "monetary": s.monetary}
             for s in states]  # fmt: skip
     assert reference_scores(rows) == [(5, 1, 1)] * 25
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Australia/Lord_Howe"])
+def test_in_the_shops_time_zone_a_sale_day_is_one_recency_tie(zone):
+    """45% of a shop last bought on its Black Friday evening, which straddles UTC midnight
+    (New York) or a day with a half-hour DST change nearby (Lord Howe): everyone who last
+    bought on one local date shares an R score, whatever its hour, and each score is a
+    run of whole local dates. The dates are the test's own (datetime + zoneinfo)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from online_models.days import days_in
+
+    tz, rng = ZoneInfo(zone), random.Random(7)
+    sale = datetime(2024, 11, 29, 17, 0, tzinfo=tz)
+    states = []
+    for i in range(1000):
+        s = CustomerState(f"c{i}")
+        if i < 450:  # the sale's evening, 17:00 to 23:59 local
+            at = sale.timestamp() + rng.uniform(0, 7 * 3600 - 60)
+        else:  # any time in the 60 days before
+            at = sale.timestamp() - rng.uniform(3600, 60 * 86_400)
+        s.apply_purchase(int(at * 1000), Decimal("20"), "o1")
+        states.append(s)
+    days = days_in(zone)
+    hists = rfm_histograms()
+    for s in states:
+        for name, bucket in histogram_point(s, days).items():
+            hists[name].counts[bucket] += 1
+    as_of_ms = int(datetime(2024, 12, 2, 12, 0, tzinfo=tz).timestamp() * 1000)
+    scorer = RFMScorer(**adaptive_edges(*hists.values(), as_of_ms / MS_PER_DAY, days=days))
+
+    def local_date(s):
+        return datetime.fromtimestamp(s.last_purchase_ms / 1000, UTC).astimezone(tz).date()
+
+    r_of = {}
+    for s in states:
+        r = scorer.score((as_of_ms - s.last_purchase_ms) / MS_PER_DAY, 1, Decimal(20))[0]
+        r_of.setdefault(local_date(s), set()).add(r)
+    assert all(len(rs) == 1 for rs in r_of.values()), {d: rs for d, rs in r_of.items()
+                                                       if len(rs) > 1}  # fmt: skip
+    by_date = [next(iter(r_of[d])) for d in sorted(r_of)]
+    assert by_date == sorted(by_date) and by_date[-1] == 5  # older dates never score higher
+    assert len(r_of[sale.date()]) == 1 and r_of[sale.date()] == {5}
