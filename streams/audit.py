@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from contextlib import contextmanager
 
@@ -64,33 +65,75 @@ def record(client, namespace: str, actor: str, address: str | None, customer_id:
            result: str, now_ms: int | None = None) -> dict:  # fmt: skip
     """Write one erasure to the audit stream and the log; returns the entry.
 
-    ``actor`` is ``cli`` (with the OS user) or ``api:admin:<fingerprint>``; ``address``
-    the client's address for an API call."""
+    ``actor`` is ``cli`` (with the OS user), ``api:admin:<fingerprint>`` or ``retention``;
+    ``address`` the client's address for an API call. The log line goes out even when
+    Redis refuses the entry (down, or a login that may not write): then with ``?`` for
+    the hash, which needs the salt in Redis, and the Redis error is raised."""
     keys = Keys(namespace)
-    entry = {
+    entry = _entry(actor, address, "", result, now_ms)
+    try:
+        entry["id_hmac"] = id_hash(_bytes(namespace_salt(client, keys)), customer_id)
+        client.xadd(keys.audit, entry, maxlen=MAX_ENTRIES, approximate=True)
+    finally:
+        _log(entry)
+    return entry
+
+
+async def record_async(client, namespace: str, actor: str, customer_ids: list[str],
+                       result: str) -> list[dict]:  # fmt: skip
+    """``record`` for a worker's asyncio client (the retention erase, actor ``retention``,
+    no address): one entry per id, sent in one pipeline."""
+    keys = Keys(namespace)
+    await client.hsetnx(keys.erased, SALT, secrets.token_hex(16))
+    salt = _bytes(await client.hget(keys.erased, SALT))
+    entries = [_entry(actor, None, id_hash(salt, cid), result) for cid in customer_ids]
+    async with client.pipeline(transaction=False) as pipe:
+        for entry in entries:
+            pipe.xadd(keys.audit, entry, maxlen=MAX_ENTRIES, approximate=True)
+        await pipe.execute()
+    for entry in entries:
+        _log(entry)
+    return entries
+
+
+def _entry(actor: str, address: str | None, id_hmac: str, result: str,
+           now_ms: int | None = None) -> dict:  # fmt: skip
+    return {
         "at_ms": str(now_ms if now_ms is not None else int(time.time() * 1000)),
         "actor": actor,
         "address": address or "",
-        "id_hmac": id_hash(_bytes(namespace_salt(client, keys)), customer_id),
+        "id_hmac": id_hmac,
         "outcome": result,
     }
-    LOG.info("erase %s by %s from %s: %s", entry["id_hmac"][:16], actor,
-                address or "-", result)  # fmt: skip
-    client.xadd(keys.audit, entry, maxlen=MAX_ENTRIES, approximate=True)
-    return entry
+
+
+def _log(entry: dict) -> None:
+    LOG.info("erase %s by %s from %s: %s", entry["id_hmac"][:16] or "?", entry["actor"],
+             entry["address"] or "-", entry["outcome"])  # fmt: skip
+
+
+def failed(client, namespace: str, actor: str, address: str | None, customer_ids: list[str],
+           exc: BaseException) -> None:  # fmt: skip
+    """Record an erasure that raised ``exc`` as ``failed: <error>`` for each id. A failure
+    to record (Redis down: likely why the erasure failed) is logged, never raised: the
+    caller re-raises the erasure's own error, and each id's log line has gone out."""
+    why = outcome(None, f"{type(exc).__name__}: {exc}")
+    for customer_id in customer_ids:
+        try:
+            record(client, namespace, actor, address, customer_id, why)
+        except Exception as lost:  # the log line went out; the stream entry did not
+            LOG.warning("audit entry not written to Redis: %s: %s", type(lost).__name__, lost)
 
 
 @contextmanager
 def erasing(client, namespace: str, actor: str, address: str | None, customer_ids: list[str]):
     """Around an erasure: yields a list for its reports, then records one entry per id,
-    ``failed: <error>`` for each when the block raised (and re-raises)."""
+    ``failed: <error>`` for each when the block raised (and re-raises its error)."""
     reports: list[dict] = []
     try:
         yield reports
     except Exception as exc:
-        for customer_id in customer_ids:
-            record(client, namespace, actor, address, customer_id,
-                   outcome(None, f"{type(exc).__name__}: {exc}"))  # fmt: skip
+        failed(client, namespace, actor, address, customer_ids, exc)
         raise
     done = {report["customer_id"]: report for report in reports}
     for customer_id in customer_ids:

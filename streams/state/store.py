@@ -307,6 +307,7 @@ class StateStore:
     async def erase(self, expired: dict[str, int]) -> int:
         """Erase customers past their retention, each unless written since the version
         given (streams.state.erase has what erasing covers); returns how many went."""
+        from streams import audit
         from streams.state.erase import (
             followups,
             forget_in_learner_async,
@@ -339,6 +340,9 @@ class StateStore:
             await forget_in_learner_async(self.client, self.keys, erased)
             await record_erased_async(self.client, self.keys, erased)
             await rewrite_aof_async(self.client, self.keys)
+            # every erasure is audited (docs/security.md), the retention's as `retention`
+            await audit.record_async(self.client, self.keys.namespace, "retention", erased,
+                                     audit.outcome({"had_state": True}))  # fmt: skip
         return len(erased)
 
     def _customer_keys(self, cid: str) -> list[str]:

@@ -42,3 +42,31 @@ def test_a_failed_erasure_is_recorded_and_raised():
     assert [f["outcome"] for _, f, _ in client.added] == [
         "failed: RuntimeError: Kafka went away"
     ] * 2
+
+
+class RedisDown(Recorder):
+    def hsetnx(self, key, field, value):
+        import redis
+
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+
+def test_a_failed_erasure_with_redis_down_still_logs_and_raises_its_own_error():
+    """The audit write fails too (Redis down): each id's log line still goes out, with
+    no hash (that needs the salt in Redis), and the erasure's error is the one raised."""
+    import logging
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    audit.LOG.addHandler(handler)
+    try:
+        with pytest.raises(RuntimeError, match="erase failed"):
+            with audit.erasing(RedisDown(), "shop", "api:admin:abc", "10.0.0.9", ["a", "b"]):
+                raise RuntimeError("erase failed")
+    finally:
+        audit.LOG.removeHandler(handler)
+    erased = [line for line in lines if line.startswith("erase ")]
+    assert (
+        erased == ["erase ? by api:admin:abc from 10.0.0.9: failed: RuntimeError: erase failed"] * 2
+    )

@@ -92,3 +92,44 @@ def test_a_secured_broker_serves_clients_on_its_sasl_listener_alone(protocol, tm
         assert values["ssl.truststore.location"] == str(tmp_path / "ca.pem")
     unsecured, _ = listeners(_server_properties(tmp_path, 9001, 9002, 3))
     assert unsecured == {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT"}
+
+
+class AsyncRecorder:
+    """An asyncio Redis client stand-in that keeps the names of the commands sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def hsetnx(self, key, field, value):
+        self.sent.append("hsetnx")
+
+    async def hget(self, key, field):
+        self.sent.append("hget")
+        return b"salt"
+
+    def pipeline(self, transaction=True):
+        return self
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    def xadd(self, key, fields, **options):
+        self.sent.append("xadd")
+
+    async def execute(self):
+        return []
+
+
+def test_the_worker_may_write_the_retention_erasures_audit_entries():
+    """The retention erase runs in the worker under its role: every command its audit
+    entries take must be granted (XADD was not: NOPERM on the first retention erase)."""
+    import asyncio
+
+    from streams import audit
+
+    client = AsyncRecorder()
+    asyncio.run(audit.record_async(client, "shop", "retention", ["a", "b"], "erased"))
+    assert "xadd" in client.sent and set(client.sent) <= granted("worker"), client.sent
