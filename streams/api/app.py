@@ -252,6 +252,11 @@ def create_api(
             )
         return reader.profile(states[0], moment)
 
+    def forget_walks():
+        """Empty every walk cache: an erased customer leaves rankings and lists at once."""
+        for cache in walks.values():
+            cache.clear()
+
     @api.delete(
         "/customers/{customer_id:path}",
         summary="erase a customer: every trace in Redis, and a tombstone on each output "
@@ -276,11 +281,17 @@ def create_api(
             report = erase_customers(settings, reader.client, [stored])[0]
         except kafka.errors.KafkaError as exc:  # Redis is done; the tombstones are not
             feed.forget(stored)  # nor will this feed see them: it forgets now
+            forget_walks()
             audit.record(reader.client, settings.namespace, actor, address, stored,
                          audit.outcome(None, f"tombstones not sent ({exc})"))  # fmt: skip
             raise HTTPException(
                 503, f"erased from Redis, but the tombstones were not sent ({exc}): erase again"
             ) from None
+        except Exception as exc:  # Redis refused or failed: audited as `rtba erase` does
+            forget_walks()  # part of it may be gone
+            audit.failed(reader.client, settings.namespace, actor, address, [stored], exc)
+            raise
+        forget_walks()  # no cached ranking or member list may show the customer again
         audit.record(reader.client, settings.namespace, actor, address, stored,
                      audit.outcome(report))  # fmt: skip
         feed.forget(stored)  # this process at once; the others on the tombstone

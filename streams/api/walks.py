@@ -43,3 +43,9 @@ class WalkCache:
             while len(self.results) > self.entries:  # bounded: varied queries evict
                 self.results.popitem(last=False)
             return result
+
+    def clear(self) -> None:
+        """Forget every result (an erasure: no cached walk may still list the customer).
+        Under the lock, so a walk under way finishes first and its result goes too."""
+        with self.lock:
+            self.results.clear()

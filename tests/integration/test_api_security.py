@@ -225,6 +225,65 @@ def test_a_population_walk_is_done_once_per_ttl_however_often_it_is_asked(rtba_e
     assert brief.get("/customers").status_code == 200 and len(brief.walks) == 2
 
 
+def put_customers(settings: Settings, customer_ids: list[str], at_ms: int) -> None:
+    """Customers with one 10.00 purchase each, written straight to Redis (no worker)."""
+    from decimal import Decimal
+
+    from online_models.customer import CustomerState
+    from streams.state import state_codec
+    from streams.state.keys import Keys
+    from streams.state.store import write_due
+
+    keys, client = Keys(settings.namespace), connect(settings.redis_url)
+    try:
+        for cid in customer_ids:
+            state = CustomerState(cid, first_purchase_ms=at_ms, last_purchase_ms=at_ms,
+                                  purchases=1, purchase_days=1, gross=Decimal("10.00"),
+                                  first_day_amount=Decimal("10.00"), first_event_ms=at_ms,
+                                  last_event_ms=at_ms)  # fmt: skip
+            client.set(keys.customer(cid), b"1|" + state_codec.encode(state))
+        write_due(client, keys, dict.fromkeys(customer_ids, at_ms))
+    finally:
+        client.close()
+
+
+def test_an_erased_customer_leaves_the_cached_walks_at_once(rtba_env):
+    """The review of S9: the erase emptied no walk cache, so /customers listed the erased
+    id for up to RTBA_API_WALK_CACHE_S."""
+    from streams.processing.topics import ensure_topics
+
+    settings = Settings.from_env(rtba_env)
+    ensure_topics(settings)  # the erase sends its tombstones there
+    put_customers(settings, ["stays", "goes"], 1_700_000_000_000)
+    api = client_for(rtba_env, RTBA_API_WALK_CACHE_S="600", RTBA_API_ADMIN_TOKEN=ADMIN)
+
+    def listed():
+        answer = api.get("/customers", params={"order_by": "monetary"})
+        return sorted(row["customer_id"] for row in answer.json()["customers"])
+
+    assert listed() == ["goes", "stays"]  # the walk is cached now, for 600 s
+    erase = api.delete("/customers/goes", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert erase.status_code == 200 and erase.json()["had_state"] is True
+    assert listed() == ["stays"]
+
+
+def test_an_api_erase_that_redis_fails_is_audited_as_failed(rtba_env, monkeypatch):
+    """The review of S9: only a Kafka failure was audited; `rtba erase` records any."""
+    import redis
+
+    def redis_fails(settings, client, customer_ids):
+        raise redis.exceptions.ConnectionError("Redis went away (the test)")
+
+    monkeypatch.setattr(streams.erasure, "erase_customers", redis_fails)
+    settings = Settings.from_env(rtba_env)
+    api = client_for(rtba_env, RTBA_API_ADMIN_TOKEN=ADMIN)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert api.delete("/customers/frank@example.com", headers=admin).status_code == 503
+    [entry] = api.get("/audit", headers=admin).json()["entries"]
+    assert entry["id_hmac"] == expected_hash(settings, "frank@example.com")
+    assert entry["outcome"] == "failed: ConnectionError: Redis went away (the test)"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
