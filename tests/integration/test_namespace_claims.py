@@ -12,10 +12,18 @@ from streams.state.timezone import claim_timezone
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def zone_in(settings):
-    """Settings of this test's namespace with RTBA_TIMEZONE set to a given zone."""
-    return lambda zone: settings.model_copy(update={"timezone": zone})
+def setting_in(name: str):
+    """A fixture: this test's namespace's settings with setting ``name`` given a value."""
+
+    @pytest.fixture
+    def with_value(settings):
+        return lambda value: settings.model_copy(update={name: value})
+
+    return with_value
+
+
+zone_in = setting_in("timezone")  # RTBA_TIMEZONE
+map_in = setting_in("segment_map")  # RTBA_SEGMENT_MAP
 
 
 def test_the_first_worker_stores_its_zone_and_a_second_zone_is_refused(zone_in, redis_client):
@@ -105,12 +113,6 @@ def test_a_keyed_namespace_keeps_its_fingerprint(key_in, redis_client):
     assert "RTBA_PSEUDONYM_KEY is not set" in one_line_refusal(
         lambda: claim_key(key_in(None), redis_client)
     )
-
-
-@pytest.fixture
-def map_in(settings):
-    """Settings of this test's namespace with RTBA_SEGMENT_MAP set to a given map."""
-    return lambda name: settings.model_copy(update={"segment_map": name})
 
 
 def test_the_first_worker_stores_its_segment_map_and_another_is_refused(map_in, redis_client):
