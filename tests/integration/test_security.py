@@ -208,9 +208,12 @@ def test_the_pipeline_works_through_the_acl_users_and_the_sasl_ssl_listener(secu
         admin.close()
         # Nothing the pipeline or the API did was refused, but the worker's CONFIG GET
         # appendonly (the durability warning, skipped when a server refuses it, as managed
-        # services do) and the erase tried on purpose as the API role (its 403).
-        erase_tried = ("rtba-api", f"{secured['RTBA_NAMESPACE']}:c:{{{profile_id}}}")
-        assert denied <= {("rtba-worker", "config|get"), erase_tried}, denied
+        # services do) and the erase tried on purpose as the API role (its 403), with the
+        # audit entry of that failed attempt (the read role writes no audit: the log line
+        # says so, and the erase's own refusal is what the caller gets).
+        erase_tried = {("rtba-api", f"{secured['RTBA_NAMESPACE']}:c:{{{profile_id}}}"),
+                       ("rtba-api", "hsetnx")}  # fmt: skip
+        assert denied <= {("rtba-worker", "config|get"), *erase_tried}, denied
     finally:
         worker.stop()
     assert_no_secret(worker.log_path.read_text(), profile.stderr, status.stdout)
