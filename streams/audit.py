@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import time
 from contextlib import contextmanager
 
-from streams.state.erase import SALT, namespace_salt
+from streams.state.erase import SALT, namespace_salt, namespace_salt_async
 from streams.state.keys import Keys
 
 MAX_ENTRIES = 100_000  # about 20 MB of Redis: years of erasures for most shops
@@ -84,8 +83,7 @@ async def record_async(client, namespace: str, actor: str, customer_ids: list[st
     """``record`` for a worker's asyncio client (the retention erase, actor ``retention``,
     no address): one entry per id, sent in one pipeline."""
     keys = Keys(namespace)
-    await client.hsetnx(keys.erased, SALT, secrets.token_hex(16))
-    salt = _bytes(await client.hget(keys.erased, SALT))
+    salt = _bytes(await namespace_salt_async(client, keys))
     entries = [_entry(actor, None, id_hash(salt, cid), result) for cid in customer_ids]
     async with client.pipeline(transaction=False) as pipe:
         for entry in entries:

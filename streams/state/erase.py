@@ -204,10 +204,15 @@ async def rewrite_aof_async(client, keys: Keys) -> str:
         return "refused"
 
 
+async def namespace_salt_async(client, keys: Keys) -> bytes:
+    """``namespace_salt`` for a worker's asyncio client."""
+    await client.hsetnx(keys.erased, SALT, secrets.token_hex(16))
+    return await client.hget(keys.erased, SALT)
+
+
 async def record_erased_async(client, keys: Keys, customer_ids) -> None:
     """``record_erased`` for a worker's asyncio client (the retention erase)."""
-    await client.hsetnx(keys.erased, SALT, secrets.token_hex(16))
-    salt = await client.hget(keys.erased, SALT)
+    salt = await namespace_salt_async(client, keys)
     now_ms = int(time.time() * 1000)
     fields = {erased_field(salt, cid): now_ms for cid in customer_ids}
     if fields:
