@@ -204,6 +204,39 @@ def fit_health(scorer: ChurnScorer) -> FitHealth:
     return FitHealth(churn_error, spend_error)
 
 
+# A refit whose every parameter is within this relative distance of the model in force's
+# is that model: far below the sample's own error (docs/segments.md: ~1-2% at 200k) and at
+# the optimiser's own noise, so publishing it would move due times for nothing.
+SAME_FIT_WITHIN = 1e-4
+
+
+def same_fit(fresh: ChurnScorer, in_force: ChurnScorer, within: float = SAME_FIT_WITHIN) -> bool:
+    """Whether a fresh fit is the model in force: the same model, thresholds and spend model
+    (both or neither), every parameter within a relative ``within``.
+
+    >>> from online_models.churn import ModifiedBGNBD
+    >>> m = ModifiedBGNBD(); m.params = {"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5}
+    >>> n = ModifiedBGNBD(); n.params = {**m.params, "b": 2.5 * (1 + 5e-5)}
+    >>> same_fit(ChurnScorer(n), ChurnScorer(m)), same_fit(ChurnScorer(n), ChurnScorer(m), 1e-5)
+    (True, False)
+    """
+    if (fresh.model.name, fresh.threshold, fresh.rearm_below) != (
+        in_force.model.name, in_force.threshold, in_force.rearm_below
+    ):
+        return False
+    pairs = [(fresh.model.params, in_force.model.params)]
+    if (fresh.spend is None) != (in_force.spend is None):
+        return False
+    if fresh.spend is not None:
+        pairs.append((fresh.spend.params, in_force.spend.params))
+    for new, old in pairs:
+        if new is None or old is None or new.keys() != old.keys():
+            return False
+        if any(not abs(new[k] - old[k]) <= within * abs(old[k]) for k in old):
+            return False
+    return True
+
+
 def fit(
     states, as_of_ms: int, model_name: str = "mbgnbd", threshold: float = 0.7,
     rearm_below: float = 0.5,

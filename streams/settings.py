@@ -301,6 +301,9 @@ class Settings(BaseSettings):
     churn_threshold: float = Field(0.7, gt=0, lt=1)
     churn_rearm_below: float = Field(0.5, ge=0, lt=1)
     churn_refit_s: Seconds = 300.0
+    # The churn refit fits on this many customers (a deterministic, uniform sample: the
+    # first due-index buckets; docs/segments.md): its cost stops growing with the population.
+    churn_fit_sample: int = Field(200_000, ge=100, le=100_000_000)
     tick_s: Seconds = 1.0
     outbox_relay_s: Seconds = 1.0  # how often the leader relays a crashed writer's leftovers
     # A dead worker's partitions move after this long without its heartbeat (Kafka's

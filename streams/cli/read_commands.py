@@ -287,8 +287,8 @@ def churn_fit(model, as_of, as_json) -> None:
     from streams.processing.worker import RefitSkipped, refit_churn
 
     log(
-        f"rtba churn fit: fitting {model or chosen.churn_model} on every customer "
-        "(a minute at 1M customers) ..."
+        f"rtba churn fit: fitting {model or chosen.churn_model} on a sample of "
+        f"{chosen.churn_fit_sample:,} customers (RTBA_CHURN_FIT_SAMPLE) ..."
     )
     try:
         fitted = refit_churn(chosen, as_of, model)
@@ -304,6 +304,8 @@ def churn_fit(model, as_of, as_json) -> None:
         f"{fitted['as_of']}: r={p['r']:.4g} alpha={p['alpha']:.4g} a={p['a']:.4g} "
         f"b={p['b']:.4g}  log-likelihood {fitted['log_likelihood']:.2f}"
     )
+    if not fitted["published"]:  # the same parameters: nothing to put in force
+        click.echo(f"the same model as v{fitted['version']} in force: nothing published")
     if fitted.get("spend_error"):  # published, but without CLV: say why
         click.echo(fitted["spend_error"])
 

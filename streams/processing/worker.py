@@ -41,6 +41,7 @@ from streams.processing.pipeline import (
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
 from streams.state.keys import Keys
+from streams.state.sample import sample_customer_ids
 from streams.state.store import (
     StateStore,
     all_customer_ids,
@@ -712,11 +713,13 @@ def _spend_in_force(client, keys: Keys):
 def refit_churn(
     settings: Settings, as_of_ms: int | None = None, model_name: str | None = None
 ) -> dict:
-    """Fit the churn model on the whole population (as of the watermark unless given) and
-    publish it as the next version. Raises RefitSkipped, with the true reason (also kept in
-    Redis for `rtba segments`), when it cannot.
+    """Fit the churn model on the customer sample (``RTBA_CHURN_FIT_SAMPLE``: the first
+    due-index buckets, streams.state.sample) as of the watermark unless given, and publish
+    it as the next version, unless its parameters are those in force (churn_risk.same_fit):
+    then nothing is published and nobody re-scheduled. Raises RefitSkipped, with the true
+    reason (also kept in Redis for `rtba segments`), when it cannot.
 
-    Blocking (reads every customer, runs the optimiser): call it in a thread.
+    Blocking (reads the sample, runs the optimiser): call it in a thread.
     """
     client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
@@ -725,7 +728,8 @@ def refit_churn(
             as_of_ms = read_marks(client, keys).watermark()
         if as_of_ms is None:
             raise RefitSkipped("no event time yet (no event or watermark has been applied)")
-        states = read_states_sync(client, keys, all_customer_ids(client, keys))
+        ids = sample_customer_ids(client, keys, settings.churn_fit_sample)
+        states = read_states_sync(client, keys, ids)
         try:
             scorer = churn_risk.fit(
                 states, as_of_ms, model_name or settings.churn_model, settings.churn_threshold,
@@ -744,11 +748,25 @@ def refit_churn(
         scorer.spend, kept = _spend_in_force(client, keys)
         if kept is not None:
             spend_error = spend_error.replace("CLV null", f"the spend model of v{kept} stays")
+    in_force = read_churn_model(client, keys)
+    if in_force is not None and churn_risk.same_fit(scorer, in_force):
+        # Every due time stands: publishing would only make the re-schedule walk everyone.
+        client.hdel(keys.churn_model, "last_error")
+        return _refit_result(scorer, spend_error, in_force.version, as_of_ms, published=False)
     meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
             "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
     scorer.version = version
-    reschedule(client, keys, states, current_models(client, keys, settings, churn=scorer))
+    # Still a walk of everyone when a fit is published (S10 item 2 indexes due times by
+    # what the churn crossing depends on, so a new model wakes only the customers it moves).
+    everyone = read_states_sync(client, keys, all_customer_ids(client, keys))
+    reschedule(client, keys, everyone, current_models(client, keys, settings, churn=scorer))
+    return _refit_result(scorer, spend_error, version, as_of_ms, published=True)
+
+
+def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
+                  published: bool) -> dict:  # fmt: skip
+    """What a refit reports (the log, `rtba churn fit`)."""
     spend = scorer.spend.to_dict() if scorer.spend else None
     return {
         **scorer.model.to_dict(),
@@ -756,4 +774,5 @@ def refit_churn(
         "spend_error": spend_error,
         "version": version,
         "as_of_ms": as_of_ms,
+        "published": published,
     }

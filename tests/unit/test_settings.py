@@ -61,6 +61,7 @@ JUNK = {
     "RTBA_RFM_ADAPTIVE": "maybe", "RTBA_RFM_REFRESH_S": "0", "RTBA_CHURN_MODEL": "foo",
     "RTBA_SEGMENT_MAP": "modern",
     "RTBA_CHURN_THRESHOLD": "1.5", "RTBA_CHURN_REARM_BELOW": "-0.1", "RTBA_CHURN_REFIT_S": "abc",
+    "RTBA_CHURN_FIT_SAMPLE": "all",
     "RTBA_TICK_S": "-1", "RTBA_OUTBOX_RELAY_S": "0", "RTBA_SESSION_TIMEOUT_S": "0.1",
     "RTBA_WORKER_ID": "worker one", "RTBA_REDIS_CLUSTER": "yes please",
     "RTBA_REDIS_FSYNC": "never", "RTBA_KAFKA_PORT": "70000",

@@ -1,0 +1,137 @@
+"""The churn refit from a bounded customer sample against the fit on everyone (S10).
+
+Simulates a population of N customers under the MBG/NBD story (purchase rate
+lambda ~ Gamma(r, alpha), a drop-out chance p ~ Beta(a, b) at the first purchase and
+after each repeat one, ages T uniform over 1..78 weeks) with Gamma-Gamma spend (values
+~ Gamma(p, nu), nu ~ Gamma(q, gamma)), ids ``c0000000``..., and fits, with the pure fit
+functions the refit uses (no Redis):
+
+- the churn model (``--model``, the refit's default mbgnbd) and Gamma-Gamma on everyone;
+- the same on the sample the refit reads: the customers of the first due-index buckets
+  (crc32(id) % 16384, streams.state.sample) holding at least S customers, for each S of
+  ``--sample``.
+
+Prints each parameter of each fit, each sample parameter's relative difference from the
+full fit's, and the times; ``--json`` prints one JSON object instead.
+
+Run: .venv/bin/python -m benchmarks.refit_sample [--customers 1000000]
+     [--sample 50000,100000,200000] [--model mbgnbd] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from online_models.churn import MODELS, GammaGamma
+from streams.state.due_index import BUCKETS, bucket_of
+from streams.state.sample import buckets_needed
+
+TRUTH = {"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5}  # CDNOW-like, weeks
+SPEND = {"p": 6.0, "q": 4.0, "gamma": 15.0}
+
+
+def simulate(n: int, seed: int) -> dict[str, np.ndarray]:
+    """(x, t_x, T) in weeks and the mean repeat value m of ``n`` customers, vectorised over
+    customers one purchase round at a time."""
+    rng = np.random.default_rng(seed)
+    big_t = rng.uniform(1.0, 78.0, n)
+    lam = rng.gamma(TRUTH["r"], 1 / TRUTH["alpha"], n)
+    p = rng.beta(TRUTH["a"], TRUTH["b"], n)
+    x, t_x, now = np.zeros(n), np.zeros(n), np.zeros(n)
+    alive = rng.random(n) >= p  # MBG/NBD: a drop-out chance right after the first purchase
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        now[idx] += rng.exponential(1 / lam[idx])
+        bought = now[idx] <= big_t[idx]
+        got = idx[bought]
+        x[got] += 1
+        t_x[got] = now[got]
+        alive[idx[~bought]] = False
+        alive[got] = rng.random(len(got)) >= p[got]
+    nu = rng.gamma(SPEND["q"], 1 / SPEND["gamma"], n)
+    repeat = x > 0
+    m = np.zeros(n)
+    # the mean of x Gamma(p, nu) values is Gamma(p x, rate x nu)
+    m[repeat] = rng.gamma(SPEND["p"] * x[repeat], 1 / (x[repeat] * nu[repeat]))
+    return {"x": x, "t_x": t_x, "T": big_t, "m": m}
+
+
+def sample_mask(n: int, size: int) -> np.ndarray:
+    """Which of customers ``c0000000``.. are in the refit's sample of ``size``."""
+    buckets = np.fromiter((bucket_of(f"c{i:07d}") for i in range(n)), dtype=np.int64, count=n)
+    sizes = np.bincount(buckets, minlength=BUCKETS)
+    return buckets < buckets_needed(sizes, size)
+
+
+def fit(pop: dict[str, np.ndarray], keep: np.ndarray, model: str) -> dict:
+    """Both fits on the kept customers: parameters and seconds."""
+    started = time.perf_counter()
+    churn = MODELS[model]().fit(pop["x"][keep], pop["t_x"][keep], pop["T"][keep])
+    churn_s = time.perf_counter() - started
+    started = time.perf_counter()
+    spend = GammaGamma().fit(pop["x"][keep], pop["m"][keep])
+    spend_s = time.perf_counter() - started
+    return {
+        "customers": int(keep.sum()),
+        "params": {**churn.params, **spend.params},
+        "converged": churn.converged and spend.converged,
+        "churn_s": round(churn_s, 2),
+        "spend_s": round(spend_s, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--sample", default="50000,100000,200000",
+                        help="sample sizes, comma-separated")  # fmt: skip
+    parser.add_argument("--model", choices=sorted(MODELS), default="mbgnbd")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    pop = simulate(args.customers, args.seed)
+    out: dict = {"customers": args.customers, "model": args.model,
+                 "simulate_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    out["full"] = fit(pop, np.ones(args.customers, dtype=bool), args.model)
+    out["samples"] = []
+    for size in (int(s) for s in args.sample.split(",")):
+        row = fit(pop, sample_mask(args.customers, size), args.model)
+        row["asked"] = size
+        row["relative_difference"] = {
+            k: v / out["full"]["params"][k] - 1 for k, v in row["params"].items()
+        }
+        row["worst"] = max(abs(d) for d in row["relative_difference"].values())
+        out["samples"].append(row)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        report(out)
+    return out
+
+
+def report(out: dict) -> None:
+    full = out["full"]
+    names = list(full["params"])
+    print(f"{out['model']} + Gamma-Gamma, {out['customers']:,} simulated customers "
+          f"(simulated in {out['simulate_s']} s)")  # fmt: skip
+    print(f"{'fit':>18} {'customers':>10} " + " ".join(f"{n:>9}" for n in names)
+          + "   churn s  spend s")  # fmt: skip
+    rows = [("everyone", full)] + [(f"sample {s['asked']:,}", s) for s in out["samples"]]
+    for label, row in rows:
+        values = " ".join(f"{row['params'][n]:>9.4f}" for n in names)
+        print(f"{label:>18} {row['customers']:>10,} {values} {row['churn_s']:>9} "
+              f"{row['spend_s']:>8}")  # fmt: skip
+    print("relative difference from the fit on everyone:")
+    for s in out["samples"]:
+        diffs = " ".join(f"{s['relative_difference'][n]:>+9.2%}" for n in names)
+        print(f"{'sample ' + format(s['asked'], ','):>18} {s['customers']:>10,} {diffs}"
+              f"   worst {s['worst']:.2%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
