@@ -21,7 +21,7 @@ from online_models.clusters import ClusterSnapshot, StableClusterer
 from online_models.customer import MS_PER_DAY
 from online_models.days import UTC_DAYS, Days
 from online_models.features import FEATURES
-from online_models.quantiles import adaptive_edges
+from online_models.quantiles import adaptive_edges, whole_day_recency_edges
 from online_models.rfm import RFMScorer
 from streams.processing.faults import Faults
 from streams.processing.outbox import STALE_MS, entries_for
@@ -40,12 +40,14 @@ from streams.processing.pipeline import (
 )
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
+from streams.state import sweep
 from streams.state.keys import Keys
 from streams.state.sample import sample_customer_ids
 from streams.state.store import (
     StateStore,
     all_customer_ids,
     connect,
+    decode_states,
     publish_churn_model,
     publish_rfm_edges,
     read_audiences,
@@ -403,19 +405,20 @@ class Rescorer:
         # brings it to the customers already passed. (Restarting re-read the same first
         # chunk at every snapshot and never reached the others while training went on.)
         if position.get("sweeping", 0) <= swept:
-            position = {"sweeping": snapshot.version, "cursor": 0, "swept": swept}
-        cursor, ids = await self.store.scan_customers(position["cursor"], count)
+            position = {"sweeping": snapshot.version, "cursor": 0, "after": -1, "swept": swept}
+        cursor, ids = await self.store.scan_customers(_cursor(position), count)
         if ids:
-            states, versions = await self.store.load(dict.fromkeys(ids, False))
+            raw, versions = await self.store.load_raw(ids)
             models = await self.processor.models.refresh(versions)
-            out = reassign_clusters([s for s in states.values() if s.version > 0], models)
+            # Decoding and the distance computation off the loop: events go on meanwhile.
+            out = await asyncio.to_thread(_off_loop, reassign_clusters, ids, raw, models)
             # A lost write: the owner just evaluated that customer with the same snapshot.
             await self._write(total, out, {"reassigned": len(out.states)})
-        position["cursor"] = cursor
-        if cursor == 0:  # everybody now has the pass's first snapshot or a newer one
+        position["cursor"], position["after"] = cursor
+        if cursor == sweep.START:  # everybody now has the pass's first snapshot or a newer one
             position["swept"] = position["sweeping"]
         await self.store.set_sweep_position(position)
-        return 0 if cursor == 0 else len(ids)
+        return 0 if cursor == sweep.START else len(ids)
 
     async def _backfill_audiences(self, total: BatchOutcome, count: int) -> int:
         """Evaluate every customer under newly applied audience definitions, a bounded
@@ -431,20 +434,22 @@ class Rescorer:
         # A newer version during a pass restarts it: unlike clusters, definitions are
         # applied by hand, seldom, and the customers passed were evaluated under old ones.
         if position.get("sweeping", 0) != models.audiences_version:
-            position = {"sweeping": models.audiences_version, "cursor": 0, "swept": swept,
-                        "done": 0, "total": await self.store.customer_count()}  # fmt: skip
-        cursor, ids = await self.store.scan_customers(position["cursor"], count)
+            position = {"sweeping": models.audiences_version, "cursor": 0, "after": -1,
+                        "swept": swept, "done": 0,
+                        "total": await self.store.customer_count()}  # fmt: skip
+        cursor, ids = await self.store.scan_customers(_cursor(position), count)
         if ids:
-            states, versions = await self.store.load(dict.fromkeys(ids, False))
+            raw, versions = await self.store.load_raw(ids)
             models = await self.processor.models.refresh(versions)
             if models.audiences_version == position["sweeping"]:
-                out = reevaluate_audiences([s for s in states.values() if s.version > 0], models)
+                out = await asyncio.to_thread(_off_loop, reevaluate_audiences, ids, raw, models)
                 await self._write(total, out, {"audience_backfilled": len(out.states)})
-        position["cursor"], position["done"] = cursor, position["done"] + len(ids)
-        if cursor == 0:
+        position["cursor"], position["after"] = cursor
+        position["done"] += len(ids)
+        if cursor == sweep.START:
             position["swept"], position["total"] = position["sweeping"], position["done"]
         await self.store.set_sweep_position(position, key)
-        return 0 if cursor == 0 else len(ids)
+        return 0 if cursor == sweep.START else len(ids)
 
     async def _rescore_due(self, watermark: int | None, total: BatchOutcome, count: int) -> int:
         """Up to ``count`` customers due by the watermark; returns how many were due."""
@@ -473,6 +478,19 @@ class Rescorer:
                                        memberships=out.memberships)  # fmt: skip
         self.processor.faults.drop("drop_after_tick_write")
         _merge(total, out, set(result.conflicts))
+
+
+def _cursor(position: dict[str, int]) -> sweep.Cursor:
+    """A sweep's stored cursor: (bucket, order key after which it goes on); a position
+    stored before S10 has no ``after``, its bucket still to be read from the start."""
+    return position.get("cursor", 0), position.get("after", -1)
+
+
+def _off_loop(step, ids: list[str], raw: list, models: Models) -> BatchOutcome:
+    """``step`` (reassign_clusters, reevaluate_audiences) over the stored customers among
+    ``ids``: decoding and evaluating a slice, in a thread (asyncio.to_thread)."""
+    states = decode_states(dict.fromkeys(ids, False), raw)
+    return step([s for s in states.values() if s.version > 0], models)
 
 
 class OutboxRelay:
@@ -565,6 +583,7 @@ class ClusterTrainer:
         self.since_snapshot = 0
         self.last_snapshot_at: float | None = None
         self.forgotten = 0  # erased customers taken out since the learner was last stored
+        self.holding = False  # a snapshot is due but waits for the sweep's pass (train)
 
     @classmethod
     async def resume(cls, store: StateStore, settings: Settings) -> ClusterTrainer:
@@ -574,17 +593,19 @@ class ClusterTrainer:
         return cls(store, learner, settings.cluster_snapshot_every, settings.cluster_warmup,
                    settings.cluster_snapshot_min_s)  # fmt: skip
 
-    def learn(self, samples: list[tuple[str, dict | None]]) -> ClusterSnapshot | None:
+    def learn(self, samples: list[tuple[str, dict | None]],
+              hold: bool = False) -> ClusterSnapshot | None:  # fmt: skip
         """Blocking (numpy, scikit-learn): call it in a thread. ``samples`` are
         (customer id, {"features": ..., "last_event_ms": ...}) as the workers send them,
-        or (customer id, None) for an erased customer's tombstone."""
+        or (customer id, None) for an erased customer's tombstone. ``hold``: learn them but
+        take no snapshot (the sweep is still passing over the last one: ``train``)."""
         for customer_id, sample in samples:
             if sample is None:
                 self.forgotten += self.learner.forget(customer_id)
                 continue
             self.learner.learn_one(sample["features"], customer_id, sample["last_event_ms"])
             self.since_snapshot += 1
-        if self.since_snapshot < self.every or self.learner.seen < self.warmup:
+        if hold or self.since_snapshot < self.every or self.learner.seen < self.warmup:
             return None
         now = self.clock()
         if self.last_snapshot_at is not None and now - self.last_snapshot_at < self.min_interval_s:
@@ -596,7 +617,20 @@ class ClusterTrainer:
             return self.learner.snapshot()
 
     async def train(self, samples: list[tuple[str, dict]]) -> ClusterSnapshot | None:
-        snapshot = await asyncio.to_thread(self.learn, samples)
+        """Learn ``samples``; publish a snapshot when one is due and the leader's sweep has
+        brought everybody to the last one. Pacing: a learning trainer fits every few
+        seconds, a pass takes ~80 min at 1M customers (200 a tick), and a pass that never
+        ends leaves silent customers on ever older snapshots. So while a pass is under way
+        the trainer goes on learning and holds its next fit; the first call after the pass
+        fits the newest sample (versions stay consecutive: no snapshot, and none of its
+        appeared/died events, is dropped). docs/clustering.md."""
+        hold = False
+        if self.since_snapshot + len(samples) >= self.every:  # a snapshot may be due
+            hold = await retry_transient(self.store.cluster_sweep_behind, "reading the sweep")
+            if hold and not self.holding:
+                log.info("next cluster snapshot held until the sweep has passed everybody")
+            self.holding = hold
+        snapshot = await asyncio.to_thread(self.learn, samples, hold)
         if snapshot is not None or self.forgotten:
             # an erased customer leaves the stored sample now, not at the next snapshot
             blob = json.dumps(self.learner.to_dict()).encode()
@@ -660,6 +694,11 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     """Re-derive the RFM edges from the population histograms as of the watermark; when
     they moved, publish them as the next version and re-schedule due times under them.
 
+    The recency edges are whole dates of the shop's calendar (RFMScorer's
+    ``recency_timezone``): each cut date's distance from the watermark's date. R is then
+    the fair split's tie rule (dated before the cut or not) all day long, and a watermark
+    moving within a day, with no cut date moving, publishes nothing (docs/segments.md).
+
     Blocking (the re-schedule reads every customer): call it in a thread.
     """
     client = connect(settings.redis_url, **settings.redis_options())
@@ -668,11 +707,14 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     if as_of_ms is None:
         return None
     hists = read_histograms(client, keys)
+    days = settings.days()
     edges = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of_ms / MS_PER_DAY,
-                           days=settings.days())  # fmt: skip
+                           days=days)  # fmt: skip
     if edges is None:
         return None
     edges = {k: list(v) for k, v in edges.items()}
+    edges["recency_edges"] = list(whole_day_recency_edges(hists["lp"], days.of(as_of_ms)))
+    edges["recency_timezone"] = settings.timezone
     if edges == read_rfm_edges(client, keys):
         return None
     version = publish_rfm_edges(

@@ -83,7 +83,8 @@ class Keys:
     @property
     def cluster_sweep(self) -> str:
         """Hash: the leader's progress assigning customers to a new cluster snapshot
-        (``sweeping`` version, SSCAN ``cursor``, last fully ``swept`` version)."""
+        (``sweeping`` version, the pass's ``cursor`` bucket and ``after`` order key:
+        streams.state.sweep, last fully ``swept`` version)."""
         return f"{self.namespace}:sweep:clusters"
 
     @property
@@ -100,7 +101,8 @@ class Keys:
     @property
     def audience_sweep(self) -> str:
         """Hash: the leader's backfill of new audience definitions (``sweeping`` version,
-        ``cursor``, last fully ``swept`` version, customers ``done`` of ``total``)."""
+        ``cursor`` and ``after`` as the cluster sweep's, last fully ``swept`` version,
+        customers ``done`` of ``total``)."""
         return f"{self.namespace}:sweep:audiences"
 
     @property
