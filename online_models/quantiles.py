@@ -172,19 +172,49 @@ def adaptive_edges(
     """
     if last_purchase_day.count < minimum_customers:
         return None
+    return {
+        "recency_edges": tuple(
+            max(0.0, as_of_day - days.start_ms(day) / MS_PER_DAY)
+            for day in recency_cut_days(last_purchase_day)
+        ),
+        "frequency_edges": fair_edges(frequency),
+        "monetary_edges": fair_edges(monetary),
+    }
+
+
+def recency_cut_days(last_purchase_day: BucketHistogram) -> tuple[int, ...]:
+    """The four cut dates of R (day numbers of the histogram's calendar), in the order of
+    the recency edges: a last purchase dated before ``cuts[k]`` scores at most 4 - k, so
+    R = 5 - (how many cut dates the last purchase's date is before). The tie rule itself,
+    with no "now" in it.
+
+    >>> lp = BucketHistogram()
+    >>> for i in range(100):
+    ...     lp.update(i)
+    >>> recency_cut_days(lp)
+    (80, 60, 40, 20)
+    """
     # recency <= edge_k earns 5 - k: the edge is the age of the first day of score 5 - k
     cut_days = fair_edges(last_purchase_day)
     present = [b for b, n in last_purchase_day.counts.items() if n > 0]
     if len(present) == 1:  # everyone bought last on one day: nobody less recent, all R = 5
         cut_days = (last_purchase_day.lower_bound(present[0]),) * 4
-    return {
-        "recency_edges": tuple(
-            max(0.0, as_of_day - days.start_ms(round(day)) / MS_PER_DAY)
-            for day in reversed(cut_days)
-        ),
-        "frequency_edges": fair_edges(frequency),
-        "monetary_edges": fair_edges(monetary),
-    }
+    return tuple(round(day) for day in reversed(cut_days))
+
+
+def whole_day_recency_edges(last_purchase_day: BucketHistogram, today: int) -> tuple[float, ...]:
+    """The recency edges in whole dates (RFMScorer's ``recency_timezone``) as of the date
+    ``today``: each cut date's distance from today, so that "more than ``edge`` dates
+    before today" is "dated before the cut", all day long. They move only when a cut date
+    or today's date does. (0 for a cut dated today or later, as adaptive_edges clamps.)
+
+    >>> lp = BucketHistogram()
+    >>> for i in range(100):
+    ...     lp.update(i)
+    >>> whole_day_recency_edges(lp, today=100)
+    (20.0, 40.0, 60.0, 80.0)
+    """
+    return tuple(float(max(0, today - day)) for day in recency_cut_days(last_purchase_day))
 
 
 def fair_edges(hist: BucketHistogram, scores: int = 5) -> tuple[float, ...]:

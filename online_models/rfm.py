@@ -11,8 +11,11 @@ recency alone, so that the grid's names (At Risk, Loyal, ...) mean repeat buyers
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_right
 from collections.abc import Sequence
+
+from online_models.days import MS_PER_DAY, UTC_DAYS, days_in
 
 # The classic map. Rows: R = 5 .. 1; columns: FM = 1 .. 5.
 _GRID = {
@@ -126,6 +129,12 @@ class RFMScorer:
         Four ascending money amounts, scored like frequency.
     segment_map
         ``"repeat-aware"`` (one-time buyers named apart; the default) or ``"classic"``.
+    recency_timezone
+        Recency edges in whole dates of this time zone's calendar (the adaptive edges, S10,
+        in the shop's RTBA_TIMEZONE): R compares the number of dates from the last
+        purchase's date to today's with each edge, so R is the same all day long and an
+        edge moves only when a cut date (or today's date) does. None: elapsed days,
+        ``recency_days > edge`` (the configured edges).
 
     Examples
     --------
@@ -148,6 +157,7 @@ class RFMScorer:
         frequency_edges: Sequence[float] = (2, 3, 5, 8),
         monetary_edges: Sequence[float] = (100.0, 300.0, 750.0, 2000.0),
         segment_map: str = DEFAULT_SEGMENT_MAP,
+        recency_timezone: str | None = None,
     ):
         for name, edges in (
             ("recency_edges", recency_edges),
@@ -161,6 +171,55 @@ class RFMScorer:
         self.monetary_edges = tuple(monetary_edges)
         self.segment_map = check_segment_map(segment_map)
         self.segments = segments_of(segment_map)
+        self.recency_timezone = recency_timezone
+        self.recency_whole_days = recency_timezone is not None
+        if self.recency_whole_days and any(e != int(e) for e in self.recency_edges):
+            raise ValueError(f"whole-day recency edges must be whole, got {self.recency_edges!r}")
+        self.days = days_in(recency_timezone) if self.recency_whole_days else UTC_DAYS
+
+    def at(self, now_ms: int) -> RFMScorer:
+        """The scorer that scores ``recency_days`` at event time ``now_ms`` as this one
+        means it. Whole-day edges become the exact ages at ``now_ms`` of the first instant
+        of their cut dates (today's date minus the edge), so ``recency_days > edge`` reads
+        "the last purchase's date is more than ``edge`` dates before today's"; elapsed-day
+        edges stay as they are.
+
+        >>> day = 86_400_000
+        >>> s = RFMScorer(recency_edges=(5, 15, 25, 35), recency_timezone="UTC")
+        >>> s.at(45 * day + day // 2).recency_edges
+        (5.5, 15.5, 25.5, 35.5)
+        >>> [s.at(t).score((t - (30 * day - 1)) / day, 1, 1)[0] for t in (45 * day, 46 * day - 1)]
+        [3, 3]
+        """
+        if not self.recency_whole_days:
+            return self
+        scorer = copy.copy(self)
+        today = self.days.of(now_ms)
+        # One division of an exact integer, as recency_days: a last purchase 1 ms before a
+        # cut date's first instant is always past its edge, one on it never.
+        scorer.recency_edges = tuple(
+            (now_ms - self.days.start_ms(today - int(edge))) / MS_PER_DAY
+            for edge in self.recency_edges
+        )
+        return scorer
+
+    def recency_crossings_ms(self, last_purchase_ms: int) -> list[int]:
+        """The event times at which a customer silent since ``last_purchase_ms`` passes each
+        recency edge (R falls by one at each): the first instant with ``recency_days > edge``
+        (elapsed days), or the first instant of the date ``edge + 1`` dates after the last
+        purchase's (whole days).
+
+        >>> day = 86_400_000
+        >>> RFMScorer().recency_crossings_ms(day // 2)[0] == day // 2 + 30 * day + 1
+        True
+        >>> RFMScorer(recency_timezone="UTC", recency_edges=(1, 2, 3, 4)).recency_crossings_ms(
+        ...     day // 2) == [2 * day, 3 * day, 4 * day, 5 * day]
+        True
+        """
+        if not self.recency_whole_days:
+            return [last_purchase_ms + round(edge * MS_PER_DAY) + 1 for edge in self.recency_edges]
+        bought = self.days.of(last_purchase_ms)
+        return [self.days.start_ms(bought + int(edge) + 1) for edge in self.recency_edges]
 
     def score(self, recency_days: float, frequency: float, monetary: float) -> tuple[int, int, int]:
         # A recency exactly on an edge still earns the better score.

@@ -68,7 +68,7 @@ class Profile:
             recency = s.recency_days(now)
             if recency is None:
                 return None
-            r, f, m = self.rfm.score(recency, s.purchases, s.monetary)
+            r, f, m = self.rfm.at(now).score(recency, s.purchases, s.monetary)
             return {"r": r, "f": f, "m": m}[name]
         if self.churn is None or s.first_purchase_ms is None:
             return None

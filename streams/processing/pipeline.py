@@ -303,7 +303,7 @@ def rfm_features(state: CustomerState, now_ms: int, scorer: RFMScorer) -> dict |
     recency = state.recency_days(now_ms)
     if recency is None:
         return None
-    r, f, m = scorer.score(recency, state.purchases, state.monetary)
+    r, f, m = scorer.at(now_ms).score(recency, state.purchases, state.monetary)
     return {
         "recency_days": recency,
         "frequency": state.purchases,
@@ -378,7 +378,8 @@ def _evaluate_scores(
             ))  # fmt: skip
             state.segment = None
         return
-    segment = models.rfm.segment(features["recency_days"], state.purchases, state.monetary)
+    segment = models.rfm.at(now_ms).segment(features["recency_days"], state.purchases,
+                                            state.monetary)  # fmt: skip
     if segment != state.segment:
         out.changes.append(SegmentChange(
             state.customer_id, "rfm", state.segment, segment, now_ms, cause, features,
@@ -420,10 +421,7 @@ def next_due_ms(state: CustomerState, models: Models) -> int | None:
             candidates.append(turns)
     if state.last_purchase_ms is None:
         return min(candidates) if candidates else None
-    candidates += [
-        state.last_purchase_ms + round(edge * MS_PER_DAY) + 1  # recency > edge lowers R
-        for edge in models.rfm.recency_edges
-    ]
+    candidates += models.rfm.recency_crossings_ms(state.last_purchase_ms)  # R falls at each
     if models.churn is not None and state.churn_armed:
         crossing = models.churn.risk_crossing_ms(state)
         if crossing is not None:

@@ -40,7 +40,8 @@ def profile(
     segment = None
     if features:
         scores = {k: features[k] for k in ("r", "f", "m")}
-        segment = scorer.segment(features["recency_days"], state.purchases, state.monetary)
+        segment = scorer.at(as_of_ms).segment(features["recency_days"], state.purchases,
+                                              state.monetary)  # fmt: skip
     top = sorted(state.categories.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     return {
         "customer_id": state.customer_id,
@@ -85,7 +86,8 @@ def segment_summary(
         if features is None:
             no_purchase += 1
             continue
-        segment = scorer.segment(features["recency_days"], state.purchases, state.monetary)
+        segment = scorer.at(as_of_ms).segment(features["recency_days"], state.purchases,
+                                              state.monetary)  # fmt: skip
         sizes[segment] += 1
         acc = sums[segment]
         acc[0] += features["recency_days"]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from online_models.customer import MS_PER_DAY
-from online_models.quantiles import adaptive_edges, rfm_histograms
+from online_models.quantiles import adaptive_edges, rfm_histograms, whole_day_recency_edges
 from streams.processing.pipeline import histogram_point
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_rfm_edges, read_states
@@ -42,6 +42,9 @@ def test_published_edges_are_the_population_quintiles(rtba_env, settings, worker
         as_of = read_marks(client, keys).watermark()
         expected = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of / MS_PER_DAY)
         expected = {k: list(v) for k, v in expected.items()}
+        # R in whole dates as of the watermark's (S10): the same cut dates as the ages
+        expected["recency_edges"] = list(whole_day_recency_edges(hists["lp"], as_of // MS_PER_DAY))
+        expected["recency_timezone"] = "UTC"
         if read_rfm_edges(client, keys) == expected:
             break
         time.sleep(0.5)
