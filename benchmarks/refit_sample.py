@@ -11,8 +11,13 @@ functions the refit uses (no Redis):
   (crc32(id) % 16384, streams.state.sample) holding at least S customers, for each S of
   ``--sample``.
 
-Prints each parameter of each fit, each sample parameter's relative difference from the
-full fit's, and the times; ``--json`` prints one JSON object instead.
+and, for comparison, the fit on everyone from day cells (S10 item 3's other way, not
+built: counts of customers per (x, last purchase date − first purchase date, first purchase
+date), as the workers could keep them incrementally like the RFM histograms): each cell's
+t_x in whole dates and T from the middle of its first date, weighted by its count.
+
+Prints each parameter of each fit, each parameter's relative difference from the full
+fit's, and the times; ``--json`` prints one JSON object instead.
 
 Run: .venv/bin/python -m benchmarks.refit_sample [--customers 1000000]
      [--sample 50000,100000,200000] [--model mbgnbd] [--seed 0]
@@ -84,6 +89,30 @@ def fit(pop: dict[str, np.ndarray], keep: np.ndarray, model: str) -> dict:
     }
 
 
+def day_cells(pop: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The population as day cells (x, t_x dates, first date) with counts, read back as
+    rows: t_x = whole dates between first and last purchase, T = from the middle of the
+    first purchase's date to an as-of at a random time of day. Rows repeat per count: the
+    fit aggregates identical rows, so it is the weighted fit over the cells."""
+    as_of = 1000.0 + np.random.default_rng(seed + 1).random()  # days
+    first = as_of - pop["T"] * 7
+    first_date = np.floor(first)
+    span = np.floor(first + pop["t_x"] * 7) - first_date
+    cells, counts = np.unique(np.column_stack([pop["x"], span, first_date]), axis=0,
+                              return_counts=True)  # fmt: skip
+    x, span, first_date = (np.repeat(c, counts) for c in cells.T)
+    big_t = (as_of - first_date - 0.5) / 7
+    return {"x": x, "t_x": np.minimum(span / 7, big_t), "T": big_t, "cells": len(cells)}
+
+
+def cell_fit(pop: dict[str, np.ndarray], seed: int, model: str) -> dict:
+    cells = day_cells(pop, seed)
+    started = time.perf_counter()
+    churn = MODELS[model]().fit(cells["x"], cells["t_x"], cells["T"])
+    return {"cells": cells["cells"], "params": churn.params, "converged": churn.converged,
+            "churn_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -107,6 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
         }
         row["worst"] = max(abs(d) for d in row["relative_difference"].values())
         out["samples"].append(row)
+    cells = cell_fit(pop, args.seed, args.model)
+    cells["relative_difference"] = {
+        k: v / out["full"]["params"][k] - 1 for k, v in cells["params"].items()
+    }
+    out["day_cells"] = cells
     if args.json:
         print(json.dumps(out))
     else:
@@ -131,6 +165,10 @@ def report(out: dict) -> None:
         diffs = " ".join(f"{s['relative_difference'][n]:>+9.2%}" for n in names)
         print(f"{'sample ' + format(s['asked'], ','):>18} {s['customers']:>10,} {diffs}"
               f"   worst {s['worst']:.2%}")  # fmt: skip
+    cells = out["day_cells"]
+    diffs = " ".join(f"{d:>+9.4%}" for d in cells["relative_difference"].values())
+    print(f"{'day cells':>18} {cells['cells']:>10,} {diffs}   (churn model only; fit "
+          f"{cells['churn_s']} s)")  # fmt: skip
 
 
 if __name__ == "__main__":
