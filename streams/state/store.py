@@ -168,10 +168,13 @@ class StateStore:
     async def cluster_sweep_behind(self) -> bool:
         """Whether the leader's cluster sweep has yet to finish a pass over the published
         snapshot (its ``swept`` version below the snapshot's): the trainer holds its next
-        snapshot until it has (ClusterTrainer.train)."""
-        version = await self.client.hget(self.keys.cluster_model, "version")
+        snapshot until it has (ClusterTrainer.train). A snapshot workers cannot use (over
+        another feature set: an older rtba's) is never swept, so it holds nothing."""
+        version, text = await self.client.hmget(self.keys.cluster_model, "version", "json")
         swept = await self.client.hget(self.keys.cluster_sweep, "swept")
-        return int(swept or 0) < int(version or 0)
+        if int(swept or 0) >= int(version or 0):
+            return False
+        return text is not None and ClusterSnapshot.from_dict(json.loads(text)) is not None
 
     async def customer_count(self) -> int:
         """How many customers have state (the due index's size)."""

@@ -14,6 +14,7 @@ pass, computed from the mutations the test itself applies.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 from hypothesis import given, settings
@@ -115,6 +116,9 @@ class FakeRedis:
     async def hget(self, key, field):
         return self.hashes.get(key, {}).get(field)
 
+    async def hmget(self, key, *fields):
+        return [self.hashes.get(key, {}).get(f) for f in fields]
+
     async def hset(self, key, mapping):
         self.hashes.setdefault(key, {}).update(
             {k: v if isinstance(v, bytes) else str(v).encode() for k, v in mapping.items()}
@@ -147,3 +151,21 @@ def test_the_trainer_holds_its_next_snapshot_until_the_sweep_has_passed_the_last
     assert after is not None and after.version == 2 and published() == 2
     learnt = set(trainer.learner.sample.ids())
     assert {"b0", "d9", "e5"} <= learnt  # what came while it held is in the next fit
+
+
+def test_a_snapshot_no_worker_can_use_holds_nothing():
+    """An older rtba's snapshot (another feature set) is never swept: the new trainer's
+    first snapshot must not wait for a pass that will not come."""
+    from streams.processing.worker import ClusterTrainer
+
+    keys, redis = Keys("t"), FakeRedis()
+    foreign = {"version": 4, "ids": [0], "centroids": [[0.0]], "mean": [0.0], "scale": [1.0],
+               "features": ["an older rtba's feature"]}  # fmt: skip
+    redis.hashes[keys.cluster_model] = {"version": b"4", "json": json.dumps(foreign).encode()}
+    learner = StableClusterer(2, seed=1)
+    learner.continue_from(4, 1)
+    trainer = ClusterTrainer(StateStore(redis, keys), learner, every=10)
+    rng = random.Random(3)
+    batch = [(f"c{i}", {"features": {f: rng.gauss(i % 2 * 5.0, 0.3) for f in FEATURES},
+                        "last_event_ms": i}) for i in range(10)]  # fmt: skip
+    assert asyncio.run(trainer.train(batch)).version == 5
