@@ -176,6 +176,7 @@ class RFMScorer:
         if self.recency_whole_days and any(e != int(e) for e in self.recency_edges):
             raise ValueError(f"whole-day recency edges must be whole, got {self.recency_edges!r}")
         self.days = days_in(recency_timezone) if self.recency_whole_days else UTC_DAYS
+        self._cuts: tuple[int, tuple[int, ...]] | None = None
 
     def at(self, now_ms: int) -> RFMScorer:
         """The scorer that scores ``recency_days`` at event time ``now_ms`` as this one
@@ -193,14 +194,17 @@ class RFMScorer:
         """
         if not self.recency_whole_days:
             return self
-        scorer = copy.copy(self)
         today = self.days.of(now_ms)
+        cached = self._cuts  # (today, its cut dates' first instants): one date at a time
+        if cached is None or cached[0] != today:
+            cached = today, tuple(self.days.start_ms(today - int(e)) for e in self.recency_edges)
+            self._cuts = cached
+        scorer = copy.copy(self)
+        # an elapsed-day scorer for this instant (its edges are ages, no longer dates)
+        scorer.recency_timezone, scorer.recency_whole_days = None, False
         # One division of an exact integer, as recency_days: a last purchase 1 ms before a
         # cut date's first instant is always past its edge, one on it never.
-        scorer.recency_edges = tuple(
-            (now_ms - self.days.start_ms(today - int(edge))) / MS_PER_DAY
-            for edge in self.recency_edges
-        )
+        scorer.recency_edges = tuple((now_ms - start) / MS_PER_DAY for start in cached[1])
         return scorer
 
     def recency_crossings_ms(self, last_purchase_ms: int) -> list[int]:
