@@ -1,25 +1,40 @@
-"""Scenarios g and h of S5 at a population's size, without replaying its events: Redis
-bytes per customer, and the leader's time-driven tick with 1,000 of N customers due.
+"""Every population job's cost at a population's size (1M, 10M), without replaying its
+events: Redis bytes per customer, the leader's jobs and the API's population reads.
 
 Template customers are folded from synthetic events by the worker's own pure pipeline
-(decode, fold: their orders, refunds and clicks as a worker writes them), then written N
-times over under new ids through the worker's own store (``StateStore.save``: the Lua
-write, orders, refund ids, due index). ``--due`` of them are due before the watermark,
-the rest far after it. Then:
+(decode, fold: their orders, refunds and clicks, a cluster of snapshot v1 and the one
+benchmark audience ``bench-spenders``, as a worker writes them), then written N times
+over under new ids through the worker's own store (``StateStore.save``: the Lua write,
+orders, refund ids, due index, population facts, audience index; all in ``write``).
+``--due`` of them are due before the watermark, the rest far after it. Then, each job
+timed for its wall time, its CPU time (this process, or the job's child process) and
+Redis's CPU time, while a 1 ms timer on the event loop records the loop's worst stall:
 
 - g: Redis's used memory after the load minus before, over N;
-- h: the leader's re-scoring step (``Rescorer``, limit 1,000) timed tick by tick until
-  every due customer is re-scored: the median and the worst tick, and the worst stall
-  the ticks cause on the event loop (measured as in i);
-- i: a churn refit and an RFM-edge refresh over the population, each run off the event
-  loop as the leader runs them (``streams.processing.app``), while a 1 ms timer on the loop
-  records how late it wakes: the job's duration and the loop's worst stall, against
-  the worst stall of the same timer with no job running.
+- h: the leader's re-scoring tick (``Rescorer``, limit 1,000) until every due customer is
+  re-scored: each tick's time, the worst stall;
+- the churn refit, run off the event loop as the leader runs it: once from no model, then
+  again with nothing changed (its parameters cannot move);
+- the RFM-edge refresh, off the loop: with the watermark one day on (the edges move), and
+  with it one minute on (whole-day edges stay where they are);
+- one full cluster-sweep pass after a new snapshot (v2) is published: each tick, each
+  slice (the audience backfill's empty one in each tick too) and the pass;
+- request latencies through the API in-process (FastAPI's TestClient, no socket), every
+  call cold (the walk caches emptied before it): ``/segments``, a dashboard sample
+  (``sizes_sample``), a segment's and a cluster's members page, ``/customers`` ranked by
+  monetary and by churn risk, an audience's members page. ``--calls`` each, as long as
+  an endpoint's calls stay within ``--call-budget-s`` (one call at least; a call over
+  60 s is timed once).
+
+Jobs are repeated ``--repeat`` times while their runs stay within ``--job-budget-s``;
+medians and spreads are printed, every run is in ``--json``. The host's load average
+before and after is recorded: the machine is shared.
 
 Uses the stack given by KAFKA_BOOTSTRAP and REDIS_URL (only Redis is used), or starts one
-(``--redis-cluster`` for a three-master Redis Cluster).
+(``--redis-cluster`` for a three-master Redis Cluster). The namespace (``--namespace``,
+default a fresh one) is deleted afterwards unless ``--keep``.
 
-Run: .venv/bin/python -m benchmarks.population [--customers N] [--due D] [--redis-cluster]
+Run: .venv/bin/python -m benchmarks.population [--customers N] [--due D] [--json FILE]
 """
 
 from __future__ import annotations
@@ -29,18 +44,25 @@ import asyncio
 import dataclasses
 import json
 import os
+import resource
 import statistics
+import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 from launcher import stack
+from online_models.clusters import StableClusterer
 from online_models.customer import CustomerState
+from online_models.features import behaviour_features
 from online_models.rfm import RFMScorer
 from producers import synthetic
 from streams.api.history import sizes_sample
+from streams.audiences.definitions import AudienceSet, parse
 from streams.processing.offload import run_off_loop
 from streams.processing.pipeline import (
     Models,
@@ -50,52 +72,137 @@ from streams.processing.pipeline import (
     histogram_delta,
     histogram_point,
     lookups,
+    reassign_clusters,
 )
 from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
-from streams.read.reader import StateReader
 from streams.settings import Settings
 from streams.state.keys import Keys
+from streams.state.namespace import _delete_keys
 from streams.state.redis_client import info_per_server
-from streams.state.store import StateStore, connect
+from streams.state.store import StateStore, connect, publish_audiences
 
 DAY_MS = 86_400_000
+MINUTE_MS = 60_000
 END_MS = 1_760_000_000_000
 TEMPLATES = 2_000
+BATCH = 1_000  # customers per store write while loading
+# One field audience (no event log in the state): its members page reads a sorted set.
+AUDIENCE_ID = "bench-spenders"
+AUDIENCES = parse(json.dumps({"audiences": [{
+    "id": AUDIENCE_ID, "name": "Spent 300 or more", "when": {"field": "monetary", "gte": 300},
+}]}))  # fmt: skip
+SLOW_CALL_S = 60.0  # a call slower than this is timed once
 
 
-def templates(seed: int = 7) -> list[CustomerState]:
-    """Customers folded from a year of synthetic events, as a worker would write them."""
+def templates(seed: int = 7, audiences: AudienceSet | None = None) -> list[CustomerState]:
+    """Customers folded from a year of synthetic events, as a worker would write them
+    (evaluated under ``audiences`` when given)."""
     start = END_MS - 365 * DAY_MS
     raw = [json.dumps(e).encode()
            for e in synthetic.generate(seed, TEMPLATES, 40 * TEMPLATES, start, END_MS)]  # fmt: skip
     records = [Record(0, i, None, v) for i, v in enumerate(raw)]
     valid, _ = decode_batch(records, END_MS, Limits())
     states = {cid: CustomerState(cid) for cid in lookups(valid)}
-    fold_batch(valid, states, Models(RFMScorer()))
+    fold_batch(valid, states, Models(RFMScorer(), audiences=audiences,
+                                     audiences_version=1 if audiences else 0))  # fmt: skip
     return [s for s in states.values() if s.last_event_ms is not None]
+
+
+def clustered(models: list[CustomerState], audiences: AudienceSet | None):
+    """A trainer's learner over the templates, its snapshot v1 with each template assigned
+    to it (in place), and a v2 after a second look at the same customers (what a trainer
+    publishes next: nearly the same centroids, the same ids)."""
+    learner = StableClusterer(Settings.model_fields["clusters"].default)
+    samples = [(s.customer_id, behaviour_features(s, s.clock_ms), s.last_event_ms)
+               for s in models]  # fmt: skip
+    for cid, features, at in samples:
+        learner.learn_one(features, cid, at)
+    first = learner.snapshot()
+    reassign_clusters(models, Models(RFMScorer(), clusters=first, audiences=audiences,
+                                     audiences_version=1 if audiences else 0))  # fmt: skip
+    for cid, features, at in reversed(samples):
+        learner.learn_one(features, cid, at)
+    return learner, first, learner.snapshot()
 
 
 def used_memory(client) -> int:
     return sum(int(i["used_memory"]) for i in info_per_server(client, "memory"))
 
 
+def redis_cpu_s(client) -> float:
+    """Redis's CPU seconds so far (every master's), user and system."""
+    return sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"])
+               for i in info_per_server(client, "cpu"))  # fmt: skip
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (an off-loop job's process)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def population_facts(state: CustomerState) -> dict:
+    """What writing this customer, new, adds to the population facts the store keeps: the
+    RFM histograms' buckets today."""
+    return histogram_delta(None, histogram_point(state))
+
+
+async def write(store: StateStore, states: dict, due_at: dict, marks: dict[int, int],
+                max_event_ts: int | None, facts: dict,
+                memberships: dict | None = None) -> None:  # fmt: skip
+    """The benchmark's one call of ``StateStore.save`` (the load, and moving the watermark)."""
+    result = await store.save(states, due_at, {}, marks, max_event_ts, facts,
+                              memberships=memberships)  # fmt: skip
+    assert not result.conflicts
+
+
 async def load(store: StateStore, models: list[CustomerState], customers: int, due: int,
-               watermark_ms: int) -> None:  # fmt: skip
-    """``customers`` copies of the templates under new ids, ``due`` of them due now."""
-    for at in range(0, customers, 1000):
-        states, due_at = {}, {}
-        for i in range(at, min(at + 1000, customers)):
-            model = models[i % len(models)]
-            cid = f"p{i:09d}"
-            states[cid] = dataclasses.replace(model, customer_id=cid, version=0)
-            due_at[cid] = watermark_ms - DAY_MS if i < due else watermark_ms + 3650 * DAY_MS
-        hists: dict[tuple[str, int], int] = {}
-        for state in states.values():  # the population histograms the edge refresh reads
-            for key, n in histogram_delta(None, histogram_point(state)).items():
-                hists[key] = hists.get(key, 0) + n
-        result = await store.save(states, due_at, {}, {0: watermark_ms}, watermark_ms, hists)
-        assert not result.conflicts
+               watermark_ms: int, concurrency: int = 1) -> None:  # fmt: skip
+    """``customers`` copies of the templates under new ids, ``due`` of them due now;
+    ``concurrency`` writes in flight (building one batch here while Redis applies the one
+    before: no faster on the shared 2 cores, 23.7k against 25.1k customers/s at 200k).
+    A template's population facts are computed once, not per copy.
+    """
+    facts = [population_facts(m) for m in models]  # the same for every copy of a template
+    pending: set[asyncio.Future] = set()
+    for at in range(0, customers, BATCH):
+        if len(pending) >= concurrency:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        batch = _copies(models, facts, at, min(at + BATCH, customers), due, watermark_ms)
+        pending.add(asyncio.ensure_future(write(store, *batch)))
+    for task in asyncio.as_completed(pending):
+        await task
+
+
+def _copies(models, facts, start: int, end: int, due: int, watermark_ms: int) -> tuple:
+    """write()'s arguments for customers ``start`` to ``end`` - 1."""
+    states, due_at, summed, memberships = {}, {}, {}, {}
+    for i in range(start, end):
+        model = models[i % len(models)]
+        cid = f"p{i:09d}"
+        states[cid] = dataclasses.replace(model, customer_id=cid, version=0)
+        due_at[cid] = watermark_ms - DAY_MS if i < due else watermark_ms + 3650 * DAY_MS
+        for key, n in facts[i % len(models)].items():
+            summed[key] = summed.get(key, 0) + n
+        if model.audiences:
+            memberships[cid] = dict(model.audiences)
+    return states, due_at, {0: watermark_ms}, watermark_ms, summed, memberships or None
+
+
+async def in_force(store: StateStore, snapshot, learner, customers: int) -> None:
+    """Snapshot v1 published, and the cluster sweep and the audience backfill marked done."""
+    await store.publish_clusters(snapshot, json.dumps(learner.to_dict()).encode())
+    await store.set_sweep_position({"sweeping": snapshot.version, "swept": snapshot.version,
+                                    "cursor": 0})  # fmt: skip
+    await store.set_sweep_position({"sweeping": 1, "swept": 1, "cursor": 0, "done": customers,
+                                    "total": customers}, store.keys.audience_sweep)  # fmt: skip
+
+
+async def move_watermark(store: StateStore, to_ms: int) -> None:
+    await write(store, {}, {}, {0: to_ms}, to_ms, {})
 
 
 async def ticks(store: StateStore, due: int) -> list[float]:
@@ -113,6 +220,28 @@ async def ticks(store: StateStore, due: int) -> list[float]:
     return times
 
 
+async def sweep_pass(store: StateStore, snapshot, learner, budget_s: float) -> dict:
+    """Publish ``snapshot`` and run the leader's sweep alone (no due customers, no
+    audience backfill) tick by tick until its pass is over, or ``budget_s`` is spent."""
+    await store.publish_clusters(snapshot, json.dumps(learner.to_dict()).encode())
+    rescorer = Rescorer(BatchProcessor(store, RFMScorer(), Limits()), limit=0, share=1.0)
+    tick_ms, slice_ms, reassigned, began = [], [], 0, time.perf_counter()
+    complete = False
+    while time.perf_counter() - began < budget_s:
+        if (await store.sweep_position()).get("swept", 0) >= snapshot.version:
+            complete = True
+            break
+        tick_began = at = time.perf_counter()
+        async for out in rescorer.slices():
+            now = time.perf_counter()
+            slice_ms.append((now - at) * 1000)
+            reassigned += len(out.states)
+            at = now
+        tick_ms.append((time.perf_counter() - tick_began) * 1000)
+    return {"tick_ms": tick_ms, "slice_ms": slice_ms, "reassigned": reassigned,
+            "complete": complete, "position": await store.sweep_position()}  # fmt: skip
+
+
 async def watched(work, tick_s: float = 0.001):
     """Await ``work`` while a timer on the same loop sleeps ``tick_s`` again and again:
     its result, its seconds, and the timer's worst lateness in ms (how long the loop was
@@ -126,26 +255,297 @@ async def watched(work, tick_s: float = 0.001):
     return await task, time.perf_counter() - began, worst * 1000
 
 
-async def worst_stall(job, at_least_s: float = 2.0) -> tuple[float, float]:
-    """Run ``job`` off the loop (``run_off_loop``, as the leader does), watched; the job's
-    seconds and the loop's worst stall in ms. With ``job`` None, the timer alone for
-    ``at_least_s``: the baseline."""
-    _, seconds, worst_ms = await watched(run_off_loop(job) if job else asyncio.sleep(at_least_s))
-    return seconds, worst_ms
+class Meter:
+    """Wall, CPU (this process and its finished children) and Redis CPU over a block."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __enter__(self) -> Meter:
+        self.began = time.perf_counter()
+        self.cpu = time.process_time() + children_cpu_s()
+        self.redis = redis_cpu_s(self.client)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.figures = {"s": time.perf_counter() - self.began,
+                        "cpu_s": time.process_time() + children_cpu_s() - self.cpu,
+                        "redis_cpu_s": redis_cpu_s(self.client) - self.redis}  # fmt: skip
+
+
+def offloaded(client, job) -> dict:
+    """``job`` in a child process as the leader runs it (``run_off_loop``), watched: its
+    wall, CPU (the child's) and Redis CPU seconds, the loop's worst stall, its result."""
+    with Meter(client) as meter:
+        result, _, stall_ms = asyncio.run(watched(run_off_loop(job)))
+    return {**meter.figures, "worst_stall_ms": stall_ms, "result": result}
+
+
+def idle_job() -> None:
+    """What an off-loop job costs before its work: a spawned child importing the worker."""
+    import streams.processing.worker  # noqa: F401
+
+
+def repeated(run, times: int, budget_s: float, at_least: int = 1) -> list[dict]:
+    """``run()`` up to ``times`` times while the runs' seconds stay within ``budget_s``."""
+    runs: list[dict] = []
+    while len(runs) < at_least or (len(runs) < times and sum(r["s"] for r in runs) < budget_s):
+        runs.append(run(len(runs)))
+    return runs
+
+
+def refits(client, settings: Settings, times: int, budget_s: float) -> dict:
+    """The first fit (from no model), then refits on the same data: parameters that do
+    not move."""
+    first = offloaded(client, partial(refit_churn, settings))
+    params = first["result"]["params"]
+
+    def again(_):
+        run = offloaded(client, partial(refit_churn, settings))
+        run["moved"] = run["result"]["params"] != params
+        return run
+
+    first["moved"] = True
+    return {"first": [first], "unchanged": repeated(again, times, budget_s)}
+
+
+def refreshes(client, store_of, settings: Settings, watermark_ms: int, times: int,
+              budget_s: float) -> tuple[dict, int]:  # fmt: skip
+    """Edge refreshes with the watermark a day on each time (the edges move), then a
+    minute on each time (whole-day edges do not): the runs and the watermark after."""
+    at = [watermark_ms]
+
+    def step(by_ms: int):
+        def run(_):
+            at[0] += by_ms
+            asyncio.run(move_watermark(store_of(), at[0]))
+            figures = offloaded(client, partial(refresh_rfm_edges, settings))
+            figures["published"] = figures["result"] is not None
+            return figures
+
+        return run
+
+    moved = repeated(step(DAY_MS), times, budget_s)
+    unchanged = repeated(step(MINUTE_MS), times, budget_s)
+    return {"moved": moved, "unchanged": unchanged}, at[0]
+
+
+def requests(settings: Settings, client, calls: int, budget_s: float, segment: str,
+             cluster: int) -> dict:  # fmt: skip
+    """Each population read of the API, cold: the walk caches emptied before every call."""
+    from fastapi.testclient import TestClient
+
+    from streams.api.app import create_api
+
+    api = create_api(settings)
+    http = TestClient(api, base_url="http://127.0.0.1")  # no lifespan: no sampler, no feed
+    reader = api.state.reader
+
+    def get(path: str):
+        def call():
+            answer = http.get(path)
+            assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text[:300]}"
+
+        return call
+
+    paths = {
+        "segments": get("/segments"),
+        "dashboard_sample": lambda: sizes_sample(reader, int(time.time() * 1000), None),
+        "segment_members": get(f"/segments/{quote(segment)}/members?limit=100"),
+        "cluster_members": get(f"/clusters/{cluster}/members?limit=100"),
+        "customers_monetary": get("/customers?order_by=monetary&limit=100"),
+        "customers_churn_risk": get("/customers?order_by=churn_risk&limit=100"),
+        "audience_members": get(f"/audiences/{AUDIENCE_ID}/members?limit=100"),
+    }
+    out = {}
+    for name, call in paths.items():
+        ms, cpu_ms, redis_ms = [], [], []
+        while not ms or (len(ms) < calls and sum(ms) < budget_s * 1000
+                         and ms[0] < SLOW_CALL_S * 1000):  # fmt: skip
+            for cache in getattr(api.state, "walks", {}).values():
+                cache.clear()  # a cold call
+            with Meter(client) as meter:
+                call()
+            ms.append(meter.figures["s"] * 1000)
+            cpu_ms.append(meter.figures["cpu_s"] * 1000)
+            redis_ms.append(meter.figures["redis_cpu_s"] * 1000)
+        out[name] = {"ms": ms, "cpu_ms": cpu_ms, "redis_cpu_ms": redis_ms}
+    http.close()
+    reader.close()
+    return out
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.1f}–{max(values):,.1f}" if len(values) > 1 else "one run"
+
+
+def _row(name: str, runs: int, median: float, values: list[float], *rest: str) -> str:
+    """One table line: name, runs, the median with its spread, then the other columns."""
+    figure = f"{median:,.2f} ({spread(values)})"
+    return f"{name:<34}{runs:>5}  {figure:<30}" + "".join(f"{r:>16}" for r in rest)
+
+
+def table(figures: dict) -> list[str]:
+    """The printed summary: one line per job or request."""
+    load, spawn = figures["load"], figures["spawn"]
+    lines = [
+        f"{figures['customers']:,} customers ({figures['templates']:,} templates) written in "
+        f"{load['s']:.0f}s ({load['per_s']:,.0f}/s, {load['concurrency']} writes in flight); "
+        f"load average {figures['loadavg_before'][0]:.2f} before, "
+        f"{figures['loadavg_after'][0]:.2f} after",
+        f"g  Redis bytes per customer (used_memory): {figures['bytes_per_customer']:,.0f}",
+        f"   idle loop's worst stall {figures['idle_stall_ms']:.1f} ms; a spawned job's "
+        f"fixed cost {spawn['s']:.2f} s wall, {spawn['cpu_s']:.2f} s CPU",
+        "",
+        f"{'job':<34}{'runs':>5}  {'wall s (spread)':<30}{'CPU s':>16}{'Redis CPU s':>16}"
+        f"{'worst stall ms':>16}",
+    ]
+    tick, jobs, sweep = figures["tick"], figures["jobs"], figures.get("sweep")
+    rows = [("h  tick, 1,000 due, all ticks", [tick])]
+    if jobs:
+        rows += [("refit, first (no model before)", jobs["refit"]["first"]),
+                 ("refit, parameters unchanged", jobs["refit"]["unchanged"]),
+                 ("edge refresh, edges moved (+1 d)", jobs["refresh"]["moved"]),
+                 ("edge refresh, +1 min (whole-day)", jobs["refresh"]["unchanged"])]  # fmt: skip
+    if sweep:
+        rows.append(("cluster sweep, one pass", [sweep]))
+    for name, runs in rows:
+        walls = [r["s"] for r in runs]
+        cpu = statistics.median(r["cpu_s"] for r in runs)
+        redis_cpu = statistics.median(r["redis_cpu_s"] for r in runs)
+        stall = max(r["worst_stall_ms"] for r in runs)
+        lines.append(_row(name, len(runs), statistics.median(walls), walls, f"{cpu:,.2f}",
+                          f"{redis_cpu:,.2f}", f"{stall:,.1f}"))  # fmt: skip
+    each = tick["tick_ms"]
+    lines.append(f"   h each tick (ms): median {statistics.median(each):,.1f}, worst "
+                 f"{max(each):,.1f}, {len(each)} ticks")  # fmt: skip
+    if jobs:
+        published = {k: [r["published"] for r in runs] for k, runs in jobs["refresh"].items()}
+        lines.append(f"   refresh published new edges: +1 d {published['moved']}, "
+                     f"+1 min {published['unchanged']}")  # fmt: skip
+    if sweep and sweep["slice_ms"]:
+        lines.append(
+            f"   sweep: {len(sweep['tick_ms'])} ticks, {len(sweep['slice_ms'])} slices; slice "
+            f"median {statistics.median(sweep['slice_ms']):,.1f} ms, worst "
+            f"{max(sweep['slice_ms']):,.1f}; tick median "
+            f"{statistics.median(sweep['tick_ms']):,.1f} ms; {sweep['reassigned']:,} reassigned"
+        )
+    if sweep and not sweep["complete"]:
+        lines.append(f"   the sweep pass did NOT complete within the budget: {sweep['position']}")
+    lines += ["", f"{'request (cold)':<34}{'calls':>5}  {'median ms (spread)':<30}"
+              f"{'CPU ms':>16}{'Redis CPU ms':>16}"]  # fmt: skip
+    for name, r in figures["requests"].items():
+        slow = " (over 60 s: timed once)" if r["ms"][0] > SLOW_CALL_S * 1000 else ""
+        cpu, redis_cpu = statistics.median(r["cpu_ms"]), statistics.median(r["redis_cpu_ms"])
+        lines.append(_row(name, len(r["ms"]), statistics.median(r["ms"]), r["ms"],
+                          f"{cpu:,.0f}", f"{redis_cpu:,.0f}") + slow)  # fmt: skip
+    return lines
+
+
+def measure(url: str, namespace: str, args) -> dict:
+    """Load the population into ``namespace`` and time every job and request on it."""
+    keys = Keys(namespace)
+    client = connect(url)
+    settings = Settings.from_env({"REDIS_URL": url, "RTBA_NAMESPACE": namespace,
+                                  "RTBA_API_WALK_CACHE_S": "0"})  # fmt: skip
+    models = templates(audiences=AUDIENCES)
+    learner, first, second = clustered(models, AUDIENCES)
+    # Late enough that every due customer's recency has crossed edges: real re-scoring.
+    watermark_ms = END_MS + 200 * DAY_MS
+    figures: dict = {"customers": args.customers, "due": args.due, "templates": len(models),
+                     "namespace": namespace, "loadavg_before": os.getloadavg()}  # fmt: skip
+
+    def store() -> StateStore:
+        return StateStore.from_url(url, keys)
+
+    # The definitions and snapshot v1 in force, their passes done (every customer is
+    # loaded evaluated under both): the ticks below do the due customers' work only.
+    publish_audiences(client, keys, AUDIENCES)
+    asyncio.run(in_force(store(), first, learner, args.customers))
+    before = used_memory(client)
+    with Meter(client) as meter:
+        asyncio.run(load(store(), models, args.customers, args.due, watermark_ms,
+                         args.load_concurrency))  # fmt: skip
+    figures["load"] = {**meter.figures, "per_s": args.customers / meter.figures["s"],
+                       "concurrency": args.load_concurrency}  # fmt: skip
+    figures["bytes_per_customer"] = (used_memory(client) - before) / args.customers
+
+    note(f"loaded {args.customers:,} in {meter.figures['s']:.0f}s; "
+         f"{figures['bytes_per_customer']:.0f} B a customer")  # fmt: skip
+
+    with Meter(client) as meter:
+        tick_ms, _, stall_ms = asyncio.run(watched(ticks(store(), args.due)))
+    figures["tick"] = {**meter.figures, "tick_ms": tick_ms, "worst_stall_ms": stall_ms}
+    figures["idle_stall_ms"] = asyncio.run(watched(asyncio.sleep(2.0)))[2]
+    figures["spawn"] = offloaded(client, idle_job)
+    note(f"ticks {[round(t) for t in tick_ms]} ms")
+    jobs = figures["jobs"] = {}
+    if "jobs" not in args.skip:
+        jobs["refit"] = refits(client, settings, args.repeat, args.job_budget_s)
+        note(f"refits {_walls(jobs['refit'])}")
+        jobs["refresh"], watermark_ms = refreshes(client, store, settings, watermark_ms,
+                                                  args.repeat, args.job_budget_s)  # fmt: skip
+        note(f"refreshes {_walls(jobs['refresh'])}")
+    if "sweep" not in args.skip:
+        with Meter(client) as meter:
+            sweep, _, stall_ms = asyncio.run(
+                watched(sweep_pass(store(), second, learner, args.sweep_budget_s))
+            )
+        figures["sweep"] = {**meter.figures, **sweep, "worst_stall_ms": stall_ms}
+        note(f"sweep pass {meter.figures['s']:.1f}s")
+    figures["requests"] = {}
+    if "requests" not in args.skip:
+        segment = Counter(m.segment for m in models if m.segment).most_common(1)[0][0]
+        cluster = Counter(m.cluster_id for m in models if m.cluster_id is not None)
+        figures["requests"] = requests(settings, client, args.calls, args.call_budget_s,
+                                       segment, cluster.most_common(1)[0][0])  # fmt: skip
+    figures["loadavg_after"] = os.getloadavg()
+    for runs in (*[r for job in jobs.values() for r in job.values()], [figures["spawn"]]):
+        for run in runs:  # results are for the checks above; parameters stay, briefly
+            run["result"] = _brief(run["result"])
+    client.close()
+    return figures
+
+
+def note(text: str) -> None:
+    """Progress on stderr: a long run shows where it is (stdout has the table)."""
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+def _walls(runs: dict) -> dict:
+    return {kind: [round(r["s"], 1) for r in each] for kind, each in runs.items()}
+
+
+def _brief(result) -> dict | None:
+    if not isinstance(result, dict):
+        return None
+    return {k: result[k] for k in ("version", "model", "params", "customers") if k in result}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.population",
                                      description=__doc__.splitlines()[0])  # fmt: skip
-    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=1_000_000,
+                        help="population size (10,000,000: ~3 GB of Redis)")  # fmt: skip
     parser.add_argument("--due", type=int, default=5_000,
                         help="customers due at the watermark (ticks take 1,000 each)")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each job at most")
+    parser.add_argument("--job-budget-s", type=float, default=90.0,
+                        help="no further run of a job once its runs took this long")  # fmt: skip
+    parser.add_argument("--calls", type=int, default=20, help="calls of each request at most")
+    parser.add_argument("--call-budget-s", type=float, default=60.0,
+                        help="no further call once a request's calls took this long")  # fmt: skip
+    parser.add_argument("--sweep-budget-s", type=float, default=600.0,
+                        help="stop the sweep pass after this long (reported)")  # fmt: skip
+    parser.add_argument("--load-concurrency", type=int, default=1,
+                        help="store writes in flight while loading")  # fmt: skip
+    parser.add_argument("--skip", nargs="*", default=[], choices=("jobs", "sweep", "requests"),
+                        help="leave these out (the ticks and the load always run)")  # fmt: skip
+    parser.add_argument("--namespace", help="default: a fresh pop<random> namespace")
+    parser.add_argument("--keep", action="store_true", help="keep the namespace's keys")
     parser.add_argument("--redis-cluster", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    models = templates()
-    # Late enough that every due customer's recency has crossed edges: real re-scoring.
-    watermark_ms = END_MS + 200 * DAY_MS
     with tempfile.TemporaryDirectory(prefix="rtba-population-") as scratch:
         given = os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL")
         cluster = "1" if args.redis_cluster else "0"
@@ -155,54 +555,15 @@ def main(argv: list[str] | None = None) -> int:
             else stack.up(Settings.from_env({"RTBA_HOME": scratch, "RTBA_REDIS_CLUSTER": cluster}))
         )
         url = own["redis_url"] if own else os.environ["REDIS_URL"]
-        namespace = f"pop{uuid.uuid4().hex[:8]}"
+        namespace = args.namespace or f"pop{uuid.uuid4().hex[:8]}"
         try:
-            client = connect(url)
-            before = used_memory(client)
-            began = time.perf_counter()
-            store = StateStore.from_url(url, Keys(namespace))
-            asyncio.run(load(store, models, args.customers, args.due, watermark_ms))
-            load_s = time.perf_counter() - began
-            per_customer = (used_memory(client) - before) / args.customers
-            tick_ms, _, tick_stall_ms = asyncio.run(
-                watched(ticks(StateStore.from_url(url, Keys(namespace)), args.due))
-            )
-            settings = Settings.from_env({"REDIS_URL": url, "RTBA_NAMESPACE": namespace})
-            stalls = {"idle": asyncio.run(worst_stall(None))}
-            stalls["refit"] = asyncio.run(worst_stall(partial(refit_churn, settings)))
-            stalls["refresh"] = asyncio.run(worst_stall(partial(refresh_rfm_edges, settings)))
-            # The API's dashboard sample walks everyone too (streams/api/history.py).
-            reader = StateReader(settings)
-            began = time.perf_counter()
-            sizes_sample(reader, 0, None)
-            sample_s = time.perf_counter() - began
-            reader.close()
+            figures = measure(url, namespace, args)
         finally:
+            if not args.keep:
+                _delete_keys(Settings.from_env({"REDIS_URL": url, "RTBA_NAMESPACE": namespace}))
             if own:
                 stack.down(Settings.from_env({"RTBA_HOME": scratch}))
-    figures = {"customers": args.customers, "due": args.due, "load_s": load_s,
-               "bytes_per_customer": per_customer, "tick_ms": tick_ms,
-               "tick_worst_stall_ms": tick_stall_ms, "dashboard_sample_s": sample_s,
-               "stalls": {k: {"job_s": job_s, "worst_stall_ms": ms}
-                          for k, (job_s, ms) in stalls.items()}}  # fmt: skip
-    print(f"{args.customers:,} customers ({len(models):,} templates) written in {load_s:.0f}s "
-          f"({args.customers / load_s:,.0f}/s)")  # fmt: skip
-    print(f"g  Redis bytes per customer (used_memory):       {per_customer:>8,.0f} (goal ≤ 300)")
-    median, worst = statistics.median(tick_ms), max(tick_ms)
-    print(f"h  tick with 1,000 due, median of {len(tick_ms)} (ms):   "
-          f"{median:>8,.1f} (worst {worst:,.1f}; goal ≤ 50)")  # fmt: skip
-    print(f"h  worst loop stall during those ticks (ms):     {tick_stall_ms:>8,.1f} "
-          f"({tick_stall_ms / max(stalls['idle'][1], 0.01):,.0f} x idle; goal ≤ 50)")  # fmt: skip
-    idle_ms = stalls["idle"][1]
-    for name in ("refit", "refresh"):
-        job_s, stall_ms = stalls[name]
-        ratio = stall_ms / max(idle_ms, 0.01)
-        print(f"i  {name:<7} {job_s:>6,.1f}s; worst loop stall (ms):  {stall_ms:>8,.1f} "
-              f"({ratio:,.0f} x idle {idle_ms:.1f}; goal ≤ 50)")  # fmt: skip
-    refit_s = stalls["refit"][0]
-    print(f"j  a dashboard sample (segment and cluster sizes): {sample_s:>6,.1f}s "
-          f"({sample_s / max(refit_s, 0.01):.2f} x the refit's {refit_s:,.1f}s, which reads "
-          "everyone too)")  # fmt: skip
+    print("\n".join(table(figures)))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -53,22 +53,47 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     assert "e / d =" in done.stdout and "d / c =" in done.stdout and "D / d =" in done.stdout
 
 
-def test_the_population_benchmark_loads_ticks_and_refits(real_stack, tmp_path):
-    """g, h and i at a small size: every due customer is re-scored, 1,000 a tick; the
-    refit and the refresh ran (a job that failed would raise) and the loop was timed."""
+def test_the_population_benchmark_times_every_population_job_and_read(real_stack, tmp_path):
+    """Every population job and API read at a small size, one run each: every due customer
+    is re-scored, 1,000 a tick; the refits, refreshes and the sweep pass ran (a job that
+    failed would raise), each with its CPU and the loop's worst stall; the namespace is
+    gone afterwards."""
+    from streams.state.store import connect
+
     out = tmp_path / "population.json"
-    done = run_benchmark(real_stack, out, "population", "--customers", "4000", "--due", "2500")
+    done = run_benchmark(real_stack, out, "population", "--customers", "4000", "--due", "2500",
+                         "--repeat", "1", "--calls", "1")  # fmt: skip
     figures = json.loads(out.read_text())
-    assert len(figures["tick_ms"]) == 3  # 1,000 + 1,000 + 500: each tick took its share
-    assert all(ms > 0 for ms in figures["tick_ms"])
+    tick = figures["tick"]
+    assert len(tick["tick_ms"]) == 3  # 1,000 + 1,000 + 500: each tick took its share
+    assert all(ms > 0 for ms in tick["tick_ms"])
     # the loop was watched while the ticks ran, and no stall outlasts the ticks themselves
-    assert 0 < figures["tick_worst_stall_ms"] <= sum(figures["tick_ms"])
+    assert 0 < tick["worst_stall_ms"] <= sum(tick["tick_ms"])
     assert 100 < figures["bytes_per_customer"] < 100_000
-    assert "h  tick with 1,000 due" in done.stdout
-    stalls = figures["stalls"]
-    assert set(stalls) == {"idle", "refit", "refresh"}
-    assert all(s["job_s"] > 0 and s["worst_stall_ms"] >= 0 for s in stalls.values())
-    assert "i  refit" in done.stdout and "i  refresh" in done.stdout
+    assert figures["load"]["per_s"] > 0
+    jobs = figures["jobs"]
+    timed = [*jobs["refit"].values(), *jobs["refresh"].values(), [figures["sweep"]]]
+    for runs in timed:
+        assert len(runs) == 1 and runs[0]["s"] > 0 and runs[0]["cpu_s"] > 0
+        assert runs[0]["worst_stall_ms"] >= 0
+    assert not jobs["refit"]["unchanged"][0]["moved"]  # the same data: the same parameters
+    assert jobs["refresh"]["moved"][0]["published"]  # a day on moves the recency edges
+    assert figures["sweep"]["complete"] and figures["sweep"]["slice_ms"]
+    reads = figures["requests"]
+    assert set(reads) == {
+        "segments",
+        "dashboard_sample",
+        "segment_members",
+        "cluster_members",
+        "customers_monetary",
+        "customers_churn_risk",
+        "audience_members",
+    }
+    assert all(len(r["ms"]) == 1 and r["ms"][0] > 0 for r in reads.values())
+    assert "h  tick, 1,000 due" in done.stdout and "cluster sweep, one pass" in done.stdout
+    client = connect(real_stack["redis_url"])
+    assert not list(client.scan_iter(match=f"{figures['namespace']}:*", count=1000))
+    client.close()
 
 
 def test_the_audience_benchmark_compares_with_its_baseline(tmp_path):
