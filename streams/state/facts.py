@@ -1,0 +1,231 @@
+"""Population facts: integer counters over every stored customer, kept by the writers.
+
+The one place the facts are defined. Each stored customer state adds its
+:func:`contribution` (a few ``field -> int``); the facts are the sums of those over the
+population, kept in hashes (``Keys.facts(shard)``) by HINCRBY of each write's
+:func:`delta`, in the same script call as the version-checked state write
+(apply_customers.lua) or the delete (erase_customer.lua). A write that loses its version
+check, or never happens, moves no fact; one that happens moves them exactly once: the
+facts stay equal to a walk over the stored states under conflicts, crashes, erase and
+retention. `rtba verify` (:func:`recompute`) is that walk.
+
+Fields (every value an int; a field at 0 is deleted, absent reads as 0):
+
+- ``customers``: 1 per customer with state; ``without_purchase``: 1 with no purchase.
+- ``seg:<segment>`` 1, ``seg:<segment>:lp_ms`` its last purchase (epoch ms),
+  ``seg:<segment>:purchases`` its purchases, ``seg:<segment>:cents`` its monetary value
+  in cents (half-even, each customer's capped at CENTS_CAP): for the stored segment, the
+  one of the customer's last evaluation.
+- ``cluster:<id>`` 1 for its stored cluster; ``audience:<id>`` 1 per audience it is in.
+- ``hist:lp:<bucket>``, ``hist:f:<bucket>``, ``hist:m:<bucket>`` 1 each: the buckets of
+  the population histograms behind the adaptive RFM edges (:func:`histogram_point`).
+
+Shards: on a Redis Cluster a script's keys share one slot, so a customer's facts shard is
+its own slot (the shard key's hash tag hashes to that slot: :func:`slot_tag`); the facts
+are the sum over 16,384 shards. On a single server the shard is that slot mod
+SINGLE_SERVER_SHARDS, the same key names and the same summing code.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from redis.crc import key_slot
+
+from online_models.customer import CustomerState
+from online_models.days import UTC_DAYS, Days
+from online_models.quantiles import rfm_histograms
+from streams.state.keys import Keys, hash_tag, slot_tag
+from streams.state.redis_client import clustered as is_clustered
+
+SLOTS = 16_384  # a Redis Cluster's hash slots
+SINGLE_SERVER_SHARDS = 16
+# One customer's cents at most (100M in money): 100M customers' capped cents in one
+# Cluster shard (~6,100 customers) or in one of a single server's 16 (~6.3M) stay far
+# below int64's 9.2e18, where HINCRBY would refuse the write.
+CENTS_CAP = 10**10
+# Shard keys per pipelined read.
+_SHARDS_PER_READ = 1024
+
+_HISTOGRAMS = rfm_histograms()
+_HUNDRED = Decimal(100)
+
+
+def histogram_point(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
+    """The buckets a customer occupies in the population histograms (None: no purchase):
+    the last purchase by the shop's calendar day, so a sale day is one R tie wherever
+    UTC midnight falls in it."""
+    if state.last_purchase_ms is None:
+        return None
+    return {
+        "lp": _HISTOGRAMS["lp"].bucket(days.of(state.last_purchase_ms)),
+        "f": _HISTOGRAMS["f"].bucket(state.purchases),
+        "m": _HISTOGRAMS["m"].bucket(float(state.monetary)),
+    }
+
+
+def cents(amount: Decimal) -> int:
+    """Money in whole cents, half to even, capped at CENTS_CAP (see there)."""
+    exact = int((amount * _HUNDRED).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return min(exact, CENTS_CAP)
+
+
+def contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
+    """What one stored customer state adds to the population facts.
+
+    Parameters
+    ----------
+    state
+        The state as stored (or about to be).
+    days
+        The namespace's calendar (RTBA_TIMEZONE): the last-purchase histogram's days.
+
+    Returns
+    -------
+    dict
+        Field -> int, every value non-zero.
+    """
+    out = {"customers": 1}
+    if state.last_purchase_ms is None:
+        out["without_purchase"] = 1
+    if state.segment is not None:
+        seg = f"seg:{state.segment}"
+        out[seg] = 1
+        out[f"{seg}:lp_ms"] = state.last_purchase_ms or 0
+        out[f"{seg}:purchases"] = state.purchases
+        out[f"{seg}:cents"] = cents(state.monetary)
+    if state.cluster_id is not None:
+        out[f"cluster:{state.cluster_id}"] = 1
+    for audience_id in state.audiences:
+        out[f"audience:{audience_id}"] = 1
+    for name, bucket in (histogram_point(state, days) or {}).items():
+        out[f"hist:{name}:{bucket}"] = 1
+    return {k: v for k, v in out.items() if v}
+
+
+def stored_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
+    """A loaded state's contribution, or None when it is not stored (version 0: a new
+    customer, or one erased since)."""
+    return contribution(state, days) if state.version > 0 else None
+
+
+def delta(before: dict | None, after: dict | None) -> dict[str, int]:
+    """``after - before`` field by field (None: no contribution), zero entries dropped."""
+    out = dict(after or {})
+    for name, n in (before or {}).items():
+        out[name] = out.get(name, 0) - n
+    return {k: v for k, v in out.items() if v}
+
+
+def add_into(total: dict[str, int], more: dict[str, int], sign: int = 1) -> dict[str, int]:
+    """``total += sign * more`` in place (zero fields dropped); returns ``total``."""
+    for name, n in more.items():
+        value = total.get(name, 0) + sign * n
+        if value:
+            total[name] = value
+        else:
+            total.pop(name, None)
+    return total
+
+
+# -- shards -------------------------------------------------------------------
+
+
+def shard_of(customer_id: str, clustered: bool) -> int:
+    """The facts shard of a customer: its key's Cluster slot, or on a single server that
+    slot mod SINGLE_SERVER_SHARDS."""
+    slot = key_slot(hash_tag(customer_id).encode())
+    return slot if clustered else slot % SINGLE_SERVER_SHARDS
+
+
+def shard_count(clustered: bool) -> int:
+    return SLOTS if clustered else SINGLE_SERVER_SHARDS
+
+
+def shard_keys(keys: Keys, clustered: bool) -> list[str]:
+    """Every facts shard's key, shard 0 first."""
+    return [keys.facts(shard) for shard in range(shard_count(clustered))]
+
+
+def customer_facts_key(keys: Keys, customer_id: str, clustered: bool) -> str:
+    """The key of the shard a customer's contribution lives in (on a Cluster, in its slot)."""
+    return keys.facts(shard_of(customer_id, clustered))
+
+
+def _parse(raw: dict) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_shards(client, keys: Keys) -> list[dict[str, int]]:
+    """Every shard's fields, shard 0 first (synchronous client; pipelined)."""
+    names = shard_keys(keys, is_clustered(client))
+    shards: list[dict[str, int]] = []
+    for at in range(0, len(names), _SHARDS_PER_READ):
+        with client.pipeline(transaction=False) as pipe:
+            for name in names[at : at + _SHARDS_PER_READ]:
+                pipe.hgetall(name)
+            shards += [_parse(raw) for raw in pipe.execute()]
+    return shards
+
+
+def read_facts(client, keys: Keys) -> dict[str, int]:
+    """The population facts: every shard summed (synchronous client). On a Cluster that
+    reads 16,384 keys; on a single server 16."""
+    return sum_shards(read_shards(client, keys))
+
+
+async def read_facts_async(client, keys: Keys) -> dict[str, int]:
+    """:func:`read_facts` for an asyncio client (a worker, the API)."""
+    names = shard_keys(keys, is_clustered(client))
+    total: dict[str, int] = {}
+    for at in range(0, len(names), _SHARDS_PER_READ):
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names[at : at + _SHARDS_PER_READ]:
+                pipe.hgetall(name)
+            for raw in await pipe.execute():
+                add_into(total, _parse(raw))
+    return total
+
+
+def sum_shards(shards) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for shard in shards:
+        add_into(total, shard)
+    return total
+
+
+def histograms(facts: dict[str, int]) -> dict:
+    """The population histograms (lp, f, m) as BucketHistograms, from the ``hist:``
+    fields of the facts."""
+    hists = rfm_histograms()
+    for field, n in facts.items():
+        head, _, rest = field.partition(":")
+        if head != "hist" or not n:
+            continue
+        name, _, bucket = rest.partition(":")
+        if name in hists:
+            hists[name].counts[int(bucket)] += n
+    return hists
+
+
+__all__ = [
+    "CENTS_CAP",
+    "SINGLE_SERVER_SHARDS",
+    "SLOTS",
+    "add_into",
+    "contribution",
+    "customer_facts_key",
+    "delta",
+    "histogram_point",
+    "histograms",
+    "read_facts",
+    "read_facts_async",
+    "shard_keys",
+    "shard_of",
+    "slot_tag",
+    "stored_contribution",
+]
