@@ -124,8 +124,12 @@ CUSTOMER = st.one_of(
     st.builds(clicker, st.one_of(st.none(), st.integers(0, 5))),
     st.builds(
         lambda segment, ago_ms, purchases, cents, cluster: {
-            "segment": segment, "last_ms": T0 - ago_ms, "purchases": purchases,
-            "cents": cents, "cluster": cluster},  # fmt: skip
+            "segment": segment,
+            "last_ms": T0 - ago_ms,
+            "purchases": purchases,
+            "cents": cents,
+            "cluster": cluster,
+        },  # fmt: skip
         st.sampled_from(CLASSIC),
         st.integers(-30 * DAY, 3000 * DAY),  # a purchase past the as-of time too
         st.integers(1, 10_000),
