@@ -47,14 +47,13 @@ from streams.processing.pipeline import (
     Record,
     decode_batch,
     fold_batch,
-    histogram_delta,
-    histogram_point,
     lookups,
 )
 from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
 from streams.read.reader import StateReader
 from streams.settings import Settings
+from streams.state import facts
 from streams.state.keys import Keys
 from streams.state.redis_client import info_per_server
 from streams.state.store import StateStore, connect
@@ -90,11 +89,9 @@ async def load(store: StateStore, models: list[CustomerState], customers: int, d
             cid = f"p{i:09d}"
             states[cid] = dataclasses.replace(model, customer_id=cid, version=0)
             due_at[cid] = watermark_ms - DAY_MS if i < due else watermark_ms + 3650 * DAY_MS
-        hists: dict[tuple[str, int], int] = {}
-        for state in states.values():  # the population histograms the edge refresh reads
-            for key, n in histogram_delta(None, histogram_point(state)).items():
-                hists[key] = hists.get(key, 0) + n
-        result = await store.save(states, due_at, {}, {0: watermark_ms}, watermark_ms, hists)
+        # the population facts (the edge refresh reads their histograms), as a worker's writes
+        added = {cid: facts.contribution(state) for cid, state in states.items()}
+        result = await store.save(states, due_at, {}, {0: watermark_ms}, watermark_ms, added)
         assert not result.conflicts
 
 

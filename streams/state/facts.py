@@ -21,13 +21,14 @@ Fields (every value an int; a field at 0 is deleted, absent reads as 0):
   the population histograms behind the adaptive RFM edges (:func:`histogram_point`).
 
 Shards: on a Redis Cluster a script's keys share one slot, so a customer's facts shard is
-its own slot (the shard key's hash tag hashes to that slot: :func:`slot_tag`); the facts
+its own slot (the shard key's hash tag hashes to that slot: keys.slot_tag); the facts
 are the sum over 16,384 shards. On a single server the shard is that slot mod
 SINGLE_SERVER_SHARDS, the same key names and the same summing code.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from redis.crc import key_slot
@@ -35,7 +36,7 @@ from redis.crc import key_slot
 from online_models.customer import CustomerState
 from online_models.days import UTC_DAYS, Days
 from online_models.quantiles import rfm_histograms
-from streams.state.keys import Keys, hash_tag, slot_tag
+from streams.state.keys import Keys, hash_tag
 from streams.state.redis_client import clustered as is_clustered
 
 SLOTS = 16_384  # a Redis Cluster's hash slots
@@ -212,20 +213,65 @@ def histograms(facts: dict[str, int]) -> dict:
     return hists
 
 
-__all__ = [
-    "CENTS_CAP",
-    "SINGLE_SERVER_SHARDS",
-    "SLOTS",
-    "add_into",
-    "contribution",
-    "customer_facts_key",
-    "delta",
-    "histogram_point",
-    "histograms",
-    "read_facts",
-    "read_facts_async",
-    "shard_keys",
-    "shard_of",
-    "slot_tag",
-    "stored_contribution",
-]
+# -- the walk: `rtba verify` ------------------------------------------------------
+
+
+def namespace_days(client, keys: Keys, default: Days) -> Days:
+    """The calendar the namespace's writers count days in (``keys.timezone``, claimed by
+    its first worker), else ``default``: the facts' last-purchase days are in it."""
+    from online_models.days import days_in
+
+    zone = client.get(keys.timezone)
+    return default if zone is None else days_in(_text(zone))
+
+
+@dataclass
+class Check:
+    """A walk's facts against the stored ones, shard by shard."""
+
+    expected: list[dict[str, int]]  # per shard, summed over the stored states
+    stored: list[dict[str, int]]  # per shard, as read after the walk
+    moved: bool  # the stored facts changed during the walk (writers at work)
+    customers: int  # states walked
+
+    def differences(self) -> list[tuple[int, str, int, int]]:
+        """(shard, field, expected, stored) of every field that differs, shard by shard."""
+        out = []
+        for shard, (want, got) in enumerate(zip(self.expected, self.stored, strict=True)):
+            for name in sorted(set(want) | set(got)):
+                if want.get(name, 0) != got.get(name, 0):
+                    out.append((shard, name, want.get(name, 0), got.get(name, 0)))
+        return out
+
+
+def recompute(client, keys: Keys, days: Days = UTC_DAYS) -> Check:
+    """Walk every stored state (a page of the due index at a time) and sum their
+    contributions per shard; read the stored facts before and after the walk. The one
+    function that walks the population (`rtba verify`)."""
+    from streams.state.store import customer_pages, read_states
+
+    clustered = is_clustered(client)
+    before = read_shards(client, keys)
+    expected: list[dict[str, int]] = [{} for _ in range(shard_count(clustered))]
+    walked = 0
+    for ids in customer_pages(client, keys):
+        for state in read_states(client, keys, ids):
+            add_into(expected[shard_of(state.customer_id, clustered)], contribution(state, days))
+            walked += 1
+    after = read_shards(client, keys)
+    return Check(expected, after, before != after, walked)
+
+
+def repair(client, keys: Keys, check: Check) -> int:
+    """Rewrite every shard that differs to the walk's sums (one transaction per shard key:
+    DEL, then HSET). Only for a quiet namespace (the workers stopped): a write between the
+    walk and this would be overwritten. Returns how many shards were rewritten."""
+    shards = sorted({shard for shard, *_ in check.differences()})
+    for shard in shards:
+        name = keys.facts(shard)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            if check.expected[shard]:
+                pipe.hset(name, mapping=check.expected[shard])
+            pipe.execute()
+    return len(shards)

@@ -88,10 +88,6 @@ class Keys:
         """Hash: ``version`` and ``json`` of the fitted churn and spend models."""
         return f"{self.namespace}:model:churn"
 
-    def histogram(self, name: str) -> str:
-        """Hash: bucket -> customers, one of the population histograms (lp, f, m)."""
-        return f"{self.namespace}:hist:{name}"
-
     def facts(self, shard: int) -> str:
         """Hash: one shard of the population facts, field -> int (streams.state.facts). Its
         hash tag maps to Cluster slot ``shard``: on a Cluster a customer's contribution is
