@@ -43,7 +43,9 @@ SLOTS = 16_384  # a Redis Cluster's hash slots
 SINGLE_SERVER_SHARDS = 16
 # One customer's cents at most (100M in money): 100M customers' capped cents in one
 # Cluster shard (~6,100 customers) or in one of a single server's 16 (~6.3M) stay far
-# below int64's 9.2e18, where HINCRBY would refuse the write.
+# below int64's 9.2e18, where HINCRBY would refuse the write. (``seg:<s>:lp_ms`` sums
+# ~1.8e12 a customer: int64 holds ~5M customers of one segment in one shard, ~80M on a
+# single server's 16; docs/population.md.)
 CENTS_CAP = 10**10
 # Shard keys per pipelined read.
 _SHARDS_PER_READ = 1024
