@@ -11,7 +11,7 @@ import json
 from decimal import Decimal
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
@@ -133,6 +133,10 @@ def test_a_customers_deltas_add_up_to_its_last_contribution(history):
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(min_size=1, max_size=40), st.sampled_from(["behavior", "t1", "shop.eu-2"]))
+@example("a{b}c", "behavior")
+@example("}{", "behavior")
+@example("{}", "t1")
+@example("50%{off}", "t1")
 def test_a_customers_facts_shard_is_in_its_own_cluster_slot(customer_id, namespace):
     keys = Keys(namespace)
     slot = key_slot(keys.customer(customer_id).encode())
