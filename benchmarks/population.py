@@ -69,14 +69,13 @@ from streams.processing.pipeline import (
     Record,
     decode_batch,
     fold_batch,
-    histogram_delta,
-    histogram_point,
     lookups,
     reassign_clusters,
 )
 from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
 from streams.settings import Settings
+from streams.state import facts
 from streams.state.keys import Keys
 from streams.state.namespace import _delete_keys
 from streams.state.redis_client import info_per_server
@@ -143,9 +142,9 @@ def children_cpu_s() -> float:
 
 
 def population_facts(state: CustomerState) -> dict:
-    """What writing this customer, new, adds to the population facts the store keeps: the
-    RFM histograms' buckets today."""
-    return histogram_delta(None, histogram_point(state))
+    """What writing this customer, new, adds to the population facts the store keeps
+    (streams.state.facts: segment, cluster and audience counts, sums, histograms)."""
+    return facts.contribution(state)
 
 
 async def write(store: StateStore, states: dict, due_at: dict, marks: dict[int, int],
@@ -185,8 +184,7 @@ def _copies(models, facts, start: int, end: int, due: int, watermark_ms: int) ->
         cid = f"p{i:09d}"
         states[cid] = dataclasses.replace(model, customer_id=cid, version=0)
         due_at[cid] = watermark_ms - DAY_MS if i < due else watermark_ms + 3650 * DAY_MS
-        for key, n in facts[i % len(models)].items():
-            summed[key] = summed.get(key, 0) + n
+        summed[cid] = facts[i % len(models)]  # per customer, applied in its write script
         if model.audiences:
             memberships[cid] = dict(model.audiences)
     return states, due_at, {0: watermark_ms}, watermark_ms, summed, memberships or None

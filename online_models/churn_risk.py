@@ -221,7 +221,9 @@ def same_fit(fresh: ChurnScorer, in_force: ChurnScorer, within: float = SAME_FIT
     (True, False)
     """
     if (fresh.model.name, fresh.threshold, fresh.rearm_below) != (
-        in_force.model.name, in_force.threshold, in_force.rearm_below
+        in_force.model.name,
+        in_force.threshold,
+        in_force.rearm_below,
     ):
         return False
     pairs = [(fresh.model.params, in_force.model.params)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from streams.settings import Settings
 from streams.state.erase import Eraser, rewrite_aof
+from streams.state.facts import namespace_days
 from streams.state.keys import Keys
 
 
@@ -22,7 +23,7 @@ def erase_customers(settings: Settings, client, customer_ids: list[str]) -> list
     from kafka import KafkaProducer
 
     keys = Keys(settings.namespace)
-    eraser = Eraser(client, keys)
+    eraser = Eraser(client, keys, namespace_days(client, keys, settings.days()))
     reports = [erased.to_json() for erased in eraser.erase_all(customer_ids)]
     aof = rewrite_aof(client, keys)
     producer = KafkaProducer(

@@ -331,7 +331,8 @@ class Settings(BaseSettings):
     metrics_port: Port = None
     metrics_host: Annotated[str, AfterValidator(_host)] = "127.0.0.1"
     # The API's dashboard: a sample of segment and cluster sizes, lag and counters this
-    # often (each walks the population; one API process takes each sample), this many kept.
+    # often (from the population facts, no walk; one API process takes each sample), this
+    # many kept.
     dashboard_sample_s: float = Field(10.0, ge=0.1, le=86_400)
     dashboard_history: int = Field(2880, ge=2, le=1_000_000)
     # Recent output events each API process keeps for /events and the live feed.
@@ -350,7 +351,8 @@ class Settings(BaseSettings):
     # Requests served at once (503 with Retry-After past it) and live feed streams open.
     api_max_concurrent: int = Field(32, ge=1, le=10_000)
     api_max_streams: int = Field(20, ge=1, le=10_000)
-    # Population walks (rankings, members, sizes) are cached this long, keyed by the query.
+    # Population walks (rankings, segment and cluster members) are cached this long, keyed
+    # by the query (sizes read the population facts: no walk, no cache).
     api_walk_cache_s: float = Field(5.0, ge=0, le=3600)
     # Redis login (an ACL user, or the default user's password when no user is given) and
     # TLS, on with a rediss:// URL: the CA that signed the server's certificate, and a

@@ -45,7 +45,9 @@ from streams.privacy import PseudonymKeyError, customer_ref
 from streams.processing.schemas import iso, to_epoch_ms
 from streams.read.audiences import audience_detail, audience_rows, member_rows
 from streams.read.reader import StateReader
+from streams.read.views import cluster_rows
 from streams.settings import Settings, redacted
+from streams.state.facts import read_facts
 from streams.state.store import audience_sizes, model_status, read_stats
 
 MAX_LIMIT = 1000
@@ -62,7 +64,7 @@ PUBLIC = {"/health", "/ready", "/", "/openapi.json"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ADMIN_PATHS = {"/audit"}
 # The endpoints that read the population, each behind its cache (streams.api.walks).
-WALKS = ("customers", "segments", "segment_members", "cluster_members", "audience_members")
+WALKS = ("customers", "segment_members", "cluster_members")
 ADMIN_OFF = (
     "erasing over the API is off: set RTBA_API_ADMIN_TOKEN (or RTBA_API_ADMIN_TOKEN_FILE) "
     "and send it as Authorization: Bearer <admin token>; `rtba erase` works without it"
@@ -321,9 +323,14 @@ def create_api(
             "customers": rows[offset : offset + limit],
         }
 
-    @api.get("/segments", summary="RFM segment and cluster sizes and profiles")
+    @api.get(
+        "/segments",
+        summary="RFM segment and cluster sizes and profiles, from the population facts "
+        "(sizes as of each customer's last evaluation; as_of moves the mean recency only)",
+    )
     def segments(as_of: AsOf = None) -> dict:
-        return walks["segments"].get(as_of, lambda: reader.summary(_as_of(reader, as_of)))
+        # a few small hashes, no walk: no cache either (docs/api.md)
+        return reader.summary(_as_of(reader, as_of))
 
     @api.get(
         "/segments/{segment}/members",
@@ -354,17 +361,19 @@ def create_api(
             "members": rows,
         }
 
-    @api.get("/clusters", summary="the behaviour clusters in force: labels and centroids")
+    @api.get(
+        "/clusters",
+        summary="the behaviour clusters in force: labels, centroids and sizes (each "
+        "customer's cluster at its last evaluation)",
+    )
     def clusters() -> dict:
-        # The snapshot only (one read), no sizes: those walk everyone (/segments) or come
-        # from the dashboard's samples (/dashboard/history).
+        # The snapshot and the facts' sizes: no walk. A cluster that died still shows
+        # while members wait to be moved (label and centroid null), as in /segments.
         snapshot = reader.models().clusters
         if snapshot is None:
             return {"version": None, "clusters": []}
-        return {
-            "version": snapshot.version,
-            "clusters": [snapshot.profile(cluster_id) for cluster_id in snapshot.ids],
-        }
+        facts = read_facts(reader.client, reader.keys)
+        return {"version": snapshot.version, "clusters": cluster_rows(facts, snapshot)}
 
     @api.get(
         "/clusters/{cluster_id}/members",
@@ -415,17 +424,15 @@ def create_api(
 
     @api.get(
         "/audiences/{audience_id}/members",
-        summary="an audience's members, by customer id, with when each entered",
+        summary="an audience's members in the order they entered (then by customer id), "
+        "with when each entered",
         responses={404: {"description": "no such audience"}},
     )
     def audience_members(audience_id: AudienceId, limit: Limit = 100,
                          offset: Offset = 0) -> dict:  # fmt: skip
-        def read():
+        try:  # a ZRANGE by rank and a ZCARD: no walk, no cache
             rows = member_rows(reader.client, reader.keys, audience_id, offset, limit)
-            return rows, audience_sizes(reader.client, reader.keys, [audience_id])[audience_id]
-
-        try:
-            rows, total = walks["audience_members"].get((audience_id, offset, limit), read)
+            total = audience_sizes(reader.client, reader.keys, [audience_id])[audience_id]
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         return {"audience": audience_id, "total": total, "offset": offset, "limit": limit,

@@ -4,10 +4,10 @@ pushes the sample onto a capped Redis list, so the plots survive an API restart 
 API process shows the same ones.
 
 Which process samples is settled by a lease (SET NX PX for one interval): two APIs never
-double the samples, and when one stops another takes over. A sample walks the population
-(streams.read.reader), a cost that grows with it (6.9 s at 100,000 customers on two
-cores, docs/api.md): the sampler spends at most a fifth of its time sampling, so beyond ~20,000
-customers samples come less often than RTBA_DASHBOARD_SAMPLE_S asks.
+double the samples, and when one stops another takes over. A sample reads the population
+facts (a few small hashes, streams.state.facts), not the customers: its cost does not grow
+with the population (S10; it walked everyone before, 6.9 s at 100,000 customers). The
+sampler still spends at most a fifth of its time sampling, a guard should Redis be slow.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ DUTY = 0.2  # at most this share of the sampler's time goes to sampling
 
 
 def sizes_sample(reader: StateReader, now_ms: int, lag: int | None) -> dict:
-    """One dashboard sample, as of the watermark."""
+    """One dashboard sample: sizes from the population facts (each customer's segment and
+    cluster at its last evaluation), the mean recency as of the watermark."""
     summary = reader.summary(reader.as_of())
     stats = read_stats(reader.client, reader.keys)
     return {

@@ -7,7 +7,9 @@ counts what that process did: streams.processing.metrics).
   event id seen before) and ``redelivered`` (offsets applied before, after a crash);
 - ``rtba_dlq_total{reason}``: records refused;
 - ``rtba_retention_erased_total``: customers erased as their retention ended;
-- ``rtba_customers``: customers with state;
+- ``rtba_customers``: customers with state; ``rtba_segment_customers{segment}`` and
+  ``rtba_cluster_customers{cluster}``: each customer's segment and cluster at its last
+  evaluation (all three from the population facts, streams.state.facts: no walk);
 - ``rtba_model_version{model}``, ``rtba_model_age_seconds{model}``: the models in force;
 - ``rtba_group_lag``: records the workers' consumer group has yet to commit, as of the
   last dashboard sample.
@@ -22,7 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streams.api.history import read_history
 from streams.read.reader import StateReader
-from streams.state.store import customer_count, model_status, read_stats
+from streams.read.views import cluster_sizes, segment_sums
+from streams.state.facts import read_facts
+from streams.state.store import model_status, read_stats
 
 OUTCOMES = {"records": "read", "applied": "applied", "duplicates": "duplicate",
             "redelivered": "redelivered"}  # fmt: skip
@@ -55,9 +59,7 @@ class NamespaceCollector:
             "customers erased as their retention ended (RTBA_RETENTION_DAYS)",
             value=stats.get("retention_erased", 0),
         )
-        yield GaugeMetricFamily(
-            "rtba_customers", "customers with state", value=customer_count(client, keys)
-        )
+        yield from population_gauges(read_facts(client, keys))
         now_ms = int(time.time() * 1000)
         version = GaugeMetricFamily("rtba_model_version", "models in force", labels=["model"])
         age = GaugeMetricFamily(
@@ -99,6 +101,26 @@ class NamespaceCollector:
                 "records of the events topic the workers have yet to commit (last sample)",
                 value=last[-1]["lag"],
             )
+
+
+def population_gauges(facts: dict[str, int]):
+    """Customers, and customers by segment and by cluster, from the population facts."""
+    yield GaugeMetricFamily("rtba_customers", "customers with state",
+                            value=facts.get("customers", 0))  # fmt: skip
+    segments = GaugeMetricFamily(
+        "rtba_segment_customers", "customers by RFM segment (at their last evaluation)",
+        labels=["segment"],
+    )  # fmt: skip
+    for name, sums in sorted(segment_sums(facts).items()):
+        segments.add_metric([name], sums.get("n", 0))
+    yield segments
+    clusters = GaugeMetricFamily(
+        "rtba_cluster_customers", "customers by behaviour cluster (at their last evaluation)",
+        labels=["cluster"],
+    )  # fmt: skip
+    for cluster_id, n in sorted(cluster_sizes(facts).items()):
+        clusters.add_metric([str(cluster_id)], n)
+    yield clusters
 
 
 def api_registry(reader: StateReader) -> CollectorRegistry:

@@ -164,7 +164,7 @@ def show(audience_id, as_json) -> int:
 @click.option("--offset", type=click.IntRange(0), default=0, help="skip this many first")
 @json_option
 def members(audience_id, limit, offset, as_json) -> int:
-    """An audience's members, by customer id, with when each entered (event time).
+    """An audience's members in the order they entered (event time), then by id.
 
     \b
     Examples:

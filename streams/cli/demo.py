@@ -94,8 +94,9 @@ def snapshot(reader) -> dict:
     watermark = read_marks(reader.client, reader.keys).watermark()
     summary = reader.summary(reader.as_of(watermark))
     audiences = audience_rows(reader.client, reader.keys)["audiences"]
-    return {"stats": read_stats(reader.client, reader.keys), "watermark": watermark,
-            "audiences": audiences, **summary}  # fmt: skip
+    # the summary first: its "watermark" is ISO text, the screen's is epoch ms
+    return {**summary, "stats": read_stats(reader.client, reader.keys), "watermark": watermark,
+            "audiences": audiences}  # fmt: skip
 
 
 def render(view: dict, feed_counts: dict, changes, alerts, header: str, rate: float) -> str:

@@ -20,6 +20,7 @@ from streams.cli import (
     run_commands,
     stack_commands,
     topic_commands,
+    verify_commands,
 )
 from streams.errors import RtbaError, StackDown
 
@@ -50,7 +51,7 @@ def cli() -> None:
 
 
 for module in (stack_commands, run_commands, read_commands, topic_commands, privacy_commands,
-               audience_commands):  # fmt: skip
+               audience_commands, verify_commands):  # fmt: skip
     for command in module.COMMANDS:
         cli.add_command(command)
 

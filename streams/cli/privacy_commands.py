@@ -15,7 +15,7 @@ def erase(customer_ids, yes, as_json) -> int:
     """Remove every trace of customers from Redis and send their tombstones.
 
     Their state, their place in the due index and the outbox index, their unsent output
-    events and their counts in the population histograms go; each output topic gets a
+    events and their contribution to the population facts go; each output topic gets a
     tombstone (the customer's key, a null value). An event for the id afterwards starts
     a new profile. Exit code 1 when an id had no state (erased anyway: its tombstones
     are sent).

@@ -17,7 +17,6 @@ from online_models.clusters import ClusterSnapshot
 from online_models.customer import MS_PER_DAY, CustomerState, RefusedEvent
 from online_models.days import UTC_DAYS, Days
 from online_models.features import as_rows, behaviour_features
-from online_models.quantiles import rfm_histograms
 from online_models.rfm import RFMScorer
 from streams.audiences import evaluate as audience
 from streams.audiences.definitions import AudienceSet
@@ -32,6 +31,7 @@ from streams.processing.schemas import (
     decode,
     iso,
 )
+from streams.state import facts
 
 # How long a customer's orders are kept for de-duplication and refunds after its latest
 # event (docs/decisions.md, "The order horizon"); Settings.order_horizon_days sets it.
@@ -186,8 +186,9 @@ class BatchOutcome:
     counts: dict[str, list[int]] = field(default_factory=dict)
     # per changed customer: its behaviour features, for the cluster trainer
     samples: dict[str, dict[str, float]] = field(default_factory=dict)
-    # per customer: population-histogram changes {(histogram, bucket): +-1}, likewise
-    histogram_deltas: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
+    # per written customer: its change to the population facts (streams.state.facts), its
+    # contribution as written minus as read; applied with its write, only if that wins
+    fact_deltas: dict[str, dict[str, int]] = field(default_factory=dict)
     # per customer: refunds that came before their order (``refund_waiting``), were
     # credited when it came (``refund_matched_late``), or were dropped at the order horizon,
     # their order never placed under this customer id (``refund_unmatched``): counters in
@@ -437,29 +438,11 @@ def retention_end_ms(state: CustomerState, models: Models) -> int | None:
     return state.last_event_ms + models.retention_ms
 
 
-_HISTOGRAMS = rfm_histograms()
-
-
-def histogram_point(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
-    """The buckets a customer occupies in the population histograms (None: no purchase):
-    the last purchase by the shop's calendar day, so a sale day is one R tie wherever
-    UTC midnight falls in it."""
-    if state.last_purchase_ms is None:
-        return None
-    return {
-        "lp": _HISTOGRAMS["lp"].bucket(days.of(state.last_purchase_ms)),
-        "f": _HISTOGRAMS["f"].bucket(state.purchases),
-        "m": _HISTOGRAMS["m"].bucket(float(state.monetary)),
-    }
-
-
-def histogram_delta(before: dict | None, after: dict | None) -> dict[tuple[str, int], int]:
-    delta: dict[tuple[str, int], int] = {}
-    for point, sign in ((before, -1), (after, 1)):
-        for name, bucket in (point or {}).items():
-            key = (name, bucket)
-            delta[key] = delta.get(key, 0) + sign
-    return {k: v for k, v in delta.items() if v}
+def _set_fact_delta(out: BatchOutcome, state: CustomerState, before: dict | None,
+                    days: Days) -> None:  # fmt: skip
+    """The customer's change to the population facts, from its contribution as read
+    (``before``, taken before anything changed it) to its state as it will be written."""
+    out.fact_deltas[state.customer_id] = facts.delta(before, facts.contribution(state, days))
 
 
 def _apply(state: CustomerState, event: Event, horizon_ms: int,
@@ -559,7 +542,7 @@ def fold_batch(
         if out.counts[cid][0]:  # only applied events are new evidence for the trainer
             out.samples[cid] = {"features": behaviour_features(state, state.clock_ms),
                                 "last_event_ms": state.last_event_ms}  # fmt: skip
-        out.histogram_deltas[cid] = histogram_delta(before[cid], histogram_point(state, days))
+        _set_fact_delta(out, state, before[cid], days)
     return out
 
 
@@ -574,8 +557,8 @@ def _fold_one(
     days: Days = UTC_DAYS,
 ) -> None:
     counts = out.counts.setdefault(event.customer_id, [0, 0, 0])
-    if event.customer_id not in before:
-        before[event.customer_id] = histogram_point(state, days)
+    if event.customer_id not in before:  # its contribution as read, before the first event
+        before[event.customer_id] = facts.stored_contribution(state, days)
     if state.already_applied(record.partition, record.position):
         counts[2] += 1
         return
@@ -594,10 +577,11 @@ def _fold_one(
     evaluate(state, state.clock_ms, models, Cause.record(record, event.type), out)
 
 
-def reassign_clusters(states: Iterable[CustomerState], models: Models) -> BatchOutcome:
+def reassign_clusters(states: Iterable[CustomerState], models: Models,
+                      days: Days = UTC_DAYS) -> BatchOutcome:  # fmt: skip
     """Assign customers to the clusters of a new snapshot (the leader's sweep), all of a
     slice in one distance computation. Only the customers whose id actually changes are
-    written and announced."""
+    written and announced (with their change to the facts, ``days`` their calendar)."""
     out = BatchOutcome()
     snapshot = models.clusters
     if snapshot is None or not snapshot.ids:
@@ -608,43 +592,52 @@ def reassign_clusters(states: Iterable[CustomerState], models: Models) -> BatchO
         return out
     nearest = snapshot.assign_many(as_rows([features for _, features in known]))
     for (state, features), cluster_id in zip(known, nearest.tolist(), strict=True):
-        before = state.cluster_id
+        before, read = state.cluster_id, facts.stored_contribution(state, days)
         _set_cluster(state, cluster_id, state.clock_ms, cause, features, out)
         if state.cluster_id != before:
             evaluate_audiences(state, state.clock_ms, models, cause, out)
             out.states[state.customer_id] = state
+            _set_fact_delta(out, state, read, days)
     return out
 
 
-def reevaluate_audiences(states: Iterable[CustomerState], models: Models) -> BatchOutcome:
+def reevaluate_audiences(states: Iterable[CustomerState], models: Models,
+                         days: Days = UTC_DAYS) -> BatchOutcome:  # fmt: skip
     """The backfill of new audience definitions: each customer evaluated as of its own
     clock. Every customer read gets its due time again (the new definitions may wake it
-    at other times); only those whose memberships or logs changed are written."""
+    at other times); only those whose memberships or logs changed are written (with
+    their change to the facts, ``days`` their calendar)."""
     out = BatchOutcome()
     cause = Cause("definitions", f"a{models.audiences_version}")
     for state in states:
         before = (dict(state.audiences), {k: list(v) for k, v in state.recent.items()})
+        read = facts.stored_contribution(state, days)
         evaluate_audiences(state, state.clock_ms, models, cause, out)
         if (state.audiences, state.recent) != before:
             out.states[state.customer_id] = state
+            _set_fact_delta(out, state, read, days)
         out.due[state.customer_id] = next_due_ms(state, models)
     return out
 
 
-def rescore_due(states: Iterable[CustomerState], watermark_ms: int, models: Models) -> BatchOutcome:
+def rescore_due(states: Iterable[CustomerState], watermark_ms: int, models: Models,
+                days: Days = UTC_DAYS) -> BatchOutcome:  # fmt: skip
     """Walk each customer through every due time up to the watermark, in order, so a
-    silent customer passes through each intermediate segment at its exact time."""
+    silent customer passes through each intermediate segment at its exact time (each
+    written with its change to the facts, ``days`` its calendar)."""
     out = BatchOutcome()
     for state in states:
         end = retention_end_ms(state, models)
         if end is not None and end <= watermark_ms:  # retention is over: no more scoring
             out.expired[state.customer_id] = state.version
             continue
+        read = facts.stored_contribution(state, days)
         due = next_due_ms(state, models)
         while due is not None and due <= watermark_ms:
             state.evaluated_ms = due
             evaluate(state, due, models, Cause.time(due), out)
             due = next_due_ms(state, models)
         out.states[state.customer_id] = state
+        _set_fact_delta(out, state, read, days)
         out.due[state.customer_id] = due
     return out

@@ -214,7 +214,6 @@ class BatchProcessor:
         counters = {"records": len(records), **dlq_counters(why for _, why in rejected)}
         # what the last attempt wrote for customers whose write then lost: taken back next time
         lost: dict[str, list[int]] = {}
-        lost_deltas: dict[str, dict] = {}
         lost_refunds: dict[str, dict[str, int]] = {}
         for _ in range(self.max_conflict_retries):
             states, model_versions = await self.store.load(lookups(pending))
@@ -238,7 +237,6 @@ class BatchProcessor:
                 counters[name] -= sum(c[i] for c in lost.values())
             for name, n in _sum_deltas(out.refund_counts.values(), lost_refunds.values()).items():
                 counters[name] = counters.get(name, 0) + n
-            deltas = _sum_deltas(out.histogram_deltas.values(), lost_deltas.values())
             out.outbox = self.outbox_entries(out)
             result = await self.store.save(
                 out.states,
@@ -246,7 +244,7 @@ class BatchProcessor:
                 counters,
                 out.partition_marks(self.allowed_lateness_ms),
                 max(out.max_event_ts.values(), default=None),
-                deltas,
+                out.fact_deltas,  # in each customer's write: a lost write moves no fact
                 out.outbox,
                 memberships=out.memberships,
             )
@@ -260,7 +258,6 @@ class BatchProcessor:
             log.info("write conflict on %d customers; re-folding", len(conflicts))
             pending = [(r, e) for r, e in pending if getattr(e, "customer_id", None) in conflicts]
             lost = {cid: out.counts.get(cid, [0, 0, 0]) for cid in conflicts}
-            lost_deltas = {cid: out.histogram_deltas.get(cid, {}) for cid in conflicts}
             lost_refunds = {cid: out.refund_counts.get(cid, {}) for cid in conflicts}
             counters = {}
         raise RuntimeError(f"gave up after {self.max_conflict_retries} write conflicts")
@@ -296,7 +293,7 @@ def dlq_counters(rejections: Iterable[Rejection]) -> dict[str, int]:
 
 
 def _sum_deltas(added, taken_back) -> dict:
-    total: dict[tuple[str, int], int] = {}
+    total: dict[str, int] = {}
     for deltas, sign in ((added, 1), (taken_back, -1)):
         for delta in deltas:
             for key, n in delta.items():
@@ -375,7 +372,8 @@ class Rescorer:
                                                  "a re-scoring tick")  # fmt: skip
                 yield out  # the caller sends it: part of the slice's time
                 if out.expired:  # their tombstones are sent: now the erase
-                    await retry_transient(partial(self.store.erase, out.expired),
+                    await retry_transient(partial(self.store.erase, out.expired,
+                                                  self.processor.days),
                                           "a retention erase")  # fmt: skip
                 done += got
                 if got < wanted:  # nobody else is due, or the pass reached its end
@@ -411,7 +409,8 @@ class Rescorer:
             raw, versions = await self.store.load_raw(ids)
             models = await self.processor.models.refresh(versions)
             # Decoding and the distance computation off the loop: events go on meanwhile.
-            out = await asyncio.to_thread(_off_loop, reassign_clusters, ids, raw, models)
+            out = await asyncio.to_thread(_off_loop, reassign_clusters, ids, raw, models,
+                                          self.processor.days)  # fmt: skip
             # A lost write: the owner just evaluated that customer with the same snapshot.
             await self._write(total, out, {"reassigned": len(out.states)})
         position["cursor"], position["after"] = cursor
@@ -442,7 +441,8 @@ class Rescorer:
             raw, versions = await self.store.load_raw(ids)
             models = await self.processor.models.refresh(versions)
             if models.audiences_version == position["sweeping"]:
-                out = await asyncio.to_thread(_off_loop, reevaluate_audiences, ids, raw, models)
+                out = await asyncio.to_thread(_off_loop, reevaluate_audiences, ids, raw,
+                                              models, self.processor.days)  # fmt: skip
                 await self._write(total, out, {"audience_backfilled": len(out.states)})
         position["cursor"], position["after"] = cursor
         position["done"] += len(ids)
@@ -462,7 +462,8 @@ class Rescorer:
         models = await self.processor.models.refresh(model_versions)
         # Each customer leaves with a due time past the watermark (or none), so the next
         # slice reads the next ones.
-        out = rescore_due([s for s in states.values() if s.version > 0], watermark, models)
+        out = rescore_due([s for s in states.values() if s.version > 0], watermark, models,
+                          self.processor.days)  # fmt: skip
         # A due customer without state (erased, say) is simply dropped from the index.
         gone = [cid for cid in due if states[cid].version == 0]
         # A lost write means the owner just wrote the customer: its due time is current again.
@@ -473,7 +474,7 @@ class Rescorer:
                      forget: list[str] = ()) -> None:  # fmt: skip
         """Save a tick's states with their due times and outbox entries; keep what won."""
         out.outbox = self.processor.outbox_entries(out)
-        result = await self.store.save(out.states, out.due, counters, {}, None,
+        result = await self.store.save(out.states, out.due, counters, {}, None, out.fact_deltas,
                                        outbox=out.outbox, forget=forget,
                                        memberships=out.memberships)  # fmt: skip
         self.processor.faults.drop("drop_after_tick_write")
@@ -486,11 +487,11 @@ def _cursor(position: dict[str, int]) -> sweep.Cursor:
     return position.get("cursor", 0), position.get("after", -1)
 
 
-def _off_loop(step, ids: list[str], raw: list, models: Models) -> BatchOutcome:
+def _off_loop(step, ids: list[str], raw: list, models: Models, days: Days) -> BatchOutcome:
     """``step`` (reassign_clusters, reevaluate_audiences) over the stored customers among
     ``ids``: decoding and evaluating a slice, in a thread (asyncio.to_thread)."""
     states = decode_states(dict.fromkeys(ids, False), raw)
-    return step([s for s in states.values() if s.version > 0], models)
+    return step([s for s in states.values() if s.version > 0], models, days)
 
 
 class OutboxRelay:
@@ -691,7 +692,8 @@ def continue_point(snapshot: bytes | None) -> tuple[int, int]:
 
 
 def refresh_rfm_edges(settings: Settings) -> dict | None:
-    """Re-derive the RFM edges from the population histograms as of the watermark; when
+    """Re-derive the RFM edges from the population histograms (the ``hist:`` fields of
+    the population facts) as of the watermark; when
     they moved, publish them as the next version and re-schedule due times under them.
 
     The recency edges are whole dates of the shop's calendar (RFMScorer's

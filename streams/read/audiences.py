@@ -59,7 +59,8 @@ def audience_detail(client: redis.Redis, keys: Keys, audience_id: str) -> dict:
 
 def member_rows(client: redis.Redis, keys: Keys, audience_id: str, offset: int = 0,
                 limit: int | None = None) -> list[dict]:  # fmt: skip
-    """Members by customer id: ``{"customer_id", "entered"}`` (event time, ISO)."""
+    """Members in the order they entered (event time), then by customer id:
+    ``{"customer_id", "entered"}`` (ISO). A page costs one ZRANGE by rank."""
     _defined(client, keys, audience_id)
     return [{"customer_id": cid, "entered": iso(at)}
             for cid, at in audience_members(client, keys, audience_id, offset, limit)]  # fmt: skip

@@ -1,7 +1,8 @@
 """Reading what the pipeline keeps in Redis, for the CLI and the API: states, the models in
-force, the as-of time, and members or rankings computed over every customer a page at a
-time (a walk over the population: fine for a few million customers a call, and what an
-index would replace)."""
+force, the as-of time, segment and cluster sizes from the population facts (a few small
+hashes, whatever the population), and members or rankings computed over every customer a
+page at a time (a walk over the population: fine for a few million customers a call, and
+what an index would replace)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 
 from online_models.customer import CustomerState
+from streams.processing.schemas import iso
 from streams.processing.worker import current_models
-from streams.read.views import profile, segment_summary
+from streams.read.views import profile, summary_from_facts
 from streams.settings import Settings
+from streams.state.facts import read_facts
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_states
 
@@ -60,10 +63,15 @@ class StateReader:
         return profile(state, as_of_ms, models.rfm, models.churn, models.clusters)
 
     def summary(self, as_of_ms: int, models=None) -> dict:
-        """Every segment's and cluster's size and profile as of ``as_of_ms`` (a walk over
-        everyone: streams.read.views.segment_summary)."""
+        """Every segment's and cluster's size and profile from the population facts, no
+        walk (streams.read.views.summary_from_facts): sizes as of each customer's last
+        evaluation, which the leader's tick keeps up with the watermark (also given);
+        ``as_of_ms`` moves the mean recency."""
         models = models or self.models()
-        return segment_summary(list(self.everyone()), as_of_ms, models.rfm, models.clusters)
+        facts = read_facts(self.client, self.keys)
+        out = summary_from_facts(facts, as_of_ms, models.rfm, models.clusters)
+        watermark = read_marks(self.client, self.keys).watermark()
+        return {**out, "watermark": None if watermark is None else iso(watermark)}
 
     def members(self, keep: Callable[[dict], bool], as_of_ms: int) -> Iterator[dict]:
         """The profiles ``keep`` accepts, in customer-id order."""

@@ -1,13 +1,11 @@
-"""What `rtba profile` and `rtba segments` show: pure functions of customer
-states and an as-of time."""
+"""What `rtba profile` and `rtba segments` show: pure functions of a customer state, or
+of the population facts, and an as-of time."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
-from online_models.customer import CustomerState
+from online_models.customer import MS_PER_DAY, CustomerState
 from online_models.rfm import RFMScorer
 from streams.processing.pipeline import rfm_features
 from streams.processing.schemas import iso
@@ -71,53 +69,83 @@ def profile(
     }
 
 
-def segment_summary(
-    states: list[CustomerState],
+SEGMENT_SUMS = ("lp_ms", "purchases", "cents")  # the per-segment sums the facts keep
+
+
+def segment_sums(facts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """``seg:<name>`` and ``seg:<name>:<sum>`` fields by segment name."""
+    by_name: dict[str, dict[str, int]] = {}
+    for field, value in facts.items():
+        if not field.startswith("seg:"):
+            continue
+        name, _, tail = field[4:].rpartition(":")
+        if tail in SEGMENT_SUMS and name:
+            by_name.setdefault(name, {})[tail] = value
+        else:  # the count field: the whole rest is the name
+            by_name.setdefault(field[4:], {})["n"] = value
+    return by_name
+
+
+def _segment_row(name: str, sums: dict[str, int], as_of_ms: int) -> dict:
+    """A segment's size and means from its sums. Means of an empty segment are None,
+    never a division by zero; the mean recency is taken from the mean last purchase and
+    clamped at 0 (a mean, so no customer's own recency is clamped: docs/api.md)."""
+    n = sums.get("n", 0)
+    if n <= 0:
+        return {"segment": name, "customers": max(n, 0), "mean_recency_days": None,
+                "mean_frequency": None, "mean_monetary": None}  # fmt: skip
+    mean_last_ms = sums.get("lp_ms", 0) / n
+    return {
+        "segment": name,
+        "customers": n,
+        "mean_recency_days": max(0.0, (as_of_ms - mean_last_ms) / MS_PER_DAY),
+        "mean_frequency": sums.get("purchases", 0) / n,
+        "mean_monetary": sums.get("cents", 0) / n / 100,
+    }
+
+
+def summary_from_facts(
+    facts: dict[str, int],
     as_of_ms: int,
     scorer: RFMScorer,
     clusters: ClusterSnapshot | None = None,
 ) -> dict:
-    """Size and mean R/F/M of every named segment, as of ``as_of_ms``."""
-    sizes: Counter[str] = Counter()
-    sums: dict[str, list[float]] = {s: [0.0, 0.0, 0.0] for s in scorer.segments}
-    no_purchase = 0
-    for state in states:
-        features = rfm_features(state, as_of_ms, scorer)
-        if features is None:
-            no_purchase += 1
-            continue
-        segment = scorer.at(as_of_ms).segment(features["recency_days"], state.purchases,
-                                              state.monetary)  # fmt: skip
-        sizes[segment] += 1
-        acc = sums[segment]
-        acc[0] += features["recency_days"]
-        acc[1] += features["frequency"]
-        acc[2] += features["monetary"]
-    rows = []
-    for name in scorer.segments:  # the names of the segment map in force
-        n = sizes[name]
-        rows.append(
-            {
-                "segment": name,
-                "customers": n,
-                "mean_recency_days": sums[name][0] / n if n else None,
-                "mean_frequency": sums[name][1] / n if n else None,
-                "mean_monetary": sums[name][2] / n if n else None,
-            }
-        )
+    """Size and mean R/F/M of every named segment, and every cluster's size, from the
+    population facts (streams.state.facts: counters the workers keep with each write).
+
+    Sizes count each customer's stored segment and cluster, those of its last evaluation
+    (its latest event, or the tick that re-scored it as the watermark passed its due
+    time). ``as_of_ms`` moves the mean recency only. Reads nothing but ``facts``: the
+    cost does not grow with the population.
+    """
+    by_name = segment_sums(facts)
+    # the names of the segment map in force, in its order; a stored name it lacks (none
+    # expected: the map is the namespace's) still shows, after them
+    names = [*scorer.segments, *sorted(set(by_name) - set(scorer.segments))]
     return {
         "as_of": iso(as_of_ms),
-        "customers": len(states),
-        "without_purchase": no_purchase,
-        "rfm": rows,
-        "clusters": _cluster_rows(states, clusters),
+        "customers": facts.get("customers", 0),
+        "without_purchase": facts.get("without_purchase", 0),
+        "rfm": [_segment_row(name, by_name.get(name, {}), as_of_ms) for name in names],
+        "clusters": cluster_rows(facts, clusters),
     }
 
 
-def _cluster_rows(states: list[CustomerState], clusters: ClusterSnapshot | None) -> list[dict]:
+def cluster_sizes(facts: dict[str, int]) -> dict[int, int]:
+    """Cluster id -> customers whose stored cluster it is."""
+    sizes = {}
+    for field, value in facts.items():
+        head, _, tail = field.partition(":")
+        if head == "cluster" and tail.lstrip("-").isdigit() and value > 0:
+            sizes[int(tail)] = value
+    return sizes
+
+
+def cluster_rows(facts: dict[str, int], clusters: ClusterSnapshot | None) -> list[dict]:
+    """Every cluster of the snapshot, and any a customer still has, with its size."""
     if clusters is None:
         return []
-    sizes = Counter(s.cluster_id for s in states if s.cluster_id is not None)
+    sizes = cluster_sizes(facts)
     rows = []
     for cluster_id in sorted(set(clusters.ids) | set(sizes)):
         row = (

@@ -1,12 +1,15 @@
 """Erasing customers from Redis: every key and index entry that names one, and its place
-in the population histograms (the caller sends the tombstones: streams.erasure).
+in the population facts (the caller sends the tombstones: streams.erasure).
 
 What names a customer in Redis (streams/state/keys.py): its state string and its outbox
 hash (one slot, deleted by one script call), its member in a due-index bucket, in the
 outbox index and in the audience indexes it belongs to (and, should a first erase have
-died half-way, those of every defined audience). The histograms count customers per
-bucket without naming them; the customer's count is taken back out, from the state the
-script deleted, so the adaptive RFM edges stop counting it. The cluster learner's
+died half-way, those of every defined audience). The population facts (streams.state.
+facts: sizes, sums, the histograms behind the adaptive RFM edges) count customers
+without naming them; the customer's contribution is taken out in the script call that
+deletes its state, computed from the state read just before and applied only if that
+state is still the one stored (its version), so the facts never lose or keep it. The
+cluster learner's
 sample of customers does hold ids: the stored learner is rewritten without the customer
 (and the running trainer drops it at the customer's tombstone on the features topic).
 The customer's HMAC under a random per-namespace salt, with the erase time, goes into
@@ -14,9 +17,9 @@ The customer's HMAC under a random per-namespace salt, with the erase time, goes
 deleted values leave the append-only file. Nothing else holds an id: counters, the other
 models, the dashboard's samples and the sweeps' cursors are about the population.
 
-Crash safety: the state goes first, in one atomic step. Should the process die before
-the rest, running the erase again finishes it (the index entries go; a histogram count
-would stay one too high until the next refresh, since the state it came from is gone).
+Crash safety: the state and its contribution go first, in one atomic step. Should the
+process die before the rest, running the erase again finishes it (the index entries go;
+the state is gone, so no contribution is taken twice).
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from dataclasses import dataclass
 import redis
 
 from online_models.clusters import StableClusterer
+from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
-from streams.processing.pipeline import histogram_point
-from streams.state import due_index, state_codec
+from streams.state import due_index, facts, state_codec
 from streams.state.keys import Keys
 from streams.state.redis_client import clustered
 from streams.state.store import lua
@@ -237,37 +240,65 @@ class Erased:
 
 
 def followups(keys: Keys, customer_id: str, stored: bytes | None):
-    """What is left once erase_customer.lua deleted a customer's state: the histogram
-    counts to take back (histogram key, bucket), the due_set.lua calls that take it out
-    of the due index, and the audience indexes it is a member of (the outbox index entry
-    is a ZREM of ``keys.outbox_index``)."""
-    state = state_codec.decode(customer_id, stored) if stored else None
-    point = histogram_point(state) if state else None
-    counts = [(keys.histogram(name), bucket) for name, bucket in (point or {}).items()]
+    """What is left once erase_customer.lua deleted a customer's state (and its
+    contribution to the facts): the due_set.lua calls that take it out of the due index,
+    and the audience indexes it is a member of (the outbox index entry is a ZREM of
+    ``keys.outbox_index``)."""
+    try:
+        state = state_codec.decode(customer_id, stored) if stored else None
+    except state_codec.CorruptState:  # the caller asks every defined audience as well
+        state = None
     audiences = [keys.audience_members(aid) for aid in (state.audiences if state else ())]
-    return counts, due_index.set_calls(keys, {}, [customer_id]), audiences
+    return due_index.set_calls(keys, {}, [customer_id]), audiences
+
+
+# A worker writing the customer between the read and the delete makes the erase read it
+# again; one that keeps winning (events for the customer arriving without pause) for
+# this many tries makes the erase fail, saying so.
+_ERASE_TRIES = 20
 
 
 class Eraser:
-    """``rtba erase`` and the API's: one synchronous client's scripts, registered once."""
+    """``rtba erase`` and the API's: one synchronous client's scripts, registered once.
+    ``days``: the namespace's calendar (RTBA_TIMEZONE), which its writers' facts used."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
-        self.client, self.keys = client, keys
+    def __init__(self, client: redis.Redis, keys: Keys, days: Days = UTC_DAYS):
+        self.client, self.keys, self.days = client, keys, days
         self._erase = client.register_script(lua("erase_customer"))
         self._due_set = client.register_script(lua("due_set"))
 
+    def _delete(self, customer_id: str) -> tuple[bytes | None, int]:
+        """Delete the state and take its contribution out of the facts, in one script
+        call checked against the version read (erase_customer.lua): the stored value and
+        the number of outbox entries deleted unsent."""
+        keys = self.keys
+        shard = facts.shard_of(customer_id, clustered(self.client))
+        names = [keys.customer(customer_id), keys.outbox(customer_id), keys.facts(shard)]
+        for _ in range(_ERASE_TRIES):
+            raw = self.client.get(names[0])
+            try:
+                state = state_codec.decode(customer_id, raw)  # version 0 when there is none
+            except state_codec.CorruptState:  # unreadable, so never counted: deleted as is
+                stored, unsent = self._erase(keys=names)
+                return stored, int(unsent)
+            taken = facts.delta(facts.stored_contribution(state, self.days), None)
+            args = [state.version, len(taken), *(x for pair in taken.items() for x in pair)]
+            stored, unsent = self._erase(keys=names, args=args)
+            if int(unsent) >= 0:
+                return stored, int(unsent)
+        raise RuntimeError(f"{customer_id} was written {_ERASE_TRIES} times while being "
+                           "erased; erase it again")  # fmt: skip
+
     def erase(self, customer_id: str) -> Erased:
         keys = self.keys
-        stored, unsent = self._erase(keys=[keys.customer(customer_id), keys.outbox(customer_id)])
-        counts, due_calls, audiences = followups(keys, customer_id, stored)
+        stored, unsent = self._delete(customer_id)
+        due_calls, audiences = followups(keys, customer_id, stored)
         # A first erase that died after the state went left no record of the audiences:
         # every defined one is asked too.
         defined = self.client.hget(keys.audiences, "json")
         if defined:
             ids = AudienceSet.model_validate_json(defined).ids
             audiences = sorted(set(audiences) | {keys.audience_members(a) for a in ids})
-        for name, bucket in counts:
-            self.client.hincrby(name, bucket, -1)
         for name in audiences:
             self.client.zrem(name, customer_id)
         for names, args in due_calls:

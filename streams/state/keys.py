@@ -21,6 +21,30 @@ def hash_tag(customer_id: str) -> str:
     return "{" + customer_id.translate(_TAG_ESCAPES) + "}"
 
 
+_SLOT_TAGS: list[str] = []
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag, braces included, whose keys go to Cluster slot ``slot`` (0..16383): the
+    first of the hex numbers 0, 1, 2, ... that hashes there (made once, in ~0.2 s).
+
+    >>> from redis.crc import key_slot
+    >>> all(key_slot(f"x{slot_tag(s)}".encode()) == s for s in (0, 1, 16383))
+    True
+    """
+    if not _SLOT_TAGS:
+        from redis.crc import key_slot
+
+        found: dict[int, str] = {}
+        n = 0
+        while len(found) < 16_384:
+            tag = format(n, "x")
+            found.setdefault(key_slot(tag.encode()), tag)
+            n += 1
+        _SLOT_TAGS.extend("{" + found[s] + "}" for s in range(16_384))
+    return _SLOT_TAGS[slot]
+
+
 class Keys:
     def __init__(self, namespace: str):
         self.namespace = namespace
@@ -64,9 +88,12 @@ class Keys:
         """Hash: ``version`` and ``json`` of the fitted churn and spend models."""
         return f"{self.namespace}:model:churn"
 
-    def histogram(self, name: str) -> str:
-        """Hash: bucket -> customers, one of the population histograms (lp, f, m)."""
-        return f"{self.namespace}:hist:{name}"
+    def facts(self, shard: int) -> str:
+        """Hash: one shard of the population facts, field -> int (streams.state.facts). Its
+        hash tag maps to Cluster slot ``shard``: on a Cluster a customer's contribution is
+        in its own slot's shard (written in its write's script call); a single server has
+        shards 0..15."""
+        return f"{self.namespace}:facts:{slot_tag(shard)}"
 
     @property
     def rfm_model(self) -> str:

@@ -23,9 +23,10 @@ from redis.crc import key_slot
 from online_models.churn_risk import ChurnScorer
 from online_models.clusters import ClusterSnapshot
 from online_models.customer import CustomerState
+from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
 from streams.processing.outbox import Entry, by_customer
-from streams.state import due_index, redis_client, state_codec, sweep
+from streams.state import due_index, facts, redis_client, state_codec, sweep
 from streams.state.keys import Keys
 from streams.state.redis_client import Batch, connect_async
 
@@ -73,11 +74,19 @@ WRITE_CHUNK = 200
 _BUCKETS_PER_READ = 1024
 
 
-def _write_args(state: CustomerState, entries: list[Entry]) -> list:
+def _write_args(state: CustomerState, entries: list[Entry], fact_delta: dict[str, int]) -> list:
     """One customer's block of apply_customers.lua's arguments."""
     args: list = [state.version, state_codec.encode(state), len(entries)]
     for entry in entries:
         args += [entry.event_id, entry.encode()]
+    return args + _fact_args(fact_delta)
+
+
+def _fact_args(fact_delta: dict[str, int]) -> list:
+    """f, then f field/delta pairs (the scripts' facts arguments)."""
+    args: list = [len(fact_delta)]
+    for name, n in fact_delta.items():
+        args += [name, n]
     return args
 
 
@@ -251,14 +260,17 @@ class StateStore:
         counters: dict[str, int],
         marks: dict[int, int],
         max_event_ts: int | None,
-        histogram_deltas: dict[tuple[str, int], int] | None = None,
+        fact_deltas: dict[str, dict[str, int]] | None = None,
         outbox: list[Entry] = (),
         forget: list[str] = (),
         memberships: dict[str, dict[str, int | None]] | None = None,
     ) -> SaveResult:
         """Write changed states with their outbox entries, their next due times (None:
         never, as things stand), counters and event-time marks in one round trip; take the
-        ``forget`` ids (due, but without state) out of the due index. A due time written
+        ``forget`` ids (due, but without state) out of the due index. Each customer's
+        ``fact_deltas`` (BatchOutcome.fact_deltas: its contribution to the population
+        facts as written minus as read) are applied in its write's script call, only if
+        that write wins its version check (streams.state.facts). A due time written
         for a customer whose write then conflicts is harmless: the winner's write (or the
         next tick) sets it again, and a spurious wake-up changes nothing.
 
@@ -275,11 +287,12 @@ class StateStore:
         if indexed:
             batch.command("zadd", self.keys.outbox_index, indexed, gt=True)
         groups = self._write_groups(list(states))
+        fact_deltas = fact_deltas or {}
         for group in groups:
             keys, args = [], []
             for cid in group:
                 keys += self._customer_keys(cid)
-                args += _write_args(states[cid], entries.get(cid, []))
+                args += _write_args(states[cid], entries.get(cid, []), fact_deltas.get(cid, {}))
             batch.script(self._apply, keys, args)
         # None: nothing due, but still one of the namespace's customers
         for names, args in due_index.set_calls(self.keys, due, forget or ()):
@@ -287,9 +300,6 @@ class StateStore:
         for name, n in counters.items():
             if n:
                 batch.command("hincrby", self.keys.stats, name, n)
-        for (name, bucket), n in (histogram_deltas or {}).items():
-            if n:
-                batch.command("hincrby", self.keys.histogram(name), bucket, n)
         raise_marks = [(f"p:{p}", ts) for p, ts in marks.items()]
         if max_event_ts is not None:
             raise_marks.append(("max_event_ts", max_event_ts))
@@ -331,9 +341,11 @@ class StateStore:
             memberships[cid] = {aid: held.get(aid) for aid in named | set(held)}
         await self._index_members(memberships)
 
-    async def erase(self, expired: dict[str, int]) -> int:
+    async def erase(self, expired: dict[str, int], days: Days = UTC_DAYS) -> int:
         """Erase customers past their retention, each unless written since the version
-        given (streams.state.erase has what erasing covers); returns how many went."""
+        given (streams.state.erase has what erasing covers); returns how many went. Each
+        one's contribution leaves the population facts in the script call that deletes its
+        state (``days``: the namespace's calendar, as its writes used)."""
         from streams import audit
         from streams.state.erase import (
             followups,
@@ -342,9 +354,15 @@ class StateStore:
             rewrite_aof_async,
         )
 
+        # The states as they are now: one whose version moved on is kept anyway (below),
+        # so the contribution taken out is always that of the state deleted.
+        read, _ = await self.load(dict.fromkeys(expired, False))
         batch = Batch()
         for cid, version in expired.items():
-            batch.script(self._erase, self._customer_keys(cid), [version])
+            state = read[cid]
+            gone = facts.stored_contribution(state, days) if state.version == version else None
+            args = [version, *_fact_args(facts.delta(gone, None))]
+            batch.script(self._erase, self._customer_keys(cid), args)
         replies = await batch.run(self.client)
         cleanup = Batch()
         erased: list[str] = []
@@ -352,9 +370,7 @@ class StateStore:
             if int(unsent) < 0:  # an event brought the customer back: kept
                 continue
             erased.append(cid)
-            counts, due_calls, audiences = followups(self.keys, cid, stored)
-            for name, bucket in counts:
-                cleanup.command("hincrby", name, bucket, -1)
+            due_calls, audiences = followups(self.keys, cid, stored)
             for name in audiences:
                 cleanup.command("zrem", name, cid)
             for names, args in due_calls:
@@ -373,8 +389,10 @@ class StateStore:
         return len(erased)
 
     def _customer_keys(self, cid: str) -> list[str]:
+        """A customer's state, outbox and facts shard (one slot: the scripts' KEYS)."""
         keys = self.keys
-        return [keys.customer(cid), keys.outbox(cid)]
+        shard = facts.shard_of(cid, redis_client.clustered(self.client))
+        return [keys.customer(cid), keys.outbox(cid), keys.facts(shard)]
 
     def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers written by one script call each: up to WRITE_CHUNK on a single server;
@@ -509,6 +527,16 @@ def all_customer_ids(client: redis.Redis, keys: Keys) -> list[str]:
     return sorted(_text(m) for bucket in members for m in bucket)
 
 
+def customer_pages(client: redis.Redis, keys: Keys):
+    """Every customer with state (the due index's members), a page of due-index buckets
+    at a time (_BUCKETS_PER_READ, one pipelined read each): a walk in bounded memory."""
+    for names in _bucket_chunks(keys):
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zrange(name, 0, -1)
+            yield [_text(m) for bucket in pipe.execute() for m in bucket]
+
+
 def customer_count(client: redis.Redis, keys: Keys) -> int:
     """How many customers have state (the due index's size)."""
     return sum(_every_bucket(client, keys, lambda pipe, name: pipe.zcard(name)))
@@ -609,11 +637,12 @@ def publish_audiences(client: redis.Redis, keys: Keys, audiences: AudienceSet) -
 
 def audience_members(client: redis.Redis, keys: Keys, audience_id: str, offset: int = 0,
                      limit: int | None = None) -> list[tuple[str, int]]:  # fmt: skip
-    """(customer id, entered at ms) of an audience's members, by customer id (ZRANGE by
-    lexical order would need equal scores; members are few enough to sort here)."""
-    raw = client.zrange(keys.audience_members(audience_id), 0, -1, withscores=True)
-    rows = sorted((_text(m), int(score)) for m, score in raw)
-    return rows[offset:] if limit is None else rows[offset : offset + limit]
+    """(customer id, entered at ms) of an audience's members in the sorted set's own
+    order, by entry time then customer id: one ZRANGE by rank, O(log N + page), however
+    large the audience (a page by id would have to read and sort all of it)."""
+    last = -1 if limit is None else offset + limit - 1
+    raw = client.zrange(keys.audience_members(audience_id), offset, last, withscores=True)
+    return [(_text(m), int(score)) for m, score in raw]
 
 
 def audience_sizes(client: redis.Redis, keys: Keys, audience_ids) -> dict[str, int]:
@@ -647,18 +676,9 @@ def publish_rfm_edges(client: redis.Redis, keys: Keys, edges: dict, meta: dict) 
 
 
 def read_histograms(client: redis.Redis, keys: Keys) -> dict:
-    """The population histograms (lp, f, m) as BucketHistograms."""
-    from online_models.quantiles import rfm_histograms
-
-    hists = rfm_histograms()
-    with client.pipeline(transaction=False) as pipe:
-        for name in hists:
-            pipe.hgetall(keys.histogram(name))
-        for hist, raw in zip(hists.values(), pipe.execute(), strict=True):
-            for bucket, n in raw.items():
-                if int(n):
-                    hist.counts[int(bucket)] = int(n)
-    return hists
+    """The population histograms (lp, f, m) as BucketHistograms: the ``hist:`` fields of
+    the population facts (streams.state.facts)."""
+    return facts.histograms(facts.read_facts(client, keys))
 
 
 def read_stats(client: redis.Redis, keys: Keys) -> dict[str, int]:

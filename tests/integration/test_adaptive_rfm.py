@@ -11,7 +11,7 @@ import pytest
 
 from online_models.customer import MS_PER_DAY
 from online_models.quantiles import adaptive_edges, rfm_histograms, whole_day_recency_edges
-from streams.processing.pipeline import histogram_point
+from streams.state.facts import histogram_point
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_rfm_edges, read_states
 from tests.conftest import json_lines, run_rtba, wait_for_records

@@ -13,9 +13,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from streams.api.app import create_api
+from streams.api.history import sizes_sample
+from streams.processing.schemas import iso
+from streams.read.reader import StateReader
 from streams.settings import Settings
 from tests.integration import test_cli
-from tests.reference import batch_state
+from tests.reference import DAY, batch_state, epoch_ms, reference_segment
 
 shop = test_cli.shop  # the fixture: a worker has taken the shop's events
 expected_segments = test_cli.expected_segments
@@ -49,10 +52,52 @@ def test_profiles_and_members_match_the_batch_computation(api, shop):
             break
         offset += 7
     assert len(seen) == len(set(seen)) and set(seen) == members
-    sizes = {r["segment"]: r["customers"] for r in api.get("/segments").json()["rfm"]}
-    assert {s: n for s, n in sizes.items() if n} == {
-        s: list(want.values()).count(s) for s in set(want.values())
+
+
+def stored_segments(events: list[dict]) -> dict[str, str]:
+    """Each customer's segment as of its own latest event: what a worker stores when no
+    tick re-scores it later (RTBA_TICK_S=3600 in the shop). Every shop event is a
+    purchase, so each customer's last event is its last purchase."""
+    return {
+        cid: reference_segment(0.0, s["purchase_days"], s["monetary"])
+        for cid, s in batch_state(events).items()
     }
+
+
+def expected_summary(events: list[dict], as_of_ms: int) -> dict[str, dict]:
+    """Size and mean R/F/M of each stored segment, customer by customer."""
+    state, stored, rows = batch_state(events), stored_segments(events), {}
+    for name in set(stored.values()):
+        inside = [state[c] for c, s in stored.items() if s == name]
+        n = len(inside)
+        rows[name] = {
+            "segment": name, "customers": n,
+            "mean_recency_days": pytest.approx(
+                sum((as_of_ms - s["last_purchase_ms"]) / DAY for s in inside) / n, rel=1e-12),
+            "mean_frequency": pytest.approx(sum(s["purchases"] for s in inside) / n, rel=1e-12),
+            "mean_monetary": pytest.approx(
+                float(sum(s["monetary"] for s in inside) / n), rel=1e-12),
+        }  # fmt: skip
+    return rows
+
+
+def test_segments_and_the_dashboard_sample_equal_the_stored_segments(api, shop):
+    """From the population facts (no walk): each customer counted in its stored segment,
+    means as of the watermark, against the test's own fold of the shop's events."""
+    want = expected_summary(shop.events, epoch_ms(test_cli.END))
+    summary = api.get("/segments").json()
+    assert {r["segment"]: r for r in summary["rfm"] if r["customers"]} == want
+    assert summary["customers"] == len(batch_state(shop.events))
+    assert summary["without_purchase"] == 0 and summary["watermark"] == iso(
+        epoch_ms(test_cli.END))  # fmt: skip
+    reader = StateReader(shop.settings)
+    try:
+        sample = sizes_sample(reader, 0, None)
+    finally:
+        reader.close()
+    assert {s: n for s, n in sample["segments"].items() if n} == {
+        s: row["customers"] for s, row in want.items()}  # fmt: skip
+    assert sample["customers"] == summary["customers"]
 
 
 def test_rankings_dlq_models_health(api, shop):

@@ -115,6 +115,17 @@ def shoppers(n: int = 12, seed: int = 8) -> list[dict]:
     return events
 
 
+def entered_at(changes: dict[str, list[tuple]], audience_id: str, customer_id: str) -> int:
+    """When ``customer_id`` last entered ``audience_id`` (the reference's changes)."""
+    return max(at for aid, change, at in changes[customer_id]
+               if aid == audience_id and change == "enter")  # fmt: skip
+
+
+def entry_order(changes: dict[str, list[tuple]], audience_id: str, who) -> list[str]:
+    """Members as a page lists them: by when they entered, then by customer id."""
+    return sorted(who, key=lambda cid: (entered_at(changes, audience_id, cid), cid))
+
+
 def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, worker,
                                                          redis_client):  # fmt: skip
     rtba_env.update(RTBA_TICK_S="0.05", RTBA_CHURN_REFIT_S="3600", RTBA_RFM_ADAPTIVE="0",
@@ -194,14 +205,17 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
     sizes = {row["id"]: row["members"] for row in listed["audiences"]}
     assert sizes == {a["id"]: len(final.get(a["id"], ())) for a in definitions["audiences"]}
     assert listed["backfill"]["state"] == "done"
-    for audience_id, who in final.items():
+    for audience_id, who in final.items():  # in the order they entered, then by id
         rows = json_lines(run_rtba(rtba_env, "audience", "members", audience_id, "--json").stdout)
-        assert [r["customer_id"] for r in rows] == sorted(who)
+        assert [r["customer_id"] for r in rows] == entry_order(want, audience_id, who)
+        assert [r["entered"] for r in rows] == [iso(entered_at(want, audience_id, r["customer_id"]))
+                                               for r in rows]  # fmt: skip
     lapsed = run_rtba(rtba_env, "audience", "export", "lapsed-loyals").stdout.splitlines()
     assert lapsed[0] == "customer_id,entered_at" and "loyal" in {ln.split(",")[0] for ln in lapsed}
     with TestClient(create_api(settings), base_url="http://127.0.0.1") as api:  # loopback Host
         page = api.get("/audiences/lapsed-loyals/members", params={"limit": 1000}).json()
-        assert [m["customer_id"] for m in page["members"]] == sorted(final["lapsed-loyals"])
+        assert [m["customer_id"] for m in page["members"]] == entry_order(
+            want, "lapsed-loyals", final["lapsed-loyals"])  # fmt: skip
         assert {r["id"]: r["members"] for r in api.get("/audiences").json()["audiences"]} == sizes
     profile = json_lines(run_rtba(rtba_env, "profile", "loyal", "--json").stdout)[0]
     assert set(profile["audiences"]) == {a for a, who in final.items() if "loyal" in who}
@@ -223,7 +237,9 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
     assert status["version"] == 2 and status["backfill"]["total"] == len(state)
     assert {row["id"]: row["members"] for row in status["audiences"]}["spent-100"] == len(spent)
     rows = json_lines(run_rtba(rtba_env, "audience", "members", "spent-100", "--json").stdout)
-    assert [r["customer_id"] for r in rows] == spent
+    assert sorted(r["customer_id"] for r in rows) == spent
+    order = [(epoch_ms(r["entered"]), r["customer_id"]) for r in rows]
+    assert order == sorted(order)  # entered at the backfill's evaluation, then by id
     assert not redis_client.exists(keys.audience_members("lapsed-loyals"))  # all left
     left = len(final.get("lapsed-loyals", ()))
     records = consume_all(settings.kafka_bootstrap, settings.audience_changes_topic,

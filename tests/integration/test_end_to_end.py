@@ -11,7 +11,7 @@ import pytest
 
 from online_models.quantiles import rfm_histograms
 from producers.kafka import make_producer
-from streams.processing.pipeline import histogram_point
+from streams.state.facts import histogram_point
 from streams.state.keys import Keys
 from streams.state.store import connect, read_histograms
 from tests.conftest import assert_states_match_batch, consume_all, wait_for_records

@@ -86,8 +86,15 @@ def mentions(client, namespace: str, needles: tuple[str, ...]) -> list[str]:
 
 
 def histogram_totals(client, namespace: str) -> dict[str, int]:
-    return {name: sum(int(v) for v in client.hgetall(f"{namespace}:hist:{name}").values())
-            for name in ("lp", "f", "m")}  # fmt: skip
+    """Customers counted in each population histogram: the ``hist:<name>:<bucket>`` fields
+    of every population-facts shard (found by a scan here, not by rtba's key list)."""
+    totals = dict.fromkeys(("lp", "f", "m"), 0)
+    for key in client.scan_iter(match=f"{namespace}:facts:*", count=10_000):
+        for field, n in client.hgetall(key).items():
+            parts = (field.decode() if isinstance(field, bytes) else field).split(":")
+            if parts[0] == "hist":
+                totals[parts[1]] += int(n)
+    return totals
 
 
 def tombstones(settings: Settings, key: str) -> dict[str, list[int]]:

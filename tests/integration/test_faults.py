@@ -23,7 +23,7 @@ from producers.kafka import make_producer
 from streams.processing.topics import ensure_topics
 from streams.settings import Settings
 from streams.state.keys import Keys
-from tests.conftest import WorkerProcess, assert_states_match_batch, consume_all
+from tests.conftest import WorkerProcess, assert_states_match_batch, consume_all, run_rtba
 from tests.integration.test_end_to_end import known_events
 from tests.reference import applied_events, expected_segment_changes
 
@@ -174,6 +174,12 @@ def rfm_chains(changes: dict[str, list[dict]]) -> dict[str, list[tuple]]:
     return {cid: chain for cid, chain in chains.items() if chain}
 
 
+def assert_facts_verified(rtba_env) -> None:
+    """The population facts equal `rtba verify`'s walk over the states (workers stopped)."""
+    done = run_rtba(rtba_env, "verify", "--json", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def produce(settings, events) -> int:
     producer = make_producer(settings.kafka_bootstrap)
     for event in events:
@@ -197,6 +203,7 @@ def test_crash_between_redis_write_and_kafka_send(rtba_env, settings, redis_clie
     assert_outputs_match_reference(settings, events)
     applied = int(redis_client.hget(Keys(settings.namespace).stats, "applied"))
     assert applied == sum(len(v) for v in applied_events(events).values())  # none twice
+    assert_facts_verified(rtba_env)  # each crashed write moved the facts once, or not at all
     print(f"\n{supervisor.crashes} crashes; resumed after {supervisor.resumed_after} s")
     assert max(supervisor.resumed_after, default=0) <= 10
 
@@ -230,6 +237,7 @@ def test_redis_reply_lost_after_write_in_batches_and_ticks(
     print(f"\n{log.count('fault injected')} lost replies; {len(everything)} changes")
 
     assert_chains_end_on_state(got, states)
+    assert_facts_verified(rtba_env)  # a retried batch or tick moved no fact twice
 
 
 def renamed(events: list[dict], tag: str) -> list[dict]:

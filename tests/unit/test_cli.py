@@ -60,6 +60,7 @@ def test_the_command_list_is_the_one_documented():
         "api",
         "erase",
         "audience",
+        "verify",
     }
 
 
@@ -96,6 +97,7 @@ MISTAKES = [
     (["reset", "--yes"], {}, StackDown.exit_code, ["not answering"]),
     (["erase", "c000001", "--yes"], {}, StackDown.exit_code, ["not answering"]),
     (["erase"], {}, 2, ["Missing argument"]),
+    (["verify"], {}, StackDown.exit_code, ["Redis is not answering", "rtba stack up"]),
     (["audience", "list"], {}, StackDown.exit_code, ["Redis is not answering"]),
     (
         ["audience", "apply", "/nonexistent/aud.json", "--check"],

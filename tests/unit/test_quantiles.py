@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from online_models.customer import MS_PER_DAY, CustomerState
 from online_models.quantiles import BucketHistogram, adaptive_edges, fair_cuts, rfm_histograms
 from online_models.rfm import RFMScorer
-from streams.processing.pipeline import histogram_point
+from streams.state.facts import histogram_point
 
 T0 = 1_700_000_000_000
 
@@ -74,9 +74,13 @@ def test_fold_deltas_keep_the_population_histograms_exact():
         states = {r: history.get(r) for r in {f"c{i}" for i in range(15)}}
         states = {c: s if s is not None else CustomerState(c) for c, s in states.items()}
         out, _ = run(batch, states)
-        for delta in out.histogram_deltas.values():
-            for (name, bucket), n in delta.items():
-                hists[name].counts[bucket] += n
+        for delta in out.fact_deltas.values():  # their hist:<name>:<bucket> fields
+            for field, n in delta.items():
+                head, name, bucket = (field.split(":") + ["", ""])[:3]
+                if head == "hist":
+                    hists[name].counts[int(bucket)] += n
+        for state in out.states.values():  # stored: the next fold reads it at a version
+            state.version += 1
         history.update(out.states)
     direct = histograms_of(history.values())
     for name in hists:

@@ -1,28 +1,37 @@
 -- apply_customers.lua: write customers' folded states, each unless someone else wrote it
--- after we read it (optimistic concurrency on the version in front of the state).
+-- after we read it (optimistic concurrency on the version in front of the state), with
+-- the change that write makes to the population facts (streams.state.facts).
 -- One call writes many customers (one reply for them all): a call per customer cost
 -- more in the client's command packing and reply parsing than in Redis.
 --
--- KEYS     two per customer, in the order of the customer blocks in ARGV:
+-- KEYS     three per customer, in the order of the customer blocks in ARGV:
 --          state string   ({ns}:c:{id}): `<version>|<payload>`, the state and its orders
 --                         (streams.state_codec)
 --          outbox hash    ({ns}:c:{id}:outbox): event id -> entry (streams.outbox)
+--          facts hash     ({ns}:facts:{tag}): the customer's shard of the population
+--                         facts (on a Cluster, in the customer's slot)
 -- ARGV     one block per customer:
 --          expected version (the one that was read; 0 for a new customer),
 --          the state's payload, stored behind the new version,
 --          e = number of output events, then e event-id/entry pairs: written with the
---          state or not at all, so a crash before the Kafka send loses none of them
+--          state or not at all, so a crash before the Kafka send loses none of them,
+--          f = number of fact changes, then f field/delta pairs (the new state's
+--          contribution minus the read one's): HINCRBY'd only with the state, so a lost
+--          or never-made write moves no fact; a field reaching 0 is deleted (absent = 0)
 -- returns  per customer, the new version, or -1 if the stored version was not the
 --          expected one (that customer's block is skipped; the others are written)
 -- On a Redis Cluster every key of a call must share one slot: the caller groups
--- customers by slot (each customer's keys share its hash tag {id}).
+-- customers by slot (each customer's keys share its hash tag {id}; its facts shard's
+-- tag maps to the same slot).
 
 local written = {}
 local i = 1
-for c = 0, #KEYS / 2 - 1 do
-  local state, outbox = KEYS[2 * c + 1], KEYS[2 * c + 2]
+for c = 0, #KEYS / 3 - 1 do
+  local state, outbox, facts = KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3]
   local expected, payload = tonumber(ARGV[i]), ARGV[i + 1]
   local e = tonumber(ARGV[i + 2])
+  local at = i + 3 + 2 * e -- f, then its pairs
+  local f = tonumber(ARGV[at])
   local stored = redis.call('GET', state)
   local current = 0
   if stored then
@@ -39,8 +48,14 @@ for c = 0, #KEYS / 2 - 1 do
     if e > 0 then
       redis.call('HSET', outbox, unpack(ARGV, i + 3, i + 2 + 2 * e))
     end
+    for j = at + 1, at + 2 * f, 2 do
+      -- the delta goes as its text: a Lua number would round past 2^53
+      if redis.call('HINCRBY', facts, ARGV[j], ARGV[j + 1]) == 0 then
+        redis.call('HDEL', facts, ARGV[j])
+      end
+    end
     written[#written + 1] = version
   end
-  i = i + 3 + 2 * e
+  i = at + 1 + 2 * f
 end
 return written

@@ -1,14 +1,19 @@
--- erase_customer.lua: take a customer's state and outbox out of Redis in one step.
+-- erase_customer.lua: take a customer's state and outbox out of Redis in one step, and
+-- its contribution out of the population facts (streams.state.facts) in the same step.
 --
--- KEYS     state string ({ns}:c:{id}) and outbox hash ({ns}:c:{id}:outbox), one slot
--- ARGV[1]  optional: the state version the caller read; if the stored one differs (the
---          customer was written since: an event came back), nothing is erased
+-- KEYS     state string ({ns}:c:{id}), outbox hash ({ns}:c:{id}:outbox) and the
+--          customer's facts shard ({ns}:facts:{tag}), one slot
+-- ARGV     optional: the state version the caller read, then f and f field/delta
+--          pairs (minus that state's contribution). If the stored version differs (the
+--          customer was written since: an event came back, or it is gone already),
+--          nothing is erased and no fact moves. Without ARGV the state is deleted
+--          whatever its version and no fact moves (a state rtba cannot read).
 -- returns  {the state as it was stored, or nil when there was none; the number of
 --          outbox entries deleted unsent}, or {nil, -1} when the version differed.
---          The caller takes the customer's place in the population histograms back
---          out from the returned state.
 -- A worker that read the state before this ran finds it gone when it writes (its
--- expected version is no longer there) and folds its batch again from nothing.
+-- expected version is no longer there) and folds its batch again from nothing. A
+-- re-run of an erase that died after this call finds no state: version 0, nothing to
+-- take out again.
 
 local stored = redis.call('GET', KEYS[1])
 if ARGV[1] then
@@ -19,4 +24,10 @@ if ARGV[1] then
 end
 local unsent = redis.call('HLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
+local f = tonumber(ARGV[2] or 0)
+for j = 3, 2 + 2 * f, 2 do
+  if redis.call('HINCRBY', KEYS[3], ARGV[j], ARGV[j + 1]) == 0 then
+    redis.call('HDEL', KEYS[3], ARGV[j])
+  end
+end
 return {stored, unsent}

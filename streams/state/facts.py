@@ -1,0 +1,306 @@
+"""Population facts: integer counters over every stored customer, kept by the writers.
+
+The one place the facts are defined. Each stored customer state adds its
+:func:`contribution` (a few ``field -> int``); the facts are the sums of those over the
+population, kept in hashes (``Keys.facts(shard)``) by HINCRBY of each write's
+:func:`delta`, in the same script call as the version-checked state write
+(apply_customers.lua) or the delete (erase_customer.lua). A write that loses its version
+check, or never happens, moves no fact; one that happens moves them exactly once: the
+facts stay equal to a walk over the stored states under conflicts, crashes, erase and
+retention. `rtba verify` (:func:`recompute`) is that walk.
+
+Fields (every value an int; a field at 0 is deleted, absent reads as 0):
+
+- ``customers``: 1 per customer with state; ``without_purchase``: 1 with no purchase.
+- ``seg:<segment>`` 1, ``seg:<segment>:lp_ms`` its last purchase (epoch ms),
+  ``seg:<segment>:purchases`` its purchases, ``seg:<segment>:cents`` its monetary value
+  in cents (half-even, each customer's capped at CENTS_CAP): for the stored segment, the
+  one of the customer's last evaluation.
+- ``cluster:<id>`` 1 for its stored cluster; ``audience:<id>`` 1 per audience it is in.
+- ``hist:lp:<bucket>``, ``hist:f:<bucket>``, ``hist:m:<bucket>`` 1 each: the buckets of
+  the population histograms behind the adaptive RFM edges (:func:`histogram_point`).
+
+Shards: on a Redis Cluster a script's keys share one slot, so a customer's facts shard is
+its own slot (the shard key's hash tag hashes to that slot: keys.slot_tag); the facts
+are the sum over 16,384 shards. On a single server the shard is that slot mod
+SINGLE_SERVER_SHARDS, the same key names and the same summing code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import redis
+from redis.crc import key_slot
+
+from online_models.customer import CustomerState
+from online_models.days import UTC_DAYS, Days
+from online_models.quantiles import rfm_histograms
+from streams.state.keys import Keys, hash_tag
+from streams.state.redis_client import clustered as is_clustered
+
+SLOTS = 16_384  # a Redis Cluster's hash slots
+SINGLE_SERVER_SHARDS = 16
+# One customer's cents at most (100M in money): 100M customers' capped cents in one
+# Cluster shard (~6,100 customers) or in one of a single server's 16 (~6.3M) stay far
+# below int64's 9.2e18, where HINCRBY would refuse the write. (``seg:<s>:lp_ms`` sums
+# ~1.8e12 a customer: int64 holds ~5M customers of one segment in one shard, ~80M on a
+# single server's 16; docs/population.md.)
+CENTS_CAP = 10**10
+# Shard keys per pipelined read.
+_SHARDS_PER_READ = 1024
+
+_HISTOGRAMS = rfm_histograms()
+_HUNDRED = Decimal(100)
+
+
+def histogram_point(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
+    """The buckets a customer occupies in the population histograms (None: no purchase):
+    the last purchase by the shop's calendar day, so a sale day is one R tie wherever
+    UTC midnight falls in it."""
+    if state.last_purchase_ms is None:
+        return None
+    return {
+        "lp": _HISTOGRAMS["lp"].bucket(days.of(state.last_purchase_ms)),
+        "f": _HISTOGRAMS["f"].bucket(state.purchases),
+        "m": _HISTOGRAMS["m"].bucket(float(state.monetary)),
+    }
+
+
+def cents(amount: Decimal) -> int:
+    """Money in whole cents, half to even, capped at CENTS_CAP (see there)."""
+    exact = int((amount * _HUNDRED).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return min(exact, CENTS_CAP)
+
+
+def contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
+    """What one stored customer state adds to the population facts.
+
+    Parameters
+    ----------
+    state
+        The state as stored (or about to be).
+    days
+        The namespace's calendar (RTBA_TIMEZONE): the last-purchase histogram's days.
+
+    Returns
+    -------
+    dict
+        Field -> int, every value non-zero.
+    """
+    out = {"customers": 1}
+    if state.last_purchase_ms is None:
+        out["without_purchase"] = 1
+    if state.segment is not None:
+        seg = f"seg:{state.segment}"
+        out[seg] = 1
+        out[f"{seg}:lp_ms"] = state.last_purchase_ms or 0
+        out[f"{seg}:purchases"] = state.purchases
+        out[f"{seg}:cents"] = cents(state.monetary)
+    if state.cluster_id is not None:
+        out[f"cluster:{state.cluster_id}"] = 1
+    for audience_id in state.audiences:
+        out[f"audience:{audience_id}"] = 1
+    for name, bucket in (histogram_point(state, days) or {}).items():
+        out[f"hist:{name}:{bucket}"] = 1
+    return {k: v for k, v in out.items() if v}
+
+
+def stored_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
+    """A loaded state's contribution, or None when it is not stored (version 0: a new
+    customer, or one erased since)."""
+    return contribution(state, days) if state.version > 0 else None
+
+
+def delta(before: dict | None, after: dict | None) -> dict[str, int]:
+    """``after - before`` field by field (None: no contribution), zero entries dropped."""
+    out = dict(after or {})
+    for name, n in (before or {}).items():
+        out[name] = out.get(name, 0) - n
+    return {k: v for k, v in out.items() if v}
+
+
+def add_into(total: dict[str, int], more: dict[str, int], sign: int = 1) -> dict[str, int]:
+    """``total += sign * more`` in place (zero fields dropped); returns ``total``."""
+    for name, n in more.items():
+        value = total.get(name, 0) + sign * n
+        if value:
+            total[name] = value
+        else:
+            total.pop(name, None)
+    return total
+
+
+# -- shards -------------------------------------------------------------------
+
+
+def shard_of(customer_id: str, clustered: bool) -> int:
+    """The facts shard of a customer: its key's Cluster slot, or on a single server that
+    slot mod SINGLE_SERVER_SHARDS."""
+    slot = key_slot(hash_tag(customer_id).encode())
+    return slot if clustered else slot % SINGLE_SERVER_SHARDS
+
+
+def shard_count(clustered: bool) -> int:
+    return SLOTS if clustered else SINGLE_SERVER_SHARDS
+
+
+def shard_keys(keys: Keys, clustered: bool) -> list[str]:
+    """Every facts shard's key, shard 0 first."""
+    return [keys.facts(shard) for shard in range(shard_count(clustered))]
+
+
+def customer_facts_key(keys: Keys, customer_id: str, clustered: bool) -> str:
+    """The key of the shard a customer's contribution lives in (on a Cluster, in its slot)."""
+    return keys.facts(shard_of(customer_id, clustered))
+
+
+def _parse(raw: dict) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_shards(client, keys: Keys) -> list[dict[str, int]]:
+    """Every shard's fields, shard 0 first (synchronous client; pipelined)."""
+    names = shard_keys(keys, is_clustered(client))
+    if is_clustered(client):
+        try:
+            return [_parse(raw) for raw in _read_per_node(client, names)]
+        except redis.exceptions.RedisError:  # slots moving (a reshard): the cluster pipeline
+            pass
+    shards: list[dict[str, int]] = []
+    for at in range(0, len(names), _SHARDS_PER_READ):
+        with client.pipeline(transaction=False) as pipe:
+            for name in names[at : at + _SHARDS_PER_READ]:
+                pipe.hgetall(name)
+            shards += [_parse(raw) for raw in pipe.execute()]
+    return shards
+
+
+def _read_per_node(client, names: list[str]) -> list[dict]:
+    """HGETALL of every Cluster shard (shard = slot), one plain pipeline per master: the
+    cluster pipeline's per-command routing cost more than the reads (1,056 ms against
+    628 ms for 16,384 keys on a local three-master Cluster). A MOVED reply raises."""
+    by_node: dict[str, tuple] = {}
+    for slot in range(len(names)):
+        node = client.nodes_manager.get_node_from_slot(slot)
+        by_node.setdefault(node.name, (node, []))[1].append(slot)
+    replies: list = [None] * len(names)
+    for node, slots in by_node.values():
+        server = client.get_redis_connection(node)
+        for at in range(0, len(slots), _SHARDS_PER_READ):
+            part = slots[at : at + _SHARDS_PER_READ]
+            with server.pipeline(transaction=False) as pipe:
+                for slot in part:
+                    pipe.hgetall(names[slot])
+                for slot, raw in zip(part, pipe.execute(), strict=True):
+                    replies[slot] = raw
+    return replies
+
+
+def read_facts(client, keys: Keys) -> dict[str, int]:
+    """The population facts: every shard summed (synchronous client). On a Cluster that
+    reads 16,384 keys; on a single server 16."""
+    return sum_shards(read_shards(client, keys))
+
+
+async def read_facts_async(client, keys: Keys) -> dict[str, int]:
+    """:func:`read_facts` for an asyncio client (a worker, the API)."""
+    names = shard_keys(keys, is_clustered(client))
+    total: dict[str, int] = {}
+    for at in range(0, len(names), _SHARDS_PER_READ):
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names[at : at + _SHARDS_PER_READ]:
+                pipe.hgetall(name)
+            for raw in await pipe.execute():
+                add_into(total, _parse(raw))
+    return total
+
+
+def sum_shards(shards) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for shard in shards:
+        add_into(total, shard)
+    return total
+
+
+def histograms(facts: dict[str, int]) -> dict:
+    """The population histograms (lp, f, m) as BucketHistograms, from the ``hist:``
+    fields of the facts."""
+    hists = rfm_histograms()
+    for field, n in facts.items():
+        head, _, rest = field.partition(":")
+        if head != "hist" or not n:
+            continue
+        name, _, bucket = rest.partition(":")
+        if name in hists:
+            hists[name].counts[int(bucket)] += n
+    return hists
+
+
+# -- the walk: `rtba verify` ------------------------------------------------------
+
+
+def namespace_days(client, keys: Keys, default: Days) -> Days:
+    """The calendar the namespace's writers count days in (``keys.timezone``, claimed by
+    its first worker), else ``default``: the facts' last-purchase days are in it."""
+    from online_models.days import days_in
+
+    zone = client.get(keys.timezone)
+    return default if zone is None else days_in(_text(zone))
+
+
+@dataclass
+class Check:
+    """A walk's facts against the stored ones, shard by shard."""
+
+    expected: list[dict[str, int]]  # per shard, summed over the stored states
+    stored: list[dict[str, int]]  # per shard, as read after the walk
+    moved: bool  # the stored facts changed during the walk (writers at work)
+    customers: int  # states walked
+
+    def differences(self) -> list[tuple[int, str, int, int]]:
+        """(shard, field, expected, stored) of every field that differs, shard by shard."""
+        out = []
+        for shard, (want, got) in enumerate(zip(self.expected, self.stored, strict=True)):
+            for name in sorted(set(want) | set(got)):
+                if want.get(name, 0) != got.get(name, 0):
+                    out.append((shard, name, want.get(name, 0), got.get(name, 0)))
+        return out
+
+
+def recompute(client, keys: Keys, days: Days = UTC_DAYS) -> Check:
+    """Walk every stored state (a page of the due index at a time) and sum their
+    contributions per shard; read the stored facts before and after the walk. The one
+    function that walks the population (`rtba verify`)."""
+    from streams.state.store import customer_pages, read_states
+
+    clustered = is_clustered(client)
+    before = read_shards(client, keys)
+    expected: list[dict[str, int]] = [{} for _ in range(shard_count(clustered))]
+    walked = 0
+    for ids in customer_pages(client, keys):
+        for state in read_states(client, keys, ids):
+            add_into(expected[shard_of(state.customer_id, clustered)], contribution(state, days))
+            walked += 1
+    after = read_shards(client, keys)
+    return Check(expected, after, before != after, walked)
+
+
+def repair(client, keys: Keys, check: Check) -> int:
+    """Rewrite every shard that differs to the walk's sums (one transaction per shard key:
+    DEL, then HSET). Only for a quiet namespace (the workers stopped): a write between the
+    walk and this would be overwritten. Returns how many shards were rewritten."""
+    shards = sorted({shard for shard, *_ in check.differences()})
+    for shard in shards:
+        name = keys.facts(shard)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            if check.expected[shard]:
+                pipe.hset(name, mapping=check.expected[shard])
+            pipe.execute()
+    return len(shards)

@@ -1,0 +1,65 @@
+"""The population facts, written out from a stored state's attributes (the contract in
+docs/population.md, "Population facts"): what the tests sum over the stored states to
+check the facts the writers keep. Shares no code with rtba (no import of online_models
+or streams): the M histogram's bucket rule is written out here from docs/segments.md.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_EVEN, Decimal
+
+DAY = 86_400_000
+MONEY_PER_DECADE = 115  # the M histogram's buckets per power of ten (alpha = 1%)
+ZERO_MONEY = -(2**31)  # the M histogram's one bucket for 0
+CENTS_CAP = 10**10
+
+
+def m_bucket(money: Decimal) -> int:
+    """ceil(log10(money) * 115), exact in the decimal exponent; 0 its own bucket."""
+    if money <= 0:
+        return ZERO_MONEY
+    exponent = money.adjusted()
+    mantissa = float(money.scaleb(-exponent))
+    return exponent * MONEY_PER_DECADE + math.ceil(math.log10(mantissa) * MONEY_PER_DECADE)
+
+
+def contribution(state, utc_offset_ms: int = 0) -> dict[str, int]:
+    """What one stored state adds, field by field (zero fields left out). The last purchase
+    day is the UTC day shifted by ``utc_offset_ms`` (a zone without DST changes)."""
+    out = {"customers": 1}
+    last = state.last_purchase_ms
+    if last is None:
+        out["without_purchase"] = 1
+    if state.segment is not None:
+        monetary = state.gross - state.refunds
+        cents = int((monetary * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+        out[f"seg:{state.segment}"] = 1
+        out[f"seg:{state.segment}:lp_ms"] = last or 0
+        out[f"seg:{state.segment}:purchases"] = state.purchases
+        out[f"seg:{state.segment}:cents"] = min(cents, CENTS_CAP)
+    if state.cluster_id is not None:
+        out[f"cluster:{state.cluster_id}"] = 1
+    for audience in state.audiences:
+        out[f"audience:{audience}"] = 1
+    if last is not None:
+        out[f"hist:lp:{(last + utc_offset_ms) // DAY}"] = 1
+        out[f"hist:f:{state.purchases}"] = 1
+        out[f"hist:m:{m_bucket(state.gross - state.refunds)}"] = 1
+    return {k: v for k, v in out.items() if v}
+
+
+def add(total: dict[str, int], more: dict[str, int], sign: int = 1) -> dict[str, int]:
+    """``total + sign * more`` as a new dict, zero fields left out."""
+    out = dict(total)
+    for name, n in more.items():
+        out[name] = out.get(name, 0) + sign * n
+    return {k: v for k, v in out.items() if v}
+
+
+def population(states) -> dict[str, int]:
+    """The facts of a population: every state's contribution summed."""
+    total: dict[str, int] = {}
+    for state in states:
+        total = add(total, contribution(state))
+    return total
