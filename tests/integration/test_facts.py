@@ -196,7 +196,7 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
 
     # a counter corrupted by hand: named, then repaired from the walk
     some = next(s for s in states if s.segment is not None)
-    shard = keys.facts(facts.shard_of(some.customer_id, clustered=False))
+    shard = keys.facts(facts.shard_of(some.customer_id, clustered(client)))
     client.hincrby(shard, f"seg:{some.segment}", 1)
     code, report = verify(capsys)
     assert code == 1 and report["different"] == 1
