@@ -2,8 +2,9 @@
 watermark moving within a day, with no purchase moving a cut date, publishes nothing (and
 re-schedules nobody); a new date or a moved cut publishes once.
 
-The population histograms and the watermark are written directly (what the workers'
-writes keep there); no customer states are needed for the edges.
+The population histograms (the facts' ``hist:`` fields, here all in one shard) and the
+watermark are written directly (what the workers' writes keep there); no customer states
+are needed for the edges.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ LAST_PURCHASE_DATES = [TODAY - d for d in range(0, 100, 2)]  # one buyer every o
 def shop(settings, redis_client):
     keys = Keys(settings.namespace)
     for day in LAST_PURCHASE_DATES:
-        redis_client.hincrby(keys.histogram("lp"), day, 1)
-        redis_client.hincrby(keys.histogram("f"), 1 + day % 4, 1)
-        redis_client.hincrby(keys.histogram("m"), 200 + day % 7, 1)
+        redis_client.hincrby(keys.facts(0), f"hist:lp:{day}", 1)
+        redis_client.hincrby(keys.facts(0), f"hist:f:{1 + day % 4}", 1)
+        redis_client.hincrby(keys.facts(0), f"hist:m:{200 + day % 7}", 1)
 
     def refresh_at(watermark_ms: int) -> dict | None:
         redis_client.hset(keys.watermark, "p:0", watermark_ms)
@@ -59,6 +60,6 @@ def test_a_watermark_moving_within_a_day_publishes_nothing(settings, redis_clien
     assert version() == 2
 
     # a purchase today moves the last-purchase split: a new version within the date
-    redis_client.hincrby(keys.histogram("lp"), TODAY + 1, 3)
+    redis_client.hincrby(keys.facts(0), f"hist:lp:{TODAY + 1}", 3)
     refresh_at((TODAY + 1) * DAY + 7_200_000)
     assert version() == 3 and len(walks) == 3
