@@ -133,8 +133,9 @@ class RFMScorer:
     segment_map
         ``"repeat-aware"`` (one-time buyers named apart; the default) or ``"classic"``.
     recency_timezone
-        Recency edges in whole dates of this time zone's calendar (the adaptive edges, S10,
-        in the shop's RTBA_TIMEZONE): R compares the number of dates from the last
+        Recency edges in whole dates of this time zone's calendar (the shop's RTBA_TIMEZONE;
+        with ``recency_edges`` alone: the distances published earlier in S10, still read
+        until the next refresh publishes cut dates): R compares the number of dates from the last
         purchase's date to today's with each edge, so R is the same all day long and an
         edge moves only when a cut date (or today's date) does. None: elapsed days,
         ``recency_days > edge`` (the configured edges).
