@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from datetime import date, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -200,6 +201,22 @@ def recency_cut_days(last_purchase_day: BucketHistogram) -> tuple[int, ...]:
     if len(present) == 1:  # everyone bought last on one day: nobody less recent, all R = 5
         cut_days = (last_purchase_day.lower_bound(present[0]),) * 4
     return tuple(round(day) for day in reversed(cut_days))
+
+
+def recency_cut_dates(last_purchase_day: BucketHistogram) -> tuple[str, ...]:
+    """The four cut dates of :func:`recency_cut_days` as ISO dates (RFMScorer's
+    ``recency_cut_dates``, S10): absolute, so they move only when the population does.
+
+    >>> lp = BucketHistogram()
+    >>> for i in range(20_000, 20_100):
+    ...     lp.update(i)
+    >>> recency_cut_dates(lp)
+    ('2024-12-23', '2024-12-03', '2024-11-13', '2024-10-24')
+    """
+    epoch = date(1970, 1, 1)  # day number 0 of the histogram's calendar
+    return tuple(
+        (epoch + timedelta(days=day)).isoformat() for day in recency_cut_days(last_purchase_day)
+    )
 
 
 def whole_day_recency_edges(last_purchase_day: BucketHistogram, today: int) -> tuple[float, ...]:

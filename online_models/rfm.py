@@ -14,8 +14,11 @@ from __future__ import annotations
 import copy
 from bisect import bisect_right
 from collections.abc import Sequence
+from datetime import date
 
 from online_models.days import MS_PER_DAY, UTC_DAYS, days_in
+
+_EPOCH = date(1970, 1, 1)  # day number 0 of every calendar (online_models.days)
 
 # The classic map. Rows: R = 5 .. 1; columns: FM = 1 .. 5.
 _GRID = {
@@ -130,11 +133,18 @@ class RFMScorer:
     segment_map
         ``"repeat-aware"`` (one-time buyers named apart; the default) or ``"classic"``.
     recency_timezone
-        Recency edges in whole dates of this time zone's calendar (the adaptive edges, S10,
-        in the shop's RTBA_TIMEZONE): R compares the number of dates from the last
+        Recency edges in whole dates of this time zone's calendar (the shop's RTBA_TIMEZONE;
+        with ``recency_edges`` alone: the distances published earlier in S10, still read
+        until the next refresh publishes cut dates): R compares the number of dates from the last
         purchase's date to today's with each edge, so R is the same all day long and an
         edge moves only when a cut date (or today's date) does. None: elapsed days,
         ``recency_days > edge`` (the configured edges).
+    recency_cut_dates
+        The adaptive edges since S10: four absolute local dates (ISO, of
+        ``recency_timezone``, UTC if None), newest first. R = 5 minus the number of cut
+        dates strictly after the last purchase's date, whatever the time: R never changes
+        as time passes, so a silent customer has no recency crossing. ``recency_edges`` is
+        then None; score through :meth:`at`.
 
     Examples
     --------
@@ -158,7 +168,10 @@ class RFMScorer:
         monetary_edges: Sequence[float] = (100.0, 300.0, 750.0, 2000.0),
         segment_map: str = DEFAULT_SEGMENT_MAP,
         recency_timezone: str | None = None,
+        recency_cut_dates: Sequence[str] | None = None,
     ):
+        if recency_cut_dates is not None:
+            recency_timezone = recency_timezone or "UTC"
         for name, edges in (
             ("recency_edges", recency_edges),
             ("frequency_edges", frequency_edges),
@@ -177,6 +190,21 @@ class RFMScorer:
             raise ValueError(f"whole-day recency edges must be whole, got {self.recency_edges!r}")
         self.days = days_in(recency_timezone) if self.recency_whole_days else UTC_DAYS
         self._cuts: tuple[int, tuple[int, ...]] | None = None
+        self.recency_cut_dates = None
+        if recency_cut_dates is not None:
+            self._use_cut_dates(recency_cut_dates)
+
+    def _use_cut_dates(self, cut_dates: Sequence[str]) -> None:
+        """Absolute cut dates: their first instants, once (they never move with time)."""
+        try:
+            numbers = [(date.fromisoformat(d) - _EPOCH).days for d in cut_dates]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"recency cut dates are ISO dates, got {cut_dates!r}") from error
+        if len(numbers) != 4 or numbers != sorted(numbers, reverse=True):
+            raise ValueError(f"recency cut dates are 4 dates, newest first, got {cut_dates!r}")
+        self.recency_cut_dates = tuple(cut_dates)
+        self.recency_edges = None  # no fixed ages: they grow with time (see at())
+        self._cut_starts = tuple(self.days.start_ms(n) for n in numbers)
 
     def at(self, now_ms: int) -> RFMScorer:
         """The scorer that scores ``recency_days`` at event time ``now_ms`` as this one
@@ -194,17 +222,23 @@ class RFMScorer:
         """
         if not self.recency_whole_days:
             return self
+        if self.recency_cut_dates is not None:
+            return self._elapsed_at(now_ms, self._cut_starts)
         today = self.days.of(now_ms)
         cached = self._cuts  # (today, its cut dates' first instants): one date at a time
         if cached is None or cached[0] != today:
             cached = today, tuple(self.days.start_ms(today - int(e)) for e in self.recency_edges)
             self._cuts = cached
+        return self._elapsed_at(now_ms, cached[1])
+
+    def _elapsed_at(self, now_ms: int, cut_starts: tuple[int, ...]) -> RFMScorer:
+        """An elapsed-day scorer for this instant (its edges are ages, no longer dates)."""
         scorer = copy.copy(self)
-        # an elapsed-day scorer for this instant (its edges are ages, no longer dates)
         scorer.recency_timezone, scorer.recency_whole_days = None, False
+        scorer.recency_cut_dates = None
         # One division of an exact integer, as recency_days: a last purchase 1 ms before a
         # cut date's first instant is always past its edge, one on it never.
-        scorer.recency_edges = tuple((now_ms - start) / MS_PER_DAY for start in cached[1])
+        scorer.recency_edges = tuple((now_ms - start) / MS_PER_DAY for start in cut_starts)
         return scorer
 
     def recency_crossings_ms(self, last_purchase_ms: int) -> list[int]:
@@ -222,10 +256,14 @@ class RFMScorer:
         """
         if not self.recency_whole_days:
             return [last_purchase_ms + round(edge * MS_PER_DAY) + 1 for edge in self.recency_edges]
+        if self.recency_cut_dates is not None:  # absolute dates: R never falls with time
+            return []
         bought = self.days.of(last_purchase_ms)
         return [self.days.start_ms(bought + int(edge) + 1) for edge in self.recency_edges]
 
     def score(self, recency_days: float, frequency: float, monetary: float) -> tuple[int, int, int]:
+        if self.recency_cut_dates is not None:
+            raise ValueError("recency cut dates score at an instant: use .at(now_ms)")
         # A recency exactly on an edge still earns the better score.
         r = 5 - sum(1 for edge in self.recency_edges if recency_days > edge)
         f = 1 + bisect_right(self.frequency_edges, frequency)
@@ -246,6 +284,7 @@ class RFMScorer:
     def __repr__(self) -> str:
         return (
             f"RFMScorer(recency_edges={self.recency_edges}, "
+            f"recency_cut_dates={self.recency_cut_dates}, "
             f"frequency_edges={self.frequency_edges}, monetary_edges={self.monetary_edges}, "
             f"segment_map={self.segment_map!r})"
         )

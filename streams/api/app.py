@@ -446,6 +446,7 @@ def create_api(
         in_force = reader.models()
         status["rfm"]["edges"] = {
             "recency_days": in_force.rfm.recency_edges,
+            "recency_cut_dates": in_force.rfm.recency_cut_dates,  # adaptive (S10): days is None
             "frequency": in_force.rfm.frequency_edges,
             "monetary": in_force.rfm.monetary_edges,
         }

@@ -113,6 +113,7 @@ def segments(as_of, as_json) -> None:
     summary["cluster_events"] = clusters.events if clusters else []  # born or died at it
     summary["rfm_edges"] = {
         "recency_days": rfm.recency_edges,
+        "recency_cut_dates": rfm.recency_cut_dates,  # adaptive (S10): days is None
         "frequency": rfm.frequency_edges,
         "monetary": rfm.monetary_edges,
     }

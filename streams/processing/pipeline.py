@@ -367,6 +367,15 @@ def evaluate_audiences(
         ))  # fmt: skip
 
 
+def segment_at(state: CustomerState, now_ms: int, models: Models) -> str | None:
+    """The RFM segment ``models`` give the customer at ``now_ms`` (None: no purchase)."""
+    features = rfm_features(state, now_ms, models.rfm)
+    if features is None:
+        return None
+    return models.rfm.at(now_ms).segment(features["recency_days"], state.purchases,
+                                         state.monetary)  # fmt: skip
+
+
 def _evaluate_scores(
     state: CustomerState, now_ms: int, models: Models, cause: Cause, out: BatchOutcome
 ) -> None:
@@ -633,9 +642,18 @@ def rescore_due(states: Iterable[CustomerState], watermark_ms: int, models: Mode
             continue
         read = facts.stored_contribution(state, days)
         due = next_due_ms(state, models)
+        walked = due is not None and due <= watermark_ms
         while due is not None and due <= watermark_ms:
             state.evaluated_ms = due
             evaluate(state, due, models, Cause.time(due), out)
+            due = next_due_ms(state, models)
+        if not walked and state.clock_ms is not None:
+            # Woken with nothing due by its own times: new RFM edges change its segment
+            # (refresh_rfm_edges marks it due now), or an early wake-up (ZADD LT). Evaluate
+            # it once at the watermark (never before its own clock) with the models in force.
+            at = max(watermark_ms, state.clock_ms)
+            state.evaluated_ms = at
+            evaluate(state, at, models, Cause.time(at), out)
             due = next_due_ms(state, models)
         out.states[state.customer_id] = state
         _set_fact_delta(out, state, read, days)

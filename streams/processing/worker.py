@@ -21,7 +21,7 @@ from online_models.clusters import ClusterSnapshot, StableClusterer
 from online_models.customer import MS_PER_DAY
 from online_models.days import UTC_DAYS, Days
 from online_models.features import FEATURES
-from online_models.quantiles import adaptive_edges, whole_day_recency_edges
+from online_models.quantiles import adaptive_edges, recency_cut_dates
 from online_models.rfm import RFMScorer
 from streams.processing.faults import Faults
 from streams.processing.outbox import STALE_MS, entries_for
@@ -37,6 +37,7 @@ from streams.processing.pipeline import (
     reassign_clusters,
     reevaluate_audiences,
     rescore_due,
+    segment_at,
 )
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
@@ -693,15 +694,17 @@ def continue_point(snapshot: bytes | None) -> tuple[int, int]:
 
 def refresh_rfm_edges(settings: Settings) -> dict | None:
     """Re-derive the RFM edges from the population histograms (the ``hist:`` fields of
-    the population facts) as of the watermark; when
-    they moved, publish them as the next version and re-schedule due times under them.
+    the population facts) as of the watermark; when they moved, publish them as the next
+    version and wake (due now) exactly the customers whose segment they change.
 
-    The recency edges are whole dates of the shop's calendar (RFMScorer's
-    ``recency_timezone``): each cut date's distance from the watermark's date. R is then
-    the fair split's tie rule (dated before the cut or not) all day long, and a watermark
-    moving within a day, with no cut date moving, publishes nothing (docs/segments.md).
+    The recency edges are absolute cut dates of the shop's calendar (RFMScorer's
+    ``recency_cut_dates``): R is the fair split's tie rule (dated before the cut or not)
+    and time alone moves no cut date, so a new date with no purchase publishes nothing
+    (docs/segments.md, "Cut dates"). Edges stored in an older shape (elapsed days, or the
+    S10 distances from the watermark's date) are read as they were until this refresh
+    re-derives the cut dates: the shape differs, so it publishes them once.
 
-    Blocking (the re-schedule reads every customer): call it in a thread.
+    Blocking (the wake-up reads every customer): call it in a thread.
     """
     client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
@@ -709,14 +712,16 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     if as_of_ms is None:
         return None
     hists = read_histograms(client, keys)
-    days = settings.days()
-    edges = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of_ms / MS_PER_DAY,
-                           days=days)  # fmt: skip
-    if edges is None:
+    fair = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of_ms / MS_PER_DAY,
+                          days=settings.days())  # fmt: skip
+    if fair is None:
         return None
-    edges = {k: list(v) for k, v in edges.items()}
-    edges["recency_edges"] = list(whole_day_recency_edges(hists["lp"], days.of(as_of_ms)))
-    edges["recency_timezone"] = settings.timezone
+    edges = {
+        "recency_cut_dates": list(recency_cut_dates(hists["lp"])),
+        "recency_timezone": settings.timezone,
+        "frequency_edges": list(fair["frequency_edges"]),
+        "monetary_edges": list(fair["monetary_edges"]),
+    }
     if edges == read_rfm_edges(client, keys):
         return None
     version = publish_rfm_edges(
@@ -730,8 +735,26 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
         },
     )
     states = read_states_sync(client, keys, all_customer_ids(client, keys))
-    reschedule(client, keys, states, current_models(client, keys, settings))
-    return {"version": version, "edges": edges, "customers": hists["lp"].count}
+    woken = wake_changed(client, keys, states, current_models(client, keys, settings), as_of_ms)
+    log.info("RFM edges v%d published: %d customers change segment, due now", version, woken)
+    return {"version": version, "edges": edges, "customers": hists["lp"].count, "woken": woken}
+
+
+def wake_changed(client, keys: Keys, states, models: Models, watermark_ms: int) -> int:
+    """Mark due at ``watermark_ms`` (``ZADD LT``: never later than they are) exactly the
+    customers whose stored segment differs from the one ``models`` give them at their own
+    clock; the leader's tick re-scores them (rescore_due) and emits the changes. Nobody
+    else is touched: under cut dates no due time depends on the edges."""
+    due = {s.customer_id: watermark_ms for s in states if changes_segment(s, models)}
+    write_due(client, keys, due, mode="lt")
+    return len(due)
+
+
+def changes_segment(state, models: Models) -> bool:
+    """Whether ``models`` give the customer another segment than its stored one, at its
+    own clock (a customer with no event yet has nothing to change)."""
+    clock = state.clock_ms
+    return clock is not None and segment_at(state, clock, models) != state.segment
 
 
 class RefitSkipped(Exception):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from online_models.customer import MS_PER_DAY
-from online_models.quantiles import adaptive_edges, rfm_histograms, whole_day_recency_edges
+from online_models.quantiles import adaptive_edges, recency_cut_dates, rfm_histograms
 from streams.state.facts import histogram_point
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_rfm_edges, read_states
@@ -40,11 +40,11 @@ def test_published_edges_are_the_population_quintiles(rtba_env, settings, worker
             for name, bucket in (histogram_point(state) or {}).items():
                 hists[name].counts[bucket] += 1
         as_of = read_marks(client, keys).watermark()
-        expected = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of / MS_PER_DAY)
-        expected = {k: list(v) for k, v in expected.items()}
-        # R in whole dates as of the watermark's (S10): the same cut dates as the ages
-        expected["recency_edges"] = list(whole_day_recency_edges(hists["lp"], as_of // MS_PER_DAY))
-        expected["recency_timezone"] = "UTC"
+        fair = adaptive_edges(hists["lp"], hists["f"], hists["m"], as_of / MS_PER_DAY)
+        # R by absolute cut dates (S10): the dates the elapsed ages of S9 started on
+        expected = {"recency_cut_dates": list(recency_cut_dates(hists["lp"])),
+                    "recency_timezone": "UTC", "frequency_edges": list(fair["frequency_edges"]),
+                    "monetary_edges": list(fair["monetary_edges"])}  # fmt: skip
         if read_rfm_edges(client, keys) == expected:
             break
         time.sleep(0.5)
@@ -53,7 +53,7 @@ def test_published_edges_are_the_population_quintiles(rtba_env, settings, worker
     assert buyers > 100
 
     summary = json.loads(run_rtba(rtba_env, "segments", "--json").stdout)
-    assert list(summary["rfm_edges"]["recency_days"]) == expected["recency_edges"]
+    assert summary["rfm_edges"]["recency_cut_dates"] == expected["recency_cut_dates"]
     assert sum(row["customers"] for row in summary["rfm"]) == buyers
     profiles = [p for p in json_lines(run_rtba(rtba_env, "profile", "--all", "--json").stdout)
                 if p["scores"]]  # fmt: skip
