@@ -708,6 +708,42 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     """
     client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
+    derived = _derived_edges(client, keys, settings)
+    if derived is None:
+        return None
+    edges, as_of_ms, hists = derived
+    version = publish_rfm_edges(
+        client,
+        keys,
+        edges,
+        {
+            "as_of_ms": as_of_ms,
+            "customers": hists["lp"].count,
+            "fitted_at_ms": int(time.time() * 1000),
+        },
+    )
+    states = read_states_sync(client, keys, all_customer_ids(client, keys))
+    woken = wake_changed(client, keys, states, current_models(client, keys, settings), as_of_ms)
+    log.info("RFM edges v%d published: %d customers change segment, due now", version, woken)
+    return {"version": version, "edges": edges, "customers": hists["lp"].count, "woken": woken}
+
+
+def rfm_edges_would_move(settings: Settings) -> bool:
+    """Whether a refresh now would publish: the edges the population's histograms give
+    differ from those in force. Cheap (the facts and the model in force; no walk): the
+    leader asks it in a thread before spawning the refresh's process, whose start alone
+    costs ~1 s of CPU (benchmarks.population), so a refresh whose edges do not move costs
+    only this read."""
+    client = connect(settings.redis_url, **settings.redis_options())
+    try:
+        return _derived_edges(client, Keys(settings.namespace), settings) is not None
+    finally:
+        client.close()
+
+
+def _derived_edges(client, keys: Keys, settings: Settings) -> tuple[dict, int, dict] | None:
+    """(the edges the histograms give as of the watermark, the watermark, the histograms),
+    or None when there are none yet or they are the edges in force."""
     as_of_ms = read_marks(client, keys).watermark()
     if as_of_ms is None:
         return None
@@ -724,20 +760,7 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     }
     if edges == read_rfm_edges(client, keys):
         return None
-    version = publish_rfm_edges(
-        client,
-        keys,
-        edges,
-        {
-            "as_of_ms": as_of_ms,
-            "customers": hists["lp"].count,
-            "fitted_at_ms": int(time.time() * 1000),
-        },
-    )
-    states = read_states_sync(client, keys, all_customer_ids(client, keys))
-    woken = wake_changed(client, keys, states, current_models(client, keys, settings), as_of_ms)
-    log.info("RFM edges v%d published: %d customers change segment, due now", version, woken)
-    return {"version": version, "edges": edges, "customers": hists["lp"].count, "woken": woken}
+    return edges, as_of_ms, hists
 
 
 def wake_changed(client, keys: Keys, states, models: Models, watermark_ms: int) -> int:

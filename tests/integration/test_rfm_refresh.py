@@ -70,11 +70,16 @@ def test_time_alone_publishes_nothing(settings, redis_client, shop, monkeypatch)
 
     for later in (DAY + 5, DAY + 3_600_000, 40 * DAY):  # new dates: no cut date moves
         assert refresh_at(TODAY * DAY + later) is None
+        # what the leader asks before spawning the refresh's process: nothing to do
+        assert worker.rfm_edges_would_move(settings) is False
     assert version() == 1 and len(walks) == 1
 
     # a purchase today moves the last-purchase split: a new version
     redis_client.hincrby(keys.facts(0), f"hist:lp:{TODAY + 40}", 3)
+    redis_client.hset(keys.watermark, "p:0", (TODAY + 40) * DAY + 7_200_000)
+    assert worker.rfm_edges_would_move(settings) is True
     refresh_at((TODAY + 40) * DAY + 7_200_000)
+    assert worker.rfm_edges_would_move(settings) is False
     assert version() == 2 and len(walks) == 2
 
 
