@@ -304,6 +304,9 @@ def fit_on_cells(
     sample: its likelihood needs each customer's own x and mean spend, which no count
     per cell keeps)."""
     x, t_x, big_t, weights = cell_rows(cells, as_of_ms, days)
+    if np.any(weights < 0):  # only a hand-edited or half-repaired cells hash gets there
+        bad = next(name for name, n in cells.items() if n < 0)
+        raise ValueError(f"day cell {bad} holds {cells[bad]} customers (`rtba verify`)")
     _require_customers(float(weights.sum()))
     model = MODELS[model_name]().fit(x, t_x, big_t, weights)
     sx, _, _, spend = population(spend_states, as_of_ms)

@@ -13,6 +13,7 @@ import math
 from decimal import Decimal
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,3 +158,10 @@ def test_a_weighted_fit_is_the_fit_on_its_rows_repeated(seed):
         for name, value in repeated.params.items():
             assert math.isclose(weighted.params[name], value, rel_tol=1e-6), name
         assert math.isclose(weighted.log_likelihood, repeated.log_likelihood, rel_tol=1e-9)
+
+
+def test_a_negative_cell_is_named_not_fitted():
+    states = noon_shop(40, seed=1)
+    cells = {**reference_cells(states), "0:5:5": -1}
+    with pytest.raises(ValueError, match=r"^day cell 0:5:5 holds -1 customers \(`rtba verify`\)$"):
+        churn_risk.fit_on_cells(cells, AS_OF, states)
