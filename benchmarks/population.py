@@ -143,8 +143,9 @@ def children_cpu_s() -> float:
 
 def population_facts(state: CustomerState) -> dict:
     """What writing this customer, new, adds to the population facts the store keeps
-    (streams.state.facts: segment, cluster and audience counts, sums, histograms)."""
-    return facts.contribution(state)
+    (streams.state.facts: segment, cluster and audience counts, sums, histograms) and
+    to the day cells the churn refit fits on."""
+    return facts.written_contribution(state)
 
 
 async def write(store: StateStore, states: dict, due_at: dict, marks: dict[int, int],

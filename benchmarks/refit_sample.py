@@ -11,16 +11,18 @@ functions the refit uses (no Redis):
   (crc32(id) % 16384, streams.state.sample) holding at least S customers, for each S of
   ``--sample``.
 
-and, for comparison, the fit on everyone from day cells (S10 item 3's other way, not
-built: counts of customers per (x, last purchase date − first purchase date, first purchase
-date), as the workers could keep them incrementally like the RFM histograms): each cell's
-t_x in whole dates and T from the middle of its first date, weighted by its count.
+and the refit's own churn fit on everyone from the day cells (S10 item 3: customers per
+``<x>:<first purchase date>:<last purchase date>``, as the writers keep them in
+``{ns}:cells:*``), with the refit's functions (churn_risk.cell_rows: t_x in whole dates,
+T from the middle of the first date; the weighted fit). ``--store`` also writes the cells
+to the Redis of REDIS_URL (16 shards of a single server, namespace ``--namespace``,
+deleted after) and times the refit's read of them (facts.read_cells).
 
 Prints each parameter of each fit, each parameter's relative difference from the full
 fit's, and the times; ``--json`` prints one JSON object instead.
 
 Run: .venv/bin/python -m benchmarks.refit_sample [--customers 1000000]
-     [--sample 50000,100000,200000] [--model mbgnbd] [--seed 0]
+     [--sample 50000,100000,200000] [--model mbgnbd] [--seed 0] [--store]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 
 import numpy as np
 
+from online_models import churn_risk
 from online_models.churn import MODELS, GammaGamma
 from streams.state.due_index import BUCKETS, bucket_of
 from streams.state.sample import buckets_needed
@@ -89,28 +92,64 @@ def fit(pop: dict[str, np.ndarray], keep: np.ndarray, model: str) -> dict:
     }
 
 
-def day_cells(pop: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """The population as day cells (x, t_x dates, first date) with counts, read back as
-    rows: t_x = whole dates between first and last purchase, T = from the middle of the
-    first purchase's date to an as-of at a random time of day. Rows repeat per count: the
-    fit aggregates identical rows, so it is the weighted fit over the cells."""
+DAY_MS = 86_400_000
+
+
+def day_cells(pop: dict[str, np.ndarray], seed: int) -> tuple[dict[str, int], int]:
+    """The population as the writers keep it: ``<x>:<first date>:<last date>`` -> customers
+    (day numbers), and an as-of (epoch ms) at a random time of day 1,000 days in."""
     as_of = 1000.0 + np.random.default_rng(seed + 1).random()  # days
     first = as_of - pop["T"] * 7
     first_date = np.floor(first)
-    span = np.floor(first + pop["t_x"] * 7) - first_date
-    cells, counts = np.unique(np.column_stack([pop["x"], span, first_date]), axis=0,
-                              return_counts=True)  # fmt: skip
-    x, span, first_date = (np.repeat(c, counts) for c in cells.T)
-    big_t = (as_of - first_date - 0.5) / 7
-    return {"x": x, "t_x": np.minimum(span / 7, big_t), "T": big_t, "cells": len(cells)}
+    last_date = np.floor(first + pop["t_x"] * 7)
+    rows, counts = np.unique(np.column_stack([pop["x"], first_date, last_date]), axis=0,
+                             return_counts=True)  # fmt: skip
+    cells = {f"{int(x)}:{int(f)}:{int(la)}": int(n)
+             for (x, f, la), n in zip(rows, counts, strict=True)}  # fmt: skip
+    return cells, int(as_of * DAY_MS)
 
 
 def cell_fit(pop: dict[str, np.ndarray], seed: int, model: str) -> dict:
-    cells = day_cells(pop, seed)
+    """The refit's fit on the cells: rows from the cells, then the weighted fit."""
+    cells, as_of_ms = day_cells(pop, seed)
     started = time.perf_counter()
-    churn = MODELS[model]().fit(cells["x"], cells["t_x"], cells["T"])
-    return {"cells": cells["cells"], "params": churn.params, "converged": churn.converged,
-            "churn_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    x, t_x, big_t, weights = churn_risk.cell_rows(cells, as_of_ms)
+    rows_s = time.perf_counter() - started
+    churn = MODELS[model]().fit(x, t_x, big_t, weights)
+    return {"cells": len(cells), "customers": churn.customers, "params": churn.params,
+            "converged": churn.converged, "rows_s": round(rows_s, 2),
+            "churn_s": round(time.perf_counter() - started, 2), "_cells": cells}  # fmt: skip
+
+
+def store_timing(cells: dict[str, int], namespace: str) -> dict:
+    """Write the cells to the Redis of REDIS_URL as the writers would (each cell in a
+    shard), time the refit's read of them, and delete them."""
+    import os
+
+    from streams.state import facts
+    from streams.state.keys import Keys
+    from streams.state.redis_client import connect
+
+    client = connect(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
+    keys = Keys(namespace)
+    names = facts.cell_shard_keys(keys, facts.is_clustered(client))
+    shards: list[dict[str, int]] = [{} for _ in names]
+    for i, (cell, n) in enumerate(cells.items()):
+        shards[i % len(names)][cell] = n  # customers spread evenly over the shards
+    try:
+        for name, mapping in zip(names, shards, strict=True):
+            items = list(mapping.items())
+            for at in range(0, len(items), 10_000):
+                client.hset(name, mapping=dict(items[at : at + 10_000]))
+        started = time.perf_counter()
+        read = facts.read_cells(client, keys)
+        read_s = time.perf_counter() - started
+        assert read == cells
+        memory = sum(client.memory_usage(name) or 0 for name in names)
+    finally:
+        client.delete(*names)
+        client.close()
+    return {"read_s": round(read_s, 2), "redis_bytes": memory}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -121,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", choices=sorted(MODELS), default="mbgnbd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--store", action="store_true",
+                        help="also time reading the cells from Redis (REDIS_URL)")  # fmt: skip
+    parser.add_argument("--namespace", default="bench-cells")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     pop = simulate(args.customers, args.seed)
@@ -137,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
         row["worst"] = max(abs(d) for d in row["relative_difference"].values())
         out["samples"].append(row)
     cells = cell_fit(pop, args.seed, args.model)
+    kept = cells.pop("_cells")
+    if args.store:
+        cells["store"] = store_timing(kept, args.namespace)
     cells["relative_difference"] = {
         k: v / out["full"]["params"][k] - 1 for k, v in cells["params"].items()
     }
@@ -167,8 +212,12 @@ def report(out: dict) -> None:
               f"   worst {s['worst']:.2%}")  # fmt: skip
     cells = out["day_cells"]
     diffs = " ".join(f"{d:>+9.4%}" for d in cells["relative_difference"].values())
-    print(f"{'day cells':>18} {cells['cells']:>10,} {diffs}   (churn model only; fit "
-          f"{cells['churn_s']} s)")  # fmt: skip
+    print(f"{'day cells':>18} {cells['cells']:>10,} {diffs}   (churn model only; rows "
+          f"{cells['rows_s']} s, rows + fit {cells['churn_s']} s)")  # fmt: skip
+    if "store" in cells:
+        store = cells["store"]
+        print(f"{'':>18} read from Redis in {store['read_s']} s ({store['redis_bytes']:,} "
+              "bytes of cells hashes)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -219,14 +219,24 @@ class BTYDModel(_FittedModel):
         x, t_x, T = _arrays(x, t_x, T)
         return float(np.sum(self._ll(*(params[n] for n in self.param_names), x, t_x, T)))
 
-    def fit(self, x, t_x, T) -> BTYDModel:
+    def fit(self, x, t_x, T, weights=None) -> BTYDModel:
+        """Maximum likelihood on the rows (x, t_x, T), each counted ``weights`` times (1
+        each by default): a weighted fit is the fit on its rows repeated, so a population
+        kept as counts per cell (streams.state.facts' day cells) fits in time bounded by
+        its cells, not its customers."""
         x, t_x, T = _arrays(x, t_x, T)
+        weights = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=float)
+        keep = weights != 0
+        x, t_x, T, weights = x[keep], t_x[keep], T[keep], weights[keep]
         if len(x) == 0:
             raise ValueError("cannot fit on no customers")
         if np.any(x < 0) or np.any(t_x < 0) or np.any(T < t_x) or np.any((x == 0) & (t_x > 0)):
             raise ValueError("need x >= 0, 0 <= t_x <= T, and t_x = 0 where x = 0")
+        if np.any(weights < 0):
+            raise ValueError("need weights >= 0")
         # Aggregate identical rows: the likelihood is a sum, and CDNOW-like data repeats a lot.
-        rows, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
+        rows, inverse = np.unique(np.column_stack([x, t_x, T]), axis=0, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=weights)
         ux, ut_x, uT = rows.T
 
         def mean_ll(params):

@@ -15,6 +15,7 @@ import numpy as np
 
 from online_models.churn import MODELS, BTYDModel, GammaGamma
 from online_models.customer import MS_PER_DAY, CustomerState
+from online_models.days import UTC_DAYS, Days
 
 MS_PER_WEEK = 7 * MS_PER_DAY
 MIN_SPEND_CUSTOMERS = 10  # repeat customers with spend > 0 that a Gamma-Gamma fit needs
@@ -245,10 +246,68 @@ def fit(
 ) -> ChurnScorer:  # fmt: skip
     """Fit the churn model (and Gamma-Gamma where possible) on a population as of a time."""
     x, t_x, big_t, spend = population(states, as_of_ms)
-    if len(x) < 10:
-        raise ValueError(f"need at least 10 customers with a purchase to fit, have {len(x)}")
+    _require_customers(len(x))
     model = MODELS[model_name]().fit(x, t_x, big_t)
-    gamma_gamma = None
-    if np.sum((x > 0) & (spend > 0)) >= MIN_SPEND_CUSTOMERS:
-        gamma_gamma = GammaGamma().fit(x, spend)
-    return ChurnScorer(model, gamma_gamma, threshold, rearm_below)
+    return ChurnScorer(model, _fit_spend(x, spend), threshold, rearm_below)
+
+
+def _require_customers(n: float) -> None:
+    if n < 10:
+        raise ValueError(f"need at least 10 customers with a purchase to fit, have {n:.0f}")
+
+
+def _fit_spend(x, spend) -> GammaGamma | None:
+    """Gamma-Gamma on (x, mean repeat value), None with too few repeat customers."""
+    if np.sum((x > 0) & (spend > 0)) < MIN_SPEND_CUSTOMERS:
+        return None
+    return GammaGamma().fit(x, spend)
+
+
+def cell_rows(cells: dict[str, int], as_of_ms: int, days: Days = UTC_DAYS):
+    """A population kept as day cells (``<x>:<first purchase day>:<last purchase day>`` ->
+    customers, day numbers of ``days``: streams.state.facts.cell_of) as weighted BTYD rows
+    in weeks: (x, t_x, T, weights).
+
+    x is exact. t_x is the time between the starts of the first and last purchase days
+    (off by under a day: the purchases' times of day are not kept); T runs from the middle
+    of the first purchase day to ``as_of_ms`` (off by at most half a day), never below
+    t_x, as CustomerState.btyd_ms. Exact when every purchase falls at noon.
+
+    >>> x, t_x, big_t, w = cell_rows({"2:0:14": 3, "0:7:7": 1}, 21 * MS_PER_DAY)
+    >>> x.tolist(), t_x.tolist(), (big_t * 7).tolist(), w.tolist()
+    ([2.0, 0.0], [2.0, 0.0], [20.5, 13.5], [3.0, 1.0])
+    """
+    keys = [name.split(":") for name in cells]
+    x = np.array([int(k[0]) for k in keys], dtype=float)
+    first = np.array([int(k[1]) for k in keys], dtype=np.int64)
+    last = np.array([int(k[2]) for k in keys], dtype=np.int64)
+    # a calendar's day starts once per distinct day (a few hundred), not per cell
+    wanted = np.unique(np.concatenate([first, first + 1, last]))
+    start = dict(zip(wanted.tolist(), (days.start_ms(int(d)) for d in wanted), strict=True))
+    start_of = np.vectorize(start.__getitem__, otypes=[np.int64])
+    if len(keys):
+        first_ms, next_ms, last_ms = start_of(first), start_of(first + 1), start_of(last)
+    else:
+        first_ms = next_ms = last_ms = np.zeros(0, dtype=np.int64)
+    t_x = np.where(x > 0, last_ms - first_ms, 0)
+    big_t = np.maximum(as_of_ms - (first_ms + next_ms) // 2, t_x)
+    weights = np.array(list(cells.values()), dtype=float)
+    return x, t_x / MS_PER_WEEK, big_t / MS_PER_WEEK, weights
+
+
+def fit_on_cells(
+    cells: dict[str, int], as_of_ms: int, spend_states, model_name: str = "mbgnbd",
+    threshold: float = 0.7, rearm_below: float = 0.5, days: Days = UTC_DAYS,
+) -> ChurnScorer:  # fmt: skip
+    """Fit the churn model on everyone, kept as day cells (:func:`cell_rows`: exact to the
+    day, in time bounded by the number of cells), and Gamma-Gamma on ``spend_states`` (a
+    sample: its likelihood needs each customer's own x and mean spend, which no count
+    per cell keeps)."""
+    x, t_x, big_t, weights = cell_rows(cells, as_of_ms, days)
+    if np.any(weights < 0):  # only a hand-edited or half-repaired cells hash gets there
+        bad = next(name for name, n in cells.items() if n < 0)
+        raise ValueError(f"day cell {bad} holds {cells[bad]} customers (`rtba verify`)")
+    _require_customers(float(weights.sum()))
+    model = MODELS[model_name]().fit(x, t_x, big_t, weights)
+    sx, _, _, spend = population(spend_states, as_of_ms)
+    return ChurnScorer(model, _fit_spend(sx, spend), threshold, rearm_below)

@@ -63,3 +63,29 @@ def population(states) -> dict[str, int]:
     for state in states:
         total = add(total, contribution(state))
     return total
+
+
+def cell(state, utc_offset_ms: int = 0) -> str | None:
+    """A state's day cell (docs/population.md, "Day cells"): ``<x>:<first purchase
+    day>:<last purchase day>``, x the purchase days after the first, days the UTC day
+    numbers shifted by ``utc_offset_ms``; None without a purchase."""
+    first, last = state.first_purchase_ms, state.last_purchase_ms
+    if first is None:
+        return None
+    first_day, last_day = (first + utc_offset_ms) // DAY, (last + utc_offset_ms) // DAY
+    return f"{state.purchase_days - 1}:{first_day}:{last_day}"
+
+
+def cells(states, utc_offset_ms: int = 0) -> dict[str, int]:
+    """The day cells of a population: customers per cell."""
+    out: dict[str, int] = {}
+    for state in states:
+        name = cell(state, utc_offset_ms)
+        if name is not None:
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def written_population(states) -> dict[str, int]:
+    """What the writers' deltas sum to: the facts, and the day cells as ``cell:`` fields."""
+    return {**population(states), **{f"cell:{k}": n for k, n in cells(states).items()}}

@@ -297,8 +297,9 @@ def churn_fit(model, as_of, as_json) -> None:
     from streams.processing.worker import RefitSkipped, refit_churn
 
     log(
-        f"rtba churn fit: fitting {model or chosen.churn_model} on a sample of "
-        f"{chosen.churn_fit_sample:,} customers (RTBA_CHURN_FIT_SAMPLE) ..."
+        f"rtba churn fit: fitting {model or chosen.churn_model} on everyone's day cells, "
+        f"Gamma-Gamma on a sample of {chosen.churn_fit_sample:,} customers "
+        "(RTBA_CHURN_FIT_SAMPLE) ..."
     )
     try:
         fitted = refit_churn(chosen, as_of, model)
@@ -310,7 +311,8 @@ def churn_fit(model, as_of, as_json) -> None:
         return
     p = fitted["params"]
     click.echo(
-        f"{fitted['model']} v{fitted['version']} on {fitted['customers']:,} customers as of "
+        f"{fitted['model']} v{fitted['version']} on {fitted['customers']:,} customers "
+        f"({_fitted_on(fitted)}) as of "
         f"{fitted['as_of']}: r={p['r']:.4g} alpha={p['alpha']:.4g} a={p['a']:.4g} "
         f"b={p['b']:.4g}  log-likelihood {fitted['log_likelihood']:.2f}"
     )
@@ -318,6 +320,12 @@ def churn_fit(model, as_of, as_json) -> None:
         click.echo(f"the same model as v{fitted['version']} in force: nothing published")
     if fitted.get("spend_error"):  # published, but without CLV: say why
         click.echo(fitted["spend_error"])
+
+
+def _fitted_on(fitted: dict) -> str:
+    if fitted.get("fitted_on") == "day cells":
+        return f"{fitted['cells']:,} day cells"
+    return "the sample: no day cell kept yet (`rtba verify --repair`, workers stopped)"
 
 
 COMMANDS = [profile, segments, members, stats, churn]

@@ -26,7 +26,8 @@ def verify(repair, as_json) -> int:
 
     Reads every customer's state (the only command that walks the population), sums
     what each adds to the facts (segment, cluster and audience sizes, the sums behind
-    the means, the RFM histograms), and lists each field that differs, shard by shard.
+    the means, the RFM histograms) and to the day cells the churn refit fits on
+    (``cell:<x>:<first day>:<last day>``), and lists each field that differs, shard by shard.
     Exit code 0 when they are equal, 1 when some differ, 2 when the facts changed during
     the walk (workers writing: run it again on a quiet system). --repair rewrites the
     differing shards from the walk, for a namespace kept by an rtba without facts (an
@@ -66,7 +67,7 @@ def verify(repair, as_json) -> int:
         "moved": check.moved,
         "different": len(differences),
         "differences": [
-            dict(shard=shard, key=keys.facts(shard), field=name, expected=want, stored=got)
+            dict(shard=shard, key=_key(keys, shard, name), field=name, expected=want, stored=got)
             for shard, name, want, got in differences[:SHOWN]
         ],
         "repaired_shards": repaired,
@@ -76,6 +77,14 @@ def verify(repair, as_json) -> int:
     else:
         click.echo(_text(report))
     return code
+
+
+def _key(keys, shard: int, field: str) -> str:
+    """The hash a differing field lives in: the day cells' (``cell:`` fields) or the
+    facts'."""
+    from streams.state.facts import CELL
+
+    return keys.cells(shard) if field.startswith(CELL) else keys.facts(shard)
 
 
 def _text(report: dict) -> str:

@@ -450,8 +450,10 @@ def retention_end_ms(state: CustomerState, models: Models) -> int | None:
 def _set_fact_delta(out: BatchOutcome, state: CustomerState, before: dict | None,
                     days: Days) -> None:  # fmt: skip
     """The customer's change to the population facts, from its contribution as read
-    (``before``, taken before anything changed it) to its state as it will be written."""
-    out.fact_deltas[state.customer_id] = facts.delta(before, facts.contribution(state, days))
+    (``before``, taken before anything changed it) to its state as it will be written
+    (day cell included)."""
+    written = facts.written_contribution(state, days)
+    out.fact_deltas[state.customer_id] = facts.delta(before, written)
 
 
 def _apply(state: CustomerState, event: Event, horizon_ms: int,

@@ -42,6 +42,7 @@ from streams.processing.pipeline import (
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
 from streams.state import sweep
+from streams.state.facts import namespace_days, read_cells
 from streams.state.keys import Keys
 from streams.state.sample import sample_customer_ids
 from streams.state.store import (
@@ -803,13 +804,17 @@ def _spend_in_force(client, keys: Keys):
 def refit_churn(
     settings: Settings, as_of_ms: int | None = None, model_name: str | None = None
 ) -> dict:
-    """Fit the churn model on the customer sample (``RTBA_CHURN_FIT_SAMPLE``: the first
-    due-index buckets, streams.state.sample) as of the watermark unless given, and publish
-    it as the next version, unless its parameters are those in force (churn_risk.same_fit):
-    then nothing is published and nobody re-scheduled. Raises RefitSkipped, with the true
-    reason (also kept in Redis for `rtba segments`), when it cannot.
+    """Fit the churn model on everyone, from the day cells the writers keep
+    (streams.state.facts; churn_risk.fit_on_cells: exact to the day, its cost bounded by
+    the number of cells), and Gamma-Gamma on the customer sample (``RTBA_CHURN_FIT_SAMPLE``:
+    the first due-index buckets, streams.state.sample), as of the watermark unless given;
+    publish them as the next version, unless their parameters are those in force
+    (churn_risk.same_fit): then nothing is published and nobody re-scheduled. Without any
+    day cell (a namespace kept before S10 and not yet `rtba verify --repair`ed) the churn
+    model is fitted on the sample too. Raises RefitSkipped, with the true reason (also kept
+    in Redis for `rtba segments`), when it cannot.
 
-    Blocking (reads the sample, runs the optimiser): call it in a thread.
+    Blocking (reads the cells and the sample, runs the optimiser): call it in a thread.
     """
     client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
@@ -818,13 +823,19 @@ def refit_churn(
             as_of_ms = read_marks(client, keys).watermark()
         if as_of_ms is None:
             raise RefitSkipped("no event time yet (no event or watermark has been applied)")
+        cells = read_cells(client, keys)
         ids = sample_customer_ids(client, keys, settings.churn_fit_sample)
         states = read_states_sync(client, keys, ids)
+        name = model_name or settings.churn_model
         try:
-            scorer = churn_risk.fit(
-                states, as_of_ms, model_name or settings.churn_model, settings.churn_threshold,
-                settings.churn_rearm_below,
-            )  # fmt: skip
+            if cells:
+                scorer = churn_risk.fit_on_cells(
+                    cells, as_of_ms, states, name, settings.churn_threshold,
+                    settings.churn_rearm_below, namespace_days(client, keys, settings.days()),
+                )  # fmt: skip
+            else:
+                scorer = churn_risk.fit(states, as_of_ms, name, settings.churn_threshold,
+                                        settings.churn_rearm_below)  # fmt: skip
         except ValueError as exc:
             raise RefitSkipped(str(exc)) from None
         health = churn_risk.fit_health(scorer)
@@ -842,7 +853,8 @@ def refit_churn(
     if in_force is not None and churn_risk.same_fit(scorer, in_force):
         # Every due time stands: publishing would only make the re-schedule walk everyone.
         client.hdel(keys.churn_model, "last_error")
-        return _refit_result(scorer, spend_error, in_force.version, as_of_ms, published=False)
+        return _refit_result(scorer, spend_error, in_force.version, as_of_ms, published=False,
+                             cells=len(cells))  # fmt: skip
     meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
             "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
@@ -851,12 +863,14 @@ def refit_churn(
     # what the churn crossing depends on, so a new model wakes only the customers it moves).
     everyone = read_states_sync(client, keys, all_customer_ids(client, keys))
     reschedule(client, keys, everyone, current_models(client, keys, settings, churn=scorer))
-    return _refit_result(scorer, spend_error, version, as_of_ms, published=True)
+    return _refit_result(scorer, spend_error, version, as_of_ms, published=True,
+                         cells=len(cells))  # fmt: skip
 
 
 def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
-                  published: bool) -> dict:  # fmt: skip
-    """What a refit reports (the log, `rtba churn fit`)."""
+                  published: bool, cells: int = 0) -> dict:  # fmt: skip
+    """What a refit reports (the log, `rtba churn fit`): ``fitted_on`` "day cells" (and
+    how many) or "sample" (no cell kept yet)."""
     spend = scorer.spend.to_dict() if scorer.spend else None
     return {
         **scorer.model.to_dict(),
@@ -865,4 +879,6 @@ def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
         "version": version,
         "as_of_ms": as_of_ms,
         "published": published,
+        "fitted_on": "day cells" if cells else "sample",
+        "cells": cells,
     }

@@ -273,7 +273,8 @@ class Eraser:
         the number of outbox entries deleted unsent."""
         keys = self.keys
         shard = facts.shard_of(customer_id, clustered(self.client))
-        names = [keys.customer(customer_id), keys.outbox(customer_id), keys.facts(shard)]
+        names = [keys.customer(customer_id), keys.outbox(customer_id)]
+        names += [keys.facts(shard), keys.cells(shard)]  # its shard of each: the same slot
         for _ in range(_ERASE_TRIES):
             raw = self.client.get(names[0])
             try:
@@ -282,7 +283,7 @@ class Eraser:
                 stored, unsent = self._erase(keys=names)
                 return stored, int(unsent)
             taken = facts.delta(facts.stored_contribution(state, self.days), None)
-            args = [state.version, len(taken), *(x for pair in taken.items() for x in pair)]
+            args = [state.version, *facts.script_args(taken)]
             stored, unsent = self._erase(keys=names, args=args)
             if int(unsent) >= 0:
                 return stored, int(unsent)

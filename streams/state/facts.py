@@ -20,6 +20,15 @@ Fields (every value an int; a field at 0 is deleted, absent reads as 0):
 - ``hist:lp:<bucket>``, ``hist:f:<bucket>``, ``hist:m:<bucket>`` 1 each: the buckets of
   the population histograms behind the adaptive RFM edges (:func:`histogram_point`).
 
+Day cells (``Keys.cells(shard)``, a hash family of their own so the facts /segments reads
+stay small): ``<x>:<first purchase day>:<last purchase day>`` 1 per customer with a
+purchase (:func:`cell_of`; days in the namespace's calendar, x the purchase days after
+the first, as CustomerState.btyd_ms). The churn refit fits on them, weighted
+(online_models.churn_risk.cell_rows). They travel inside a written contribution as
+``cell:<cell>`` fields (:func:`written_contribution`) and are split off to the cells
+key by :func:`script_args`: the same deltas, the same script call, the same version
+check as the facts, so they stay exact as the facts do.
+
 Shards: on a Redis Cluster a script's keys share one slot, so a customer's facts shard is
 its own slot (the shard key's hash tag hashes to that slot: keys.slot_tag); the facts
 are the sum over 16,384 shards. On a single server the shard is that slot mod
@@ -107,10 +116,63 @@ def contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
+CELL = "cell:"  # a written contribution's day-cell field; stored without it in Keys.cells
+
+
+def cell_of(state: CustomerState, days: Days = UTC_DAYS) -> str | None:
+    """The customer's day cell, ``<x>:<first purchase day>:<last purchase day>`` (day
+    numbers of ``days``, the namespace's calendar), or None without a purchase. With the
+    as-of time it gives x exactly and t_x, T to the day (churn_risk.cell_rows).
+
+    >>> from decimal import Decimal
+    >>> s = CustomerState("c1")
+    >>> _ = s.apply_purchase(3 * 86_400_000 + 5, Decimal("9"), "o1")
+    >>> _ = s.apply_purchase(7 * 86_400_000 + 9, Decimal("9"), "o2")
+    >>> cell_of(s), cell_of(CustomerState("c2"))
+    ('1:3:7', None)
+    """
+    if state.first_purchase_ms is None or state.last_purchase_ms is None:
+        return None
+    first, last = days.of(state.first_purchase_ms), days.of(state.last_purchase_ms)
+    return f"{state.purchase_days - 1}:{first}:{last}"
+
+
+def written_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
+    """What a stored state adds to the facts and to the day cells (its cell as a
+    ``cell:`` field): what a write's delta is taken between."""
+    out = contribution(state, days)
+    cell = cell_of(state, days)
+    if cell is not None:
+        out[CELL + cell] = 1
+    return out
+
+
 def stored_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int] | None:
-    """A loaded state's contribution, or None when it is not stored (version 0: a new
-    customer, or one erased since)."""
-    return contribution(state, days) if state.version > 0 else None
+    """A loaded state's written contribution (facts and cell), or None when it is not
+    stored (version 0: a new customer, or one erased since)."""
+    return written_contribution(state, days) if state.version > 0 else None
+
+
+def split(fields: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(the facts' fields, the cells' fields without ``cell:``) of a contribution or delta."""
+    facts_part, cells_part = {}, {}
+    for name, n in fields.items():
+        if name.startswith(CELL):
+            cells_part[name[len(CELL) :]] = n
+        else:
+            facts_part[name] = n
+    return facts_part, cells_part
+
+
+def script_args(fact_delta: dict[str, int]) -> list:
+    """A delta as the write and erase scripts take it: f, f field/delta pairs for the facts
+    shard, then g, g cell/delta pairs for the cells shard."""
+    args: list = []
+    for part in split(fact_delta):
+        args.append(len(part))
+        for name, n in part.items():
+            args += [name, n]
+    return args
 
 
 def delta(before: dict | None, after: dict | None) -> dict[str, int]:
@@ -151,6 +213,11 @@ def shard_keys(keys: Keys, clustered: bool) -> list[str]:
     return [keys.facts(shard) for shard in range(shard_count(clustered))]
 
 
+def cell_shard_keys(keys: Keys, clustered: bool) -> list[str]:
+    """Every day-cells shard's key, shard 0 first."""
+    return [keys.cells(shard) for shard in range(shard_count(clustered))]
+
+
 def customer_facts_key(keys: Keys, customer_id: str, clustered: bool) -> str:
     """The key of the shard a customer's contribution lives in (on a Cluster, in its slot)."""
     return keys.facts(shard_of(customer_id, clustered))
@@ -164,9 +231,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def read_shards(client, keys: Keys) -> list[dict[str, int]]:
-    """Every shard's fields, shard 0 first (synchronous client; pipelined)."""
-    names = shard_keys(keys, is_clustered(client))
+def read_shards(client, keys: Keys, cells: bool = False) -> list[dict[str, int]]:
+    """Every shard's fields, shard 0 first (synchronous client; pipelined); the day
+    cells' shards when ``cells``."""
+    names = (cell_shard_keys if cells else shard_keys)(keys, is_clustered(client))
     if is_clustered(client):
         try:
             return [_parse(raw) for raw in _read_per_node(client, names)]
@@ -206,6 +274,12 @@ def read_facts(client, keys: Keys) -> dict[str, int]:
     """The population facts: every shard summed (synchronous client). On a Cluster that
     reads 16,384 keys; on a single server 16."""
     return sum_shards(read_shards(client, keys))
+
+
+def read_cells(client, keys: Keys) -> dict[str, int]:
+    """The day cells, ``<x>:<first day>:<last day>`` -> customers, every shard summed
+    (synchronous client): what the churn refit fits on."""
+    return sum_shards(read_shards(client, keys, cells=True))
 
 
 async def read_facts_async(client, keys: Keys) -> dict[str, int]:
@@ -258,8 +332,9 @@ def namespace_days(client, keys: Keys, default: Days) -> Days:
 class Check:
     """A walk's facts against the stored ones, shard by shard."""
 
-    expected: list[dict[str, int]]  # per shard, summed over the stored states
-    stored: list[dict[str, int]]  # per shard, as read after the walk
+    # per shard, the facts and (as ``cell:`` fields) the day cells
+    expected: list[dict[str, int]]  # summed over the stored states
+    stored: list[dict[str, int]]  # as read after the walk
     moved: bool  # the stored facts changed during the walk (writers at work)
     customers: int  # states walked
 
@@ -275,32 +350,42 @@ class Check:
 
 def recompute(client, keys: Keys, days: Days = UTC_DAYS) -> Check:
     """Walk every stored state (a page of the due index at a time) and sum their
-    contributions per shard; read the stored facts before and after the walk. The one
-    function that walks the population (`rtba verify`)."""
+    contributions per shard (facts and day cells); read the stored ones before and after
+    the walk. The one function that walks the population (`rtba verify`)."""
     from streams.state.store import customer_pages, read_states
 
     clustered = is_clustered(client)
-    before = read_shards(client, keys)
+    before = _read_written(client, keys)
     expected: list[dict[str, int]] = [{} for _ in range(shard_count(clustered))]
     walked = 0
     for ids in customer_pages(client, keys):
         for state in read_states(client, keys, ids):
-            add_into(expected[shard_of(state.customer_id, clustered)], contribution(state, days))
+            add_into(expected[shard_of(state.customer_id, clustered)],
+                     written_contribution(state, days))  # fmt: skip
             walked += 1
-    after = read_shards(client, keys)
+    after = _read_written(client, keys)
     return Check(expected, after, before != after, walked)
 
 
+def _read_written(client, keys: Keys) -> list[dict[str, int]]:
+    """Per shard, the stored facts and day cells (as ``cell:`` fields) in one dict."""
+    cells = read_shards(client, keys, cells=True)
+    return [{**shard, **{CELL + name: n for name, n in cell.items()}}
+            for shard, cell in zip(read_shards(client, keys), cells, strict=True)]  # fmt: skip
+
+
 def repair(client, keys: Keys, check: Check) -> int:
-    """Rewrite every shard that differs to the walk's sums (one transaction per shard key:
-    DEL, then HSET). Only for a quiet namespace (the workers stopped): a write between the
-    walk and this would be overwritten. Returns how many shards were rewritten."""
+    """Rewrite every shard that differs to the walk's sums (one transaction per shard: DEL,
+    then HSET, of its facts and its day cells key). Only for a quiet namespace (the workers
+    stopped): a write between the walk and this would be overwritten. Returns how many
+    shards were rewritten."""
     shards = sorted({shard for shard, *_ in check.differences()})
     for shard in shards:
-        name = keys.facts(shard)
+        parts = split(check.expected[shard])
         with client.pipeline(transaction=True) as pipe:
-            pipe.delete(name)
-            if check.expected[shard]:
-                pipe.hset(name, mapping=check.expected[shard])
+            for name, fields in zip((keys.facts(shard), keys.cells(shard)), parts, strict=True):
+                pipe.delete(name)
+                if fields:
+                    pipe.hset(name, mapping=fields)
             pipe.execute()
     return len(shards)

@@ -95,6 +95,13 @@ class Keys:
         shards 0..15."""
         return f"{self.namespace}:facts:{slot_tag(shard)}"
 
+    def cells(self, shard: int) -> str:
+        """Hash: one shard of the day cells, ``<x>:<first purchase day>:<last purchase
+        day>`` -> customers (streams.state.facts, the churn refit's population). Sharded
+        and written as :meth:`facts` (same slot tag, same script call), but a hash of its
+        own: /segments reads the facts, which stay small."""
+        return f"{self.namespace}:cells:{slot_tag(shard)}"
+
     @property
     def rfm_model(self) -> str:
         """Hash: ``version`` and ``json`` of the adaptive RFM edges in force."""

@@ -83,11 +83,9 @@ def _write_args(state: CustomerState, entries: list[Entry], fact_delta: dict[str
 
 
 def _fact_args(fact_delta: dict[str, int]) -> list:
-    """f, then f field/delta pairs (the scripts' facts arguments)."""
-    args: list = [len(fact_delta)]
-    for name, n in fact_delta.items():
-        args += [name, n]
-    return args
+    """f and f field/delta pairs, then g and g day-cell/delta pairs (the scripts' facts
+    and cells arguments: facts.script_args)."""
+    return facts.script_args(fact_delta)
 
 
 def decode_states(needed: dict[str, bool], raw: list) -> dict[str, CustomerState]:
@@ -389,10 +387,11 @@ class StateStore:
         return len(erased)
 
     def _customer_keys(self, cid: str) -> list[str]:
-        """A customer's state, outbox and facts shard (one slot: the scripts' KEYS)."""
+        """A customer's state, outbox, facts shard and day-cells shard (one slot: the
+        scripts' KEYS)."""
         keys = self.keys
         shard = facts.shard_of(cid, redis_client.clustered(self.client))
-        return [keys.customer(cid), keys.outbox(cid), keys.facts(shard)]
+        return [keys.customer(cid), keys.outbox(cid), keys.facts(shard), keys.cells(shard)]
 
     def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers written by one script call each: up to WRITE_CHUNK on a single server;

@@ -38,7 +38,7 @@ from streams.state.store import (
     read_states,
     read_stats,
 )
-from tests.reference_facts import population
+from tests.reference_facts import cells, population
 
 pytestmark = pytest.mark.integration
 
@@ -91,12 +91,13 @@ def stored_states(client, keys: Keys) -> list:
     return read_states(client, keys, all_customer_ids(client, keys))
 
 
-def stored_facts(client, keys: Keys) -> dict[str, int]:
-    """Every facts shard (16 on a server, one per slot on a Cluster) summed here."""
+def stored_facts(client, keys: Keys, family: str = "facts") -> dict[str, int]:
+    """Every facts shard (16 on a server, one per slot on a Cluster) summed here; the day
+    cells' shards with ``family="cells"``."""
     shards = 16_384 if clustered(client) else 16
     with client.pipeline(transaction=False) as pipe:
         for shard in range(shards):
-            pipe.hgetall(keys.facts(shard))
+            pipe.hgetall(getattr(keys, family)(shard))
         replies = pipe.execute()
     total: dict[str, int] = {}
     for shard, reply in enumerate(replies):
@@ -191,6 +192,10 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert {k for k in want if k.startswith("cluster:")} and {k for k in want if "seg:" in k}
     assert stored_facts(client, keys) == want
     assert facts.read_facts(client, keys) == want
+    want_cells = cells(states)  # the day cells, kept apart from the facts /segments reads
+    assert sum(want_cells.values()) == sum(s.first_purchase_ms is not None for s in states)
+    assert stored_facts(client, keys, "cells") == want_cells
+    assert facts.read_cells(client, keys) == want_cells
     code, report = verify(capsys)
     assert code == 0 and report["equal"] and report["customers"] == len(states)
 
@@ -206,6 +211,20 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert code == 0 and report["repaired_shards"] == 1
     code, report = verify(capsys)
     assert code == 0 and report["equal"]
+    assert facts.read_facts(client, keys) == want
+
+    # a day cell corrupted by hand: named in its cells key, then repaired
+    cell_shard = keys.cells(facts.shard_of(some.customer_id, clustered(client)))
+    client.hincrby(cell_shard, "0:1:1", 2)  # two customers who never were
+    code, report = verify(capsys)
+    assert code == 1 and report["different"] == 1
+    assert report["differences"][0] == {
+        "shard": facts.shard_of(some.customer_id, clustered(client)), "key": cell_shard,
+        "field": "cell:0:1:1", "expected": 0, "stored": 2,
+    }  # fmt: skip
+    code, report = verify(capsys, "--repair")
+    assert code == 0 and report["repaired_shards"] == 1
+    assert facts.read_cells(client, keys) == want_cells
     assert facts.read_facts(client, keys) == want
     client.close()
 
@@ -240,6 +259,7 @@ def test_an_erase_that_meets_a_write_reads_again_and_takes_out_the_new_state(set
     assert eraser.erase("c001").had_state
     assert len(calls) == 2 and calls[1] == calls[0] + 1  # read again at the new version
     assert stored_facts(client, keys) == {}
+    assert stored_facts(client, keys, "cells") == {}  # its day cell went with it
     client.close()
 
 

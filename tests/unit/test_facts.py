@@ -34,7 +34,7 @@ from streams.state import facts
 from streams.state.keys import Keys
 from tests.reference_facts import add as added
 from tests.reference_facts import contribution as expected
-from tests.reference_facts import population as facts_of
+from tests.reference_facts import written_population as facts_of
 
 T0 = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
 DAY = 86_400_000

@@ -4,12 +4,14 @@
 -- One call writes many customers (one reply for them all): a call per customer cost
 -- more in the client's command packing and reply parsing than in Redis.
 --
--- KEYS     three per customer, in the order of the customer blocks in ARGV:
+-- KEYS     four per customer, in the order of the customer blocks in ARGV:
 --          state string   ({ns}:c:{id}): `<version>|<payload>`, the state and its orders
 --                         (streams.state_codec)
 --          outbox hash    ({ns}:c:{id}:outbox): event id -> entry (streams.outbox)
 --          facts hash     ({ns}:facts:{tag}): the customer's shard of the population
 --                         facts (on a Cluster, in the customer's slot)
+--          cells hash     ({ns}:cells:{tag}): the same shard of the day cells
+--                         (<x>:<first day>:<last day> -> customers), same slot
 -- ARGV     one block per customer:
 --          expected version (the one that was read; 0 for a new customer),
 --          the state's payload, stored behind the new version,
@@ -18,6 +20,8 @@
 --          f = number of fact changes, then f field/delta pairs (the new state's
 --          contribution minus the read one's): HINCRBY'd only with the state, so a lost
 --          or never-made write moves no fact; a field reaching 0 is deleted (absent = 0)
+--          g = number of day-cell changes, then g cell/delta pairs: the same, on the
+--          cells hash
 -- returns  per customer, the new version, or -1 if the stored version was not the
 --          expected one (that customer's block is skipped; the others are written)
 -- On a Redis Cluster every key of a call must share one slot: the caller groups
@@ -26,12 +30,25 @@
 
 local written = {}
 local i = 1
-for c = 0, #KEYS / 3 - 1 do
-  local state, outbox, facts = KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3]
+-- HINCRBY each of n field/delta pairs from ARGV[from], deleting a field reaching 0
+local function add(hash, from, n)
+  for j = from, from + 2 * n - 2, 2 do
+    -- the delta goes as its text: a Lua number would round past 2^53
+    if redis.call('HINCRBY', hash, ARGV[j], ARGV[j + 1]) == 0 then
+      redis.call('HDEL', hash, ARGV[j])
+    end
+  end
+end
+
+for c = 0, #KEYS / 4 - 1 do
+  local state, outbox = KEYS[4 * c + 1], KEYS[4 * c + 2]
+  local facts, cells = KEYS[4 * c + 3], KEYS[4 * c + 4]
   local expected, payload = tonumber(ARGV[i]), ARGV[i + 1]
   local e = tonumber(ARGV[i + 2])
   local at = i + 3 + 2 * e -- f, then its pairs
   local f = tonumber(ARGV[at])
+  local g_at = at + 1 + 2 * f -- g, then its pairs
+  local g = tonumber(ARGV[g_at])
   local stored = redis.call('GET', state)
   local current = 0
   if stored then
@@ -48,14 +65,10 @@ for c = 0, #KEYS / 3 - 1 do
     if e > 0 then
       redis.call('HSET', outbox, unpack(ARGV, i + 3, i + 2 + 2 * e))
     end
-    for j = at + 1, at + 2 * f, 2 do
-      -- the delta goes as its text: a Lua number would round past 2^53
-      if redis.call('HINCRBY', facts, ARGV[j], ARGV[j + 1]) == 0 then
-        redis.call('HDEL', facts, ARGV[j])
-      end
-    end
+    add(facts, at + 1, f)
+    add(cells, g_at + 1, g)
     written[#written + 1] = version
   end
-  i = at + 1 + 2 * f
+  i = g_at + 1 + 2 * g
 end
 return written

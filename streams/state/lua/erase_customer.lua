@@ -1,10 +1,13 @@
 -- erase_customer.lua: take a customer's state and outbox out of Redis in one step, and
--- its contribution out of the population facts (streams.state.facts) in the same step.
+-- its contribution out of the population facts and day cells (streams.state.facts) in
+-- the same step.
 --
--- KEYS     state string ({ns}:c:{id}), outbox hash ({ns}:c:{id}:outbox) and the
---          customer's facts shard ({ns}:facts:{tag}), one slot
+-- KEYS     state string ({ns}:c:{id}), outbox hash ({ns}:c:{id}:outbox), the
+--          customer's facts shard ({ns}:facts:{tag}) and day-cells shard
+--          ({ns}:cells:{tag}), one slot
 -- ARGV     optional: the state version the caller read, then f and f field/delta
---          pairs (minus that state's contribution). If the stored version differs (the
+--          pairs (minus that state's contribution), then g and g cell/delta pairs (minus
+--          its day cell). If the stored version differs (the
 --          customer was written since: an event came back, or it is gone already),
 --          nothing is erased and no fact moves. Without ARGV the state is deleted
 --          whatever its version and no fact moves (a state rtba cannot read).
@@ -25,9 +28,14 @@ end
 local unsent = redis.call('HLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
 local f = tonumber(ARGV[2] or 0)
-for j = 3, 2 + 2 * f, 2 do
-  if redis.call('HINCRBY', KEYS[3], ARGV[j], ARGV[j + 1]) == 0 then
-    redis.call('HDEL', KEYS[3], ARGV[j])
+local g = tonumber(ARGV[3 + 2 * f] or 0)
+local function add(hash, from, n)
+  for j = from, from + 2 * n - 2, 2 do
+    if redis.call('HINCRBY', hash, ARGV[j], ARGV[j + 1]) == 0 then
+      redis.call('HDEL', hash, ARGV[j])
+    end
   end
 end
+add(KEYS[3], 3, f)
+add(KEYS[4], 4 + 2 * f, g)
 return {stored, unsent}

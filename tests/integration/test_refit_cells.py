@@ -1,0 +1,82 @@
+"""The churn refit on the day cells (S10 item 3) against a real Redis: the churn model is
+fitted on everyone's cells (counted here from the states, tests/reference_facts.cells, and
+put in the cells hashes by hand), Gamma-Gamma on the sample; a refit that does not move
+publishes nothing.
+
+Every purchase is at noon UTC, so the cells hold each customer's (x, t_x, T) exactly and
+the fit on them is the fit on the states (to 1e-6).
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from online_models import churn_risk
+from online_models.customer import CustomerState
+from streams.processing import worker
+from streams.state.keys import Keys
+from streams.state.store import read_churn_model, write_due
+from tests.reference_facts import cells
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+AS_OF = 1_760_000_000_000 // DAY * DAY + 15 * 3_600_000
+CUSTOMERS = 600
+SAMPLE = 200
+
+
+def shop() -> list[CustomerState]:
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(CUSTOMERS):
+        state = CustomerState(f"s{i:04d}")
+        age = int(rng.integers(7, 364))
+        first = (AS_OF // DAY - age) * DAY + DAY // 2
+        days = [0]
+        if rng.random() < 0.4:
+            days += sorted(rng.choice(np.arange(1, age + 1), int(rng.integers(1, 7))).tolist())
+        for j, d in enumerate(days):
+            state.apply_purchase(first + d * DAY, Decimal(str(rng.integers(10, 90))), f"o{j}")
+        out.append(state)
+    return out
+
+
+def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_client,
+                                                           monkeypatch):  # fmt: skip
+    keys = Keys(settings.namespace)
+    states = shop()
+    by_id = {s.customer_id: s for s in states}
+    write_due(redis_client, keys, dict.fromkeys(by_id))
+    counted = cells(states)
+    # spread over two shards: the refit sums every shard
+    names = sorted(counted)
+    redis_client.hset(keys.cells(0), mapping={n: counted[n] for n in names[::2]})
+    redis_client.hset(keys.cells(5), mapping={n: counted[n] for n in names[1::2]})
+    reads: list[list[str]] = []
+
+    def read_states(client, keys, wanted):
+        reads.append(list(wanted))
+        return [by_id[cid] for cid in wanted]
+
+    monkeypatch.setattr(worker, "read_states_sync", read_states)
+    chosen = settings.model_copy(update={"churn_fit_sample": SAMPLE})
+    fitted = worker.refit_churn(chosen, AS_OF, "mbgnbd")
+
+    assert fitted["fitted_on"] == "day cells" and fitted["cells"] == len(counted)
+    assert fitted["customers"] == CUSTOMERS and fitted["published"]  # everyone, not the sample
+    assert SAMPLE <= len(reads[0]) < CUSTOMERS  # the sample: Gamma-Gamma's only
+    want = churn_risk.fit(states, AS_OF, "mbgnbd").model.params
+    for name, value in want.items():
+        assert math.isclose(fitted["params"][name], value, rel_tol=1e-6), name
+    sample = [by_id[cid] for cid in reads[0]]
+    spend = churn_risk.fit(sample, AS_OF, "mbgnbd").spend.params
+    assert fitted["gamma_gamma"]["params"] == spend
+
+    again = worker.refit_churn(chosen, AS_OF, "mbgnbd")
+    assert not again["published"] and again["version"] == fitted["version"]
+    assert read_churn_model(redis_client, keys).version == fitted["version"]
