@@ -33,7 +33,10 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
                          "--runs", "1", "--latency-s", "3", "--only", "abcdDefF",
                          "--population", "2000", "--logs", str(tmp_path / "logs"))  # fmt: skip
     figures = json.loads(out.read_text())["figures"]
-    assert set(figures) == {"a", "b", "c", "d", "D", "D_customers", "e", "f", "F", "g", "r"}
+    assert set(figures) == {"a", "b", "c", "d", "D", "D_customers", "e", "f", "F", "g", "r",
+                            "d_cpu", "e_cpu", "F_customers"}  # fmt: skip
+    assert figures["d_cpu"][0] > 0 and figures["e_cpu"][0] > 0  # the workers' CPU per event
+    assert figures["F_customers"][0] > 2000  # F ran on the preloaded population
     assert (tmp_path / "logs" / "latency.log").stat().st_size > 0  # kept for a stall hunt
     assert figures["D_customers"][0] > 2000  # the population and the events' customers
     assert figures["r"][0] > 0  # Redis did work for d
@@ -51,6 +54,7 @@ def test_the_pipeline_benchmark_runs_every_scenario(real_stack, tmp_path):
     assert "d / b =" in done.stdout and "f p99 / goal =" in done.stdout
     assert "F p99 / goal =" in done.stdout
     assert "e / d =" in done.stdout and "d / c =" in done.stdout and "D / d =" in done.stdout
+    assert "CPU per event e / d =" in done.stdout
 
 
 def test_the_population_benchmark_times_every_population_job_and_read(real_stack, tmp_path):
