@@ -37,6 +37,7 @@ import redis
 from online_models.clusters import StableClusterer
 from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
+from streams.errors import RtbaError
 from streams.state import due_index, facts, state_codec
 from streams.state.keys import Keys
 from streams.state.redis_client import clustered
@@ -287,8 +288,9 @@ class Eraser:
             stored, unsent = self._erase(keys=names, args=args)
             if int(unsent) >= 0:
                 return stored, int(unsent)
-        raise RuntimeError(f"{customer_id} was written {_ERASE_TRIES} times while being "
-                           "erased; erase it again")  # fmt: skip
+        # an ordinary case (the customer's events keep coming): one line, not a traceback
+        raise RtbaError(f"{customer_id} was written {_ERASE_TRIES} times while being "
+                        "erased; erase it again")  # fmt: skip
 
     def erase(self, customer_id: str) -> Erased:
         keys = self.keys

@@ -27,7 +27,7 @@ from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
 from streams.processing.outbox import Entry, by_customer
 from streams.state import due_index, facts, redis_client, state_codec, sweep
-from streams.state.keys import Keys
+from streams.state.keys import Keys, slot_tag
 from streams.state.redis_client import Batch, connect_async
 
 
@@ -102,6 +102,9 @@ class StateStore:
     def __init__(self, client: aioredis.Redis, keys: Keys):
         self.client = client
         self.keys = keys
+        # The facts' shard keys need the slot-tag table (~0.3 s to build): here, before the
+        # event loop serves events, not inside the first write.
+        slot_tag(0)
         self._apply = client.register_script(lua("apply_customers"))
         self._advance = client.register_script(lua("advance_watermark"))
         self._outbox_ack = client.register_script(lua("outbox_ack"))
