@@ -806,7 +806,8 @@ def refit_churn(
 ) -> dict:
     """Fit the churn model on everyone, from the day cells the writers keep
     (streams.state.facts; churn_risk.fit_on_cells: exact to the day, its cost bounded by
-    the number of cells), and Gamma-Gamma on the customer sample (``RTBA_CHURN_FIT_SAMPLE``:
+    the number of cells; a population the sample holds whole: its exact rows), and
+    Gamma-Gamma on the customer sample (``RTBA_CHURN_FIT_SAMPLE``:
     the first due-index buckets, streams.state.sample), as of the watermark unless given;
     publish them as the next version, unless their parameters are those in force
     (churn_risk.same_fit): then nothing is published and nobody re-scheduled. Without any
@@ -827,8 +828,14 @@ def refit_churn(
         ids = sample_customer_ids(client, keys, settings.churn_fit_sample)
         states = read_states_sync(client, keys, ids)
         name = model_name or settings.churn_model
+        # A population the sample covers whole is fitted on its exact rows (times to the
+        # millisecond, as before S10); the cells, exact only to the day, are for the
+        # populations the sample cannot hold.
+        fitted_on = "everyone" if len(ids) < settings.churn_fit_sample else "day cells"
+        if fitted_on == "day cells" and not cells:
+            fitted_on = "sample"  # a namespace from before S10, not yet repaired
         try:
-            if cells:
+            if fitted_on == "day cells":
                 scorer = churn_risk.fit_on_cells(
                     cells, as_of_ms, states, name, settings.churn_threshold,
                     settings.churn_rearm_below, namespace_days(client, keys, settings.days()),
@@ -854,7 +861,7 @@ def refit_churn(
         # Every due time stands: publishing would only make the re-schedule walk everyone.
         client.hdel(keys.churn_model, "last_error")
         return _refit_result(scorer, spend_error, in_force.version, as_of_ms, published=False,
-                             cells=len(cells))  # fmt: skip
+                             fitted_on=fitted_on, cells=len(cells))  # fmt: skip
     meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
             "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
@@ -864,13 +871,14 @@ def refit_churn(
     everyone = read_states_sync(client, keys, all_customer_ids(client, keys))
     reschedule(client, keys, everyone, current_models(client, keys, settings, churn=scorer))
     return _refit_result(scorer, spend_error, version, as_of_ms, published=True,
-                         cells=len(cells))  # fmt: skip
+                         fitted_on=fitted_on, cells=len(cells))  # fmt: skip
 
 
 def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
-                  published: bool, cells: int = 0) -> dict:  # fmt: skip
-    """What a refit reports (the log, `rtba churn fit`): ``fitted_on`` "day cells" (and
-    how many) or "sample" (no cell kept yet)."""
+                  published: bool, fitted_on: str, cells: int = 0) -> dict:  # fmt: skip
+    """What a refit reports (the log, `rtba churn fit`): ``fitted_on`` "everyone" (the
+    sample holds the whole population: its exact rows), "day cells" (and how many) or
+    "sample" (no cell kept yet)."""
     spend = scorer.spend.to_dict() if scorer.spend else None
     return {
         **scorer.model.to_dict(),
@@ -879,6 +887,6 @@ def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
         "version": version,
         "as_of_ms": as_of_ms,
         "published": published,
-        "fitted_on": "day cells" if cells else "sample",
+        "fitted_on": fitted_on,
         "cells": cells,
     }
