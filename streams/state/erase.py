@@ -265,7 +265,7 @@ class Eraser:
 
     def __init__(self, client: redis.Redis, keys: Keys, days: Days = UTC_DAYS):
         self.client, self.keys, self.days = client, keys, days
-        self._erase = client.register_script(lua("erase_customer"))
+        self._erase = client.register_script(lua("erase_customer", "add_counts"))
         self._due_set = client.register_script(lua("due_set"))
 
     def _delete(self, customer_id: str) -> tuple[bytes | None, int]:

@@ -31,8 +31,11 @@ from streams.state.keys import Keys, slot_tag
 from streams.state.redis_client import Batch, connect_async
 
 
-def lua(name: str) -> str:
-    return resources.files("streams.state").joinpath("lua", f"{name}.lua").read_text()
+def lua(name: str, *functions: str) -> str:
+    """A script's text, with the function files it calls (e.g. ``add_counts``) in front:
+    a script cannot load another, and one definition serves every script that counts."""
+    folder = resources.files("streams.state").joinpath("lua")
+    return "".join(folder.joinpath(f"{part}.lua").read_text() for part in (*functions, name))
 
 
 def _text(value: bytes | str) -> str:
@@ -105,14 +108,14 @@ class StateStore:
         # The facts' shard keys need the slot-tag table (~0.3 s to build): here, before the
         # event loop serves events, not inside the first write.
         slot_tag(0)
-        self._apply = client.register_script(lua("apply_customers"))
+        self._apply = client.register_script(lua("apply_customers", "add_counts"))
         self._advance = client.register_script(lua("advance_watermark"))
         self._outbox_ack = client.register_script(lua("outbox_ack"))
         self._outbox_unindex = client.register_script(lua("outbox_unindex"))
         self._topic_epoch = client.register_script(lua("topic_epoch"))
         self._due_set = client.register_script(lua("due_set"))
         self._due_until = client.register_script(lua("due_until"))
-        self._erase = client.register_script(lua("erase_customer"))
+        self._erase = client.register_script(lua("erase_customer", "add_counts"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys, **options) -> StateStore:

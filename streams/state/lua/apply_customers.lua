@@ -28,17 +28,10 @@
 -- customers by slot (each customer's keys share its hash tag {id}; its facts shard's
 -- tag maps to the same slot).
 
+-- add(): add_counts.lua, put in front of this script when it is loaded
+
 local written = {}
 local i = 1
--- HINCRBY each of n field/delta pairs from ARGV[from], deleting a field reaching 0
-local function add(hash, from, n)
-  for j = from, from + 2 * n - 2, 2 do
-    -- the delta goes as its text: a Lua number would round past 2^53
-    if redis.call('HINCRBY', hash, ARGV[j], ARGV[j + 1]) == 0 then
-      redis.call('HDEL', hash, ARGV[j])
-    end
-  end
-end
 
 for c = 0, #KEYS / 4 - 1 do
   local state, outbox = KEYS[4 * c + 1], KEYS[4 * c + 2]

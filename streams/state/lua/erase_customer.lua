@@ -29,13 +29,7 @@ local unsent = redis.call('HLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
 local f = tonumber(ARGV[2] or 0)
 local g = tonumber(ARGV[3 + 2 * f] or 0)
-local function add(hash, from, n)
-  for j = from, from + 2 * n - 2, 2 do
-    if redis.call('HINCRBY', hash, ARGV[j], ARGV[j + 1]) == 0 then
-      redis.call('HDEL', hash, ARGV[j])
-    end
-  end
-end
+-- add(): add_counts.lua, put in front of this script when it is loaded
 add(KEYS[3], 3, f)
 add(KEYS[4], 4 + 2 * f, g)
 return {stored, unsent}
