@@ -25,6 +25,7 @@ from online_models.features import FEATURES
 from streams.state import sweep
 from streams.state.keys import Keys
 from streams.state.store import StateStore
+from tests.unit.test_cluster_storage import FakeRedis  # the trainer's few hash commands
 
 
 def run_pass(buckets: list[dict[str, float]], count: int, mutate, width: int = 3):
@@ -104,31 +105,10 @@ def test_a_tie_of_order_keys_is_taken_whole(monkeypatch):
     assert sweep.take(cursor, 3, [members]) == ((1, -1), ["c4", "c5"])
 
 
-class FakeRedis:
-    """The hash commands the trainer's reads and writes use, over a dict."""
-
-    def __init__(self):
-        self.hashes: dict[str, dict[str, bytes]] = {}
-
-    def register_script(self, _):
-        return None
-
-    async def hget(self, key, field):
-        return self.hashes.get(key, {}).get(field)
-
-    async def hmget(self, key, *fields):
-        return [self.hashes.get(key, {}).get(f) for f in fields]
-
-    async def hset(self, key, mapping):
-        self.hashes.setdefault(key, {}).update(
-            {k: v if isinstance(v, bytes) else str(v).encode() for k, v in mapping.items()}
-        )
-
-
 def test_the_trainer_holds_its_next_snapshot_until_the_sweep_has_passed_the_last():
     from streams.processing.worker import ClusterTrainer
 
-    keys, redis = Keys("t"), FakeRedis()
+    keys, redis = Keys("t"), FakeRedis({})
     trainer = ClusterTrainer(StateStore(redis, keys), StableClusterer(2, seed=1), every=10)
     rng = random.Random(2)
 
@@ -158,7 +138,7 @@ def test_a_snapshot_no_worker_can_use_holds_nothing():
     first snapshot must not wait for a pass that will not come."""
     from streams.processing.worker import ClusterTrainer
 
-    keys, redis = Keys("t"), FakeRedis()
+    keys, redis = Keys("t"), FakeRedis({})
     foreign = {"version": 4, "ids": [0], "centroids": [[0.0]], "mean": [0.0], "scale": [1.0],
                "features": ["an older rtba's feature"]}  # fmt: skip
     redis.hashes[keys.cluster_model] = {"version": b"4", "json": json.dumps(foreign).encode()}
