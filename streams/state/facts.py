@@ -282,19 +282,6 @@ def read_cells(client, keys: Keys) -> dict[str, int]:
     return sum_shards(read_shards(client, keys, cells=True))
 
 
-async def read_facts_async(client, keys: Keys) -> dict[str, int]:
-    """:func:`read_facts` for an asyncio client (a worker, the API)."""
-    names = shard_keys(keys, is_clustered(client))
-    total: dict[str, int] = {}
-    for at in range(0, len(names), _SHARDS_PER_READ):
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names[at : at + _SHARDS_PER_READ]:
-                pipe.hgetall(name)
-            for raw in await pipe.execute():
-                add_into(total, _parse(raw))
-    return total
-
-
 def sum_shards(shards) -> dict[str, int]:
     total: dict[str, int] = {}
     for shard in shards:
