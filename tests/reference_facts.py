@@ -86,6 +86,22 @@ def cells(states, utc_offset_ms: int = 0) -> dict[str, int]:
     return out
 
 
+def index_entries(state) -> list[str]:
+    """A state's member and ranking index entries (docs/population.md, "Member and ranking
+    index"): its segment and cluster, and its money spent as 24 digits, 10**24 - 1 minus
+    the amount in millionths, each followed by its id."""
+    cid = state.customer_id
+    out = [] if state.segment is None else [f"s:{state.segment}:{cid}"]
+    if state.cluster_id is not None:
+        out.append(f"k:{state.cluster_id}:{cid}")
+    millionths = int((state.gross - state.refunds) * 1_000_000)
+    out.append(f"m:{str(10**24 - 1 - millionths).zfill(24)}:{cid}")
+    return out
+
+
 def written_population(states) -> dict[str, int]:
-    """What the writers' deltas sum to: the facts, and the day cells as ``cell:`` fields."""
-    return {**population(states), **{f"cell:{k}": n for k, n in cells(states).items()}}
+    """What the writers' deltas sum to: the facts, the day cells as ``cell:`` fields and
+    the index entries as ``idx:`` fields."""
+    entries = {f"idx:{entry}": 1 for state in states for entry in index_entries(state)}
+    return {**population(states), **{f"cell:{k}": n for k, n in cells(states).items()},
+            **entries}  # fmt: skip

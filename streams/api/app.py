@@ -43,6 +43,7 @@ from streams.api.walks import WalkCache
 from streams.errors import NotFound
 from streams.privacy import PseudonymKeyError, customer_ref
 from streams.processing.schemas import iso, to_epoch_ms
+from streams.read import ranking
 from streams.read.audiences import audience_detail, audience_rows, member_rows
 from streams.read.reader import StateReader
 from streams.read.views import cluster_rows
@@ -73,6 +74,15 @@ ADMIN_OFF = (
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")]
 Offset = Annotated[int, Query(ge=0, le=100_000_000, description="skip this many items")]
 AudienceId = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+After = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=400,
+        description="continue after this cursor (the previous page's `next`): a page's "
+        "cost then does not grow with how deep it is, as an offset's does",
+    ),
+]
 AsOf = Annotated[
     str | None,
     Query(
@@ -90,6 +100,12 @@ def _as_of(reader: StateReader, text: str | None) -> int:
         return to_epoch_ms(text)
     except ValueError as exc:
         raise HTTPException(422, f"as_of: {exc}") from None
+
+
+def _walk_takes_no_cursor(after: str | None) -> None:
+    if after is not None:
+        raise HTTPException(422, "after= pages the stored memberships; with as_of= "
+                            "(a walk) page with offset=")  # fmt: skip
 
 
 def _page(rows, offset: int, limit: int) -> tuple[list[dict], int]:
@@ -300,13 +316,29 @@ def create_api(
         report["customer_id"] = customer_id  # as given
         return JSONResponse(report, 200 if report["had_state"] else 404)
 
-    @api.get("/customers", summary="customers ranked by churn risk, CLV or money spent")
+    @api.get(
+        "/customers",
+        summary="customers ranked by churn risk, CLV or money spent (money spent from the "
+        "index, paged by cursor; churn risk and CLV by a walk, cached)",
+    )
     def ranked(
         order_by: Literal["churn_risk", "predicted_clv_365d", "monetary"] = "churn_risk",
         limit: Limit = 100,
         offset: Offset = 0,
         as_of: AsOf = None,
+        after: After = None,
     ) -> dict:
+        if order_by == "monetary":  # money spent does not move with time: the index serves it
+            moment = _as_of(reader, as_of)
+            rows, following = reader.indexed(ranking.MONEY, moment, limit, after, offset)
+            total = read_facts(reader.client, reader.keys).get("customers", 0)
+            return {"order_by": order_by, "as_of": iso(moment), "total": total,
+                    "offset": offset, "limit": limit, "customers": rows,
+                    "next": following}  # fmt: skip
+        if after is not None:
+            raise HTTPException(422, "after= pages the monetary ranking; churn_risk and "
+                                "predicted_clv_365d take offset=")  # fmt: skip
+
         def walk():
             moment = _as_of(reader, as_of)
             rows = [r for r in reader.profiles(moment) if r[order_by] is not None]
@@ -321,6 +353,7 @@ def create_api(
             "offset": offset,
             "limit": limit,
             "customers": rows[offset : offset + limit],
+            "next": None,
         }
 
     @api.get(
@@ -342,9 +375,19 @@ def create_api(
         limit: Limit = 100,
         offset: Offset = 0,
         as_of: AsOf = None,
+        after: After = None,
     ) -> dict:
         if segment not in SEGMENTS:
             raise HTTPException(404, f"no segment {segment[:60]!r}; one of: {', '.join(SEGMENTS)}")
+        if as_of is None:  # the stored segments (each customer's last evaluation): the index
+            moment = _as_of(reader, None)
+            rows, following = reader.indexed(ranking.segment_prefix(segment), moment, limit,
+                                             after, offset)  # fmt: skip
+            total = read_facts(reader.client, reader.keys).get(f"seg:{segment}", 0)
+            return {"segment": segment, "as_of": iso(moment), "total": total,
+                    "offset": offset, "limit": limit, "members": rows,
+                    "next": following}  # fmt: skip
+        _walk_takes_no_cursor(after)
 
         def walk():
             moment = _as_of(reader, as_of)
@@ -359,6 +402,7 @@ def create_api(
             "offset": offset,
             "limit": limit,
             "members": rows,
+            "next": None,
         }
 
     @api.get(
@@ -385,10 +429,20 @@ def create_api(
         limit: Limit = 100,
         offset: Offset = 0,
         as_of: AsOf = None,
+        after: After = None,
     ) -> dict:
         snapshot = reader.models().clusters
         if snapshot is None or cluster_id not in snapshot.ids:
             raise HTTPException(404, f"no cluster {cluster_id} in the snapshot in force")
+        if as_of is None:  # the stored clusters, which /clusters counts: the index
+            moment = _as_of(reader, None)
+            rows, following = reader.indexed(ranking.cluster_prefix(cluster_id), moment,
+                                             limit, after, offset)  # fmt: skip
+            total = read_facts(reader.client, reader.keys).get(f"cluster:{cluster_id}", 0)
+            return {"cluster": snapshot.profile(cluster_id), "as_of": iso(moment),
+                    "total": total, "offset": offset, "limit": limit, "members": rows,
+                    "next": following}  # fmt: skip
+        _walk_takes_no_cursor(after)
 
         def walk():
             moment = _as_of(reader, as_of)
@@ -405,6 +459,7 @@ def create_api(
             "offset": offset,
             "limit": limit,
             "members": rows,
+            "next": None,
         }
 
     @api.get("/audiences", summary="the audiences in force: sizes and the backfill's progress")

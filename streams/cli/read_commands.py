@@ -36,6 +36,9 @@ class Reader:
     def profile(self, state, as_of_ms: int) -> dict:
         return self.state.profile(state, as_of_ms, self.models)
 
+    def indexed(self, prefix: str, as_of_ms: int, limit: int, after: str | None):
+        return self.state.indexed(prefix, as_of_ms, limit, after)
+
 
 @click.command()
 @click.argument("customer_ids", nargs=-1)
@@ -162,7 +165,9 @@ def segments(as_of, as_json) -> None:
 def members(segment, cluster, as_of, limit, as_json) -> None:
     """The customers in a segment or a cluster.
 
-    In customer-id order, as of the watermark.
+    In customer-id order: each customer's segment and cluster as last evaluated (what
+    `rtba segments` counts), read from the index; with --as-of, those of that time, by a
+    walk over every customer.
 
     \b
     Examples:
@@ -180,14 +185,7 @@ def members(segment, cluster, as_of, limit, as_json) -> None:
     reader = Reader()
     moment = reader.as_of(as_of)
     shown = 0
-    for state in reader.everyone():
-        row = reader.profile(state, moment)
-        if (
-            (row["segment"] != segment)
-            if segment is not None
-            else (row["cluster"]["id"] != cluster)
-        ):
-            continue
+    for row in _member_rows(reader, segment, cluster, as_of, moment, limit):
         if as_json:
             print_json(
                 {
@@ -208,6 +206,29 @@ def members(segment, cluster, as_of, limit, as_json) -> None:
         shown += 1
         if shown >= limit:
             break
+
+
+def _member_rows(reader, segment, cluster, as_of, moment, limit):
+    """The members' profiles: the stored memberships from the index a page at a time (no
+    walk), or with --as-of those of that moment, by a walk."""
+    from streams.read import ranking
+
+    if as_of is None:
+        prefix = ranking.segment_prefix(segment) if segment is not None else (
+            ranking.cluster_prefix(cluster))  # fmt: skip
+        after, left = None, limit
+        while left > 0:
+            rows, after = reader.indexed(prefix, moment, min(left, 1000), after)
+            yield from rows
+            left -= len(rows)
+            if after is None:
+                return
+        return
+    for state in reader.everyone():
+        row = reader.profile(state, moment)
+        if (row["segment"] == segment) if segment is not None else (
+                row["cluster"]["id"] == cluster):  # fmt: skip
+            yield row
 
 
 @click.command()

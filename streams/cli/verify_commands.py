@@ -26,8 +26,9 @@ def verify(repair, as_json) -> int:
 
     Reads every customer's state (the only command that walks the population), sums
     what each adds to the facts (segment, cluster and audience sizes, the sums behind
-    the means, the RFM histograms) and to the day cells the churn refit fits on
-    (``cell:<x>:<first day>:<last day>``), and lists each field that differs, shard by shard.
+    the means, the RFM histograms), to the day cells the churn refit fits on
+    (``cell:<x>:<first day>:<last day>``) and to the member and ranking index
+    (``idx:`` entries), and lists each field that differs, shard by shard.
     Exit code 0 when they are equal, 1 when some differ, 2 when the facts changed during
     the walk (workers writing: run it again on a quiet system). --repair rewrites the
     differing shards from the walk, for a namespace kept by an rtba without facts (an
@@ -80,11 +81,13 @@ def verify(repair, as_json) -> int:
 
 
 def _key(keys, shard: int, field: str) -> str:
-    """The hash a differing field lives in: the day cells' (``cell:`` fields) or the
-    facts'."""
-    from streams.state.facts import CELL
+    """The key a differing field lives in: the day cells' (``cell:`` fields), the index's
+    (``idx:``) or the facts'."""
+    from streams.state.facts import CELL, INDEX
 
-    return keys.cells(shard) if field.startswith(CELL) else keys.facts(shard)
+    if field.startswith(CELL):
+        return keys.cells(shard)
+    return keys.index(shard) if field.startswith(INDEX) else keys.facts(shard)
 
 
 def _text(report: dict) -> str:

@@ -1,8 +1,8 @@
 """Reading what the pipeline keeps in Redis, for the CLI and the API: states, the models in
 force, the as-of time, segment and cluster sizes from the population facts (a few small
-hashes, whatever the population), and members or rankings computed over every customer a
-page at a time (a walk over the population: fine for a few million customers a call, and
-what an index would replace)."""
+hashes, whatever the population), member and money-ranking pages from the index the
+writers keep (streams.read.ranking), and, for what no index holds (a ranking by churn
+risk or CLV, members as of another time), a walk over every customer a page at a time."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from online_models.customer import CustomerState
 from streams.processing.schemas import iso
 from streams.processing.worker import current_models
+from streams.read import ranking
 from streams.read.views import profile, summary_from_facts
 from streams.settings import Settings
 from streams.state.facts import read_facts
@@ -72,6 +73,15 @@ class StateReader:
         out = summary_from_facts(facts, as_of_ms, models.rfm, models.clusters)
         watermark = read_marks(self.client, self.keys).watermark()
         return {**out, "watermark": None if watermark is None else iso(watermark)}
+
+    def indexed(self, prefix: str, as_of_ms: int, limit: int, after: str | None = None,
+                offset: int = 0) -> tuple[list[dict], str | None]:  # fmt: skip
+        """A page of the member and ranking index (streams.read.ranking) as profiles as of
+        ``as_of_ms``, and the cursor of the next page: no walk."""
+        found = ranking.page(self.client, self.keys, prefix, limit, after, offset)
+        models = self.models()
+        rows = [self.profile(state, as_of_ms, models) for state in self.states(found.ids)]
+        return rows, found.next
 
     def members(self, keep: Callable[[dict], bool], as_of_ms: int) -> Iterator[dict]:
         """The profiles ``keep`` accepts, in customer-id order."""

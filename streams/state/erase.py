@@ -2,7 +2,8 @@
 in the population facts (the caller sends the tombstones: streams.erasure).
 
 What names a customer in Redis (streams/state/keys.py): its state string and its outbox
-hash (one slot, deleted by one script call), its member in a due-index bucket, in the
+hash (one slot, deleted by one script call, which also takes its entries out of the
+member and ranking index shard in that slot), its member in a due-index bucket, in the
 outbox index and in the audience indexes it belongs to (and, should a first erase have
 died half-way, those of every defined audience). The population facts (streams.state.
 facts: sizes, sums, the histograms behind the adaptive RFM edges) count customers
@@ -265,7 +266,7 @@ class Eraser:
 
     def __init__(self, client: redis.Redis, keys: Keys, days: Days = UTC_DAYS):
         self.client, self.keys, self.days = client, keys, days
-        self._erase = client.register_script(lua("erase_customer", "add_counts"))
+        self._erase = client.register_script(lua("erase_customer", "add_counts", "add_members"))
         self._due_set = client.register_script(lua("due_set"))
 
     def _delete(self, customer_id: str) -> tuple[bytes | None, int]:
@@ -275,13 +276,14 @@ class Eraser:
         keys = self.keys
         shard = facts.shard_of(customer_id, clustered(self.client))
         names = [keys.customer(customer_id), keys.outbox(customer_id)]
-        names += [keys.facts(shard), keys.cells(shard)]  # its shard of each: the same slot
+        names += [keys.facts(shard), keys.cells(shard), keys.index(shard)]  # one slot
         for _ in range(_ERASE_TRIES):
             raw = self.client.get(names[0])
             try:
                 state = state_codec.decode(customer_id, raw)  # version 0 when there is none
             except state_codec.CorruptState:  # unreadable, so never counted: deleted as is
                 stored, unsent = self._erase(keys=names)
+                self._unindex_unread(names[4], customer_id)
                 return stored, int(unsent)
             taken = facts.delta(facts.stored_contribution(state, self.days), None)
             args = [state.version, *facts.script_args(taken)]
@@ -291,6 +293,17 @@ class Eraser:
         # an ordinary case (the customer's events keep coming): one line, not a traceback
         raise RtbaError(f"{customer_id} was written {_ERASE_TRIES} times while being "
                         "erased; erase it again")  # fmt: skip
+
+    def _unindex_unread(self, index: str, customer_id: str) -> None:
+        """Index entries naming a customer whose state could not be read (so not known
+        entry by entry): found by a scan of its index shard, which only this rare case
+        pays (an id must not outlive its erase)."""
+        pattern = "*:" + "".join("\\" + ch if ch in "*?[]\\" else ch for ch in customer_id)
+        found = [member for member, _ in self.client.zscan_iter(index, match=pattern, count=1000)]
+        # "*:bob" also matches "x:bob"'s entries: an entry's id is what follows its two fields
+        mine = [m for m in found if m.decode().split(":", 2)[2] == customer_id]
+        if mine:
+            self.client.zrem(index, *mine)
 
     def erase(self, customer_id: str) -> Erased:
         keys = self.keys

@@ -29,6 +29,12 @@ the first, as CustomerState.btyd_ms). The churn refit fits on them, weighted
 key by :func:`script_args`: the same deltas, the same script call, the same version
 check as the facts, so they stay exact as the facts do.
 
+The member and ranking index (``Keys.index(shard)``, a sorted set of its own, every
+score 0, read by lexical range: streams.state.ranking): ``s:<segment>:<id>`` for the
+stored segment, ``k:<cluster>:<id>`` for the stored cluster, ``m:<inverted money>:<id>``
+for everyone (:func:`index_entries`). They travel as ``idx:`` fields worth 1 and go to
+the index key as ZADD (+1) or ZREM (-1): the same deltas, the same call, the same check.
+
 Shards: on a Redis Cluster a script's keys share one slot, so a customer's facts shard is
 its own slot (the shard key's hash tag hashes to that slot: keys.slot_tag); the facts
 are the sum over 16,384 shards. On a single server the shard is that slot mod
@@ -117,6 +123,43 @@ def contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
 
 
 CELL = "cell:"  # a written contribution's day-cell field; stored without it in Keys.cells
+INDEX = "idx:"  # a written contribution's index entry; stored without it in Keys.index
+# The money rank's width: micro-units (amounts have at most 6 decimal places) up to 1e18
+# in money, inverted so that lexical order is most spent first.
+MONEY_DIGITS = 24
+_MICRO = Decimal(10**6)
+_MONEY_TOP = 10**MONEY_DIGITS - 1
+
+
+def money_rank(amount: Decimal) -> str:
+    """A fixed-width text whose lexical order is ``amount``'s, largest first (exact: in
+    micro-units, clamped to the width).
+
+    >>> sorted([money_rank(Decimal("9.5")), money_rank(Decimal("10")), money_rank(Decimal(0))])
+    ... == [money_rank(Decimal("10")), money_rank(Decimal("9.5")), money_rank(Decimal(0))]
+    True
+    """
+    micro = int((amount * _MICRO).to_integral_value(rounding=ROUND_HALF_EVEN))
+    return f"{_MONEY_TOP - min(max(micro, 0), _MONEY_TOP):0{MONEY_DIGITS}d}"
+
+
+def index_entries(state: CustomerState) -> list[str]:
+    """The customer's entries in the member and ranking index: its stored segment and
+    cluster (as the facts count them) and its money spent, each followed by its id.
+
+    >>> s = CustomerState("c1")
+    >>> s.segment, s.cluster_id = "Champions", 3
+    >>> index_entries(s)[:2]
+    ['s:Champions:c1', 'k:3:c1']
+    """
+    cid = state.customer_id
+    out = []
+    if state.segment is not None:
+        out.append(f"s:{state.segment}:{cid}")
+    if state.cluster_id is not None:
+        out.append(f"k:{state.cluster_id}:{cid}")
+    out.append(f"m:{money_rank(state.monetary)}:{cid}")
+    return out
 
 
 def cell_of(state: CustomerState, days: Days = UTC_DAYS) -> str | None:
@@ -138,12 +181,15 @@ def cell_of(state: CustomerState, days: Days = UTC_DAYS) -> str | None:
 
 
 def written_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
-    """What a stored state adds to the facts and to the day cells (its cell as a
-    ``cell:`` field): what a write's delta is taken between."""
+    """What a stored state adds to the facts, to the day cells (its cell as a ``cell:``
+    field) and to the index (its entries as ``idx:`` fields): what a write's delta is
+    taken between."""
     out = contribution(state, days)
     cell = cell_of(state, days)
     if cell is not None:
         out[CELL + cell] = 1
+    for entry in index_entries(state):
+        out[INDEX + entry] = 1
     return out
 
 
@@ -153,20 +199,24 @@ def stored_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str
     return written_contribution(state, days) if state.version > 0 else None
 
 
-def split(fields: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
-    """(the facts' fields, the cells' fields without ``cell:``) of a contribution or delta."""
-    facts_part, cells_part = {}, {}
+def split(fields: dict[str, int]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """(the facts' fields, the cells' fields without ``cell:``, the index entries without
+    ``idx:``) of a contribution or delta."""
+    facts_part, cells_part, index_part = {}, {}, {}
     for name, n in fields.items():
         if name.startswith(CELL):
             cells_part[name[len(CELL) :]] = n
+        elif name.startswith(INDEX):
+            index_part[name[len(INDEX) :]] = n
         else:
             facts_part[name] = n
-    return facts_part, cells_part
+    return facts_part, cells_part, index_part
 
 
 def script_args(fact_delta: dict[str, int]) -> list:
     """A delta as the write and erase scripts take it: f, f field/delta pairs for the facts
-    shard, then g, g cell/delta pairs for the cells shard."""
+    shard, then g, g cell/delta pairs for the cells shard, then h, h entry/delta pairs
+    for the index shard."""
     args: list = []
     for part in split(fact_delta):
         args.append(len(part))
@@ -234,25 +284,19 @@ def _text(value: bytes | str) -> str:
 def read_shards(client, keys: Keys, cells: bool = False) -> list[dict[str, int]]:
     """Every shard's fields, shard 0 first (synchronous client; pipelined); the day
     cells' shards when ``cells``."""
-    names = (cell_shard_keys if cells else shard_keys)(keys, is_clustered(client))
-    if is_clustered(client):
-        try:
-            return [_parse(raw) for raw in _read_per_node(client, names)]
-        except redis.exceptions.RedisError:  # slots moving (a reshard): the cluster pipeline
-            pass
-    shards: list[dict[str, int]] = []
-    for at in range(0, len(names), _SHARDS_PER_READ):
-        with client.pipeline(transaction=False) as pipe:
-            for name in names[at : at + _SHARDS_PER_READ]:
-                pipe.hgetall(name)
-            shards += [_parse(raw) for raw in pipe.execute()]
-    return shards
+    name_of = keys.cells if cells else keys.facts
+    return [_parse(raw) for raw in read_each_shard(client, name_of, _hgetall)]
 
 
-def _read_per_node(client, names: list[str]) -> list[dict]:
-    """HGETALL of every Cluster shard (shard = slot), one plain pipeline per master: the
-    cluster pipeline's per-command routing cost more than the reads (1,056 ms against
-    628 ms for 16,384 keys on a local three-master Cluster). A MOVED reply raises."""
+def _hgetall(pipe, name: str) -> None:
+    pipe.hgetall(name)
+
+
+def _read_per_node(client, names: list[str], command) -> list:
+    """``command(pipe, name)`` of every Cluster shard (shard = slot), one
+    plain pipeline per master: the cluster pipeline's per-command routing cost more than
+    the reads (1,056 ms against 628 ms for 16,384 keys on a local three-master Cluster).
+    A MOVED reply raises."""
     by_node: dict[str, tuple] = {}
     for slot in range(len(names)):
         node = client.nodes_manager.get_node_from_slot(slot)
@@ -264,7 +308,7 @@ def _read_per_node(client, names: list[str]) -> list[dict]:
             part = slots[at : at + _SHARDS_PER_READ]
             with server.pipeline(transaction=False) as pipe:
                 for slot in part:
-                    pipe.hgetall(names[slot])
+                    command(pipe, names[slot])
                 for slot, raw in zip(part, pipe.execute(), strict=True):
                     replies[slot] = raw
     return replies
@@ -355,24 +399,54 @@ def recompute(client, keys: Keys, days: Days = UTC_DAYS) -> Check:
 
 
 def _read_written(client, keys: Keys) -> list[dict[str, int]]:
-    """Per shard, the stored facts and day cells (as ``cell:`` fields) in one dict."""
+    """Per shard, the stored facts, day cells (as ``cell:`` fields) and index entries (as
+    ``idx:`` fields, each 1) in one dict."""
     cells = read_shards(client, keys, cells=True)
-    return [{**shard, **{CELL + name: n for name, n in cell.items()}}
-            for shard, cell in zip(read_shards(client, keys), cells, strict=True)]  # fmt: skip
+    index = _read_index_shards(client, keys)
+    return [{**shard, **{CELL + name: n for name, n in cell.items()},
+             **{INDEX + _text(entry): 1 for entry in entries}}
+            for shard, cell, entries in zip(read_shards(client, keys), cells, index,
+                                            strict=True)]  # fmt: skip
+
+
+def _read_index_shards(client, keys: Keys) -> list[list]:
+    """Every index shard's entries, shard 0 first (the walk's comparison only)."""
+    return read_each_shard(client, keys.index, lambda pipe, name: pipe.zrange(name, 0, -1))
+
+
+def read_each_shard(client, name_of, command) -> list:
+    """``command(pipe, name)``'s reply for every shard's key (``name_of(shard)``), shard 0
+    first, pipelined (per master on a Cluster)."""
+    names = [name_of(shard) for shard in range(shard_count(is_clustered(client)))]
+    if is_clustered(client):
+        try:
+            return _read_per_node(client, names, command)
+        except redis.exceptions.RedisError:  # slots moving (a reshard): the cluster pipeline
+            pass
+    out: list = []
+    for at in range(0, len(names), _SHARDS_PER_READ):
+        with client.pipeline(transaction=False) as pipe:
+            for name in names[at : at + _SHARDS_PER_READ]:
+                command(pipe, name)
+            out += pipe.execute()
+    return out
 
 
 def repair(client, keys: Keys, check: Check) -> int:
     """Rewrite every shard that differs to the walk's sums (one transaction per shard: DEL,
-    then HSET, of its facts and its day cells key). Only for a quiet namespace (the workers
-    stopped): a write between the walk and this would be overwritten. Returns how many
-    shards were rewritten."""
+    then HSET or ZADD, of its facts, day cells and index keys). Only for a quiet namespace
+    (the workers stopped): a write between the walk and this would be overwritten.
+    Returns how many shards were rewritten."""
     shards = sorted({shard for shard, *_ in check.differences()})
     for shard in shards:
-        parts = split(check.expected[shard])
+        counts, cells, entries = split(check.expected[shard])
         with client.pipeline(transaction=True) as pipe:
-            for name, fields in zip((keys.facts(shard), keys.cells(shard)), parts, strict=True):
+            for name, fields in ((keys.facts(shard), counts), (keys.cells(shard), cells)):
                 pipe.delete(name)
                 if fields:
                     pipe.hset(name, mapping=fields)
+            pipe.delete(keys.index(shard))
+            if entries:
+                pipe.zadd(keys.index(shard), dict.fromkeys(entries, 0))
             pipe.execute()
     return len(shards)

@@ -108,14 +108,14 @@ class StateStore:
         # The facts' shard keys need the slot-tag table (~0.3 s to build): here, before the
         # event loop serves events, not inside the first write.
         slot_tag(0)
-        self._apply = client.register_script(lua("apply_customers", "add_counts"))
+        self._apply = client.register_script(lua("apply_customers", "add_counts", "add_members"))
         self._advance = client.register_script(lua("advance_watermark"))
         self._outbox_ack = client.register_script(lua("outbox_ack"))
         self._outbox_unindex = client.register_script(lua("outbox_unindex"))
         self._topic_epoch = client.register_script(lua("topic_epoch"))
         self._due_set = client.register_script(lua("due_set"))
         self._due_until = client.register_script(lua("due_until"))
-        self._erase = client.register_script(lua("erase_customer", "add_counts"))
+        self._erase = client.register_script(lua("erase_customer", "add_counts", "add_members"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys, **options) -> StateStore:
@@ -393,11 +393,12 @@ class StateStore:
         return len(erased)
 
     def _customer_keys(self, cid: str) -> list[str]:
-        """A customer's state, outbox, facts shard and day-cells shard (one slot: the
-        scripts' KEYS)."""
+        """A customer's state, outbox, and its shards of the facts, day cells and index
+        (one slot: the scripts' KEYS)."""
         keys = self.keys
         shard = facts.shard_of(cid, redis_client.clustered(self.client))
-        return [keys.customer(cid), keys.outbox(cid), keys.facts(shard), keys.cells(shard)]
+        return [keys.customer(cid), keys.outbox(cid), keys.facts(shard), keys.cells(shard),
+                keys.index(shard)]  # fmt: skip
 
     def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers written by one script call each: up to WRITE_CHUNK on a single server;

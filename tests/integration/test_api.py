@@ -18,10 +18,11 @@ from streams.processing.schemas import iso
 from streams.read.reader import StateReader
 from streams.settings import Settings
 from tests.integration import test_cli
-from tests.reference import DAY, batch_state, epoch_ms, reference_segment
+from tests.reference import DAY, batch_state, epoch_ms
 
 shop = test_cli.shop  # the fixture: a worker has taken the shop's events
 expected_segments = test_cli.expected_segments
+stored_segments = test_cli.stored_segments
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +42,13 @@ def test_profiles_and_members_match_the_batch_computation(api, shop):
     assert champ["purchases"] == state["purchases"] and champ["monetary"] == float(
         state["monetary"]
     )
-    segment = want["f000"]
+    # as of a time (a walk): the segments of that time
+    segment, as_of = want["f000"], test_cli.END
     members = {c for c, s in want.items() if s == segment}
     seen, offset = [], 0
     while True:  # page through, 7 at a time
-        page = api.get(f"/segments/{segment}/members", params={"limit": 7, "offset": offset}).json()
+        page = api.get(f"/segments/{segment}/members",
+                       params={"limit": 7, "offset": offset, "as_of": as_of}).json()  # fmt: skip
         assert page["total"] == len(members)
         seen += [m["customer_id"] for m in page["members"]]
         if not page["members"]:
@@ -54,14 +57,51 @@ def test_profiles_and_members_match_the_batch_computation(api, shop):
     assert len(seen) == len(set(seen)) and set(seen) == members
 
 
-def stored_segments(events: list[dict]) -> dict[str, str]:
-    """Each customer's segment as of its own latest event: what a worker stores when no
-    tick re-scores it later (RTBA_TICK_S=3600 in the shop). Every shop event is a
-    purchase, so each customer's last event is its last purchase."""
-    return {
-        cid: reference_segment(0.0, s["purchase_days"], s["monetary"])
-        for cid, s in batch_state(events).items()
-    }
+@pytest.mark.parametrize("limit", [1, 50, 250])
+def test_members_pages_are_the_stored_segments_in_id_order(api, shop, limit):
+    """Without as_of: each customer's segment as stored (what /segments counts), from the
+    index, in customer-id order, by cursor and by offset alike: a one-member segment a
+    member a page, the ~600-member one 50 or 250 a page (on a Cluster each page reads
+    16,384 shards: not 600 pages of one)."""
+    stored = stored_segments(shop.events)
+    sizes = {r["segment"]: r["customers"] for r in api.get("/segments").json()["rfm"]}
+    by_size = sorted(set(stored.values()), key=lambda s: list(stored.values()).count(s))
+    for segment in by_size[:1] if limit == 1 else by_size[-1:]:
+        members = sorted(c for c, s in stored.items() if s == segment)
+        by_cursor, after = [], None
+        while True:
+            params = {"limit": limit} | ({"after": after} if after else {})
+            page = api.get(f"/segments/{segment}/members", params=params).json()
+            assert page["total"] == len(members) == sizes[segment]
+            assert all(m["customer_id"] for m in page["members"])
+            by_cursor += [m["customer_id"] for m in page["members"]]
+            after = page["next"]
+            if after is None:
+                break
+        assert by_cursor == members
+        assert len(by_cursor) > limit or limit == 1  # several pages, or a page of one
+        offset = min(limit, len(members) - 1)
+        page = api.get(f"/segments/{segment}/members",
+                       params={"limit": limit, "offset": offset}).json()  # fmt: skip
+        assert [m["customer_id"] for m in page["members"]] == members[offset : offset + limit]
+
+
+def test_the_money_ranking_pages_through_everyone(api, shop):
+    # most spent first (exact decimals), ties in customer-id order
+    spent = sorted((-s["monetary"], c) for c, s in batch_state(shop.events).items())
+    seen, after = [], None
+    while True:
+        params = {"order_by": "monetary", "limit": 97} | ({"after": after} if after else {})
+        page = api.get("/customers", params=params).json()
+        assert page["total"] == len(spent)
+        seen += [(-row["monetary"], row["customer_id"]) for row in page["customers"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert [c for _, c in seen] == [c for _, c in spent]
+    assert [m for m, _ in seen] == [float(m) for m, _ in spent]
+    walked = api.get("/customers", params={"order_by": "churn_risk", "after": "x"})
+    assert walked.status_code == 422 and "offset" in walked.json()["detail"]
 
 
 def expected_summary(events: list[dict], as_of_ms: int) -> dict[str, dict]:

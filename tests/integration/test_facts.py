@@ -38,7 +38,7 @@ from streams.state.store import (
     read_states,
     read_stats,
 )
-from tests.reference_facts import cells, population
+from tests.reference_facts import cells, index_entries, population
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +105,18 @@ def stored_facts(client, keys: Keys, family: str = "facts") -> dict[str, int]:
             assert int(n) != 0, f"shard {shard}: {field} at 0 is kept (absent is 0)"
             total[field.decode()] = total.get(field.decode(), 0) + int(n)
     return {k: v for k, v in total.items() if v}
+
+
+def stored_index(client, keys: Keys) -> set[str]:
+    """Every member and ranking index shard's entries, read here (the scores all 0)."""
+    shards = 16_384 if clustered(client) else 16
+    with client.pipeline(transaction=False) as pipe:
+        for shard in range(shards):
+            pipe.zrange(keys.index(shard), 0, -1, withscores=True)
+        replies = pipe.execute()
+    entries = [(member.decode(), score) for reply in replies for member, score in reply]
+    assert {score for _, score in entries} <= {0.0}
+    return {member for member, _ in entries}
 
 
 def verify(capsys, *args: str) -> tuple[int, dict]:
@@ -196,6 +208,9 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert sum(want_cells.values()) == sum(s.first_purchase_ms is not None for s in states)
     assert stored_facts(client, keys, "cells") == want_cells
     assert facts.read_cells(client, keys) == want_cells
+    want_index = {entry for state in states for entry in index_entries(state)}
+    assert stored_index(client, keys) == want_index  # the erased are in no entry either
+    assert not {e for e in want_index if e.rsplit(":", 1)[1] in gone}
     code, report = verify(capsys)
     assert code == 0 and report["equal"] and report["customers"] == len(states)
 
@@ -226,6 +241,22 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert code == 0 and report["repaired_shards"] == 1
     assert facts.read_cells(client, keys) == want_cells
     assert facts.read_facts(client, keys) == want
+
+    # an index entry for no one, and a member missing: both named, then repaired
+    index_shard = keys.index(facts.shard_of(some.customer_id, clustered(client)))
+    mine = f"s:{some.segment}:{some.customer_id}"
+    other = "Champions" if some.segment == "Lost" else "Lost"
+    client.zrem(index_shard, mine)
+    client.zadd(index_shard, {f"s:{other}:{some.customer_id}": 0})
+    code, report = verify(capsys)
+    assert code == 1 and report["different"] == 2
+    assert {(d["key"], d["field"], d["expected"], d["stored"]) for d in report["differences"]} == {
+        (index_shard, f"idx:{mine}", 1, 0), (index_shard, f"idx:s:{other}:{some.customer_id}", 0, 1)
+    }  # fmt: skip
+    code, report = verify(capsys, "--repair")
+    assert code == 0 and report["repaired_shards"] == 1
+    assert stored_index(client, keys) == want_index
+    assert facts.read_facts(client, keys) == want and facts.read_cells(client, keys) == want_cells
     client.close()
 
 
@@ -260,6 +291,34 @@ def test_an_erase_that_meets_a_write_reads_again_and_takes_out_the_new_state(set
     assert len(calls) == 2 and calls[1] == calls[0] + 1  # read again at the new version
     assert stored_facts(client, keys) == {}
     assert stored_facts(client, keys, "cells") == {}  # its day cell went with it
+    assert stored_index(client, keys) == set()  # and its index entries
+    client.close()
+
+
+def test_erasing_an_unreadable_state_leaves_no_index_entry_naming_it(settings):
+    """A state rtba cannot read is deleted as it is; its index entries (not known entry by
+    entry) go too, and not those of an id that ends the same way."""
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    # an id that ends in ":c001" and shares its index shard (setup, not the oracle)
+    shard = facts.shard_of("c001", clustered(client))
+    twin = next(f"{i}:c001" for i in range(10**6)
+                if facts.shard_of(f"{i}:c001", clustered(client)) == shard)  # fmt: skip
+    shop = [r for r in records(4, 80) if r.key == b"c001"]
+    shop += [Record(r.partition, r.offset + 1000, twin.encode(),
+                    r.value.replace(b'"c001"', f'"{twin}"'.encode())) for r in shop]  # fmt: skip
+
+    async def run():
+        store = StateStore.from_url(settings.redis_url, keys)
+        await BatchProcessor(store, RFMScorer(), Limits()).process(shop)
+        await store.client.aclose()
+
+    asyncio.run(run())
+    other = {e for e in stored_index(client, keys) if e.endswith(f":{twin}")}
+    assert len(stored_index(client, keys)) == 2 * len(other) >= 4  # each a segment and money
+    client.set(keys.customer("c001"), b"7|not a state")
+    assert Eraser(client, keys).erase("c001").had_state
+    assert stored_index(client, keys) == other
     client.close()
 
 

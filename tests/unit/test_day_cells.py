@@ -58,13 +58,17 @@ def test_a_written_contribution_carries_the_cell_and_the_scripts_get_it_apart():
     state = customer("c1", [AS_OF - 30 * DAY, AS_OF - 3 * DAY, AS_OF - 3 * DAY + 60_000])
     first, last = (AS_OF - 30 * DAY) // DAY, (AS_OF - 3 * DAY) // DAY
     written = facts.written_contribution(state)
-    assert written == {**facts.contribution(state), f"cell:1:{first}:{last}": 1}
+    # its money-rank entry: 37.50 spent, in micro-units, subtracted from 24 nines
+    money = f"m:{'9' * 16}62499999:c1"
+    assert written == {**facts.contribution(state), f"cell:1:{first}:{last}": 1,
+                       f"idx:{money}": 1}  # fmt: skip
     args = facts.script_args(facts.delta(None, written))
     f = args[0]
-    assert args[1 + 2 * f :] == [1, f"1:{first}:{last}", 1]  # g, then the cell's pair
+    # g, then the cell's pair; h, then the index entry's
+    assert args[1 + 2 * f :] == [1, f"1:{first}:{last}", 1, 1, money, 1]
     assert "cell:" not in " ".join(map(str, args[: 1 + 2 * f]))  # never in the facts hash
-    assert facts.written_contribution(CustomerState("c2")) == {"customers": 1,
-                                                               "without_purchase": 1}  # fmt: skip
+    assert facts.written_contribution(CustomerState("c2")) == {
+        "customers": 1, "without_purchase": 1, f"idx:m:{'9' * 24}:c2": 1}  # fmt: skip
 
 
 @settings(max_examples=40, deadline=None)

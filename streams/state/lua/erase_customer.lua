@@ -3,11 +3,11 @@
 -- the same step.
 --
 -- KEYS     state string ({ns}:c:{id}), outbox hash ({ns}:c:{id}:outbox), the
---          customer's facts shard ({ns}:facts:{tag}) and day-cells shard
---          ({ns}:cells:{tag}), one slot
+--          customer's facts shard ({ns}:facts:{tag}), day-cells shard
+--          ({ns}:cells:{tag}) and index shard ({ns}:index:{tag}), one slot
 -- ARGV     optional: the state version the caller read, then f and f field/delta
 --          pairs (minus that state's contribution), then g and g cell/delta pairs (minus
---          its day cell). If the stored version differs (the
+--          its day cell), then h and h entry/delta pairs (its index entries, -1). If the stored version differs (the
 --          customer was written since: an event came back, or it is gone already),
 --          nothing is erased and no fact moves. Without ARGV the state is deleted
 --          whatever its version and no fact moves (a state rtba cannot read).
@@ -29,7 +29,10 @@ local unsent = redis.call('HLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
 local f = tonumber(ARGV[2] or 0)
 local g = tonumber(ARGV[3 + 2 * f] or 0)
--- add(): add_counts.lua, put in front of this script when it is loaded
+local h_at = 4 + 2 * f + 2 * g
+local h = tonumber(ARGV[h_at] or 0)
+-- add(), add_members(): add_counts.lua and add_members.lua, put in front of this script
 add(KEYS[3], 3, f)
 add(KEYS[4], 4 + 2 * f, g)
+add_members(KEYS[5], h_at + 1, h)
 return {stored, unsent}
