@@ -21,8 +21,9 @@ Redis's CPU time, while a 1 ms timer on the event loop records the loop's worst 
   slice (the audience backfill's empty one in each tick too) and the pass;
 - request latencies through the API in-process (FastAPI's TestClient, no socket), every
   call cold (the walk caches emptied before it): ``/segments``, a dashboard sample
-  (``sizes_sample``), a segment's and a cluster's members page, ``/customers`` ranked by
-  monetary and by churn risk, an audience's members page. ``--calls`` each, as long as
+  (``sizes_sample``), a segment's and a cluster's members page (the segment's also
+  half-way through by cursor), ``/customers`` ranked by monetary and by churn risk, an
+  audience's members page. ``--calls`` each, as long as
   an endpoint's calls stay within ``--call-budget-s`` (one call at least; a call over
   60 s is timed once).
 
@@ -338,7 +339,7 @@ def refreshes(client, store_of, settings: Settings, watermark_ms: int, times: in
 
 
 def requests(settings: Settings, client, calls: int, budget_s: float, segment: str,
-             cluster: int) -> dict:  # fmt: skip
+             cluster: int, customers: int) -> dict:  # fmt: skip
     """Each population read of the API, cold: the walk caches emptied before every call."""
     from fastapi.testclient import TestClient
 
@@ -359,6 +360,9 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
         "segments": get("/segments"),
         "dashboard_sample": lambda: sizes_sample(reader, int(time.time() * 1000), None),
         "segment_members": get(f"/segments/{quote(segment)}/members?limit=100"),
+        # half-way through the population by cursor (ids are p<9 digits>): no deeper cost
+        "segment_members_deep": get(f"/segments/{quote(segment)}/members?limit=100"
+                                    f"&after=p{customers // 2:09d}"),  # fmt: skip
         "cluster_members": get(f"/clusters/{cluster}/members?limit=100"),
         "customers_monetary": get("/customers?order_by=monetary&limit=100"),
         "customers_churn_risk": get("/customers?order_by=churn_risk&limit=100"),
@@ -511,7 +515,8 @@ def measure(url: str, namespace: str, args) -> dict:
         segment = Counter(m.segment for m in models if m.segment).most_common(1)[0][0]
         cluster = Counter(m.cluster_id for m in models if m.cluster_id is not None)
         figures["requests"] = requests(settings, client, args.calls, args.call_budget_s,
-                                       segment, cluster.most_common(1)[0][0])  # fmt: skip
+                                       segment, cluster.most_common(1)[0][0],
+                                       args.customers)  # fmt: skip
     figures["loadavg_after"] = os.getloadavg()
     for runs in (*[r for job in jobs.values() for r in job.values()], [figures["spawn"]]):
         for run in runs:  # results are for the checks above; parameters stay, briefly

@@ -88,6 +88,7 @@ def test_the_population_benchmark_times_every_population_job_and_read(real_stack
         "segments",
         "dashboard_sample",
         "segment_members",
+        "segment_members_deep",
         "cluster_members",
         "customers_monetary",
         "customers_churn_risk",
