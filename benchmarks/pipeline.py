@@ -12,6 +12,9 @@
     e  d with two worker processes sharing the partitions; with d, the workers' CPU
        (user + system, their whole process trees) per event each applied, e's over d's
     g  Redis bytes per customer after d (MEMORY USAGE of every key of the namespace)
+    s  on a Redis Cluster, a d of its own under MONITOR on every master: each command
+       counted in its first key's slot (benchmarks/slots.py), the busiest slot's share
+       against 1/masters + 10%
     f  produce -> a new customer's first RFM segment change, with d's kind of traffic
        sent live at half of d's rate: a year of event time in ``--latency-s`` seconds, so
        thousands of customers fall due in every re-scoring tick (a replay's load)
@@ -30,7 +33,7 @@ Uses the stack given by KAFKA_BOOTSTRAP and REDIS_URL, or starts one of its own 
 three-master Redis Cluster under ``--redis-cluster``).
 
 Run: .venv/bin/python -m benchmarks.pipeline [--events N] [--customers C] [--runs R]
-     [--latency-s S] [--only abcdefFD] [--population N] [--redis-cluster] [--json PATH]
+     [--latency-s S] [--only abcdefFDs] [--population N] [--redis-cluster] [--json PATH]
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from producers.kafka import make_producer, send_all
 from streams.processing.topics import ensure_topics
 from streams.settings import Settings
 from streams.state.keys import Keys
-from streams.state.redis_client import info_per_server
+from streams.state.redis_client import clustered, info_per_server
 from streams.state.store import StateStore, connect, customer_count
 
 REPO = Path(__file__).resolve().parents[1]
@@ -403,7 +406,7 @@ def preload(bench: Bench, namespace: str, customers: int) -> None:
 def run(bench: Bench, runs: int, only: set[str], latency_s: float,
         latency_rate: float | None = None, population: int = 0) -> dict:  # fmt: skip
     shared = bench.loaded_namespace()  # a and b only read: one topic serves every run
-    keys = [*"abcdDefgr", "D_customers", "d_cpu", "e_cpu", "F_customers"]
+    keys = [*"abcdDefgr", "D_customers", "d_cpu", "e_cpu", "F_customers", "slots"]
     figures: dict[str, list] = {k: [] for k in keys}
     for _ in range(runs):
         if "a" in only:
@@ -425,6 +428,13 @@ def run(bench: Bench, runs: int, only: set[str], latency_s: float,
             preload(bench, namespace, population)
             figures["D"].append(rtba_worker(bench, namespace)[0])
             figures["D_customers"].append(customer_count(bench.redis, Keys(namespace)))
+        if "s" in only and clustered(bench.redis):  # a d of its own: MONITOR slows it
+            from benchmarks.slots import Watch
+
+            namespace = bench.loaded_namespace()
+            with Watch(bench.redis) as watch:
+                rtba_worker(bench, namespace)
+            figures["slots"].append(watch.census.summary(len(watch.nodes)))
         if "e" in only:
             rate, cpu_us = rtba_worker(bench, None, workers=2)
             figures["e"].append(rate)
@@ -504,6 +514,17 @@ def report(figures: dict, events: int) -> list[str]:
     if "a" in figures and "b" in figures:
         ratio = statistics.median(figures["b"]) / statistics.median(figures["a"])
         lines.append(f"b / a = {ratio:.3f} (Faust's share of Python's limit)")
+    for census in figures.get("slots", []):
+        busiest = census["top"][0] if census["top"] else {"share": 0.0, "slot": None,
+                                                          "example_key": ""}  # fmt: skip
+        verdict = "meets" if busiest["share"] <= census["limit_share"] else "does NOT meet"
+        lines.append(f"s busiest slot {busiest['slot']} took {busiest['share']:.1%} of "
+                     f"{census['commands']:,} keyed commands over {census['slots_used']:,} "
+                     f"slots (e.g. {busiest['example_key']}); goal ≤ "
+                     f"{census['limit_share']:.1%}: {verdict} it")  # fmt: skip
+        for other in census["top"][1:]:
+            lines.append(f"  next: slot {other['slot']} {other['share']:.1%} "
+                         f"({other['example_key']})")  # fmt: skip
     for key in [k for k in "fF" if k in figures]:
         p99 = statistics.median(r["p99_ms"] for r in figures[key])
         lines.append(f"{key} p99 / goal = {p99 / GOALS['f_p99_ms']:.2f} "

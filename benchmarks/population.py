@@ -339,7 +339,7 @@ def refreshes(client, store_of, settings: Settings, watermark_ms: int, times: in
 
 
 def requests(settings: Settings, client, calls: int, budget_s: float, segment: str,
-             cluster: int, customers: int) -> dict:  # fmt: skip
+             cluster: int, customers: int, walks: bool = True) -> dict:  # fmt: skip
     """Each population read of the API, cold: the walk caches emptied before every call."""
     from fastapi.testclient import TestClient
 
@@ -361,13 +361,16 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
         "dashboard_sample": lambda: sizes_sample(reader, int(time.time() * 1000), None),
         "segment_members": get(f"/segments/{quote(segment)}/members?limit=100"),
         # half-way through the population by cursor (ids are p<9 digits>): no deeper cost
-        "segment_members_deep": get(f"/segments/{quote(segment)}/members?limit=100"
-                                    f"&after=p{customers // 2:09d}"),  # fmt: skip
+        "segment_members_deep": get(
+            f"/segments/{quote(segment)}/members?limit=100&after=p{customers // 2:09d}"
+        ),  # fmt: skip
         "cluster_members": get(f"/clusters/{cluster}/members?limit=100"),
         "customers_monetary": get("/customers?order_by=monetary&limit=100"),
         "customers_churn_risk": get("/customers?order_by=churn_risk&limit=100"),
         "audience_members": get(f"/audiences/{AUDIENCE_ID}/members?limit=100"),
     }
+    if not walks:
+        del paths["customers_churn_risk"]
     out = {}
     for name, call in paths.items():
         ms, cpu_ms, redis_ms = [], [], []
@@ -516,7 +519,7 @@ def measure(url: str, namespace: str, args) -> dict:
         cluster = Counter(m.cluster_id for m in models if m.cluster_id is not None)
         figures["requests"] = requests(settings, client, args.calls, args.call_budget_s,
                                        segment, cluster.most_common(1)[0][0],
-                                       args.customers)  # fmt: skip
+                                       args.customers, "walks" not in args.skip)  # fmt: skip
     figures["loadavg_after"] = os.getloadavg()
     for runs in (*[r for job in jobs.values() for r in job.values()], [figures["spawn"]]):
         for run in runs:  # results are for the checks above; parameters stay, briefly
@@ -557,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop the sweep pass after this long (reported)")  # fmt: skip
     parser.add_argument("--load-concurrency", type=int, default=1,
                         help="store writes in flight while loading")  # fmt: skip
-    parser.add_argument("--skip", nargs="*", default=[], choices=("jobs", "sweep", "requests"),
-                        help="leave these out (the ticks and the load always run)")  # fmt: skip
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=("jobs", "sweep", "requests", "walks"),
+                        help="leave these out (the ticks and the load always run; walks: "
+                        "the requests that still walk, hours and tens of GB at 10M)")  # fmt: skip
     parser.add_argument("--namespace", help="default: a fresh pop<random> namespace")
     parser.add_argument("--keep", action="store_true", help="keep the namespace's keys")
     parser.add_argument("--redis-cluster", action="store_true")
