@@ -363,26 +363,26 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
     http = TestClient(api, base_url="http://127.0.0.1")  # no lifespan: no sampler, no feed
     reader = api.state.reader
 
-    def get(path: str):
+    def get(path: str, filled: bool = False):
         def call():
             answer = http.get(path)
             assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text[:300]}"
             body = answer.json()
-            for rows in ("members", "customers"):  # a page read from nothing would be quick
-                assert rows not in body or body[rows], f"{path}: an empty page"
+            if filled:  # an index page read from nothing would look quick
+                assert body.get("members") or body.get("customers"), f"{path}: an empty page"
 
         return call
 
     paths = {
         "segments": get("/segments"),
         "dashboard_sample": lambda: sizes_sample(reader, int(time.time() * 1000), None),
-        "segment_members": get(f"/segments/{quote(segment)}/members?limit=100"),
+        "segment_members": get(f"/segments/{quote(segment)}/members?limit=100", True),
         # half-way through the population by cursor (ids are p<9 digits>): no deeper cost
         "segment_members_deep": get(
-            f"/segments/{quote(segment)}/members?limit=100&after=p{customers // 2:09d}"
-        ),  # fmt: skip
-        "cluster_members": get(f"/clusters/{cluster}/members?limit=100"),
-        "customers_monetary": get("/customers?order_by=monetary&limit=100"),
+            f"/segments/{quote(segment)}/members?limit=100&after=p{customers // 2:09d}", True
+        ),
+        "cluster_members": get(f"/clusters/{cluster}/members?limit=100", True),
+        "customers_monetary": get("/customers?order_by=monetary&limit=100", True),
         "customers_churn_risk": get("/customers?order_by=churn_risk&limit=100"),
         "audience_members": get(f"/audiences/{AUDIENCE_ID}/members?limit=100"),
     }
