@@ -102,6 +102,15 @@ def _as_of(reader: StateReader, text: str | None) -> int:
         raise HTTPException(422, f"as_of: {exc}") from None
 
 
+def _indexed(reader: StateReader, prefix: str, moment: int, limit: int, after: str | None,
+             offset: int) -> tuple[list[dict], str | None]:  # fmt: skip
+    """An index page (streams.read.ranking), a bad cursor or too deep an offset a 422."""
+    try:
+        return reader.indexed(prefix, moment, limit, after, offset)
+    except ranking.BadPage as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
 def _walk_takes_no_cursor(after: str | None) -> None:
     if after is not None:
         raise HTTPException(422, "after= pages the stored memberships; with as_of= "
@@ -330,7 +339,7 @@ def create_api(
     ) -> dict:
         if order_by == "monetary":  # money spent does not move with time: the index serves it
             moment = _as_of(reader, as_of)
-            rows, following = reader.indexed(ranking.MONEY, moment, limit, after, offset)
+            rows, following = _indexed(reader, ranking.MONEY, moment, limit, after, offset)
             total = read_facts(reader.client, reader.keys).get("customers", 0)
             return {"order_by": order_by, "as_of": iso(moment), "total": total,
                     "offset": offset, "limit": limit, "customers": rows,
@@ -381,8 +390,8 @@ def create_api(
             raise HTTPException(404, f"no segment {segment[:60]!r}; one of: {', '.join(SEGMENTS)}")
         if as_of is None:  # the stored segments (each customer's last evaluation): the index
             moment = _as_of(reader, None)
-            rows, following = reader.indexed(ranking.segment_prefix(segment), moment, limit,
-                                             after, offset)  # fmt: skip
+            rows, following = _indexed(reader, ranking.segment_prefix(segment), moment,
+                                        limit, after, offset)  # fmt: skip
             total = read_facts(reader.client, reader.keys).get(f"seg:{segment}", 0)
             return {"segment": segment, "as_of": iso(moment), "total": total,
                     "offset": offset, "limit": limit, "members": rows,
@@ -436,8 +445,8 @@ def create_api(
             raise HTTPException(404, f"no cluster {cluster_id} in the snapshot in force")
         if as_of is None:  # the stored clusters, which /clusters counts: the index
             moment = _as_of(reader, None)
-            rows, following = reader.indexed(ranking.cluster_prefix(cluster_id), moment,
-                                             limit, after, offset)  # fmt: skip
+            rows, following = _indexed(reader, ranking.cluster_prefix(cluster_id), moment,
+                                        limit, after, offset)  # fmt: skip
             total = read_facts(reader.client, reader.keys).get(f"cluster:{cluster_id}", 0)
             return {"cluster": snapshot.profile(cluster_id), "as_of": iso(moment),
                     "total": total, "offset": offset, "limit": limit, "members": rows,

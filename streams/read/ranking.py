@@ -8,19 +8,29 @@ asks every shard for its next ``limit`` entries after the cursor (ZRANGE BYLEX L
 pipelined round trip), merges them and keeps the first ``limit``: 16 small range reads
 on a single server, whatever N. On a Cluster the shards are its 16,384 slots, one read
 each (docs/population.md has the measured cost). ``offset`` is served the same way, each
-shard asked for ``offset + limit``: its cost grows with the offset, the cursor's does not.
+shard asked for ``offset + limit``: its cost grows with the offset, the cursor's does
+not, so an offset stops at MAX_OFFSET.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from dataclasses import dataclass
 
-from streams.state.facts import read_each_shard
+from streams.state.facts import MONEY_DIGITS, read_each_shard
 from streams.state.keys import Keys
 
 _TOP = b"\xff"  # above every UTF-8 byte: the end of a prefix's range
+# The deepest offset a page takes: each shard is asked for offset + limit entries, so a
+# deeper one would read the index wholesale. Beyond it, the cursor (``after``).
+MAX_OFFSET = 10_000
+_MONEY_CURSOR = re.compile(rf"\d{{{MONEY_DIGITS}}}:.", re.DOTALL)
+
+
+class BadPage(ValueError):
+    """A cursor no page gave, or an offset past MAX_OFFSET: a 422, said how to page."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,11 @@ def page(client, keys: Keys, prefix: str, limit: int, after: str | None = None,
     The cursor is the last entry without its prefix: for members the customer id, for
     the money ranking ``<inverted money>:<id>``.
     """
+    if offset > MAX_OFFSET:
+        raise BadPage(f"offset {offset:,} is past {MAX_OFFSET:,}: page on with after= (each "
+                      "page's next)")  # fmt: skip
+    if after and prefix == MONEY and not _MONEY_CURSOR.match(after):
+        raise BadPage("after= takes a page's next as given (<24 digits>:<customer id>)")
     lower = b"(" + (prefix + after).encode() if after else b"[" + prefix.encode()
     upper = b"[" + prefix.encode() + _TOP
     wanted = offset + limit + 1  # one more tells whether a next page exists

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -260,6 +261,13 @@ def followups(keys: Keys, customer_id: str, stored: bytes | None):
 _ERASE_TRIES = 20
 
 
+def _written_version(raw: bytes | None) -> int:
+    """The version in front of a stored value (``<version>|...``) as the erase script reads
+    it, 0 when there is none: an unreadable state is erased only if still the one read."""
+    found = re.match(rb"(\d+)\|", raw or b"")
+    return int(found.group(1)) if found else 0
+
+
 class Eraser:
     """``rtba erase`` and the API's: one synchronous client's scripts, registered once.
     ``days``: the namespace's calendar (RTBA_TIMEZONE), which its writers' facts used."""
@@ -281,12 +289,14 @@ class Eraser:
             raw = self.client.get(names[0])
             try:
                 state = state_codec.decode(customer_id, raw)  # version 0 when there is none
-            except state_codec.CorruptState:  # unreadable, so never counted: deleted as is
-                stored, unsent = self._erase(keys=names)
-                self._unindex_unread(names[4], customer_id)
-                return stored, int(unsent)
-            taken = facts.delta(facts.stored_contribution(state, self.days), None)
-            args = [state.version, *facts.script_args(taken)]
+                version = state.version
+                taken = facts.delta(facts.stored_contribution(state, self.days), None)
+            except state_codec.CorruptState:  # unreadable: its counts are not known, but
+                # its index entries name it: found by a scan, taken out in the same call
+                version = _written_version(raw)
+                found = self._entries_naming(names[4], customer_id)
+                taken = {facts.INDEX + entry: -1 for entry in found}
+            args = [version, *facts.script_args(taken)]
             stored, unsent = self._erase(keys=names, args=args)
             if int(unsent) >= 0:
                 return stored, int(unsent)
@@ -294,16 +304,14 @@ class Eraser:
         raise RtbaError(f"{customer_id} was written {_ERASE_TRIES} times while being "
                         "erased; erase it again")  # fmt: skip
 
-    def _unindex_unread(self, index: str, customer_id: str) -> None:
-        """Index entries naming a customer whose state could not be read (so not known
-        entry by entry): found by a scan of its index shard, which only this rare case
-        pays (an id must not outlive its erase)."""
+    def _entries_naming(self, index: str, customer_id: str) -> list[str]:
+        """The index entries of a customer whose state cannot be read (so not known one by
+        one): a scan of its index shard, which only this rare case pays (no id may
+        outlive its erase)."""
         pattern = "*:" + "".join("\\" + ch if ch in "*?[]\\" else ch for ch in customer_id)
-        found = [member for member, _ in self.client.zscan_iter(index, match=pattern, count=1000)]
+        found = [m.decode() for m, _ in self.client.zscan_iter(index, match=pattern, count=1000)]
         # "*:bob" also matches "x:bob"'s entries: an entry's id is what follows its two fields
-        mine = [m for m in found if m.decode().split(":", 2)[2] == customer_id]
-        if mine:
-            self.client.zrem(index, *mine)
+        return [entry for entry in found if entry.split(":", 2)[2] == customer_id]
 
     def erase(self, customer_id: str) -> Erased:
         keys = self.keys

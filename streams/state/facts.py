@@ -30,7 +30,7 @@ key by :func:`script_args`: the same deltas, the same script call, the same vers
 check as the facts, so they stay exact as the facts do.
 
 The member and ranking index (``Keys.index(shard)``, a sorted set of its own, every
-score 0, read by lexical range: streams.state.ranking): ``s:<segment>:<id>`` for the
+score 0, read by lexical range: streams.read.ranking): ``s:<segment>:<id>`` for the
 stored segment, ``k:<cluster>:<id>`` for the stored cluster, ``m:<inverted money>:<id>``
 for everyone (:func:`index_entries`). They travel as ``idx:`` fields worth 1 and go to
 the index key as ZADD (+1) or ZREM (-1): the same deltas, the same call, the same check.

@@ -105,7 +105,7 @@ class Keys:
     def index(self, shard: int) -> str:
         """Sorted set, every score 0: one shard of the member and ranking index, entries
         ``s:<segment>:<id>``, ``k:<cluster>:<id>``, ``m:<inverted money>:<id>`` read by
-        lexical range (streams.state.ranking). Sharded and written as :meth:`facts`
+        lexical range (streams.read.ranking). Sharded and written as :meth:`facts`
         (same slot tag, same script call), so it stays exact as the facts do."""
         return f"{self.namespace}:index:{slot_tag(shard)}"
 

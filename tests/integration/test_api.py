@@ -102,6 +102,13 @@ def test_the_money_ranking_pages_through_everyone(api, shop):
     assert [m for m, _ in seen] == [float(m) for m, _ in spent]
     walked = api.get("/customers", params={"order_by": "churn_risk", "after": "x"})
     assert walked.status_code == 422 and "offset" in walked.json()["detail"]
+    # a cursor no page gave, an offset that would read the index wholesale: said, not served
+    made_up = api.get("/customers", params={"order_by": "monetary", "after": "c001"})
+    assert made_up.status_code == 422 and "next" in made_up.json()["detail"]
+    for path, extra in (("/customers", {"order_by": "monetary"}), ("/segments/New/members", {})):
+        deep = api.get(path, params={**extra, "offset": 10_001})
+        assert deep.status_code == 422 and "after=" in deep.json()["detail"]
+        assert api.get(path, params={**extra, "offset": 10_000}).status_code == 200
 
 
 def expected_summary(events: list[dict], as_of_ms: int) -> dict[str, dict]:

@@ -13,7 +13,7 @@
 --          cells hash     ({ns}:cells:{tag}): the same shard of the day cells
 --                         (<x>:<first day>:<last day> -> customers), same slot
 --          index zset     ({ns}:index:{tag}): the same shard of the member and
---                         ranking index (streams.state.ranking), same slot
+--                         ranking index (streams.read.ranking), same slot
 -- ARGV     one block per customer:
 --          expected version (the one that was read; 0 for a new customer),
 --          the state's payload, stored behind the new version,

@@ -7,10 +7,13 @@
 --          ({ns}:cells:{tag}) and index shard ({ns}:index:{tag}), one slot
 -- ARGV     optional: the state version the caller read, then f and f field/delta
 --          pairs (minus that state's contribution), then g and g cell/delta pairs (minus
---          its day cell), then h and h entry/delta pairs (its index entries, -1). If the stored version differs (the
---          customer was written since: an event came back, or it is gone already),
---          nothing is erased and no fact moves. Without ARGV the state is deleted
---          whatever its version and no fact moves (a state rtba cannot read).
+--          its day cell), then h and h entry/delta pairs (its index entries, -1). If the
+--          stored version differs (the customer was written since: an event came back,
+--          or it is gone already),
+--          nothing is erased and no fact moves. A state rtba cannot read comes with
+--          the version in front of it (0 if none) and only its index entries, found
+--          by a scan. Without ARGV the state is deleted whatever its version and no
+--          fact moves.
 -- returns  {the state as it was stored, or nil when there was none; the number of
 --          outbox entries deleted unsent}, or {nil, -1} when the version differed.
 -- A worker that read the state before this ran finds it gone when it writes (its
