@@ -54,12 +54,19 @@ class Census:
     slots: Counter = field(default_factory=Counter)
     example: dict = field(default_factory=dict)  # slot -> a key seen in it
     keyless: int = 0
+    names: Counter = field(default_factory=Counter)  # commands by name
+    unparsed: int = 0
 
     def count(self, line: bytes) -> None:
         found = _LINE.match(line)
-        if not found or found.group(1) == b"lua":
+        if not found:
+            self.unparsed += 1
+            return
+        if found.group(1) == b"lua":
             return
         args = [_unescape(a) for a in _ARG.findall(found.group(2))]
+        if args:
+            self.names[args[0].decode(errors="replace").upper()] += 1
         key = first_key(args) if args else None
         if key is None:
             self.keyless += 1
@@ -76,6 +83,8 @@ class Census:
             "commands": total,
             "keyless": self.keyless,
             "slots_used": len(self.slots),
+            "by_command": dict(self.names.most_common(12)),
+            "unparsed": self.unparsed,
             "limit_share": 1 / shards + 0.10,
             "top": [
                 {
@@ -118,20 +127,24 @@ class Watch:
         return self
 
     def _read(self, conn) -> None:
-        while not self._stop.is_set():
+        # The reader lags the server (a Python thread against Redis): after the run it
+        # reads on until a second passes with nothing, so no line of the run is dropped.
+        while True:
             try:
                 line = conn.read_response()
             except (redis.TimeoutError, TimeoutError):
+                if self._stop.is_set():
+                    return
                 continue
             except (redis.ConnectionError, OSError):
                 return
-            if isinstance(line, bytes):
+            if isinstance(line, bytes) and b" lua] " not in line[:64]:
                 with self._lock:
                     self.census.count(line)
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join()
         for conn in self._conns:
             conn.disconnect()
