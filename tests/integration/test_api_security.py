@@ -215,12 +215,15 @@ def test_a_population_walk_is_done_once_per_ttl_however_often_it_is_asked(rtba_e
         assert api.get("/customers", params={"offset": offset, "limit": 5}).status_code == 200
     assert len(walks) == 1, walks
     # 16 clients at once on another endpoint: one walks, the others wait for its result
+    then = {"as_of": "2026-01-01T00:00:00Z"}  # members as of a time: a walk (S10)
     with ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(lambda _: api.get("/segments/Champions/members").status_code,
-                              range(32)))  # fmt: skip
+        codes = list(pool.map(lambda _: api.get("/segments/Champions/members",
+                                                params=then).status_code, range(32)))  # fmt: skip
     assert codes == [200] * 32 and len(walks) == 2
-    # sizes come from the population facts: no walk at all, however often (S10)
-    assert all(api.get("/segments").status_code == 200 for _ in range(5)) and len(walks) == 2
+    # sizes come from the population facts, members and the money ranking from the index:
+    # no walk at all, however often (S10)
+    for path in ("/segments", "/segments/Champions/members", "/customers?order_by=monetary"):
+        assert all(api.get(path).status_code == 200 for _ in range(5)) and len(walks) == 2
     # a short TTL: once it is over, the next call walks again
     brief = client_for(rtba_env, RTBA_API_WALK_CACHE_S="0.2")
     assert brief.get("/customers").status_code == 200 and len(brief.walks) == 1
@@ -260,9 +263,13 @@ def test_an_erased_customer_leaves_the_cached_walks_at_once(rtba_env):
     put_customers(settings, ["stays", "goes"], 1_700_000_000_000)
     api = client_for(rtba_env, RTBA_API_WALK_CACHE_S="600", RTBA_API_ADMIN_TOKEN=ADMIN)
 
+    # members as of a time walk (and are cached); the index pages hold no cache (S10)
+    then = {"as_of": "2023-11-16T00:00:00Z"}
+    segment = api.get("/customers/stays", params=then).json()["segment"]
+
     def listed():
-        answer = api.get("/customers", params={"order_by": "monetary"})
-        return sorted(row["customer_id"] for row in answer.json()["customers"])
+        answer = api.get(f"/segments/{segment}/members", params=then)
+        return sorted(row["customer_id"] for row in answer.json()["members"])
 
     assert listed() == ["goes", "stays"]  # the walk is cached now, for 600 s
     erase = api.delete("/customers/goes", headers={"Authorization": f"Bearer {ADMIN}"})
