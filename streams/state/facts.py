@@ -135,9 +135,11 @@ def money_rank(amount: Decimal) -> str:
     """A fixed-width text whose lexical order is ``amount``'s, largest first (exact: in
     micro-units, clamped to the width).
 
-    >>> sorted([money_rank(Decimal("9.5")), money_rank(Decimal("10")), money_rank(Decimal(0))])
-    ... == [money_rank(Decimal("10")), money_rank(Decimal("9.5")), money_rank(Decimal(0))]
-    True
+    >>> ranks = [money_rank(Decimal(a)) for a in ("9.5", "10", "0", "9.500001")]
+    >>> [ranks.index(r) for r in sorted(ranks)]  # 10, then 9.500001, 9.5, 0
+    [1, 3, 0, 2]
+    >>> money_rank(Decimal("10"))
+    '999999999999999989999999'
     """
     micro = int((amount * _MICRO).to_integral_value(rounding=ROUND_HALF_EVEN))
     return f"{_MONEY_TOP - min(max(micro, 0), _MONEY_TOP):0{MONEY_DIGITS}d}"
