@@ -48,7 +48,7 @@ from streams.read.audiences import audience_detail, audience_rows, member_rows
 from streams.read.reader import StateReader
 from streams.read.views import cluster_rows
 from streams.settings import Settings, redacted
-from streams.state.facts import read_facts
+from streams.state.facts import read_fact, read_facts
 from streams.state.store import audience_sizes, model_status, read_stats
 
 MAX_LIMIT = 1000
@@ -102,13 +102,17 @@ def _as_of(reader: StateReader, text: str | None) -> int:
         raise HTTPException(422, f"as_of: {exc}") from None
 
 
-def _indexed(reader: StateReader, prefix: str, moment: int, limit: int, after: str | None,
-             offset: int) -> tuple[list[dict], str | None]:  # fmt: skip
-    """An index page (streams.read.ranking), a bad cursor or too deep an offset a 422."""
+def _indexed(reader: StateReader, prefix: str, size_fact: str, moment: int, limit: int,
+             after: str | None, offset: int, rows_as: str) -> dict:  # fmt: skip
+    """An index page's answer (streams.read.ranking), ``rows_as`` naming its rows, its
+    total the population fact ``size_fact``; a bad cursor or too deep an offset a 422."""
     try:
-        return reader.indexed(prefix, moment, limit, after, offset)
+        rows, following = reader.indexed(prefix, moment, limit, after, offset)
     except ranking.BadPage as exc:
         raise HTTPException(422, str(exc)) from None
+    total = read_fact(reader.client, reader.keys, size_fact)
+    return {"as_of": iso(moment), "total": total, "offset": offset, "limit": limit,
+            rows_as: rows, "next": following}  # fmt: skip
 
 
 def _walk_takes_no_cursor(after: str | None) -> None:
@@ -338,12 +342,9 @@ def create_api(
         after: After = None,
     ) -> dict:
         if order_by == "monetary":  # money spent does not move with time: the index serves it
-            moment = _as_of(reader, as_of)
-            rows, following = _indexed(reader, ranking.MONEY, moment, limit, after, offset)
-            total = read_facts(reader.client, reader.keys).get("customers", 0)
-            return {"order_by": order_by, "as_of": iso(moment), "total": total,
-                    "offset": offset, "limit": limit, "customers": rows,
-                    "next": following}  # fmt: skip
+            page = _indexed(reader, ranking.MONEY, "customers", _as_of(reader, as_of), limit,
+                            after, offset, "customers")  # fmt: skip
+            return {"order_by": order_by, **page}
         if after is not None:
             raise HTTPException(422, "after= pages the monetary ranking; churn_risk and "
                                 "predicted_clv_365d take offset=")  # fmt: skip
@@ -389,13 +390,9 @@ def create_api(
         if segment not in SEGMENTS:
             raise HTTPException(404, f"no segment {segment[:60]!r}; one of: {', '.join(SEGMENTS)}")
         if as_of is None:  # the stored segments (each customer's last evaluation): the index
-            moment = _as_of(reader, None)
-            rows, following = _indexed(reader, ranking.segment_prefix(segment), moment,
-                                        limit, after, offset)  # fmt: skip
-            total = read_facts(reader.client, reader.keys).get(f"seg:{segment}", 0)
-            return {"segment": segment, "as_of": iso(moment), "total": total,
-                    "offset": offset, "limit": limit, "members": rows,
-                    "next": following}  # fmt: skip
+            page = _indexed(reader, ranking.segment_prefix(segment), f"seg:{segment}",
+                            _as_of(reader, None), limit, after, offset, "members")  # fmt: skip
+            return {"segment": segment, **page}
         _walk_takes_no_cursor(after)
 
         def walk():
@@ -444,13 +441,9 @@ def create_api(
         if snapshot is None or cluster_id not in snapshot.ids:
             raise HTTPException(404, f"no cluster {cluster_id} in the snapshot in force")
         if as_of is None:  # the stored clusters, which /clusters counts: the index
-            moment = _as_of(reader, None)
-            rows, following = _indexed(reader, ranking.cluster_prefix(cluster_id), moment,
-                                        limit, after, offset)  # fmt: skip
-            total = read_facts(reader.client, reader.keys).get(f"cluster:{cluster_id}", 0)
-            return {"cluster": snapshot.profile(cluster_id), "as_of": iso(moment),
-                    "total": total, "offset": offset, "limit": limit, "members": rows,
-                    "next": following}  # fmt: skip
+            page = _indexed(reader, ranking.cluster_prefix(cluster_id), f"cluster:{cluster_id}",
+                            _as_of(reader, None), limit, after, offset, "members")  # fmt: skip
+            return {"cluster": snapshot.profile(cluster_id), **page}
         _walk_takes_no_cursor(after)
 
         def walk():

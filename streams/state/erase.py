@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from streams.errors import RtbaError
 from streams.state import due_index, facts, state_codec
 from streams.state.keys import Keys
 from streams.state.redis_client import clustered
-from streams.state.store import lua
+from streams.state.store import lua, script_keys
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +260,13 @@ def followups(keys: Keys, customer_id: str, stored: bytes | None):
 _ERASE_TRIES = 20
 
 
-def _written_version(raw: bytes | None) -> int:
-    """The version in front of a stored value (``<version>|...``) as the erase script reads
-    it, 0 when there is none: an unreadable state is erased only if still the one read."""
-    found = re.match(rb"(\d+)\|", raw or b"")
-    return int(found.group(1)) if found else 0
+def _written_version(raw: bytes) -> int:
+    """The version in front of a stored value as the erase script reads it: 0 when there
+    is none."""
+    try:
+        return state_codec.version_of(raw)
+    except state_codec.CorruptState:
+        return 0
 
 
 class Eraser:
@@ -281,10 +282,7 @@ class Eraser:
         """Delete the state and take its contribution out of the facts, in one script
         call checked against the version read (erase_customer.lua): the stored value and
         the number of outbox entries deleted unsent."""
-        keys = self.keys
-        shard = facts.shard_of(customer_id, clustered(self.client))
-        names = [keys.customer(customer_id), keys.outbox(customer_id)]
-        names += [keys.facts(shard), keys.cells(shard), keys.index(shard)]  # one slot
+        names = script_keys(self.keys, customer_id, clustered(self.client))
         for _ in range(_ERASE_TRIES):
             raw = self.client.get(names[0])
             try:
@@ -293,7 +291,7 @@ class Eraser:
                 taken = facts.delta(facts.stored_contribution(state, self.days), None)
             except state_codec.CorruptState:  # unreadable: its counts are not known, but
                 # its index entries name it: found by a scan, taken out in the same call
-                version = _written_version(raw)
+                version = _written_version(raw)  # erased only if still the one read
                 found = self._entries_naming(names[4], customer_id)
                 taken = {facts.INDEX + entry: -1 for entry in found}
             args = [version, *facts.script_args(taken)]

@@ -322,6 +322,13 @@ def read_facts(client, keys: Keys) -> dict[str, int]:
     return sum_shards(read_shards(client, keys))
 
 
+def read_fact(client, keys: Keys, field: str) -> int:
+    """One field of the population facts, every shard's summed: an HGET a shard, not the
+    whole hashes (a page's total)."""
+    replies = read_each_shard(client, keys.facts, lambda pipe, name: pipe.hget(name, field))
+    return sum(int(n) for n in replies if n is not None)
+
+
 def read_cells(client, keys: Keys) -> dict[str, int]:
     """The day cells, ``<x>:<first day>:<last day>`` -> customers, every shard summed
     (synchronous client): what the churn refit fits on."""

@@ -38,6 +38,14 @@ def lua(name: str, *functions: str) -> str:
     return "".join(folder.joinpath(f"{part}.lua").read_text() for part in (*functions, name))
 
 
+def script_keys(keys: Keys, customer_id: str, clustered: bool) -> list[str]:
+    """A customer's state, outbox, and its shards of the facts, day cells and index (one
+    slot): the KEYS of apply_customers.lua's customer block and of erase_customer.lua."""
+    shard = facts.shard_of(customer_id, clustered)
+    return [keys.customer(customer_id), keys.outbox(customer_id), keys.facts(shard),
+            keys.cells(shard), keys.index(shard)]  # fmt: skip
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -393,12 +401,7 @@ class StateStore:
         return len(erased)
 
     def _customer_keys(self, cid: str) -> list[str]:
-        """A customer's state, outbox, and its shards of the facts, day cells and index
-        (one slot: the scripts' KEYS)."""
-        keys = self.keys
-        shard = facts.shard_of(cid, redis_client.clustered(self.client))
-        return [keys.customer(cid), keys.outbox(cid), keys.facts(shard), keys.cells(shard),
-                keys.index(shard)]  # fmt: skip
+        return script_keys(self.keys, cid, redis_client.clustered(self.client))
 
     def _write_groups(self, customer_ids: list[str]) -> list[list[str]]:
         """Customers written by one script call each: up to WRITE_CHUNK on a single server;
