@@ -77,6 +77,7 @@ from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
 from streams.settings import Settings
 from streams.state import due_index, facts
+from streams.state.claims import claim_spend_cells
 from streams.state.keys import Keys
 from streams.state.namespace import _delete_keys
 from streams.state.redis_client import info_per_server
@@ -498,6 +499,7 @@ def measure(url: str, namespace: str, args) -> dict:
     # The definitions and snapshot v1 in force, their passes done (every customer is
     # loaded evaluated under both): the ticks below do the due customers' work only.
     publish_audiences(client, keys, AUDIENCES)
+    claim_spend_cells(client, namespace)  # as a fresh namespace's first worker does
     asyncio.run(in_force(store(), first, learner, args.customers))
     before = used_memory(client)
     with Meter(client) as meter:

@@ -11,7 +11,9 @@ functions the refit uses (no Redis):
   (crc32(id) % 16384, streams.state.sample) holding at least S customers, for each S of
   ``--sample``.
 
-and the refit's own churn fit on everyone from the day cells (S10 item 3: customers per
+and the refit's own fits on everyone from the cells: Gamma-Gamma on the spend cells
+(``gg:<x>:<mean repeat value to three significant digits>``), and the churn fit on the
+day cells (S10 item 3: customers per
 ``<x>:<first purchase date>:<last purchase date>``, as the writers keep them in
 ``{ns}:cells:*``), with the refit's functions (churn_risk.cell_rows: t_x in whole dates,
 T from the middle of the first date; the weighted fit). ``--store`` also writes the cells
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from decimal import ROUND_HALF_EVEN, Context
 
 import numpy as np
 
@@ -121,6 +124,29 @@ def cell_fit(pop: dict[str, np.ndarray], seed: int, model: str) -> dict:
             "churn_s": round(time.perf_counter() - started, 2), "_cells": cells}  # fmt: skip
 
 
+def spend_cells(pop: dict[str, np.ndarray]) -> dict[str, int]:
+    """The repeat customers as the writers keep them for Gamma-Gamma: ``gg:<x>:<mean
+    repeat value to three significant digits>`` -> customers (streams.state.facts)."""
+    digits3 = Context(prec=3, rounding=ROUND_HALF_EVEN)
+    out: dict[str, int] = {}
+    for x, m in zip(pop["x"], pop["m"], strict=True):
+        if x > 0 and m > 0:
+            _, digits, exponent = digits3.create_decimal(float(m)).normalize(digits3).as_tuple()
+            name = f"{churn_risk.SPEND_CELL}{int(x)}:{''.join(map(str, digits))}e{exponent}"
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def spend_cell_fit(pop: dict[str, np.ndarray]) -> dict:
+    """The refit's Gamma-Gamma on the spend cells: rows from the cells, the weighted fit."""
+    cells = spend_cells(pop)
+    started = time.perf_counter()
+    spend = GammaGamma().fit(*churn_risk.spend_cell_rows(cells))
+    return {"cells": len(cells), "customers": spend.customers, "params": spend.params,
+            "converged": spend.converged,
+            "spend_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+
+
 def store_timing(cells: dict[str, int], namespace: str) -> dict:
     """Write the cells to the Redis of REDIS_URL as the writers would (each cell in a
     shard), time the refit's read of them, and delete them."""
@@ -186,6 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
         k: v / out["full"]["params"][k] - 1 for k, v in cells["params"].items()
     }
     out["day_cells"] = cells
+    spend = spend_cell_fit(pop)
+    spend["relative_difference"] = {
+        k: v / out["full"]["params"][k] - 1 for k, v in spend["params"].items()
+    }
+    out["spend_cells"] = spend
     if args.json:
         print(json.dumps(out))
     else:
@@ -214,6 +245,10 @@ def report(out: dict) -> None:
     diffs = " ".join(f"{d:>+9.4%}" for d in cells["relative_difference"].values())
     print(f"{'day cells':>18} {cells['cells']:>10,} {diffs}   (churn model only; rows "
           f"{cells['rows_s']} s, rows + fit {cells['churn_s']} s)")  # fmt: skip
+    spend = out["spend_cells"]
+    diffs = " ".join(f"{d:>+9.4%}" for d in spend["relative_difference"].values())
+    print(f"{'spend cells':>18} {spend['cells']:>10,} {'':>39}{diffs}   (Gamma-Gamma only; "
+          f"rows + fit {spend['spend_s']} s)")  # fmt: skip
     if "store" in cells:
         store = cells["store"]
         print(f"{'':>18} read from Redis in {store['read_s']} s ({store['redis_bytes']:,} "

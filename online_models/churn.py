@@ -101,6 +101,23 @@ def _arrays(*columns):
     return [np.asarray(c, dtype=float) for c in columns]
 
 
+def _weighted_median(values, weights) -> float:
+    """The median of ``values``, each counted ``weights`` times (np.median's when they are
+    all 1).
+
+    >>> _weighted_median([3.0, 1.0, 2.0], [1, 1, 1]), _weighted_median([1.0, 4.0], [1, 1])
+    (2.0, 2.5)
+    >>> _weighted_median([1.0, 4.0, 9.0], [1, 5, 1])
+    4.0
+    """
+    order = np.argsort(values, kind="stable")
+    values, cumulative = np.asarray(values)[order], np.cumsum(np.asarray(weights)[order])
+    half = cumulative[-1] / 2  # the middle row(s): the first past half, or the two around it
+    low = values[np.searchsorted(cumulative, half, side="left")]
+    high = values[np.searchsorted(cumulative, half, side="right")]
+    return float((low + high) / 2)
+
+
 def _maximise(mean_log_likelihood, starts, penalizer: float):
     """Maximum likelihood over positive parameters: L-BFGS-B on their logs, from each start,
     keeping the best optimum (these likelihoods have flat ridges and local optima)."""
@@ -370,16 +387,26 @@ class GammaGamma(_FittedModel):
             + (p * x - 1) * np.log(m) + p * x * np.log(x) - (p * x + q) * np.log(gamma + x * m)
         )  # fmt: skip
 
-    def fit(self, x, m) -> GammaGamma:
+    def fit(self, x, m, weights=None) -> GammaGamma:
+        """Maximum likelihood on the customers (x, m), each row counted ``weights`` times
+        (1 each by default): a population kept as counts per (x, rounded m) cell
+        (streams.state.facts' spend cells) fits in time bounded by its cells."""
         x, m = _arrays(x, m)
-        keep = (x > 0) & (m > 0) & np.isfinite(m)
-        x, m = x[keep], m[keep]
-        if len(x) < 2:
+        weights = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=float)
+        if np.any(weights < 0):
+            raise ValueError("need weights >= 0")
+        keep = (x > 0) & (m > 0) & np.isfinite(m) & (weights > 0)
+        x, m, weights = x[keep], m[keep], weights[keep]
+        if weights.sum() < 2:
             raise ValueError("Gamma-Gamma needs at least two repeat customers with spend > 0")
         # Fit in units of the median spend: p and q have no unit and gamma scales with the
         # money, so the fit is the same in cents, dollars or rupiah (gamma is scaled back).
-        unit = float(np.median(m))
-        scaled = m / unit
+        unit = _weighted_median(m, weights)
+        # Identical rows once each, counted: the likelihood is a sum.
+        rows, inverse = np.unique(np.column_stack([x, m / unit]), axis=0, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=weights)
+        x, scaled = rows.T
+        n = counts.sum()
 
         # Searched over (p, q - 1, gamma): q > 1 by construction, so the population's mean
         # spend p * gamma / (q - 1) exists and every expected spend is finite and > 0. A
@@ -387,13 +414,13 @@ class GammaGamma(_FittedModel):
         # ends pressed against q = 1, which _store_fit reports as not converged.
         def mean_ll(shifted):
             p, q_minus_1, gamma = shifted
-            return np.sum(self._ll(p, 1.0 + q_minus_1, gamma, x, scaled)) / len(x)
+            return np.sum(counts * self._ll(p, 1.0 + q_minus_1, gamma, x, scaled)) / n
 
         best = _maximise(mean_ll, ((1.0, 1.0, 1.0), (5.0, 2.0, 0.5), (2.0, 9.0, 5.0)),
                          self.penalizer)  # fmt: skip
         # the likelihood of values in units of `unit` is the money likelihood times unit^n
-        log_likelihood = (mean_ll(np.exp(best.x)) - np.log(unit)) * len(x)
-        self._store_fit(best, log_likelihood, len(x))
+        log_likelihood = (mean_ll(np.exp(best.x)) - np.log(unit)) * n
+        self._store_fit(best, log_likelihood, n)
         self.params["q"] += 1.0
         self.params["gamma"] *= unit
         if self.params["q"] - 1.0 < Q_EDGE:

@@ -23,6 +23,9 @@ MIN_SPEND_CUSTOMERS = 10  # repeat customers with spend > 0 that a Gamma-Gamma f
 # A century outlives any customer relationship, and keeps every time a datetime (year <
 # 10000) and an exact float in the due index.
 HORIZON_WEEKS = 100 * 365.25 / 7
+# A spend cell's prefix among the cells (streams.state.facts.spend_cell_of); the others
+# are day cells.
+SPEND_CELL = "gg:"
 
 
 def _later_ms(start_ms: int, weeks: float) -> int | None:
@@ -256,11 +259,13 @@ def _require_customers(n: float) -> None:
         raise ValueError(f"need at least 10 customers with a purchase to fit, have {n:.0f}")
 
 
-def _fit_spend(x, spend) -> GammaGamma | None:
-    """Gamma-Gamma on (x, mean repeat value), None with too few repeat customers."""
-    if np.sum((x > 0) & (spend > 0)) < MIN_SPEND_CUSTOMERS:
+def _fit_spend(x, spend, weights=None) -> GammaGamma | None:
+    """Gamma-Gamma on (x, mean repeat value), each row ``weights`` customers (1 each by
+    default); None with too few repeat customers."""
+    weights = np.ones(len(x)) if weights is None else weights
+    if np.sum(weights[(x > 0) & (spend > 0)]) < MIN_SPEND_CUSTOMERS:
         return None
-    return GammaGamma().fit(x, spend)
+    return GammaGamma().fit(x, spend, weights)
 
 
 def cell_rows(cells: dict[str, int], as_of_ms: int, days: Days = UTC_DAYS):
@@ -295,19 +300,56 @@ def cell_rows(cells: dict[str, int], as_of_ms: int, days: Days = UTC_DAYS):
     return x, t_x / MS_PER_WEEK, big_t / MS_PER_WEEK, weights
 
 
+def split_cells(cells: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(the day cells, the spend cells) of the cells as stored together.
+
+    >>> split_cells({"1:3:7": 2, "gg:1:12e0": 1})
+    ({'1:3:7': 2}, {'gg:1:12e0': 1})
+    """
+    day = {name: n for name, n in cells.items() if not name.startswith(SPEND_CELL)}
+    spend = {name: n for name, n in cells.items() if name.startswith(SPEND_CELL)}
+    return day, spend
+
+
+def spend_cell_rows(cells: dict[str, int]):
+    """Spend cells (``gg:<x>:<mean repeat value, 3 significant digits>`` -> customers:
+    streams.state.facts.spend_cell_of) as weighted Gamma-Gamma rows (x, m, weights); the
+    mean is within 0.5% of each customer's own.
+
+    >>> x, m, w = spend_cell_rows({"gg:2:453e-1": 3, "gg:1:1e2": 1})
+    >>> x.tolist(), m.tolist(), w.tolist()
+    ([2.0, 1.0], [45.3, 100.0], [3.0, 1.0])
+    """
+    parts = [name[len(SPEND_CELL) :].split(":") for name in cells]
+    x = np.array([int(p[0]) for p in parts], dtype=float)
+    m = np.array([float(p[1]) for p in parts], dtype=float)
+    return x, m, np.array(list(cells.values()), dtype=float)
+
+
+def _refuse_negative(cells: dict[str, int], kind: str) -> None:
+    """A cell below 0 is named: only a hand-edited or half-repaired cells hash gets there."""
+    bad = next((name for name, n in cells.items() if n < 0), None)
+    if bad is not None:
+        raise ValueError(f"{kind} cell {bad} holds {cells[bad]} customers (`rtba verify`)")
+
+
 def fit_on_cells(
-    cells: dict[str, int], as_of_ms: int, spend_states, model_name: str = "mbgnbd",
+    cells: dict[str, int], as_of_ms: int, spend_states=None, model_name: str = "mbgnbd",
     threshold: float = 0.7, rearm_below: float = 0.5, days: Days = UTC_DAYS,
 ) -> ChurnScorer:  # fmt: skip
     """Fit the churn model on everyone, kept as day cells (:func:`cell_rows`: exact to the
-    day, in time bounded by the number of cells), and Gamma-Gamma on ``spend_states`` (a
-    sample: its likelihood needs each customer's own x and mean spend, which no count
-    per cell keeps)."""
-    x, t_x, big_t, weights = cell_rows(cells, as_of_ms, days)
-    if np.any(weights < 0):  # only a hand-edited or half-repaired cells hash gets there
-        bad = next(name for name, n in cells.items() if n < 0)
-        raise ValueError(f"day cell {bad} holds {cells[bad]} customers (`rtba verify`)")
+    day, in time bounded by the number of cells), and Gamma-Gamma on the spend cells
+    (:func:`spend_cell_rows`: each mean within 0.5%), or on ``spend_states`` when given
+    (a sample, for a namespace whose spend cells are not whole)."""
+    day_cells, spend_cells = split_cells(cells)
+    _refuse_negative(day_cells, "day")
+    x, t_x, big_t, weights = cell_rows(day_cells, as_of_ms, days)
     _require_customers(float(weights.sum()))
     model = MODELS[model_name]().fit(x, t_x, big_t, weights)
-    sx, _, _, spend = population(spend_states, as_of_ms)
-    return ChurnScorer(model, _fit_spend(sx, spend), threshold, rearm_below)
+    if spend_states is None:
+        _refuse_negative(spend_cells, "spend")
+        spend = _fit_spend(*spend_cell_rows(spend_cells))
+    else:
+        sx, _, _, mean_spend = population(spend_states, as_of_ms)
+        spend = _fit_spend(sx, mean_spend)
+    return ChurnScorer(model, spend, threshold, rearm_below)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 DAY = 86_400_000
 MONEY_PER_DECADE = 115  # the M histogram's buckets per power of ten (alpha = 1%)
@@ -86,6 +87,46 @@ def cells(states, utc_offset_ms: int = 0) -> dict[str, int]:
     return out
 
 
+def three_digits(value: Fraction) -> tuple[int, int]:
+    """(digits, exponent) of a positive ``value`` rounded to three significant digits,
+    ties to even, trailing zeros dropped: value ~ digits * 10**exponent."""
+    exponent = 0
+    while value * Fraction(10) ** -exponent >= 1000:
+        exponent += 1
+    while value * Fraction(10) ** -exponent < 100:
+        exponent -= 1
+    scaled = value * Fraction(10) ** -exponent  # in [100, 1000)
+    digits = round(scaled)  # Python rounds a Fraction's .5 to even
+    if digits == 1000:
+        digits, exponent = 100, exponent + 1
+    while digits % 10 == 0:
+        digits, exponent = digits // 10, exponent + 1
+    return digits, exponent
+
+
+def spend_cell(state) -> str | None:
+    """A state's spend cell (docs/population.md, "Spend cells"): ``gg:<x>:<mean>``, x the
+    purchase days after the first, the mean the repeat value (money spent less the first
+    purchase day's) over x, to three significant digits; None without a repeat day or
+    with a repeat value of 0 or less."""
+    x = state.purchase_days - 1
+    repeat_value = Fraction(state.gross - state.refunds - state.first_day_amount)
+    if state.first_purchase_ms is None or x < 1 or repeat_value <= 0:
+        return None
+    digits, exponent = three_digits(repeat_value / x)
+    return f"gg:{x}:{digits}e{exponent}"
+
+
+def spend_cells(states) -> dict[str, int]:
+    """The spend cells of a population: customers per cell."""
+    out: dict[str, int] = {}
+    for state in states:
+        name = spend_cell(state)
+        if name is not None:
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
 def index_entries(state) -> list[str]:
     """A state's member and ranking index entries (docs/population.md, "Member and ranking
     index"): its segment and cluster, and its money spent as 24 digits, 10**24 - 1 minus
@@ -100,8 +141,10 @@ def index_entries(state) -> list[str]:
 
 
 def written_population(states) -> dict[str, int]:
-    """What the writers' deltas sum to: the facts, the day cells as ``cell:`` fields and
-    the index entries as ``idx:`` fields."""
+    """What the writers' deltas sum to: the facts, the day and spend cells as ``cell:``
+    fields and the index entries as ``idx:`` fields."""
+    states = list(states)
     entries = {f"idx:{entry}": 1 for state in states for entry in index_entries(state)}
-    return {**population(states), **{f"cell:{k}": n for k, n in cells(states).items()},
+    every_cell = {**cells(states), **spend_cells(states)}
+    return {**population(states), **{f"cell:{k}": n for k, n in every_cell.items()},
             **entries}  # fmt: skip

@@ -345,7 +345,8 @@ def churn_fit(model, as_of, as_json) -> None:
 
 def _fitted_on(fitted: dict) -> str:
     if fitted.get("fitted_on") == "day cells":
-        return f"{fitted['cells']:,} day cells"
+        spend = "spend cells" if fitted.get("spend_fitted_on") == "spend cells" else "the sample"
+        return f"{fitted['cells']:,} day and spend cells; Gamma-Gamma on {spend}"
     if fitted.get("fitted_on") == "everyone":
         return "every customer's exact purchase times"
     return "the sample: no day cell kept yet (`rtba verify --repair`, workers stopped)"

@@ -42,7 +42,8 @@ from streams.processing.pipeline import (
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
 from streams.state import sweep
-from streams.state.facts import namespace_days, read_cells
+from streams.state.claims import spend_cells_kept
+from streams.state.facts import namespace_days, read_cells, read_fact
 from streams.state.keys import Keys
 from streams.state.sample import sample_customer_ids
 from streams.state.store import (
@@ -801,19 +802,31 @@ def _spend_in_force(client, keys: Keys):
     return spend, in_force.version
 
 
+def _sample(client, keys: Keys, size: int, cells_suffice) -> tuple[bool, list]:
+    """(whether the population is smaller than the sample, the sample's states). None read
+    when ``cells_suffice`` (day and whole spend cells kept) and the facts count at least
+    ``size`` customers: the fit then reads no state."""
+    if cells_suffice and read_fact(client, keys, "customers") >= size:
+        return False, []
+    ids = sample_customer_ids(client, keys, size)
+    return len(ids) < size, read_states_sync(client, keys, ids)
+
+
 def refit_churn(
     settings: Settings, as_of_ms: int | None = None, model_name: str | None = None
 ) -> dict:
     """Fit the churn model on everyone, from the day cells the writers keep
     (streams.state.facts; churn_risk.fit_on_cells: exact to the day, its cost bounded by
     the number of cells; a population the sample holds whole: its exact rows), and
-    Gamma-Gamma on the customer sample (``RTBA_CHURN_FIT_SAMPLE``:
-    the first due-index buckets, streams.state.sample), as of the watermark unless given;
-    publish them as the next version, unless their parameters are those in force
-    (churn_risk.same_fit): then nothing is published and nobody re-scheduled. Without any
-    day cell (a namespace kept before S10 and not yet `rtba verify --repair`ed) the churn
-    model is fitted on the sample too. Raises RefitSkipped, with the true reason (also kept
-    in Redis for `rtba segments`), when it cannot.
+    Gamma-Gamma on the spend cells when they are whole (streams.state.claims), else on
+    the customer sample (``RTBA_CHURN_FIT_SAMPLE``: the first due-index buckets,
+    streams.state.sample), as of the watermark unless given; publish them as the next
+    version, unless their parameters are those in force (churn_risk.same_fit): then
+    nothing is published and nobody re-scheduled. On whole cells of a population larger
+    than the sample no state is read. Without any day cell (a namespace kept before S10
+    and not yet `rtba verify --repair`ed) the churn model is fitted on the sample too.
+    Raises RefitSkipped, with the true reason (also kept in Redis for `rtba segments`),
+    when it cannot.
 
     Blocking (reads the cells and the sample, runs the optimiser): call it in a thread.
     """
@@ -825,20 +838,20 @@ def refit_churn(
         if as_of_ms is None:
             raise RefitSkipped("no event time yet (no event or watermark has been applied)")
         cells = read_cells(client, keys)
-        ids = sample_customer_ids(client, keys, settings.churn_fit_sample)
-        states = read_states_sync(client, keys, ids)
+        spend_kept = spend_cells_kept(client, settings.namespace)
+        whole, states = _sample(client, keys, settings.churn_fit_sample, spend_kept and cells)
         name = model_name or settings.churn_model
         # A population the sample covers whole is fitted on its exact rows (times to the
         # millisecond, as before S10); the cells, exact only to the day, are for the
         # populations the sample cannot hold.
-        fitted_on = "everyone" if len(ids) < settings.churn_fit_sample else "day cells"
-        if fitted_on == "day cells" and not cells:
-            fitted_on = "sample"  # a namespace from before S10, not yet repaired
+        fitted_on = "everyone" if whole else "day cells" if cells else "sample"
+        spend_on = "spend cells" if fitted_on == "day cells" and spend_kept else fitted_on
         try:
             if fitted_on == "day cells":
                 scorer = churn_risk.fit_on_cells(
-                    cells, as_of_ms, states, name, settings.churn_threshold,
-                    settings.churn_rearm_below, namespace_days(client, keys, settings.days()),
+                    cells, as_of_ms, None if spend_kept else states, name,
+                    settings.churn_threshold, settings.churn_rearm_below,
+                    namespace_days(client, keys, settings.days()),
                 )  # fmt: skip
             else:
                 scorer = churn_risk.fit(states, as_of_ms, name, settings.churn_threshold,
@@ -861,7 +874,7 @@ def refit_churn(
         # Every due time stands: publishing would only make the re-schedule walk everyone.
         client.hdel(keys.churn_model, "last_error")
         return _refit_result(scorer, spend_error, in_force.version, as_of_ms, published=False,
-                             fitted_on=fitted_on, cells=len(cells))  # fmt: skip
+                             fitted_on=(fitted_on, spend_on), cells=len(cells))  # fmt: skip
     meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
             "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
@@ -871,14 +884,15 @@ def refit_churn(
     everyone = read_states_sync(client, keys, all_customer_ids(client, keys))
     reschedule(client, keys, everyone, current_models(client, keys, settings, churn=scorer))
     return _refit_result(scorer, spend_error, version, as_of_ms, published=True,
-                         fitted_on=fitted_on, cells=len(cells))  # fmt: skip
+                         fitted_on=(fitted_on, spend_on), cells=len(cells))  # fmt: skip
 
 
 def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
-                  published: bool, fitted_on: str, cells: int = 0) -> dict:  # fmt: skip
-    """What a refit reports (the log, `rtba churn fit`): ``fitted_on`` "everyone" (the
-    sample holds the whole population: its exact rows), "day cells" (and how many) or
-    "sample" (no cell kept yet)."""
+                  published: bool, fitted_on: tuple[str, str], cells: int = 0) -> dict:  # fmt: skip
+    """What a refit reports (the log, `rtba churn fit`): ``fitted_on`` (the churn model's
+    rows, then Gamma-Gamma's): "everyone" (the sample holds the whole population: its
+    exact rows), "day cells" (and how many) or "sample" (no cell kept yet); Gamma-Gamma's
+    "spend cells" (whole: streams.state.claims) or else "sample"."""
     spend = scorer.spend.to_dict() if scorer.spend else None
     return {
         **scorer.model.to_dict(),
@@ -887,6 +901,7 @@ def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
         "version": version,
         "as_of_ms": as_of_ms,
         "published": published,
-        "fitted_on": fitted_on,
+        "fitted_on": fitted_on[0],
+        "spend_fitted_on": fitted_on[1],
         "cells": cells,
     }

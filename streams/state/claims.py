@@ -1,7 +1,7 @@
 """Facts of a namespace: settings that decide what the stored state means, so every
 worker of the namespace must share them (docs/decisions.md, S9). The time zone
-(streams.state.timezone), the pseudonym key (streams.privacy) and the segment map (here)
-are claimed the one way this module gives.
+(streams.state.timezone), the pseudonym key (streams.privacy), the segment map and
+whether the spend cells are whole (here) are claimed the one way this module gives.
 
 The first worker stores its value (SET NX: two workers starting at once agree on one).
 A namespace that applied events before the fact was kept holds what rtba did then, the
@@ -65,3 +65,26 @@ def segment_map_in_force(settings, client) -> str:
     one, else their own setting (nothing stored, nothing to disagree with). Never writes:
     the API's Redis user is read-only."""
     return stored(client, Keys(settings.namespace).segment_map) or settings.segment_map
+
+
+SPEND_CELLS_KEPT = "kept"
+
+
+def claim_spend_cells(client, namespace: str) -> bool:
+    """A worker's start: mark a namespace that has applied no event yet as keeping whole
+    spend cells (streams.state.facts; every write adds its customer's); one that applied
+    events before them is ``missing`` until `rtba verify --repair` rewrites the cells
+    (mark_spend_cells_kept). Returns whether the cells are whole."""
+    held = claim(client, namespace, Keys(namespace).spend_cells, SPEND_CELLS_KEPT, "missing")
+    return held == SPEND_CELLS_KEPT
+
+
+def mark_spend_cells_kept(client, namespace: str) -> None:
+    """The spend cells are whole: `rtba verify --repair` found or rewrote them from the
+    walk of every stored state."""
+    client.set(Keys(namespace).spend_cells, SPEND_CELLS_KEPT)
+
+
+def spend_cells_kept(client, namespace: str) -> bool:
+    """Whether the churn refit may fit Gamma-Gamma on the spend cells (else the sample)."""
+    return stored(client, Keys(namespace).spend_cells) == SPEND_CELLS_KEPT

@@ -44,11 +44,12 @@ SINGLE_SERVER_SHARDS, the same key names and the same summing code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import redis
 from redis.crc import key_slot
 
+from online_models.churn_risk import SPEND_CELL
 from online_models.customer import CustomerState
 from online_models.days import UTC_DAYS, Days
 from online_models.quantiles import rfm_histograms
@@ -182,14 +183,42 @@ def cell_of(state: CustomerState, days: Days = UTC_DAYS) -> str | None:
     return f"{state.purchase_days - 1}:{first}:{last}"
 
 
+# A mean spend to three significant digits: within 0.5% of it, and at most 900 cells a
+# power of ten for each x.
+_SPEND_DIGITS = Context(prec=3, rounding=ROUND_HALF_EVEN)
+
+
+def spend_cell_of(state: CustomerState) -> str | None:
+    """The customer's spend cell, ``gg:<x>:<mean>`` (x the purchase days after the first,
+    the mean the repeat value a repeat day to three significant digits, ties to even,
+    written ``<digits>e<exponent>``), or None when Gamma-Gamma leaves it out (no repeat
+    day, or a repeat value of 0 or less). Gamma-Gamma is fitted on them, weighted
+    (online_models.churn_risk.spend_cell_rows).
+
+    >>> from decimal import Decimal
+    >>> s = CustomerState("c1")
+    >>> for day, amount in ((3, "20"), (7, "45.25"), (9, "45.3")):
+    ...     _ = s.apply_purchase(day * 86_400_000, Decimal(amount), f"o{day}")
+    >>> spend_cell_of(s), spend_cell_of(CustomerState("c2"))
+    ('gg:2:453e-1', None)
+    """
+    repeats = state.purchase_days - 1
+    if state.first_purchase_ms is None or repeats < 1 or state.repeat_value <= 0:
+        return None
+    _sign, digits, exponent = (
+        _SPEND_DIGITS.divide(state.repeat_value, repeats).normalize(_SPEND_DIGITS).as_tuple()
+    )
+    return f"{SPEND_CELL}{repeats}:{''.join(map(str, digits))}e{exponent}"
+
+
 def written_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[str, int]:
-    """What a stored state adds to the facts, to the day cells (its cell as a ``cell:``
-    field) and to the index (its entries as ``idx:`` fields): what a write's delta is
-    taken between."""
+    """What a stored state adds to the facts, to the day cells and spend cells (its cells
+    as ``cell:`` fields) and to the index (its entries as ``idx:`` fields): what a write's
+    delta is taken between."""
     out = contribution(state, days)
-    cell = cell_of(state, days)
-    if cell is not None:
-        out[CELL + cell] = 1
+    for cell in (cell_of(state, days), spend_cell_of(state)):
+        if cell is not None:
+            out[CELL + cell] = 1
     for entry in index_entries(state):
         out[INDEX + entry] = 1
     return out

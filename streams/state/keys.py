@@ -166,6 +166,14 @@ class Keys:
         return f"{self.namespace}:segment_map"
 
     @property
+    def spend_cells(self) -> str:
+        """String: ``kept`` when the namespace's spend cells (streams.state.facts) hold
+        every customer: its first worker started with them, or `rtba verify --repair`
+        made them whole; ``missing`` (or absent) otherwise, and the churn refit fits
+        Gamma-Gamma on the customer sample (streams.state.claims)."""
+        return f"{self.namespace}:spend_cells"
+
+    @property
     def erased(self) -> str:
         """Hash: ``salt`` (random, made once) and, per erased customer, ``h:`` + the
         HMAC-SHA256 of its id under the salt -> when it was erased (wall clock, ms): how

@@ -27,6 +27,7 @@ from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, OutboxRelay, Rescorer
 from streams.state import facts
 from streams.state import store as store_module
+from streams.state.claims import spend_cells_kept
 from streams.state.erase import Eraser
 from streams.state.keys import Keys
 from streams.state.redis_client import clustered
@@ -38,7 +39,7 @@ from streams.state.store import (
     read_states,
     read_stats,
 )
-from tests.reference_facts import cells, index_entries, population
+from tests.reference_facts import cells, index_entries, population, spend_cells
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +207,9 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert facts.read_facts(client, keys) == want
     want_cells = cells(states)  # the day cells, kept apart from the facts /segments reads
     assert sum(want_cells.values()) == sum(s.first_purchase_ms is not None for s in states)
+    repeat_spenders = spend_cells(states)  # and the spend cells, in the same hashes
+    assert repeat_spenders and not set(repeat_spenders) & set(want_cells)
+    want_cells |= repeat_spenders
     assert stored_facts(client, keys, "cells") == want_cells
     assert facts.read_cells(client, keys) == want_cells
     want_index = {entry for state in states for entry in index_entries(state)}
@@ -222,8 +226,10 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert code == 1 and report["different"] == 1
     assert report["differences"][0]["field"] == f"seg:{some.segment}"
     assert report["differences"][0]["stored"] == report["differences"][0]["expected"] + 1
+    assert not spend_cells_kept(client, settings.namespace)  # no worker claimed them
     code, report = verify(capsys, "--repair")
     assert code == 0 and report["repaired_shards"] == 1
+    assert spend_cells_kept(client, settings.namespace)  # every cell from the walk: whole
     code, report = verify(capsys)
     assert code == 0 and report["equal"]
     assert facts.read_facts(client, keys) == want

@@ -1,7 +1,7 @@
 """The churn refit on the day cells (S10 item 3) against a real Redis: the churn model is
 fitted on everyone's cells (counted here from the states, tests/reference_facts.cells, and
-put in the cells hashes by hand), Gamma-Gamma on the sample; a refit that does not move
-publishes nothing.
+put in the cells hashes by hand), Gamma-Gamma on the sample, or on the spend cells when
+they are whole; a refit that does not move publishes nothing.
 
 Every purchase is at noon UTC, so the cells hold each customer's (x, t_x, T) exactly and
 the fit on them is the fit on the states (to 1e-6).
@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 from online_models import churn_risk
+from online_models.churn import GammaGamma
 from online_models.customer import CustomerState
 from streams.processing import worker
+from streams.state.claims import claim_spend_cells
 from streams.state.keys import Keys
 from streams.state.store import read_churn_model, write_due
-from tests.reference_facts import cells
+from tests.reference_facts import cells, spend_cells
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +82,50 @@ def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_clien
     again = worker.refit_churn(chosen, AS_OF, "mbgnbd")
     assert not again["published"] and again["version"] == fitted["version"]
     assert read_churn_model(redis_client, keys).version == fitted["version"]
+
+
+def test_with_whole_spend_cells_the_refit_reads_no_state(settings, redis_client, monkeypatch):
+    """A namespace whose spend cells are whole (its first worker kept them) fits both
+    models on the cells: no customer's state is read unless a fit is published (its
+    re-schedule), and Gamma-Gamma is the fit on the spend cells' rows repeated."""
+    keys = Keys(settings.namespace)
+    states = shop()
+    by_id = {s.customer_id: s for s in states}
+    write_due(redis_client, keys, dict.fromkeys(by_id))
+    counted = {**cells(states), **spend_cells(states)}
+    names = sorted(counted)
+    redis_client.hset(keys.cells(0), mapping={n: counted[n] for n in names[::2]})
+    redis_client.hset(keys.cells(5), mapping={n: counted[n] for n in names[1::2]})
+    redis_client.hset(keys.facts(3), "customers", CUSTOMERS)
+    assert claim_spend_cells(redis_client, settings.namespace)  # no event applied yet
+    reads: list[list[str]] = []
+
+    def read_states(client, keys, wanted):
+        reads.append(list(wanted))
+        return [by_id[cid] for cid in wanted]
+
+    monkeypatch.setattr(worker, "read_states_sync", read_states)
+    chosen = settings.model_copy(update={"churn_fit_sample": SAMPLE})
+    fitted = worker.refit_churn(chosen, AS_OF, "mbgnbd")
+    assert (fitted["fitted_on"], fitted["spend_fitted_on"]) == ("day cells", "spend cells")
+    assert len(reads) == 1 and sorted(reads[0]) == sorted(by_id)  # the re-schedule only
+
+    repeat = [(int(n.split(":")[1]), float(n.split(":")[2]), k)
+              for n, k in counted.items() if n.startswith("gg:")]  # fmt: skip
+    x, m, k = (np.array(column, dtype=float) for column in zip(*repeat, strict=True))
+    want = GammaGamma().fit(np.repeat(x, k.astype(int)), np.repeat(m, k.astype(int))).params
+    for name, value in want.items():
+        assert math.isclose(fitted["gamma_gamma"]["params"][name], value, rel_tol=1e-6), name
+    # against the fit on every exact mean: this shop's spend hardly varies between
+    # customers (q ~ 1,000, a flat ridge), so the mean spend p * gamma / (q - 1) is
+    # what is pinned, not p, q, gamma one by one
+    exact = churn_risk.fit(states, AS_OF, "mbgnbd").spend.params
+    got = fitted["gamma_gamma"]["params"]
+
+    def mean_spend(params):
+        return params["p"] * params["gamma"] / (params["q"] - 1)
+
+    assert math.isclose(mean_spend(got), mean_spend(exact), rel_tol=1e-3)
+
+    again = worker.refit_churn(chosen, AS_OF, "mbgnbd")
+    assert not again["published"] and len(reads) == 1  # unchanged: not one state read

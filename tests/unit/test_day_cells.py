@@ -60,12 +60,13 @@ def test_a_written_contribution_carries_the_cell_and_the_scripts_get_it_apart():
     written = facts.written_contribution(state)
     # its money-rank entry: 37.50 spent, in micro-units, subtracted from 24 nines
     money = f"m:{'9' * 16}62499999:c1"
+    # one repeat day worth 25.00: its spend cell
     assert written == {**facts.contribution(state), f"cell:1:{first}:{last}": 1,
-                       f"idx:{money}": 1}  # fmt: skip
+                       "cell:gg:1:25e0": 1, f"idx:{money}": 1}  # fmt: skip
     args = facts.script_args(facts.delta(None, written))
     f = args[0]
-    # g, then the cell's pair; h, then the index entry's
-    assert args[1 + 2 * f :] == [1, f"1:{first}:{last}", 1, 1, money, 1]
+    # g, then the cells' pairs; h, then the index entry's
+    assert args[1 + 2 * f :] == [2, f"1:{first}:{last}", 1, "gg:1:25e0", 1, 1, money, 1]
     assert "cell:" not in " ".join(map(str, args[: 1 + 2 * f]))  # never in the facts hash
     assert facts.written_contribution(CustomerState("c2")) == {
         "customers": 1, "without_purchase": 1, f"idx:m:{'9' * 24}:c2": 1}  # fmt: skip
