@@ -48,14 +48,15 @@ def shop() -> list[CustomerState]:
     return out
 
 
-def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_client,
-                                                           monkeypatch):  # fmt: skip
+def stored_shop(settings, redis_client, monkeypatch, counting):
+    """The shop's customers in the due index and ``counting(states)`` in the cells hashes,
+    spread over two shards (the refit sums every shard); the states' reads recorded:
+    (states, cells, reads)."""
     keys = Keys(settings.namespace)
     states = shop()
     by_id = {s.customer_id: s for s in states}
     write_due(redis_client, keys, dict.fromkeys(by_id))
-    counted = cells(states)
-    # spread over two shards: the refit sums every shard
+    counted = counting(states)
     names = sorted(counted)
     redis_client.hset(keys.cells(0), mapping={n: counted[n] for n in names[::2]})
     redis_client.hset(keys.cells(5), mapping={n: counted[n] for n in names[1::2]})
@@ -66,6 +67,12 @@ def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_clien
         return [by_id[cid] for cid in wanted]
 
     monkeypatch.setattr(worker, "read_states_sync", read_states)
+    return states, counted, reads
+
+
+def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_client,
+                                                           monkeypatch):  # fmt: skip
+    states, counted, reads = stored_shop(settings, redis_client, monkeypatch, cells)
     chosen = settings.model_copy(update={"churn_fit_sample": SAMPLE})
     fitted = worker.refit_churn(chosen, AS_OF, "mbgnbd")
 
@@ -75,40 +82,31 @@ def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_clien
     want = churn_risk.fit(states, AS_OF, "mbgnbd").model.params
     for name, value in want.items():
         assert math.isclose(fitted["params"][name], value, rel_tol=1e-6), name
+    by_id = {s.customer_id: s for s in states}
     sample = [by_id[cid] for cid in reads[0]]
     spend = churn_risk.fit(sample, AS_OF, "mbgnbd").spend.params
     assert fitted["gamma_gamma"]["params"] == spend
 
     again = worker.refit_churn(chosen, AS_OF, "mbgnbd")
     assert not again["published"] and again["version"] == fitted["version"]
-    assert read_churn_model(redis_client, keys).version == fitted["version"]
+    assert read_churn_model(redis_client, Keys(settings.namespace)).version == fitted["version"]
 
 
 def test_with_whole_spend_cells_the_refit_reads_no_state(settings, redis_client, monkeypatch):
     """A namespace whose spend cells are whole (its first worker kept them) fits both
     models on the cells: no customer's state is read unless a fit is published (its
     re-schedule), and Gamma-Gamma is the fit on the spend cells' rows repeated."""
-    keys = Keys(settings.namespace)
-    states = shop()
-    by_id = {s.customer_id: s for s in states}
-    write_due(redis_client, keys, dict.fromkeys(by_id))
-    counted = {**cells(states), **spend_cells(states)}
-    names = sorted(counted)
-    redis_client.hset(keys.cells(0), mapping={n: counted[n] for n in names[::2]})
-    redis_client.hset(keys.cells(5), mapping={n: counted[n] for n in names[1::2]})
-    redis_client.hset(keys.facts(3), "customers", CUSTOMERS)
+
+    def every_cell(states):
+        return {**cells(states), **spend_cells(states)}
+
+    states, counted, reads = stored_shop(settings, redis_client, monkeypatch, every_cell)
+    redis_client.hset(Keys(settings.namespace).facts(3), "customers", CUSTOMERS)
     assert claim_spend_cells(redis_client, settings.namespace)  # no event applied yet
-    reads: list[list[str]] = []
-
-    def read_states(client, keys, wanted):
-        reads.append(list(wanted))
-        return [by_id[cid] for cid in wanted]
-
-    monkeypatch.setattr(worker, "read_states_sync", read_states)
     chosen = settings.model_copy(update={"churn_fit_sample": SAMPLE})
     fitted = worker.refit_churn(chosen, AS_OF, "mbgnbd")
     assert (fitted["fitted_on"], fitted["spend_fitted_on"]) == ("day cells", "spend cells")
-    assert len(reads) == 1 and sorted(reads[0]) == sorted(by_id)  # the re-schedule only
+    assert len(reads) == 1 and sorted(reads[0]) == sorted(s.customer_id for s in states)
 
     repeat = [(int(n.split(":")[1]), float(n.split(":")[2]), k)
               for n, k in counted.items() if n.startswith("gg:")]  # fmt: skip
