@@ -58,15 +58,20 @@ def test_tree_cpu_of_no_process_is_zero():
 
 def test_the_report_sets_two_workers_cpu_per_event_against_one():
     figures = {"d": [5000.0, 5200.0, 4800.0], "e": [4000.0, 4100.0, 3900.0],
-               "d_cpu": [200.0, 180.0, 220.0], "e_cpu": [250.0, 210.0, 230.0]}  # fmt: skip
+               "d_cpu": [200.0, 180.0, 220.0], "e_cpu": [250.0, 210.0, 230.0],
+               "l_cpu": [205.0, 190.0, 210.0]}  # fmt: skip
     lines = pipeline.report(figures, 100_000)
-    # medians 230 / 200
+    # the goal against l, one worker run as e is: medians 230 / 205
     assert (
-        "CPU per event e / d = 1.15 (goal ≤ 1.15: a second worker adds no coordination "
-        "cost)" in lines
+        "CPU per event e / l = 1.12 (goal ≤ 1.15: a second worker adds no coordination "
+        "cost; l is one worker run as e is)" in lines
     )
+    # and against d (catching up), for reference: 230 / 200, no goal
+    assert any(line.startswith("CPU per event e / d = 1.15 (d catches up") for line in lines)
     assert any(line.startswith("d worker CPU µs per event") and " 200 " in line for line in lines)
     assert any(line.startswith("e two workers' CPU µs per event") and " 230 " in line
+               for line in lines)  # fmt: skip
+    assert any(line.startswith("l one worker's CPU µs per event") and " 205 " in line
                for line in lines)  # fmt: skip
 
 
