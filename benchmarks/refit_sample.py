@@ -247,7 +247,7 @@ def report(out: dict) -> None:
           f"{cells['rows_s']} s, rows + fit {cells['churn_s']} s)")  # fmt: skip
     spend = out["spend_cells"]
     diffs = " ".join(f"{d:>+9.4%}" for d in spend["relative_difference"].values())
-    print(f"{'spend cells':>18} {spend['cells']:>10,} {'':>39}{diffs}   (Gamma-Gamma only; "
+    print(f"{'spend cells':>18} {spend['cells']:>10,} {'':>40}{diffs}   (Gamma-Gamma only; "
           f"rows + fit {spend['spend_s']} s)")  # fmt: skip
     if "store" in cells:
         store = cells["store"]

@@ -319,8 +319,8 @@ def churn_fit(model, as_of, as_json) -> None:
 
     log(
         f"rtba churn fit: fitting {model or chosen.churn_model} on everyone's day cells, "
-        f"Gamma-Gamma on a sample of {chosen.churn_fit_sample:,} customers "
-        "(RTBA_CHURN_FIT_SAMPLE) ..."
+        "Gamma-Gamma on the spend cells where they are whole, else on a sample of "
+        f"{chosen.churn_fit_sample:,} customers (RTBA_CHURN_FIT_SAMPLE) ..."
     )
     try:
         fitted = refit_churn(chosen, as_of, model)
@@ -346,7 +346,7 @@ def churn_fit(model, as_of, as_json) -> None:
 def _fitted_on(fitted: dict) -> str:
     if fitted.get("fitted_on") == "day cells":
         spend = "spend cells" if fitted.get("spend_fitted_on") == "spend cells" else "the sample"
-        return f"{fitted['cells']:,} day and spend cells; Gamma-Gamma on {spend}"
+        return f"{fitted['cells']:,} day cells; Gamma-Gamma on {spend}"
     if fitted.get("fitted_on") == "everyone":
         return "every customer's exact purchase times"
     return "the sample: no day cell kept yet (`rtba verify --repair`, workers stopped)"

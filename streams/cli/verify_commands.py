@@ -26,13 +26,13 @@ def verify(repair, as_json) -> int:
 
     Reads every customer's state (the only command that walks the population), sums
     what each adds to the facts (segment, cluster and audience sizes, the sums behind
-    the means, the RFM histograms), to the day cells the churn refit fits on
-    (``cell:<x>:<first day>:<last day>``) and to the member and ranking index
-    (``idx:`` entries), and lists each field that differs, shard by shard.
+    the means, the RFM histograms), to the day and spend cells the churn refit fits on
+    (``cell:<x>:<first day>:<last day>``, ``cell:gg:<x>:<mean>``) and to the member and
+    ranking index (``idx:`` entries), and lists each field that differs, shard by shard.
     Exit code 0 when they are equal, 1 when some differ, 2 when the facts changed during
     the walk (workers writing: run it again on a quiet system). --repair rewrites the
     differing shards from the walk, for a namespace kept by an rtba without facts (an
-    upgrade): stop the workers first.
+    upgrade), and marks the spend cells whole: stop the workers first.
 
     \b
     Examples:

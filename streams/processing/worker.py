@@ -838,18 +838,25 @@ def refit_churn(
         if as_of_ms is None:
             raise RefitSkipped("no event time yet (no event or watermark has been applied)")
         cells = read_cells(client, keys)
-        spend_kept = spend_cells_kept(client, settings.namespace)
-        whole, states = _sample(client, keys, settings.churn_fit_sample, spend_kept and cells)
+        day_cells, spend_cells = churn_risk.split_cells(cells)
+        # whole: claimed so, and no cell below 0 (a hand edit, or a rollback's writes)
+        spend_whole = spend_cells_kept(client, settings.namespace) and all(
+            n >= 0 for n in spend_cells.values()
+        )
+        whole, states = _sample(client, keys, settings.churn_fit_sample,
+                                spend_whole and bool(day_cells))  # fmt: skip
         name = model_name or settings.churn_model
         # A population the sample covers whole is fitted on its exact rows (times to the
         # millisecond, as before S10); the cells, exact only to the day, are for the
         # populations the sample cannot hold.
-        fitted_on = "everyone" if whole else "day cells" if cells else "sample"
-        spend_on = "spend cells" if fitted_on == "day cells" and spend_kept else fitted_on
+        fitted_on = "everyone" if whole else "day cells" if day_cells else "sample"
+        spend_on = fitted_on
+        if fitted_on == "day cells":
+            spend_on = "spend cells" if spend_whole else "sample"
         try:
             if fitted_on == "day cells":
                 scorer = churn_risk.fit_on_cells(
-                    cells, as_of_ms, None if spend_kept else states, name,
+                    cells, as_of_ms, None if spend_whole else states, name,
                     settings.churn_threshold, settings.churn_rearm_below,
                     namespace_days(client, keys, settings.days()),
                 )  # fmt: skip
@@ -874,7 +881,8 @@ def refit_churn(
         # Every due time stands: publishing would only make the re-schedule walk everyone.
         client.hdel(keys.churn_model, "last_error")
         return _refit_result(scorer, spend_error, in_force.version, as_of_ms, published=False,
-                             fitted_on=(fitted_on, spend_on), cells=len(cells))  # fmt: skip
+                             fitted_on=(fitted_on, spend_on),
+                             cells=(len(day_cells), len(spend_cells)))  # fmt: skip
     meta = {"as_of_ms": as_of_ms, "fitted_at_ms": int(time.time() * 1000),
             "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
@@ -884,11 +892,13 @@ def refit_churn(
     everyone = read_states_sync(client, keys, all_customer_ids(client, keys))
     reschedule(client, keys, everyone, current_models(client, keys, settings, churn=scorer))
     return _refit_result(scorer, spend_error, version, as_of_ms, published=True,
-                         fitted_on=(fitted_on, spend_on), cells=len(cells))  # fmt: skip
+                         fitted_on=(fitted_on, spend_on),
+                         cells=(len(day_cells), len(spend_cells)))  # fmt: skip
 
 
 def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
-                  published: bool, fitted_on: tuple[str, str], cells: int = 0) -> dict:  # fmt: skip
+                  published: bool, fitted_on: tuple[str, str],
+                  cells: tuple[int, int]) -> dict:  # fmt: skip
     """What a refit reports (the log, `rtba churn fit`): ``fitted_on`` (the churn model's
     rows, then Gamma-Gamma's): "everyone" (the sample holds the whole population: its
     exact rows), "day cells" (and how many) or "sample" (no cell kept yet); Gamma-Gamma's
@@ -903,5 +913,6 @@ def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,
         "published": published,
         "fitted_on": fitted_on[0],
         "spend_fitted_on": fitted_on[1],
-        "cells": cells,
+        "cells": cells[0],
+        "spend_cells": cells[1],
     }

@@ -77,6 +77,7 @@ def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_clien
     fitted = worker.refit_churn(chosen, AS_OF, "mbgnbd")
 
     assert fitted["fitted_on"] == "day cells" and fitted["cells"] == len(counted)
+    assert fitted["spend_fitted_on"] == "sample"  # no worker claimed spend cells whole
     assert fitted["customers"] == CUSTOMERS and fitted["published"]  # everyone, not the sample
     assert SAMPLE <= len(reads[0]) < CUSTOMERS  # the sample: Gamma-Gamma's only
     want = churn_risk.fit(states, AS_OF, "mbgnbd").model.params
@@ -127,3 +128,12 @@ def test_with_whole_spend_cells_the_refit_reads_no_state(settings, redis_client,
 
     again = worker.refit_churn(chosen, AS_OF, "mbgnbd")
     assert not again["published"] and len(reads) == 1  # unchanged: not one state read
+    spenders = sorted(n for n in counted if n.startswith("gg:"))
+    assert again["spend_cells"] == len(spenders) and again["cells"] == len(counted) - len(spenders)
+
+    # a spend cell below 0 (a hand edit, or writes by an rtba without spend cells): not
+    # whole, so Gamma-Gamma goes back to the sample; the churn model is still fitted
+    redis_client.hincrby(Keys(settings.namespace).cells(0), spenders[0], -1_000)
+    broken = worker.refit_churn(chosen, AS_OF, "mbgnbd")
+    assert (broken["fitted_on"], broken["spend_fitted_on"]) == ("day cells", "sample")
+    assert SAMPLE <= len(reads[1]) < CUSTOMERS and broken["params"] == again["params"]
