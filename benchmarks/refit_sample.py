@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from decimal import ROUND_HALF_EVEN, Context
+from decimal import Decimal
 
 import numpy as np
 
@@ -127,12 +127,13 @@ def cell_fit(pop: dict[str, np.ndarray], seed: int, model: str) -> dict:
 def spend_cells(pop: dict[str, np.ndarray]) -> dict[str, int]:
     """The repeat customers as the writers keep them for Gamma-Gamma: ``gg:<x>:<mean
     repeat value to three significant digits>`` -> customers (streams.state.facts)."""
-    digits3 = Context(prec=3, rounding=ROUND_HALF_EVEN)
+    from streams.state.facts import spend_cell
+
     out: dict[str, int] = {}
     for x, m in zip(pop["x"], pop["m"], strict=True):
-        if x > 0 and m > 0:
-            _, digits, exponent = digits3.create_decimal(float(m)).normalize(digits3).as_tuple()
-            name = f"{churn_risk.SPEND_CELL}{int(x)}:{''.join(map(str, digits))}e{exponent}"
+        value = Decimal(f"{m * x:.2f}")  # the repeat value as the writers see it: cents
+        if x > 0 and value > 0:
+            name = spend_cell(int(x), value)
             out[name] = out.get(name, 0) + 1
     return out
 

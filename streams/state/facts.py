@@ -205,9 +205,17 @@ def spend_cell_of(state: CustomerState) -> str | None:
     repeats = state.purchase_days - 1
     if state.first_purchase_ms is None or repeats < 1 or state.repeat_value <= 0:
         return None
-    _sign, digits, exponent = (
-        _SPEND_DIGITS.divide(state.repeat_value, repeats).normalize(_SPEND_DIGITS).as_tuple()
-    )
+    return spend_cell(repeats, state.repeat_value)
+
+
+def spend_cell(repeats: int, repeat_value: Decimal) -> str:
+    """The spend cell of ``repeats`` repeat days worth ``repeat_value`` in all (both > 0).
+
+    >>> spend_cell(2, Decimal("90.55")), spend_cell(1, Decimal("999.5"))
+    ('gg:2:453e-1', 'gg:1:1e3')
+    """
+    mean = _SPEND_DIGITS.divide(repeat_value, repeats).normalize(_SPEND_DIGITS)
+    _sign, digits, exponent = mean.as_tuple()
     return f"{SPEND_CELL}{repeats}:{''.join(map(str, digits))}e{exponent}"
 
 
@@ -359,8 +367,9 @@ def read_fact(client, keys: Keys, field: str) -> int:
 
 
 def read_cells(client, keys: Keys) -> dict[str, int]:
-    """The day cells, ``<x>:<first day>:<last day>`` -> customers, every shard summed
-    (synchronous client): what the churn refit fits on."""
+    """The day cells, ``<x>:<first day>:<last day>`` -> customers, and the spend cells,
+    ``gg:<x>:<mean>`` -> customers (churn_risk.split_cells tells them apart), every shard
+    summed (synchronous client): what the churn refit fits on."""
     return sum_shards(read_shards(client, keys, cells=True))
 
 
