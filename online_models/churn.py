@@ -132,29 +132,6 @@ def _maximise(mean_log_likelihood, starts, penalizer: float):
         res = minimize(objective, np.log(start), method="L-BFGS-B", bounds=[_BOUNDS] * len(start))
         if best is None or res.fun < best.fun:
             best = res
-    return _down_the_ridge(objective, best)
-
-
-# A log-parameter below this is one the optimiser may have left on its way to the bound.
-_LOW = -6.0
-# The objective (a mean over customers) no worse than this at the bound: as good there.
-_RIDGE_FLAT = 1e-9
-
-
-def _down_the_ridge(objective, best):
-    """Where the likelihood rises (or stays flat) towards the lower bound along a ridge (a
-    and b to 0 together, keeping a / (a + b)), L-BFGS-B stops somewhere on the way: where,
-    depends on its finite-difference gradients, which differ between machines (one VM's
-    fit stopped with b at e^-11.4, another's at e^-12). Move the small parameters down
-    together until the least is on the bound; if the objective is as good there, that is
-    the optimum (and _failure calls it one on a bound), the same on every machine."""
-    low = best.x < _LOW
-    if not low.any():
-        return best
-    probe = np.where(low, best.x - (best.x[low].min() - _BOUNDS[0]), best.x)
-    value = objective(probe)
-    if value <= best.fun + _RIDGE_FLAT * max(1.0, abs(best.fun)):
-        best.x, best.fun = probe, value
     return best
 
 
@@ -193,7 +170,7 @@ def _failure(best, names, log_likelihood: float, pairs: dict[str, str] | None = 
     limit = set() if pairs is None else {n for n in logs if logs[pairs[n]] >= _LIMIT_PARTNER}
     high = [n for n, v in logs.items() if v >= _BOUNDS[1] - 1e-3 and n not in limit]
     if low or high:
-        hit = [f"{n} at e^-12" for n in low] + [f"{n} at e^12" for n in high]
+        hit = [f"{n} at e^{_BOUNDS[0]:g}" for n in low] + [f"{n} at e^{_BOUNDS[1]:g}" for n in high]
         return f"the optimum is on a parameter bound ({', '.join(hit)})"
     if not best.success:
         return f"the optimiser stopped: {best.message}"

@@ -471,32 +471,3 @@ def test_the_crossing_is_the_first_millisecond_at_risk(model, params, customer, 
     if crossing is None or crossing <= state.last_purchase_ms:
         return
     assert scorer.risk(state, crossing) >= threshold > scorer.risk(state, crossing - 1)
-
-
-def test_a_fit_stopped_on_its_way_to_a_bound_is_one_on_the_bound():
-    """L-BFGS-B's finite differences stop it short of the bound on a ridge that rises all
-    the way there, at a point that differs between machines; the fit goes on down the
-    ridge, so the verdict (on a bound: not put in force) does not depend on the machine.
-    A small parameter at a true optimum stays where it is."""
-    from scipy.optimize import OptimizeResult
-
-    from online_models.churn import _down_the_ridge, _failure
-
-    def rising(x):  # the likelihood rises (the objective falls) as a and b go to 0 together
-        return (x[0] - 1.0) ** 2 + 1e-6 * (x[2] + x[3]) + 1e-3 * (x[2] - x[3] - 2.0) ** 2
-
-    stopped = OptimizeResult(x=np.array([1.0, 0.5, -8.0, -10.0]), success=True)
-    stopped.fun = rising(stopped.x)
-    best = _down_the_ridge(rising, stopped)
-    assert best.x.tolist() == [1.0, 0.5, -10.0, -12.0]  # both down, a - b kept
-    assert best.fun < rising(np.array([1.0, 0.5, -8.0, -10.0]))
-    names = ["r", "alpha", "a", "b"]
-    assert "b at e^-12" in _failure(best, names, -best.fun, {"r": "alpha", "alpha": "r",
-                                                             "a": "b", "b": "a"})  # fmt: skip
-
-    def valley(x):  # a true optimum at a = e^-7
-        return (x[0] - 1.0) ** 2 + (x[2] + 7.0) ** 2
-
-    interior = OptimizeResult(x=np.array([1.0, 0.5, -7.0, 0.3]), success=True)
-    interior.fun = valley(interior.x)
-    assert _down_the_ridge(valley, interior).x.tolist() == [1.0, 0.5, -7.0, 0.3]
