@@ -77,11 +77,17 @@ from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
 from streams.settings import Settings
 from streams.state import due_index, facts
-from streams.state.claims import claim_spend_cells
+from streams.state.claims import claim_whole
 from streams.state.keys import Keys
 from streams.state.namespace import _delete_keys
 from streams.state.redis_client import info_per_server
-from streams.state.store import StateStore, connect, publish_audiences
+from streams.state.store import (
+    StateStore,
+    connect,
+    publish_audiences,
+    publish_churn_model,
+    read_churn_model,
+)
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -318,7 +324,8 @@ def repeated(run, times: int, budget_s: float, at_least: int = 1) -> list[dict]:
 
 def refits(client, settings: Settings, times: int, budget_s: float) -> dict:
     """The first fit (from no model), then refits on the same data: parameters that do
-    not move."""
+    not move; then refits over a model 5% off in alpha (a model before, as a daily refit
+    of a changing shop meets it): they publish, and wake customers by day cell."""
     first = offloaded(client, partial(refit_churn, settings))
     params = first["result"]["params"]
 
@@ -328,8 +335,16 @@ def refits(client, settings: Settings, times: int, budget_s: float) -> dict:
         run["published"] = run["result"].get("published", True)  # always, before S10
         return run
 
+    def over_another(_):
+        keys = Keys(settings.namespace)
+        off = read_churn_model(client, keys)
+        off.model.params = {**off.model.params, "alpha": off.model.params["alpha"] * 1.05}
+        publish_churn_model(client, keys, off, {"as_of_ms": 0, "fitted_at_ms": 0})
+        return again(_)
+
     first["moved"], first["published"] = True, first["result"].get("published", True)
-    return {"first": [first], "unchanged": repeated(again, times, budget_s)}
+    return {"first": [first], "unchanged": repeated(again, times, budget_s),
+            "moved": repeated(over_another, times, budget_s)}  # fmt: skip
 
 
 def refreshes(client, store_of, settings: Settings, watermark_ms: int, times: int,
@@ -437,6 +452,7 @@ def table(figures: dict) -> list[str]:
     if jobs:
         rows += [("refit, first (no model before)", jobs["refit"]["first"]),
                  ("refit, parameters unchanged", jobs["refit"]["unchanged"]),
+                 ("refit over another model", jobs["refit"]["moved"]),
                  ("edge refresh, edges moved (+1 d)", jobs["refresh"]["moved"]),
                  ("edge refresh, +1 min (whole-day)", jobs["refresh"]["unchanged"])]  # fmt: skip
     if sweep:
@@ -454,6 +470,9 @@ def table(figures: dict) -> list[str]:
     if jobs:
         published = [r["published"] for r in jobs["refit"]["unchanged"]]
         lines.append(f"   refit with the same data published: {published}")
+        woke = [(r["result"].get("rescheduled_by"), r["result"].get("cell_entries"))
+                for r in jobs["refit"]["moved"]]  # fmt: skip
+        lines.append(f"   refit over another model re-scheduled by (how, cell wake-ups): {woke}")
         published = {k: [r["published"] for r in runs] for k, runs in jobs["refresh"].items()}
         lines.append(f"   refresh published new edges: +1 d {published['moved']}, "
                      f"+1 min {published['unchanged']}")  # fmt: skip
@@ -499,7 +518,7 @@ def measure(url: str, namespace: str, args) -> dict:
     # The definitions and snapshot v1 in force, their passes done (every customer is
     # loaded evaluated under both): the ticks below do the due customers' work only.
     publish_audiences(client, keys, AUDIENCES)
-    claim_spend_cells(client, namespace)  # as a fresh namespace's first worker does
+    claim_whole(client, namespace)  # as a fresh namespace's first worker does
     asyncio.run(in_force(store(), first, learner, args.customers))
     before = used_memory(client)
     with Meter(client) as meter:
@@ -559,7 +578,8 @@ def _walls(runs: dict) -> dict:
 def _brief(result) -> dict | None:
     if not isinstance(result, dict):
         return None
-    return {k: result[k] for k in ("version", "model", "params", "customers") if k in result}
+    kept = ("version", "model", "params", "customers", "rescheduled_by", "cell_entries")
+    return {k: result[k] for k in kept if k in result}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal  # noqa: F401  (the doctests)
 
 import numpy as np
 
@@ -26,6 +27,9 @@ HORIZON_WEEKS = 100 * 365.25 / 7
 # A spend cell's prefix among the cells (streams.state.facts.spend_cell_of); the others
 # are day cells.
 SPEND_CELL = "gg:"
+# risk_crossing_ms rounds the closed form up and then steps at most 1,000 ms either way to
+# the exact millisecond: bounds computed from the closed form widen by this.
+CROSSING_SLACK_MS = 2_000
 
 
 def _later_ms(start_ms: int, weeks: float) -> int | None:
@@ -156,6 +160,67 @@ class ChurnScorer:
                 break
             crossing += 1
         return crossing
+
+    def crossing_bounds_ms(self, x, first_ms, last_ms, threshold: float | None = None):
+        """Bounds of :meth:`risk_crossing_ms` over every customer with ``x`` repeat purchase
+        days whose first and last purchase times lie in the given ranges: what a new model
+        may move, for a whole day cell at once (streams.state.due_cells).
+
+        Parameters
+        ----------
+        x
+            Array of repeat purchase days (one per cell).
+        first_ms, last_ms
+            Pairs of arrays (least, greatest) bounding the first and the last purchase
+            time (epoch ms) of the cell's customers.
+        threshold
+            The risk reached (the alert's unless given).
+
+        Returns
+        -------
+        (lo, hi)
+            Float arrays (ms): no customer of the cell crosses before ``lo`` (inf: none
+            ever does); none crosses after ``hi`` (inf: one may cross later, or never).
+
+        The crossing, ``last purchase + (alpha + t_x) * expm1(growth)`` weeks (the first
+        purchase with no repeat day), grows with the last purchase and with t_x, so the
+        cell's corners bound it; CROSSING_SLACK_MS covers the rounding and the step to
+        the exact millisecond :meth:`risk_crossing_ms` makes.
+
+        >>> from online_models.churn import BGNBD
+        >>> m = BGNBD(); m.params = {"r": 0.24, "alpha": 4.4, "a": 0.79, "b": 2.4}
+        >>> s = CustomerState("c1")
+        >>> _ = s.apply_purchase(3 * MS_PER_DAY + 5, Decimal("9"), "o1")
+        >>> _ = s.apply_purchase(40 * MS_PER_DAY + 7, Decimal("9"), "o2")
+        >>> scorer = ChurnScorer(m)
+        >>> day = lambda d: (np.array([d * MS_PER_DAY]), np.array([(d + 1) * MS_PER_DAY - 1]))
+        >>> lo, hi = scorer.crossing_bounds_ms(np.array([1]), day(3), day(40))
+        >>> spread = round(float(hi[0] - lo[0]) / MS_PER_DAY, 1)
+        >>> bool(lo[0] <= scorer.risk_crossing_ms(s) <= hi[0]), spread
+        (True, 8.7)
+        """
+        threshold = self.threshold if threshold is None else threshold
+        x = np.asarray(x, dtype=float)
+        if not 0 < threshold < 1:
+            return np.full(x.shape, np.inf), np.full(x.shape, np.inf)
+        p = self.model.params
+        bgnbd = self.model.name == "bgnbd"
+        repeat = x > 0
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            log_k = math.log(p["a"]) - np.log(p["b"] + (x - 1 if bgnbd else x))
+            growth = (math.log(threshold) - math.log1p(-threshold) - log_k) / (p["r"] + x)
+            factor = np.where(growth > 0, np.expm1(np.minimum(growth, 700.0)), 0.0)
+
+            def crossing(base_ms, t_x_ms):
+                gap = (p["alpha"] + t_x_ms / MS_PER_WEEK) * factor
+                never = ~(gap <= HORIZON_WEEKS) | (bgnbd & ~repeat)  # nan too
+                return np.where(never, np.inf, base_ms + gap * MS_PER_WEEK)
+
+            least_t_x = np.where(repeat, np.maximum(last_ms[0] - first_ms[1], 0), 0)
+            lo = crossing(np.where(repeat, last_ms[0], first_ms[0]), least_t_x)
+            greatest_t_x = np.where(repeat, last_ms[1] - first_ms[0], 0)
+            hi = crossing(np.where(repeat, last_ms[1], first_ms[1]), greatest_t_x)
+        return lo - CROSSING_SLACK_MS, hi + CROSSING_SLACK_MS
 
     def to_dict(self) -> dict:
         return {

@@ -87,3 +87,25 @@ def clv_365d(model: str, params: dict, spend_params: dict, x: int, t_x: float, b
     """A year's expected purchases times the expected spend per purchase, undiscounted."""
     year = expected_purchases(model, params, 365 / 7, x, t_x, big_t)
     return year * expected_spend(spend_params, x, mean_value)
+
+
+def reference_crossing(model: str, params: dict, x: int, first: int, last: int,
+                       level: float) -> int | None:  # fmt: skip
+    """The first millisecond (not before the last purchase) at which a silent customer's
+    risk is at least ``level``; None when not within a century of its last purchase."""
+    t_x = (last - first) / WEEK_MS if x > 0 else 0.0
+    base = last if x > 0 else first
+
+    def at_risk(t: int) -> bool:
+        return 1.0 - p_alive(model, params, x, t_x, (t - first) / WEEK_MS) >= level
+
+    if at_risk(base):
+        return base
+    hi = base + round(100 * 365.25 * DAY_MS)
+    if not at_risk(hi):
+        return None
+    lo = base  # not at risk; hi at risk
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if at_risk(mid) else (mid, hi)
+    return hi

@@ -127,16 +127,18 @@ def spend_cells(states) -> dict[str, int]:
     return out
 
 
-def index_entries(state) -> list[str]:
+def index_entries(state, utc_offset_ms: int = 0) -> list[str]:
     """A state's member and ranking index entries (docs/population.md, "Member and ranking
-    index"): its segment and cluster, and its money spent as 24 digits, 10**24 - 1 minus
-    the amount in millionths, each followed by its id."""
+    index"): its segment and cluster, its money spent as 24 digits, 10**24 - 1 minus
+    the amount in millionths, and its day cell as ``d:<cell>``, each followed by its id."""
     cid = state.customer_id
     out = [] if state.segment is None else [f"s:{state.segment}:{cid}"]
     if state.cluster_id is not None:
         out.append(f"k:{state.cluster_id}:{cid}")
     millionths = int((state.gross - state.refunds) * 1_000_000)
     out.append(f"m:{str(10**24 - 1 - millionths).zfill(24)}:{cid}")
+    if (day_cell := cell(state, utc_offset_ms)) is not None:
+        out.append(f"d:{day_cell}:{cid}")
     return out
 
 

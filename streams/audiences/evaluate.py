@@ -184,6 +184,22 @@ def _field_edges(leaf: FieldCondition, state: CustomerState, after_ms: int, rfm:
     return []
 
 
+def churn_thresholds(audiences: AudienceSet | None, churn: ChurnScorer) -> list[float] | None:
+    """Every churn-risk level whose crossing time a model decides (the alert's, and each
+    ``churn_risk`` or ``p_alive`` condition's), or None when a ``clv`` condition turns at a
+    time no day cell bounds (it depends on the spend too): a new model then re-schedules
+    customer by customer (streams.state.due_cells)."""
+    levels = {churn.threshold}
+    for leaf in audiences.fields if audiences is not None else ():
+        if leaf.op == "in_":
+            continue
+        if leaf.field == "clv":
+            return None
+        if leaf.field in ("churn_risk", "p_alive"):
+            levels.add(leaf.value if leaf.field == "churn_risk" else 1.0 - leaf.value)
+    return sorted(levels)
+
+
 def _clv_edges(leaf: FieldCondition, state: CustomerState, after_ms: int, rfm: RFMScorer,
                churn: ChurnScorer) -> list[int]:  # fmt: skip
     """Predicted CLV only falls with silence, so the leaf turns at most once: found by

@@ -339,6 +339,13 @@ def churn_fit(model, as_of, as_json) -> None:
     )
     if not fitted["published"]:  # the same parameters: nothing to put in force
         click.echo(f"the same model as v{fitted['version']} in force: nothing published")
+    elif fitted.get("rescheduled_by") == "cells":
+        click.echo(f"{fitted['cell_entries']:,} day-cell wake-ups planned: each cell's customers "
+                   "are re-scored when its earliest crossing comes (none read now)")  # fmt: skip
+    else:
+        click.echo(f"{fitted['rescheduled']:,} customers re-scheduled by a walk (`rtba "
+                   "verify --repair`, workers stopped, lets the next model wake them by "
+                   "day cell)")  # fmt: skip
     if fitted.get("spend_error"):  # published, but without CLV: say why
         click.echo(fitted["spend_error"])
 

@@ -48,7 +48,7 @@ def worker(loglevel: str) -> None:
                           "give each worker on a host its own port")  # fmt: skip
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
     from streams.privacy import claim_key
-    from streams.state.claims import claim_segment_map, claim_spend_cells
+    from streams.state.claims import claim_segment_map, claim_whole
     from streams.state.store import connect, durability_warning
     from streams.state.timezone import claim_timezone
 
@@ -61,7 +61,7 @@ def worker(loglevel: str) -> None:
         # (streams.state.timezone, streams.state.claims)
         claim_timezone(chosen, client)
         claim_segment_map(chosen, client)
-        claim_spend_cells(client, chosen.namespace)  # whole from the first event on
+        claim_whole(client, chosen.namespace)  # whole from the first event on
         if warning := durability_warning(client):
             log(f"warning: {warning}")
     finally:

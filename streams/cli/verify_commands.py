@@ -43,7 +43,7 @@ def verify(repair, as_json) -> int:
     chosen = settings()
     require_redis(chosen)
     from streams.state import facts
-    from streams.state.claims import mark_spend_cells_kept
+    from streams.state.claims import mark_whole
     from streams.state.keys import Keys
     from streams.state.state_codec import CorruptState
     from streams.state.store import connect
@@ -56,8 +56,8 @@ def verify(repair, as_json) -> int:
         repaired = 0
         if repair and differences and not check.moved:
             repaired = facts.repair(client, keys, check)
-        if repair and not check.moved:  # every cell as the walk counts it: whole
-            mark_spend_cells_kept(client, chosen.namespace)
+        if repair and not check.moved:  # every cell and index entry as the walk has it: whole
+            mark_whole(client, chosen.namespace)
     except CorruptState as exc:
         raise RtbaError(f"{exc}: the walk cannot add it up (`rtba erase` the customer, or "
                         "replay the events into a fresh namespace)") from None  # fmt: skip

@@ -23,6 +23,7 @@ from online_models.days import UTC_DAYS, Days
 from online_models.features import FEATURES
 from online_models.quantiles import adaptive_edges, recency_cut_dates
 from online_models.rfm import RFMScorer
+from streams.audiences.evaluate import churn_thresholds
 from streams.processing.faults import Faults
 from streams.processing.outbox import STALE_MS, entries_for
 from streams.processing.pipeline import (
@@ -41,15 +42,15 @@ from streams.processing.pipeline import (
 )
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
-from streams.state import sweep
-from streams.state.claims import spend_cells_kept
-from streams.state.facts import namespace_days, read_cells, read_fact
+from streams.state import due_cells, sweep
+from streams.state.claims import is_whole
+from streams.state.facts import namespace_days, read_cells, read_fact, read_shards
 from streams.state.keys import Keys
 from streams.state.sample import sample_customer_ids
 from streams.state.store import (
     StateStore,
-    all_customer_ids,
     connect,
+    customer_pages,
     decode_states,
     publish_churn_model,
     publish_rfm_edges,
@@ -363,7 +364,8 @@ class Rescorer:
         the slice it hit."""
         marks = await retry_transient(self.store.marks, "a re-scoring tick")
         watermark = marks.watermark()
-        steps = ((partial(self._rescore_due, watermark), self.limit),
+        steps = ((partial(self._wake_cells, watermark), self.limit),
+                 (partial(self._rescore_due, watermark), self.limit),
                  (self._sweep_clusters, self.sweep_limit),
                  (self._backfill_audiences, self.sweep_limit))  # fmt: skip
         for step, limit in steps:
@@ -454,6 +456,16 @@ class Rescorer:
         await self.store.set_sweep_position(position, key)
         return 0 if cursor == sweep.START else len(ids)
 
+    async def _wake_cells(self, watermark: int | None, total: BatchOutcome, count: int) -> int:
+        """Up to ``count`` due-cells entries that fell due by the watermark: their members
+        marked due now, for _rescore_due (streams.state.due_cells). Returns the entries."""
+        if watermark is None:
+            return 0
+        entries, woken = await self.store.wake_due_cells(watermark, count)
+        if woken:
+            await self.store.count({"woken_by_cell": woken})
+        return entries
+
     async def _rescore_due(self, watermark: int | None, total: BatchOutcome, count: int) -> int:
         """Up to ``count`` customers due by the watermark; returns how many were due."""
         if watermark is None:
@@ -534,15 +546,39 @@ def audiences_named(entries) -> dict[str, set[str]]:
     return out
 
 
-def reschedule(client, keys: Keys, states, models: Models) -> int:
-    """Re-compute every customer's next due time under a new model.
+def reschedule(client, keys: Keys, states, models: Models, old=None) -> int:
+    """Re-compute every customer's next due time under a new churn model (``old``: the one
+    it replaced, None if none).
 
     ``ZADD LT`` only ever moves a due time earlier: this runs beside the workers, and
-    an early wake-up costs one idle re-score, whereas a late one would miss an alert.
+    an early wake-up costs one idle re-score, whereas a late one would miss an alert. A
+    customer whose crossing under the new model is already behind its own clock, and
+    was not under ``old``, is due at once: next_due_ms gives only later times, and it
+    would otherwise wait for its next one.
     """
-    due = {s.customer_id: t for s in states if (t := next_due_ms(s, models)) is not None}
+    levels = churn_thresholds(models.audiences, models.churn) or [models.churn.threshold]
+    due = {}
+    for s in states:
+        t = next_due_ms(s, models)
+        if _newly_crossed(s, models.churn, old, levels):
+            t = s.clock_ms
+        if t is not None:
+            due[s.customer_id] = t
     write_due(client, keys, due, mode="lt")
     return len(due)
+
+
+def _newly_crossed(state, new, old, levels: list[float]) -> bool:
+    clock = state.clock_ms
+    if clock is None:
+        return False
+    for level in levels:
+        now = new.risk_crossing_ms(state, level)
+        if now is not None and now <= clock:
+            before = None if old is None else old.risk_crossing_ms(state, level)
+            if before is None or before > clock:
+                return True
+    return False
 
 
 def current_models(client, keys: Keys, settings: Settings, churn=None) -> Models:
@@ -706,7 +742,7 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     S10 distances from the watermark's date) are read as they were until this refresh
     re-derives the cut dates: the shape differs, so it publishes them once.
 
-    Blocking (the wake-up reads every customer): call it in a thread.
+    Blocking (the wake-up reads every customer, a page at a time): call it in a thread.
     """
     client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
@@ -724,8 +760,11 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
             "fitted_at_ms": int(time.time() * 1000),
         },
     )
-    states = read_states_sync(client, keys, all_customer_ids(client, keys))
-    woken = wake_changed(client, keys, states, current_models(client, keys, settings), as_of_ms)
+    # a page of states at a time: memory follows the page and the customers woken
+    everyone = (
+        s for ids in customer_pages(client, keys) for s in read_states_sync(client, keys, ids)
+    )
+    woken = wake_changed(client, keys, everyone, current_models(client, keys, settings), as_of_ms)
     log.info("RFM edges v%d published: %d customers change segment, due now", version, woken)
     return {"version": version, "edges": edges, "customers": hists["lp"].count, "woken": woken}
 
@@ -840,7 +879,7 @@ def refit_churn(
         cells = read_cells(client, keys)
         day_cells, spend_cells = churn_risk.split_cells(cells)
         # whole: claimed so, and no cell below 0 (a hand edit, or a rollback's writes)
-        spend_whole = spend_cells_kept(client, settings.namespace) and all(
+        spend_whole = is_whole(client, settings.namespace, "spend_cells") and all(
             n >= 0 for n in spend_cells.values()
         )
         whole, states = _sample(client, keys, settings.churn_fit_sample,
@@ -887,13 +926,35 @@ def refit_churn(
             "spend_error": spend_error}  # fmt: skip
     version = publish_churn_model(client, keys, scorer, meta)
     scorer.version = version
-    # Still a walk of everyone when a fit is published (S10 item 2 indexes due times by
-    # what the churn crossing depends on, so a new model wakes only the customers it moves).
-    everyone = read_states_sync(client, keys, all_customer_ids(client, keys))
-    reschedule(client, keys, everyone, current_models(client, keys, settings, churn=scorer))
-    return _refit_result(scorer, spend_error, version, as_of_ms, published=True,
-                         fitted_on=(fitted_on, spend_on),
-                         cells=(len(day_cells), len(spend_cells)))  # fmt: skip
+    result = _refit_result(scorer, spend_error, version, as_of_ms, published=True,
+                           fitted_on=(fitted_on, spend_on),
+                           cells=(len(day_cells), len(spend_cells)))  # fmt: skip
+    models = current_models(client, keys, settings, churn=scorer)
+    return {**result, **wake_for_model(client, keys, settings, in_force, models, as_of_ms)}
+
+
+def wake_for_model(client, keys: Keys, settings: Settings, old, models: Models,
+                   as_of_ms: int) -> dict:  # fmt: skip
+    """After a churn model (``models.churn``) replaced ``old``: make sure nobody is woken
+    later than its crossing under the new one. By day cell when the index holds every
+    cell's members and no audience condition on CLV is in force (streams.state.due_cells:
+    its cost follows the cells, and the customers of those that fall due when they do);
+    otherwise by a walk of everyone, a page at a time (reschedule). Returns how, for the
+    refit's result: ``rescheduled_by`` and ``cell_entries`` or ``rescheduled``."""
+    new_levels = churn_thresholds(models.audiences, models.churn)
+    if new_levels is not None and is_whole(client, settings.namespace, "cell_members"):
+        old_levels = [] if old is None else churn_thresholds(models.audiences, old)
+        # The cells as they are now, after the publish: a customer that moved cell since
+        # the fit read them is in its new one.
+        shard_cells = read_shards(client, keys, cells=True)
+        days = namespace_days(client, keys, settings.days())
+        wake = due_cells.plan(shard_cells, old, models.churn, (old_levels, new_levels),
+                              as_of_ms, days)  # fmt: skip
+        return {"rescheduled_by": "cells", "cell_entries": due_cells.schedule(client, keys, wake)}
+    woken = 0
+    for ids in customer_pages(client, keys):  # bounded memory: a page of states at a time
+        woken += reschedule(client, keys, read_states_sync(client, keys, ids), models, old)
+    return {"rescheduled_by": "walk", "rescheduled": woken}
 
 
 def _refit_result(scorer, spend_error: str | None, version: int, as_of_ms: int,

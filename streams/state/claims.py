@@ -67,24 +67,31 @@ def segment_map_in_force(settings, client) -> str:
     return stored(client, Keys(settings.namespace).segment_map) or settings.segment_map
 
 
-SPEND_CELLS_KEPT = "kept"
+KEPT = "kept"
+# Families the writers keep whole from a namespace's first event on (streams.state.facts):
+# the spend cells (Gamma-Gamma is fitted on them, else on the customer sample) and the
+# day cells' members in the index (a new churn model wakes them by cell, else by a walk).
+WHOLE_FAMILIES = ("spend_cells", "cell_members")
 
 
-def claim_spend_cells(client, namespace: str) -> bool:
-    """A worker's start: mark a namespace that has applied no event yet as keeping whole
-    spend cells (streams.state.facts; every write adds its customer's); one that applied
-    events before them is ``missing`` until `rtba verify --repair` rewrites the cells
-    (mark_spend_cells_kept). Returns whether the cells are whole."""
-    held = claim(client, namespace, Keys(namespace).spend_cells, SPEND_CELLS_KEPT, "missing")
-    return held == SPEND_CELLS_KEPT
+def claim_whole(client, namespace: str) -> dict[str, bool]:
+    """A worker's start: mark each family of WHOLE_FAMILIES ``kept`` in a namespace that
+    has applied no event yet (every write adds its customer's part); one that applied
+    events before the family was kept is ``missing`` until `rtba verify --repair`
+    rewrites it from the walk (mark_whole). Returns family -> whether it is whole."""
+    keys = Keys(namespace)
+    return {family: claim(client, namespace, getattr(keys, family), KEPT, "missing") == KEPT
+            for family in WHOLE_FAMILIES}  # fmt: skip
 
 
-def mark_spend_cells_kept(client, namespace: str) -> None:
-    """The spend cells are whole: `rtba verify --repair` found or rewrote them from the
-    walk of every stored state."""
-    client.set(Keys(namespace).spend_cells, SPEND_CELLS_KEPT)
+def mark_whole(client, namespace: str) -> None:
+    """Every family is whole: `rtba verify --repair` found or rewrote them from the walk of
+    every stored state."""
+    keys = Keys(namespace)
+    for family in WHOLE_FAMILIES:
+        client.set(getattr(keys, family), KEPT)
 
 
-def spend_cells_kept(client, namespace: str) -> bool:
-    """Whether the churn refit may fit Gamma-Gamma on the spend cells (else the sample)."""
-    return stored(client, Keys(namespace).spend_cells) == SPEND_CELLS_KEPT
+def is_whole(client, namespace: str, family: str) -> bool:
+    """Whether ``family`` (one of WHOLE_FAMILIES) holds every customer."""
+    return stored(client, getattr(Keys(namespace), family)) == KEPT

@@ -308,8 +308,8 @@ class Eraser:
         outlive its erase)."""
         pattern = "*:" + "".join("\\" + ch if ch in "*?[]\\" else ch for ch in customer_id)
         found = [m.decode() for m, _ in self.client.zscan_iter(index, match=pattern, count=1000)]
-        # "*:bob" also matches "x:bob"'s entries: an entry's id is what follows its two fields
-        return [entry for entry in found if entry.split(":", 2)[2] == customer_id]
+        # "*:bob" also matches "x:bob"'s entries: an entry's id is what follows its fields
+        return [entry for entry in found if facts.entry_id(entry) == customer_id]
 
     def erase(self, customer_id: str) -> Erased:
         keys = self.keys

@@ -146,9 +146,13 @@ def money_rank(amount: Decimal) -> str:
     return f"{_MONEY_TOP - min(max(micro, 0), _MONEY_TOP):0{MONEY_DIGITS}d}"
 
 
-def index_entries(state: CustomerState) -> list[str]:
+CELL_MEMBER = "d:"  # an index entry naming a day cell's member: d:<cell>:<id>
+
+
+def index_entries(state: CustomerState, days: Days = UTC_DAYS) -> list[str]:
     """The customer's entries in the member and ranking index: its stored segment and
-    cluster (as the facts count them) and its money spent, each followed by its id.
+    cluster (as the facts count them), its money spent and its day cell (whose members
+    a new churn model wakes: streams.state.due_cells), each followed by its id.
 
     >>> s = CustomerState("c1")
     >>> s.segment, s.cluster_id = "Champions", 3
@@ -162,7 +166,23 @@ def index_entries(state: CustomerState) -> list[str]:
     if state.cluster_id is not None:
         out.append(f"k:{state.cluster_id}:{cid}")
     out.append(f"m:{money_rank(state.monetary)}:{cid}")
+    if (cell := cell_of(state, days)) is not None:
+        out.append(f"{CELL_MEMBER}{cell}:{cid}")
     return out
+
+
+# How many ``:``-separated fields each kind of index entry has before the id (which may
+# hold ``:`` itself).
+_FIELDS_BEFORE_ID = {"s": 2, "k": 2, "m": 2, "d": 4}
+
+
+def entry_id(entry: str) -> str:
+    """The customer an index entry names.
+
+    >>> entry_id("s:Champions:a:b"), entry_id("d:1:3:7:c1")
+    ('a:b', 'c1')
+    """
+    return entry.split(":", _FIELDS_BEFORE_ID[entry[0]])[-1]
 
 
 def cell_of(state: CustomerState, days: Days = UTC_DAYS) -> str | None:
@@ -227,7 +247,7 @@ def written_contribution(state: CustomerState, days: Days = UTC_DAYS) -> dict[st
     for cell in (cell_of(state, days), spend_cell_of(state)):
         if cell is not None:
             out[CELL + cell] = 1
-    for entry in index_entries(state):
+    for entry in index_entries(state, days):
         out[INDEX + entry] = 1
     return out
 

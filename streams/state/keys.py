@@ -174,6 +174,21 @@ class Keys:
         return f"{self.namespace}:spend_cells"
 
     @property
+    def cell_members(self) -> str:
+        """String: ``kept`` when every customer with a purchase has its day cell's ``d:``
+        entry in the index (streams.state.facts.index_entries), so a new churn model can
+        wake customers by cell (streams.state.due_cells); ``missing`` (or absent): the
+        refit's re-schedule walks everyone (streams.state.claims)."""
+        return f"{self.namespace}:cell_members"
+
+    @property
+    def due_cells(self) -> str:
+        """Sorted set: ``<shard>:<day cell>`` -> the event time (ms) the cell's members in
+        that index shard are due for re-scoring under a new churn model (streams.state.
+        due_cells); in the due index's hash tag."""
+        return f"{self.namespace}:due:{{{self.namespace}:due}}:cells"
+
+    @property
     def erased(self) -> str:
         """Hash: ``salt`` (random, made once) and, per erased customer, ``h:`` + the
         HMAC-SHA256 of its id under the salt -> when it was erased (wall clock, ms): how

@@ -26,7 +26,7 @@ from online_models.customer import CustomerState
 from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
 from streams.processing.outbox import Entry, by_customer
-from streams.state import due_index, facts, redis_client, state_codec, sweep
+from streams.state import due_cells, due_index, facts, redis_client, state_codec, sweep
 from streams.state.keys import Keys, slot_tag
 from streams.state.redis_client import Batch, connect_async
 
@@ -255,6 +255,30 @@ class StateStore:
             return []
         names = [self.keys.due_bucket(int(b)) for b in buckets]
         return [_text(m) for m in await self._due_until(keys=names, args=[until_ms, limit])]
+
+    async def wake_due_cells(self, until_ms: int, limit: int) -> tuple[int, int]:
+        """Mark due at ``until_ms`` (never later than they are: ZADD LT) the members of up
+        to ``limit`` due-cells entries that fell due by then (streams.state.due_cells),
+        then drop those entries; the re-scoring that follows gives each its exact due
+        time. Returns (entries taken, customers marked)."""
+        names = await self.client.zrangebyscore(self.keys.due_cells, "-inf", until_ms, 0, limit)
+        if not names:
+            return 0, 0
+        cells = [due_cells.parse(name) for name in names]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard, cell in cells:
+                pipe.zrangebylex(self.keys.index(shard), *due_cells.member_range(cell))
+            replies = await pipe.execute()
+        ids = [_text(m)[len(due_cells.member_prefix(cell)) :]
+               for (_, cell), members in zip(cells, replies, strict=True)
+               for m in members]  # fmt: skip
+        for keys, args in due_index.set_calls(self.keys, dict.fromkeys(ids, until_ms), mode="lt"):
+            await self._due_set(keys=keys, args=args)
+        # Dropped once its members are due: a crash before this wakes them again (idle).
+        # A model published meanwhile only lowered the entry (ZADD LT), to a time already
+        # due, and its members are re-scored after this under the newest model.
+        await self.client.zrem(self.keys.due_cells, *names)
+        return len(names), len(ids)
 
     async def count(self, counters: dict[str, int]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:

@@ -82,6 +82,9 @@ def test_the_population_benchmark_times_every_population_job_and_read(real_stack
         assert len(runs) == 1 and runs[0]["s"] > 0 and runs[0]["cpu_s"] > 0
         assert runs[0]["worst_stall_ms"] >= 0
     assert not jobs["refit"]["unchanged"][0]["moved"]  # the same data: the same parameters
+    # over another model: published, and the customers woken by day cell, none read
+    assert jobs["refit"]["moved"][0]["published"]
+    assert jobs["refit"]["moved"][0]["result"]["rescheduled_by"] == "cells"
     assert jobs["refresh"]["moved"][0]["published"]  # a day on moves the recency edges
     assert figures["sweep"]["complete"] and figures["sweep"]["slice_ms"]
     reads = figures["requests"]

@@ -27,7 +27,7 @@ from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, OutboxRelay, Rescorer
 from streams.state import facts
 from streams.state import store as store_module
-from streams.state.claims import spend_cells_kept
+from streams.state.claims import is_whole
 from streams.state.erase import Eraser
 from streams.state.keys import Keys
 from streams.state.redis_client import clustered
@@ -226,10 +226,12 @@ def test_the_facts_stay_the_sum_of_the_stored_states(settings, env, capsys):
     assert code == 1 and report["different"] == 1
     assert report["differences"][0]["field"] == f"seg:{some.segment}"
     assert report["differences"][0]["stored"] == report["differences"][0]["expected"] + 1
-    assert not spend_cells_kept(client, settings.namespace)  # no worker claimed them
+    assert not is_whole(client, settings.namespace, "spend_cells")  # no worker claimed them
+    assert not is_whole(client, settings.namespace, "cell_members")
     code, report = verify(capsys, "--repair")
     assert code == 0 and report["repaired_shards"] == 1
-    assert spend_cells_kept(client, settings.namespace)  # every cell from the walk: whole
+    assert is_whole(client, settings.namespace, "spend_cells")  # every cell from the walk
+    assert is_whole(client, settings.namespace, "cell_members")
     code, report = verify(capsys)
     assert code == 0 and report["equal"]
     assert facts.read_facts(client, keys) == want
@@ -321,7 +323,8 @@ def test_erasing_an_unreadable_state_leaves_no_index_entry_naming_it(settings):
 
     asyncio.run(run())
     other = {e for e in stored_index(client, keys) if e.endswith(f":{twin}")}
-    assert len(stored_index(client, keys)) == 2 * len(other) >= 4  # each a segment and money
+    # each a segment, money and day cell entry
+    assert len(stored_index(client, keys)) == 2 * len(other) >= 6
     client.set(keys.customer("c001"), b"7|not a state")
     assert Eraser(client, keys).erase("c001").had_state
     assert stored_index(client, keys) == other

@@ -162,23 +162,27 @@ def test_a_reader_of_an_unclaimed_namespace_uses_its_own_map(map_in, redis_clien
     assert rfm.segment_map == "classic"
 
 
-def test_spend_cells_are_whole_from_a_fresh_namespace_or_after_a_repair(settings, redis_client):
-    """A namespace's first worker, before any event, claims its spend cells whole (the
-    refit's Gamma-Gamma fits on them); one that applied events before them is missing
-    them until `rtba verify --repair` rewrites them, and a second claim changes nothing."""
-    from streams.state.claims import claim_spend_cells, mark_spend_cells_kept, spend_cells_kept
+@pytest.mark.parametrize("family", ["spend_cells", "cell_members"])
+def test_cell_families_are_whole_from_a_fresh_namespace_or_after_a_repair(
+    settings, redis_client, family
+):
+    """A namespace's first worker, before any event, claims its spend cells and cell
+    members whole (the refit fits Gamma-Gamma on the one and wakes customers by cell
+    through the other); one that applied events before them is missing them until
+    `rtba verify --repair` rewrites them, and a second claim changes nothing."""
+    from streams.state.claims import claim_whole, is_whole, mark_whole
 
     fresh, old = settings.namespace, f"{settings.namespace}-old"
-    assert not spend_cells_kept(redis_client, fresh)  # unclaimed: the sample
-    assert claim_spend_cells(redis_client, fresh) and spend_cells_kept(redis_client, fresh)
-    assert redis_client.get(f"{fresh}:spend_cells") == b"kept"
+    assert not is_whole(redis_client, fresh, family)  # unclaimed: the sample, the walk
+    assert claim_whole(redis_client, fresh)[family] and is_whole(redis_client, fresh, family)
+    assert redis_client.get(f"{fresh}:{family}") == b"kept"
 
-    redis_client.hset(f"{old}:stats", "applied", 12)  # events applied before spend cells
+    redis_client.hset(f"{old}:stats", "applied", 12)  # events applied before the family
     try:
-        assert not claim_spend_cells(redis_client, old)
-        assert not claim_spend_cells(redis_client, old)  # restarts keep it missing
-        assert redis_client.get(f"{old}:spend_cells") == b"missing"
-        mark_spend_cells_kept(redis_client, old)
-        assert claim_spend_cells(redis_client, old) and spend_cells_kept(redis_client, old)
+        assert not claim_whole(redis_client, old)[family]
+        assert not claim_whole(redis_client, old)[family]  # restarts keep it missing
+        assert redis_client.get(f"{old}:{family}") == b"missing"
+        mark_whole(redis_client, old)
+        assert claim_whole(redis_client, old)[family] and is_whole(redis_client, old, family)
     finally:
-        redis_client.delete(f"{old}:stats", f"{old}:spend_cells")
+        redis_client.delete(f"{old}:stats", f"{old}:spend_cells", f"{old}:cell_members")

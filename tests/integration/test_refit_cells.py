@@ -19,7 +19,7 @@ from online_models import churn_risk
 from online_models.churn import GammaGamma
 from online_models.customer import CustomerState
 from streams.processing import worker
-from streams.state.claims import claim_spend_cells
+from streams.state.claims import claim_whole
 from streams.state.keys import Keys
 from streams.state.store import read_churn_model, write_due
 from tests.reference_facts import cells, spend_cells
@@ -94,20 +94,21 @@ def test_the_refit_fits_the_churn_model_on_everyones_cells(settings, redis_clien
 
 
 def test_with_whole_spend_cells_the_refit_reads_no_state(settings, redis_client, monkeypatch):
-    """A namespace whose spend cells are whole (its first worker kept them) fits both
-    models on the cells: no customer's state is read unless a fit is published (its
-    re-schedule), and Gamma-Gamma is the fit on the spend cells' rows repeated."""
+    """A namespace whose spend cells and cell members are whole (its first worker kept
+    them) fits both models on the cells and wakes customers by cell: no customer's state
+    is read, even when a fit is published, and Gamma-Gamma is the fit on the spend cells'
+    rows repeated."""
 
     def every_cell(states):
         return {**cells(states), **spend_cells(states)}
 
     states, counted, reads = stored_shop(settings, redis_client, monkeypatch, every_cell)
     redis_client.hset(Keys(settings.namespace).facts(3), "customers", CUSTOMERS)
-    assert claim_spend_cells(redis_client, settings.namespace)  # no event applied yet
+    assert all(claim_whole(redis_client, settings.namespace).values())  # no event applied yet
     chosen = settings.model_copy(update={"churn_fit_sample": SAMPLE})
     fitted = worker.refit_churn(chosen, AS_OF, "mbgnbd")
     assert (fitted["fitted_on"], fitted["spend_fitted_on"]) == ("day cells", "spend cells")
-    assert len(reads) == 1 and sorted(reads[0]) == sorted(s.customer_id for s in states)
+    assert fitted["published"] and fitted["rescheduled_by"] == "cells" and reads == []
 
     repeat = [(int(n.split(":")[1]), float(n.split(":")[2]), k)
               for n, k in counted.items() if n.startswith("gg:")]  # fmt: skip
@@ -127,7 +128,7 @@ def test_with_whole_spend_cells_the_refit_reads_no_state(settings, redis_client,
     assert math.isclose(mean_spend(got), mean_spend(exact), rel_tol=1e-3)
 
     again = worker.refit_churn(chosen, AS_OF, "mbgnbd")
-    assert not again["published"] and len(reads) == 1  # unchanged: not one state read
+    assert not again["published"] and reads == []  # unchanged: not one state read
     spenders = sorted(n for n in counted if n.startswith("gg:"))
     assert again["spend_cells"] == len(spenders) and again["cells"] == len(counted) - len(spenders)
 
@@ -136,4 +137,4 @@ def test_with_whole_spend_cells_the_refit_reads_no_state(settings, redis_client,
     redis_client.hincrby(Keys(settings.namespace).cells(0), spenders[0], -1_000)
     broken = worker.refit_churn(chosen, AS_OF, "mbgnbd")
     assert (broken["fitted_on"], broken["spend_fitted_on"]) == ("day cells", "sample")
-    assert SAMPLE <= len(reads[1]) < CUSTOMERS and broken["params"] == again["params"]
+    assert SAMPLE <= len(reads[0]) < CUSTOMERS and broken["params"] == again["params"]
