@@ -57,6 +57,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from launcher import stack
+from online_models.churn import BGNBD
+from online_models.churn_risk import ChurnScorer
 from online_models.clusters import StableClusterer
 from online_models.customer import CustomerState
 from online_models.features import behaviour_features
@@ -75,6 +77,7 @@ from streams.processing.pipeline import (
 )
 from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer, refit_churn, refresh_rfm_edges
+from streams.read.ranking import MAX_OFFSET
 from streams.settings import Settings
 from streams.state import due_index, facts
 from streams.state.claims import claim_whole
@@ -322,6 +325,16 @@ def repeated(run, times: int, budget_s: float, at_least: int = 1) -> list[dict]:
     return runs
 
 
+def _cdnow_like() -> ChurnScorer:
+    """BG/NBD with the CDNOW parameters of Fader, Hardie and Lee (2005)."""
+    model = BGNBD()
+    model.params = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    return ChurnScorer(model, threshold=0.7, rearm_below=0.5)
+
+
+CDNOW_LIKE = _cdnow_like()
+
+
 def refits(client, settings: Settings, times: int, budget_s: float) -> dict:
     """The first fit (from no model), then refits on the same data: parameters that do
     not move; then refits over a model 5% off in alpha (a model before, as a daily refit
@@ -378,6 +391,9 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
     api = create_api(settings)
     http = TestClient(api, base_url="http://127.0.0.1")  # no lifespan: no sampler, no feed
     reader = api.state.reader
+    keys = Keys(settings.namespace)
+    if read_churn_model(client, keys) is None:  # the jobs were skipped: a model to rank by
+        publish_churn_model(client, keys, CDNOW_LIKE, {"as_of_ms": 0, "fitted_at_ms": 0})
 
     def get(path: str, filled: bool = False):
         def call():
@@ -399,11 +415,17 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
         ),
         "cluster_members": get(f"/clusters/{cluster}/members?limit=100", True),
         "customers_monetary": get("/customers?order_by=monetary&limit=100", True),
-        "customers_churn_risk": get("/customers?order_by=churn_risk&limit=100"),
+        "customers_churn_risk": get("/customers?order_by=churn_risk&limit=100", True),
+        # as deep as an offset goes (MAX_OFFSET), or half-way through a small population
+        "customers_churn_risk_deep": get(
+            f"/customers?order_by=churn_risk&limit=100&offset={min(MAX_OFFSET, customers // 2)}",
+            True,
+        ),  # fmt: skip
         "audience_members": get(f"/audiences/{AUDIENCE_ID}/members?limit=100"),
+        "customers_clv": get("/customers?order_by=predicted_clv_365d&limit=100"),  # a walk
     }
     if not walks:
-        del paths["customers_churn_risk"]
+        del paths["customers_clv"]
     out = {}
     for name, call in paths.items():
         ms, cpu_ms, redis_ms = [], [], []

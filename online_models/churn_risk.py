@@ -83,8 +83,61 @@ class ChurnScorer:
 
     def risk(self, state: CustomerState, as_of_ms: int) -> float | None:
         """1 - P(alive) alone: what the hot path needs (no expectations computed)."""
+        alive = self.p_alive(state, as_of_ms)
+        return None if alive is None else 1.0 - alive
+
+    def p_alive(self, state: CustomerState, as_of_ms: int) -> float | None:
+        """P(alive) as :meth:`score` gives it (the same float); None before a purchase."""
         summary = btyd_weeks(state, as_of_ms)
-        return None if summary is None else 1.0 - float(self.model.p_alive(*summary))
+        return None if summary is None else float(self.model.p_alive(*summary))
+
+    def p_alive_bounds(self, x, first_ms, last_ms, as_of_ms: int):
+        """Bounds of :meth:`p_alive` as of ``as_of_ms`` over every customer with ``x``
+        repeat purchase days whose first and last purchase times lie in the given ranges:
+        a whole day cell at once (streams.read.risk_ranking orders cells by them).
+
+        Parameters
+        ----------
+        x
+            Array of repeat purchase days (one per cell).
+        first_ms, last_ms
+            Pairs of arrays (least, greatest) bounding the first and the last purchase
+            time (epoch ms) of the cell's customers.
+        as_of_ms
+            The moment P(alive) is taken at.
+
+        Returns
+        -------
+        (lo, hi)
+            Float arrays: no customer of the cell has a P(alive) below ``lo`` or above
+            ``hi``.
+
+        P(alive) falls as T grows and rises with t_x (the odds of having died grow as
+        ``((alpha + T) / (alpha + t_x)) ** (r + x)``), so the corners of the box the
+        cell gives (t_x, T) bound it; the bounds are widened by a relative 1e-9 against
+        the floats' rounding.
+
+        >>> from online_models.churn import BGNBD
+        >>> m = BGNBD(); m.params = {"r": 0.24, "alpha": 4.4, "a": 0.79, "b": 2.4}
+        >>> s = CustomerState("c1")
+        >>> _ = s.apply_purchase(3 * MS_PER_DAY + 5, Decimal("9"), "o1")
+        >>> _ = s.apply_purchase(40 * MS_PER_DAY + 7, Decimal("9"), "o2")
+        >>> scorer = ChurnScorer(m)
+        >>> day = lambda d: (np.array([d * MS_PER_DAY]), np.array([(d + 1) * MS_PER_DAY - 1]))
+        >>> at = 90 * MS_PER_DAY
+        >>> lo, hi = scorer.p_alive_bounds(np.array([1]), day(3), day(40), at)
+        >>> bool(lo[0] <= scorer.p_alive(s, at) <= hi[0]), round(float(hi[0] - lo[0]), 3)
+        (True, 0.011)
+        """
+        x = np.asarray(x, dtype=float)
+        repeat = x > 0
+        least_t_x = np.where(repeat, np.maximum(last_ms[0] - first_ms[1], 0), 0)
+        greatest_t_x = np.where(repeat, last_ms[1] - first_ms[0], 0)
+        least_t = np.maximum(as_of_ms - first_ms[1], least_t_x)
+        greatest_t = np.maximum(as_of_ms - first_ms[0], greatest_t_x)
+        lo = self.model.p_alive(x, least_t_x / MS_PER_WEEK, greatest_t / MS_PER_WEEK)
+        hi = self.model.p_alive(x, greatest_t_x / MS_PER_WEEK, least_t / MS_PER_WEEK)
+        return lo * (1 - 1e-9), np.minimum(hi * (1 + 1e-9), 1.0)
 
     def score(self, state: CustomerState, as_of_ms: int) -> dict | None:
         summary = btyd_weeks(state, as_of_ms)

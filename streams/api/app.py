@@ -43,7 +43,7 @@ from streams.api.walks import WalkCache
 from streams.errors import NotFound
 from streams.privacy import PseudonymKeyError, customer_ref
 from streams.processing.schemas import iso, to_epoch_ms
-from streams.read import ranking
+from streams.read import ranking, risk_ranking
 from streams.read.audiences import audience_detail, audience_rows, member_rows
 from streams.read.reader import StateReader
 from streams.read.views import cluster_rows
@@ -113,6 +113,14 @@ def _indexed(reader: StateReader, prefix: str, size_fact: str, moment: int, limi
     total = read_fact(reader.client, reader.keys, size_fact)
     return {"as_of": iso(moment), "total": total, "offset": offset, "limit": limit,
             rows_as: rows, "next": following}  # fmt: skip
+
+
+def _cursor_moment(after: str) -> int:
+    """The moment a churn-risk cursor ranks as of (a 422 for one no page gave)."""
+    try:
+        return risk_ranking.parse_cursor(after)[0]
+    except ranking.BadPage as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _walk_takes_no_cursor(after: str | None) -> None:
@@ -332,7 +340,7 @@ def create_api(
     @api.get(
         "/customers",
         summary="customers ranked by churn risk, CLV or money spent (money spent from the "
-        "index, paged by cursor; churn risk and CLV by a walk, cached)",
+        "index, churn risk from the day cells, both paged by cursor; CLV by a walk, cached)",
     )
     def ranked(
         order_by: Literal["churn_risk", "predicted_clv_365d", "monetary"] = "churn_risk",
@@ -345,14 +353,33 @@ def create_api(
             page = _indexed(reader, ranking.MONEY, "customers", _as_of(reader, as_of), limit,
                             after, offset, "customers")  # fmt: skip
             return {"order_by": order_by, **page}
+        if order_by == "churn_risk":  # from the day cells where they hold everyone
+            moment = _as_of(reader, as_of)
+            if after is not None and as_of is None:  # the cursor's moment, not the watermark's
+                moment = _cursor_moment(after)
+            try:
+                served = reader.by_churn_risk(moment, limit, after, offset)
+            except ranking.BadPage as exc:
+                raise HTTPException(422, str(exc)) from None
+            if served is not None:
+                rows, following, total = served
+                return {"order_by": order_by, "as_of": iso(moment), "total": total,
+                        "offset": offset, "limit": limit, "customers": rows,
+                        "next": following}  # fmt: skip
+        if after is not None and order_by == "churn_risk":
+            raise HTTPException(422, "this namespace's index does not hold every day cell's "
+                                "members yet (run `rtba verify --repair`): page churn_risk "
+                                "with offset=")  # fmt: skip
         if after is not None:
-            raise HTTPException(422, "after= pages the monetary ranking; churn_risk and "
-                                "predicted_clv_365d take offset=")  # fmt: skip
+            raise HTTPException(422, "after= pages the monetary and churn_risk rankings; "
+                                "predicted_clv_365d takes offset=")  # fmt: skip
 
         def walk():
             moment = _as_of(reader, as_of)
             rows = [r for r in reader.profiles(moment) if r[order_by] is not None]
-            rows.sort(key=lambda r: (-r[order_by], r["customer_id"]))
+            # churn risk as the cells rank it: P(alive) tells apart the risks shown as 1.0
+            rows.sort(key=lambda r: (r["p_alive"], r["customer_id"]) if order_by == "churn_risk"
+                      else (-r[order_by], r["customer_id"]))  # fmt: skip
             return moment, rows
 
         moment, rows = walks["customers"].get((order_by, as_of), walk)

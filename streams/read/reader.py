@@ -1,8 +1,9 @@
 """Reading what the pipeline keeps in Redis, for the CLI and the API: states, the models in
 force, the as-of time, segment and cluster sizes from the population facts (a few small
 hashes, whatever the population), member and money-ranking pages from the index the
-writers keep (streams.read.ranking), and, for what no index holds (a ranking by churn
-risk or CLV, members as of another time), a walk over every customer a page at a time."""
+writers keep (streams.read.ranking), the ranking by churn risk from the day cells
+(streams.read.risk_ranking), and, for what neither holds (a ranking by CLV, members as
+of another time), a walk over every customer a page at a time."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from collections.abc import Callable, Iterator
 from online_models.customer import CustomerState
 from streams.processing.schemas import iso
 from streams.processing.worker import current_models
-from streams.read import ranking
+from streams.read import ranking, risk_ranking
 from streams.read.views import profile, summary_from_facts
 from streams.settings import Settings
-from streams.state.facts import read_facts
+from streams.state.claims import is_whole
+from streams.state.facts import namespace_days, read_facts
 from streams.state.keys import Keys
 from streams.state.store import all_customer_ids, connect, read_marks, read_states
 
@@ -82,6 +84,24 @@ class StateReader:
         models = self.models()
         rows = [self.profile(state, as_of_ms, models) for state in self.states(found.ids)]
         return rows, found.next
+
+    def by_churn_risk(self, as_of_ms: int, limit: int, after: str | None = None,
+                      offset: int = 0) -> tuple[list[dict], str | None, int] | None:  # fmt: skip
+        """A page of the ranking by churn risk (P(alive) ascending, then id) as profiles,
+        the next page's cursor and how many are ranked, from the day cells
+        (streams.read.risk_ranking): no walk. None where the cells cannot serve it (the
+        index does not hold every cell's members: a namespace older than them until
+        ``rtba verify --repair``); ([], None, 0) before a churn model is fitted."""
+        models = self.models()
+        if models.churn is None:
+            return [], None, 0
+        if not is_whole(self.client, self.settings.namespace, "cell_members"):
+            return None
+        days = namespace_days(self.client, self.keys, self.settings.days())
+        found = risk_ranking.page(self.client, self.keys, models.churn, days, as_of_ms, limit,
+                                  after, offset)  # fmt: skip
+        rows = [self.profile(state, as_of_ms, models) for state in found.states]
+        return rows, found.next, found.total
 
     def members(self, keep: Callable[[dict], bool], as_of_ms: int) -> Iterator[dict]:
         """The profiles ``keep`` accepts, in customer-id order."""

@@ -87,9 +87,7 @@ def plan(shard_cells: list[dict[str, int]], old: ChurnScorer | None, new: ChurnS
                     if n > 0 and not c.startswith(SPEND_CELL)})  # fmt: skip
     if not names:
         return {}
-    parts = np.array([[int(v) for v in name.split(":")] for name in names], dtype=np.int64)
-    x = parts[:, 0]
-    first, last = _day_range(parts[:, 1], days), _day_range(parts[:, 2], days)
+    x, first, last = cell_arrays(names, days)
     if old is None:
         latest_old = np.full(len(names), np.inf)
     else:
@@ -101,6 +99,20 @@ def plan(shard_cells: list[dict[str, int]], old: ChurnScorer | None, new: ChurnS
     wake = {names[i]: int(np.floor(earliest_new[i])) for i in moved}
     return {entry(shard, c): wake[c] for shard, cells in enumerate(shard_cells)
             for c, n in cells.items() if n > 0 and c in wake}  # fmt: skip
+
+
+def cell_arrays(names: list[str], days: Days):
+    """(x, (first purchase's least, greatest ms), (last purchase's least, greatest ms)) of
+    each day cell named, as arrays.
+
+    >>> from online_models.days import UTC_DAYS
+    >>> x, first, last = cell_arrays(["2:1:3"], UTC_DAYS)
+    >>> x.tolist(), first[0].tolist(), last[1].tolist()
+    ([2], [86400000.0], [345599999.0])
+    """
+    parts = np.array([[int(v) for v in name.split(":")] for name in names],
+                     dtype=np.int64).reshape(-1, 3)  # fmt: skip
+    return parts[:, 0], _day_range(parts[:, 1], days), _day_range(parts[:, 2], days)
 
 
 def _day_range(day_numbers: np.ndarray, days: Days) -> tuple[np.ndarray, np.ndarray]:

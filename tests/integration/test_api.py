@@ -100,7 +100,7 @@ def test_the_money_ranking_pages_through_everyone(api, shop):
             break
     assert [c for _, c in seen] == [c for _, c in spent]
     assert [m for m, _ in seen] == [float(m) for m, _ in spent]
-    walked = api.get("/customers", params={"order_by": "churn_risk", "after": "x"})
+    walked = api.get("/customers", params={"order_by": "predicted_clv_365d", "after": "x"})
     assert walked.status_code == 422 and "offset" in walked.json()["detail"]
     # a cursor no page gave, an offset that would read the index wholesale: said, not served
     made_up = api.get("/customers", params={"order_by": "monetary", "after": "c001"})

@@ -96,6 +96,8 @@ def test_the_population_benchmark_times_every_population_job_and_read(real_stack
         "cluster_members",
         "customers_monetary",
         "customers_churn_risk",
+        "customers_churn_risk_deep",
+        "customers_clv",
         "audience_members",
     }
     assert all(len(r["ms"]) == 1 and r["ms"][0] > 0 for r in reads.values())
