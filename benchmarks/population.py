@@ -225,6 +225,21 @@ async def in_force(store: StateStore, snapshot, learner, customers: int) -> None
                                     "total": customers}, store.keys.audience_sweep)  # fmt: skip
 
 
+async def new_buyers(store: StateStore, at_ms: int, day: int, count: int) -> None:
+    """``count`` first purchases an hour before ``at_ms``, through the worker's batch
+    processing."""
+    processor = BatchProcessor(store, RFMScorer(), Limits())
+    records = []
+    for k in range(count):
+        cid = f"q{day:03d}{k:06d}"
+        event = {"event_id": f"{cid}-1", "customer_id": cid, "type": "purchase",
+                 "order_id": f"{cid}-o1", "amount": f"{20 + k % 300}.00",
+                 "ts": at_ms - 3_600_000}  # fmt: skip
+        records.append(Record(0, k, cid.encode(), json.dumps(event).encode()))
+    for start in range(0, len(records), BATCH):
+        await processor.process(records[start : start + BATCH])
+
+
 async def move_watermark(store: StateStore, to_ms: int) -> None:
     await write(store, {}, {}, {0: to_ms}, to_ms, {})
 
@@ -361,14 +376,21 @@ def refits(client, settings: Settings, times: int, budget_s: float) -> dict:
 
 
 def refreshes(client, store_of, settings: Settings, watermark_ms: int, times: int,
-              budget_s: float) -> tuple[dict, int]:  # fmt: skip
-    """Edge refreshes with the watermark a day on each time (the edges move), then a
-    minute on each time (whole-day edges do not): the runs and the watermark after."""
+              budget_s: float, customers: int) -> tuple[dict, int]:  # fmt: skip
+    """Edge refreshes over edges in force, with the watermark a day on each time and a
+    day's new buyers (0.5% of ``customers``: the cut dates move), then a minute on each
+    time (whole-day edges do not): the runs and the watermark after."""
     at = [watermark_ms]
+    # the edges in force first, as a running shop has them (from none, it wakes by a walk)
+    asyncio.run(move_watermark(store_of(), at[0]))
+    refresh_rfm_edges(settings)
 
     def step(by_ms: int):
         def run(_):
             at[0] += by_ms
+            if by_ms >= DAY_MS:  # a day's new buyers, untimed: they move the cut dates
+                asyncio.run(new_buyers(store_of(), at[0], len(at), max(20, customers // 200)))
+                at.append(at[0])
             asyncio.run(move_watermark(store_of(), at[0]))
             figures = offloaded(client, partial(refresh_rfm_edges, settings))
             figures["published"] = figures["result"] is not None
@@ -498,6 +520,9 @@ def table(figures: dict) -> list[str]:
         published = {k: [r["published"] for r in runs] for k, runs in jobs["refresh"].items()}
         lines.append(f"   refresh published new edges: +1 d {published['moved']}, "
                      f"+1 min {published['unchanged']}")  # fmt: skip
+        woke = [(r["result"].get("woken_by"), r["result"].get("read"), r["result"].get("woken"))
+                for r in jobs["refresh"]["moved"] if r["result"]]  # fmt: skip
+        lines.append(f"   refresh +1 d found its customers by (how, states read, woken): {woke}")
     if sweep and sweep["slice_ms"]:
         lines.append(
             f"   sweep: {len(sweep['tick_ms'])} ticks, {len(sweep['slice_ms'])} slices; slice "
@@ -564,7 +589,8 @@ def measure(url: str, namespace: str, args) -> dict:
         jobs["refit"] = refits(client, settings, args.repeat, args.job_budget_s)
         note(f"refits {_walls(jobs['refit'])}")
         jobs["refresh"], watermark_ms = refreshes(client, store, settings, watermark_ms,
-                                                  args.repeat, args.job_budget_s)  # fmt: skip
+                                                  args.repeat, args.job_budget_s,
+                                                  args.customers)  # fmt: skip
         note(f"refreshes {_walls(jobs['refresh'])}")
     if "sweep" not in args.skip:
         with Meter(client) as meter:
@@ -600,7 +626,8 @@ def _walls(runs: dict) -> dict:
 def _brief(result) -> dict | None:
     if not isinstance(result, dict):
         return None
-    kept = ("version", "model", "params", "customers", "rescheduled_by", "cell_entries")
+    kept = ("version", "model", "params", "customers", "rescheduled_by", "cell_entries",
+            "woken_by", "read", "woken")  # fmt: skip
     return {k: result[k] for k in kept if k in result}
 
 

@@ -42,7 +42,7 @@ from streams.processing.pipeline import (
 )
 from streams.processing.schemas import Limits, Rejection
 from streams.settings import Settings
-from streams.state import due_cells, sweep
+from streams.state import due_cells, edge_bands, sweep
 from streams.state.claims import is_whole
 from streams.state.facts import namespace_days, read_cells, read_fact, read_shards
 from streams.state.keys import Keys
@@ -742,7 +742,10 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     S10 distances from the watermark's date) are read as they were until this refresh
     re-derives the cut dates: the shape differs, so it publishes them once.
 
-    Blocking (the wake-up reads every customer, a page at a time): call it in a thread.
+    The customers woken are found from the indexes when the namespace's index holds
+    every day cell's members and only cut dates and monetary edges moved
+    (streams.state.edge_bands: their cost follows the customers in the moved bands);
+    otherwise by a walk of everyone, a page at a time. Blocking: call it in a thread.
     """
     client = connect(settings.redis_url, **settings.redis_options())
     keys = Keys(settings.namespace)
@@ -750,6 +753,7 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
     if derived is None:
         return None
     edges, as_of_ms, hists = derived
+    old = read_rfm_edges(client, keys)
     version = publish_rfm_edges(
         client,
         keys,
@@ -760,13 +764,24 @@ def refresh_rfm_edges(settings: Settings) -> dict | None:
             "fitted_at_ms": int(time.time() * 1000),
         },
     )
-    # a page of states at a time: memory follows the page and the customers woken
-    everyone = (
-        s for ids in customer_pages(client, keys) for s in read_states_sync(client, keys, ids)
-    )
-    woken = wake_changed(client, keys, everyone, current_models(client, keys, settings), as_of_ms)
-    log.info("RFM edges v%d published: %d customers change segment, due now", version, woken)
-    return {"version": version, "edges": edges, "customers": hists["lp"].count, "woken": woken}
+    models = current_models(client, keys, settings)
+    days = namespace_days(client, keys, settings.days())
+    moved = edge_bands.bands(old, edges, days.name)
+    if moved is not None and is_whole(client, settings.namespace, "cell_members"):
+        ids = edge_bands.members(client, keys, moved)
+        how = {"woken_by": "bands", "read": len(ids)}
+        woken = wake_changed(client, keys, read_states_sync(client, keys, ids), models, as_of_ms)
+    else:
+        # a page of states at a time: memory follows the page and the customers woken
+        everyone = (
+            s for ids in customer_pages(client, keys) for s in read_states_sync(client, keys, ids)
+        )
+        how = {"woken_by": "walk"}
+        woken = wake_changed(client, keys, everyone, models, as_of_ms)
+    log.info("RFM edges v%d published: %d customers change segment, due now (found by %s)",
+             version, woken, how["woken_by"])  # fmt: skip
+    return {"version": version, "edges": edges, "customers": hists["lp"].count, "woken": woken,
+            **how}  # fmt: skip
 
 
 def rfm_edges_would_move(settings: Settings) -> bool:

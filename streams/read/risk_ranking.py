@@ -148,7 +148,7 @@ def page(client, keys: Keys, scorer: ChurnScorer, days: Days, as_of_ms: int, lim
     table = cell_table(read_shards(client, keys, cells=True), scorer, as_of_ms, days)
     need = offset + limit + 1  # one more tells whether a next page exists
     chosen = candidate_cells(table, need, None if place is None else place[0])
-    ids = _members(client, keys, [(table.names[i], table.shards[i]) for i in chosen])
+    ids = due_cells.read_members(client, keys, [(table.names[i], table.shards[i]) for i in chosen])
     ranked = []
     for state in read_states(client, keys, ids):
         p_alive = scorer.p_alive(state, as_of_ms)
@@ -160,17 +160,3 @@ def page(client, keys: Keys, scorer: ChurnScorer, days: Days, as_of_ms: int, lim
     if len(ranked) > offset + limit and taken:
         following = cursor(as_of_ms, scorer.version, taken[-1][0], taken[-1][1])
     return RiskPage([row[2] for row in taken], following, table.customers, len(ids))
-
-
-def _members(client, keys: Keys, cells: list[tuple[str, list[int]]]) -> list[str]:
-    """The ids of the cells' members, one lexical range read per cell and shard."""
-    asked = [(cell, shard) for cell, shards in cells for shard in shards]
-    with client.pipeline(transaction=False) as pipe:
-        for cell, shard in asked:
-            pipe.zrangebylex(keys.index(shard), *due_cells.member_range(cell))
-        replies = pipe.execute()
-    out = []
-    for (cell, _), members in zip(asked, replies, strict=True):
-        skip = len(due_cells.member_prefix(cell))
-        out += [(m.decode() if isinstance(m, bytes) else m)[skip:] for m in members]
-    return out

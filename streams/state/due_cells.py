@@ -130,3 +130,20 @@ def schedule(client, keys, wake: dict[str, int]) -> int:
     for at in range(0, len(items), _PER_WRITE):
         client.zadd(keys.due_cells, dict(items[at : at + _PER_WRITE]), lt=True)
     return len(items)
+
+
+def read_members(client, keys, cells: list[tuple[str, list[int]]]) -> list[str]:
+    """The ids of the members of each (cell, index shards holding any of them): one
+    lexical range read per cell and shard, pipelined (synchronous client)."""
+    asked = [(cell, shard) for cell, shards in cells for shard in shards]
+    replies = []
+    for at in range(0, len(asked), _PER_WRITE):
+        with client.pipeline(transaction=False) as pipe:
+            for cell, shard in asked[at : at + _PER_WRITE]:
+                pipe.zrangebylex(keys.index(shard), *member_range(cell))
+            replies += pipe.execute()
+    out = []
+    for (cell, _), found in zip(asked, replies, strict=True):
+        skip = len(member_prefix(cell))
+        out += [(m.decode() if isinstance(m, bytes) else m)[skip:] for m in found]
+    return out

@@ -21,6 +21,7 @@ from streams.processing import worker
 from streams.processing.pipeline import Record
 from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, Rescorer
+from streams.state.claims import claim_whole
 from streams.state.keys import Keys
 from streams.state.store import (
     StateStore,
@@ -176,8 +177,24 @@ def test_a_silent_customer_keeps_its_segment_past_midnight(settings, redis_clien
     assert {c: s.segment for c, s in states.items()} == fair_segments(states)
 
 
-def test_a_republish_wakes_exactly_the_customers_whose_segment_changes(settings, redis_client):
-    shop = Shop(settings, redis_client)
+def claimed(shop: Shop, by: str) -> Shop:
+    """By the bands: a fresh namespace, claimed as its first worker does (the index holds
+    every day cell's members); by the walk: one whose index does not (never claimed)."""
+    if by == "bands":
+        assert all(claim_whole(shop.client, shop.settings.namespace).values())
+    return shop
+
+
+def found_by(by: str, monkeypatch) -> None:
+    if by == "bands":
+        monkeypatch.setattr(worker, "customer_pages", lambda *a: pytest.fail("a walk"))
+
+
+@pytest.mark.parametrize("by", ["bands", "walk"])
+def test_a_republish_wakes_exactly_the_customers_whose_segment_changes(
+    settings, redis_client, monkeypatch, by
+):
+    shop = claimed(Shop(settings, redis_client), by)
     shop.buy([(f"c{d:02d}", noon(TODAY - d)) for d in range(0, 100, 2)])
     shop.at(noon(TODAY))
     shop.refresh()
@@ -188,6 +205,7 @@ def test_a_republish_wakes_exactly_the_customers_whose_segment_changes(settings,
     # twelve new buyers today and tomorrow: the fifths move towards the recent dates
     shop.buy([(f"n{i:02d}", noon(TODAY + i % 2) + i) for i in range(12)])
     shop.at(noon(TODAY + 1) + 60_000)
+    found_by(by, monkeypatch)  # the first edges came from none: a walk
     result = shop.refresh()
     states = shop.states()
     stored = {c: s.segment for c, s in states.items()}
@@ -195,7 +213,79 @@ def test_a_republish_wakes_exactly_the_customers_whose_segment_changes(settings,
     want = {c for c, segment in fair_segments(states).items() if stored[c] != segment}
     assert want and len(want) < len(states)  # some change, some do not
     assert shop.due_now() == want and result["woken"] == len(want)
+    assert result["woken_by"] == by
 
     assert shop.tick() == want  # re-scored at the watermark, a segment change each
     states = shop.states()
     assert {c: s.segment for c, s in states.items()} == fair_segments(states)
+
+
+def bought(cid: str, ts_ms: int, amount: str, offset: int) -> Record:
+    event = {"event_id": f"{cid}-{ts_ms}", "customer_id": cid, "type": "purchase",
+             "order_id": f"{cid}-{ts_ms}", "amount": amount,
+             "ts": datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat()}  # fmt: skip
+    return Record(0, offset, cid.encode(), json.dumps(event).encode())
+
+
+def repeat_segments(states: dict) -> dict[str, str]:
+    """Each customer's segment under the fair split of the population (tests/reference.py)
+    and the repeat-aware grid of docs/segments.md, written here."""
+    ids = sorted(states)
+    rows = [{"last_purchase_ms": states[c].last_purchase_ms, "purchases": states[c].purchases,
+             "monetary": str(states[c].monetary)} for c in ids]  # fmt: skip
+    grid = {5: ["Promising", "Potential Loyalists", "Potential Loyalists", "Champions",
+                "Champions"],
+            4: ["Promising", "Potential Loyalists", "Potential Loyalists", "Loyal", "Loyal"],
+            3: ["About to Sleep", "About to Sleep", "Need Attention", "Loyal", "Loyal"],
+            2: ["Hibernating", "Hibernating", "At Risk", "At Risk", "Can't Lose Them"],
+            1: ["Lost", "Lost", "At Risk", "At Risk", "Can't Lose Them"]}  # fmt: skip
+    out = {}
+    for cid, (r, f, m) in zip(ids, reference_scores(rows), strict=True):
+        fm = -(-(f + m) // 2)
+        out[cid] = ONE_TIME.get(r, "One-time Lapsed") if states[cid].purchases == 1 else (
+            grid[r][fm - 1])  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("by", ["bands", "walk"])
+def test_money_edges_that_move_wake_the_customers_they_move(
+    settings, redis_client, monkeypatch, by
+):
+    """Repeat buyers (two orders each, so F stays) of many amounts; big spenders arrive and
+    the monetary edges move up: exactly the customers whose segment changes are woken."""
+    if settings.segment_map != "repeat-aware":
+        pytest.skip("the oracle writes the repeat-aware grid")
+    shop = claimed(Shop(settings, redis_client), by)
+    records = []
+    for i in range(60):
+        day = TODAY - (i * 7) % 120
+        for k in range(2):  # a second order the next day
+            records.append(bought(f"c{i:02d}", noon(day + k) + i, f"{20 + (i * 37) % 400}.25",
+                                  len(records)))  # fmt: skip
+    shop.run(shop.processor.process(records))
+    shop.at(noon(TODAY + 1))
+    shop.refresh()
+    shop.tick()
+    assert {c: s.segment for c, s in shop.states().items()} == repeat_segments(shop.states())
+
+    later = []
+    for i in range(25):  # big spenders, some days back: the cut dates move little
+        for k in range(2):
+            later.append(bought(f"big{i:02d}", noon(TODAY - 60 + i + k) + 5, f"{900 + 10 * i}",
+                                len(records) + len(later)))  # fmt: skip
+    shop.run(shop.processor.process(later))
+    before = read_rfm_edges(redis_client, shop.keys)
+    found_by(by, monkeypatch)  # the first edges came from none: a walk
+    result = shop.refresh()
+    assert result["edges"]["monetary_edges"] != before["monetary_edges"]
+    assert result["edges"]["frequency_edges"] == before["frequency_edges"]
+    states = shop.states()
+    want = {c for c, segment in repeat_segments(states).items() if states[c].segment != segment}
+    assert want and len(want) < len(states)
+    assert shop.due_now() == want and result["woken"] == len(want)
+    assert result["woken_by"] == by
+    if by == "bands":
+        assert result["read"] < len(states)  # the bands' customers, not everyone
+    assert shop.tick() == want
+    states = shop.states()
+    assert {c: s.segment for c, s in states.items()} == repeat_segments(states)
