@@ -471,3 +471,19 @@ def test_the_crossing_is_the_first_millisecond_at_risk(model, params, customer, 
     if crossing is None or crossing <= state.last_purchase_ms:
         return
     assert scorer.risk(state, crossing) >= threshold > scorer.risk(state, crossing - 1)
+
+
+@pytest.mark.parametrize("model", [BGNBD, ModifiedBGNBD])
+def test_the_fit_gathers_each_rows_terms_exactly_as_computed_row_by_row(model):
+    """The fit computes a column's terms once per distinct value (churn._Column); each
+    row's log-likelihood is the one computed row by row, to the bit."""
+    from online_models.churn import _Column, _Rows
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, 400).astype(float)
+    t_x = np.where(x > 0, rng.integers(1, 30, 400) / 7, 0.0)
+    big_t = t_x + rng.integers(0, 30, 400) / 7
+    params = (0.3, 4.2, 0.7, 2.9)
+    gathered = model._ll(*params, _Column(x), _Column(t_x), _Column(big_t))
+    row_by_row = model._ll(*params, _Rows(x), _Rows(t_x), _Rows(big_t))
+    assert np.array_equal(gathered, row_by_row) and np.isfinite(gathered).all()
