@@ -443,6 +443,11 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
             f"/customers?order_by=churn_risk&limit=100&offset={min(MAX_OFFSET, customers // 2)}",
             True,
         ),  # fmt: skip
+        "customers_churn_risk_cursor": get(
+            f"/customers?order_by=churn_risk&limit=100&after="
+            f"{quote(_risk_cursor(http, customers))}",
+            True,
+        ),
         "audience_members": get(f"/audiences/{AUDIENCE_ID}/members?limit=100"),
         "customers_clv": get("/customers?order_by=predicted_clv_365d&limit=100"),  # a walk
     }
@@ -464,6 +469,13 @@ def requests(settings: Settings, client, calls: int, budget_s: float, segment: s
     http.close()
     reader.close()
     return out
+
+
+def _risk_cursor(http, customers: int) -> str:
+    """The churn-risk ranking's cursor half-way through (or as deep as an offset goes):
+    where a client paging on by ``next`` would be."""
+    deep = min(MAX_OFFSET, customers // 2)
+    return http.get(f"/customers?order_by=churn_risk&limit=100&offset={deep}").json()["next"]
 
 
 def spread(values: list[float]) -> str:

@@ -91,6 +91,18 @@ class ChurnScorer:
         summary = btyd_weeks(state, as_of_ms)
         return None if summary is None else float(self.model.p_alive(*summary))
 
+    def p_alive_each(self, states: list[CustomerState], as_of_ms: int) -> list[float | None]:
+        """:meth:`p_alive` of each state in one array evaluation: the same floats (a
+        ufunc gives an element the same result in an array as alone; a unit test holds
+        it), at a fraction of the cost of one call each."""
+        summaries = [btyd_weeks(state, as_of_ms) for state in states]
+        rows = [s for s in summaries if s is not None]
+        if not rows:
+            return [None] * len(states)
+        x, t_x, big_t = (np.array(column, dtype=float) for column in zip(*rows, strict=True))
+        values = iter(self.model.p_alive(x, t_x, big_t).tolist())
+        return [None if s is None else next(values) for s in summaries]
+
     def p_alive_bounds(self, x, first_ms, last_ms, as_of_ms: int):
         """Bounds of :meth:`p_alive` as of ``as_of_ms`` over every customer with ``x``
         repeat purchase days whose first and last purchase times lie in the given ranges:

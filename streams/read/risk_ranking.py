@@ -149,9 +149,9 @@ def page(client, keys: Keys, scorer: ChurnScorer, days: Days, as_of_ms: int, lim
     need = offset + limit + 1  # one more tells whether a next page exists
     chosen = candidate_cells(table, need, None if place is None else place[0])
     ids = due_cells.read_members(client, keys, [(table.names[i], table.shards[i]) for i in chosen])
+    states = read_states(client, keys, ids)
     ranked = []
-    for state in read_states(client, keys, ids):
-        p_alive = scorer.p_alive(state, as_of_ms)
+    for state, p_alive in zip(states, scorer.p_alive_each(states, as_of_ms), strict=True):
         if p_alive is not None and (place is None or (p_alive, state.customer_id) > place):
             ranked.append((p_alive, state.customer_id, state))
     ranked.sort(key=lambda row: row[:2])

@@ -101,6 +101,7 @@ def test_the_population_benchmark_times_every_population_job_and_read(real_stack
         "customers_monetary",
         "customers_churn_risk",
         "customers_churn_risk_deep",
+        "customers_churn_risk_cursor",
         "customers_clv",
         "audience_members",
     }

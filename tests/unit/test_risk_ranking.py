@@ -128,3 +128,19 @@ def test_a_cell_straddling_the_cursor_counts_for_none_of_the_page():
     members = [(0.1, f"a{j}", 0) for j in range(6)] + [(0.5, "b0", 1), (0.55, "d0", 2)]
     chosen = set(candidate_cells(table, 1, after_p=0.5).tolist())
     assert brute_force_page(members, 1, (0.5, "b0")) == {2} and 2 in chosen
+
+
+@settings(max_examples=50, deadline=None)
+@given(model=st.sampled_from(["bgnbd", "mbgnbd"]), params=PARAMS, seed=st.integers(0, 10**6))
+def test_p_alive_of_many_states_at_once_is_each_ones_to_the_bit(model, params, seed):
+    """The ranking scores its candidates in one array; the profile shows each one's own."""
+    rng = np.random.default_rng(seed)
+    states = [CustomerState("nobody")]  # no purchase: None
+    for i in range(60):
+        state = CustomerState(f"c{i}")
+        for k, day in enumerate(sorted(rng.integers(20_000, 20_300, rng.integers(1, 6)))):
+            state.apply_purchase(int(day) * DAY + int(rng.integers(0, DAY)), Decimal("5"), f"o{k}")
+        states.append(state)
+    scorer = scorer_for(model, params)
+    as_of = 20_400 * DAY
+    assert scorer.p_alive_each(states, as_of) == [scorer.p_alive(s, as_of) for s in states]
