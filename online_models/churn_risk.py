@@ -39,6 +39,13 @@ def _later_ms(start_ms: int, weeks: float) -> int | None:
     return start_ms + round(weeks * MS_PER_WEEK)
 
 
+def _t_x_range(x, first_ms, last_ms):
+    """(least, greatest) t_x in ms of a day cell's customers: 0 without a repeat day."""
+    repeat = x > 0
+    least = np.where(repeat, np.maximum(last_ms[0] - first_ms[1], 0), 0)
+    return least, np.where(repeat, last_ms[1] - first_ms[0], 0)
+
+
 def btyd_weeks(state: CustomerState, as_of_ms: int) -> tuple[int, float, float] | None:
     """(x, t_x, T) in weeks as of ``as_of_ms``; None before the first purchase."""
     summary = state.btyd_ms(as_of_ms)
@@ -142,9 +149,7 @@ class ChurnScorer:
         (True, 0.011)
         """
         x = np.asarray(x, dtype=float)
-        repeat = x > 0
-        least_t_x = np.where(repeat, np.maximum(last_ms[0] - first_ms[1], 0), 0)
-        greatest_t_x = np.where(repeat, last_ms[1] - first_ms[0], 0)
+        least_t_x, greatest_t_x = _t_x_range(x, first_ms, last_ms)
         least_t = np.maximum(as_of_ms - first_ms[1], least_t_x)
         greatest_t = np.maximum(as_of_ms - first_ms[0], greatest_t_x)
         lo = self.model.p_alive(x, least_t_x / MS_PER_WEEK, greatest_t / MS_PER_WEEK)
@@ -281,9 +286,8 @@ class ChurnScorer:
                 never = ~(gap <= HORIZON_WEEKS) | (bgnbd & ~repeat)  # nan too
                 return np.where(never, np.inf, base_ms + gap * MS_PER_WEEK)
 
-            least_t_x = np.where(repeat, np.maximum(last_ms[0] - first_ms[1], 0), 0)
+            least_t_x, greatest_t_x = _t_x_range(x, first_ms, last_ms)
             lo = crossing(np.where(repeat, last_ms[0], first_ms[0]), least_t_x)
-            greatest_t_x = np.where(repeat, last_ms[1] - first_ms[0], 0)
             hi = crossing(np.where(repeat, last_ms[1], first_ms[1]), greatest_t_x)
         return lo - CROSSING_SLACK_MS, hi + CROSSING_SLACK_MS
 
