@@ -211,8 +211,10 @@ def test_no_docs_page_loads_a_cdn_and_every_answer_has_the_security_headers(rtba
 def test_a_population_walk_is_done_once_per_ttl_however_often_it_is_asked(rtba_env):
     api = client_for(rtba_env, RTBA_API_WALK_CACHE_S="600")  # no expiry during the test
     walks = api.walks
+    clv = {"order_by": "predicted_clv_365d"}  # the ranking that still walks (S10)
     for offset in range(20):
-        assert api.get("/customers", params={"offset": offset, "limit": 5}).status_code == 200
+        page = api.get("/customers", params={**clv, "offset": offset, "limit": 5})
+        assert page.status_code == 200
     assert len(walks) == 1, walks
     # 16 clients at once on another endpoint: one walks, the others wait for its result
     then = {"as_of": "2026-01-01T00:00:00Z"}  # members as of a time: a walk (S10)
@@ -222,13 +224,18 @@ def test_a_population_walk_is_done_once_per_ttl_however_often_it_is_asked(rtba_e
     assert codes == [200] * 32 and len(walks) == 2
     # sizes come from the population facts, members and the money ranking from the index:
     # no walk at all, however often (S10)
-    for path in ("/segments", "/segments/Champions/members", "/customers?order_by=monetary"):
+    for path in (
+        "/segments",
+        "/segments/Champions/members",
+        "/customers?order_by=monetary",
+        "/customers",
+    ):  # the ranking by churn risk: from the day cells
         assert all(api.get(path).status_code == 200 for _ in range(5)) and len(walks) == 2
     # a short TTL: once it is over, the next call walks again
     brief = client_for(rtba_env, RTBA_API_WALK_CACHE_S="0.2")
-    assert brief.get("/customers").status_code == 200 and len(brief.walks) == 1
+    assert brief.get("/customers", params=clv).status_code == 200 and len(brief.walks) == 1
     time.sleep(0.3)
-    assert brief.get("/customers").status_code == 200 and len(brief.walks) == 2
+    assert brief.get("/customers", params=clv).status_code == 200 and len(brief.walks) == 2
 
 
 def put_customers(settings: Settings, customer_ids: list[str], at_ms: int) -> None:
