@@ -1,7 +1,8 @@
 """Population walks behind a short cache, one walk at a time per endpoint.
 
-Rankings and segment or cluster members read every customer's state (sizes do not: they
-come from the population facts, S10, and audience pages from their sorted sets). A
+The ranking by CLV and members as of another time read every customer's state (sizes
+do not: they come from the population facts, S10; audience pages from their sorted sets;
+member, money and churn-risk pages from the indexes and day cells). A
 client calling them in a loop (or many clients at once) would keep the API's threads and
 Redis busy walking. So each endpoint keeps its walk's result for ``ttl_s``, keyed by the
 query as given (an ``as_of`` left out is "the watermark", whatever it is then), and walks
