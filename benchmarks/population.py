@@ -66,6 +66,7 @@ from online_models.rfm import RFMScorer
 from producers import synthetic
 from streams.api.history import sizes_sample
 from streams.audiences.definitions import AudienceSet, parse
+from streams.processing import worker
 from streams.processing.offload import run_off_loop
 from streams.processing.pipeline import (
     Models,
@@ -89,6 +90,7 @@ from streams.state.store import (
     connect,
     publish_audiences,
     publish_churn_model,
+    publish_rfm_edges,
     read_churn_model,
 )
 
@@ -381,9 +383,13 @@ def refreshes(client, store_of, settings: Settings, watermark_ms: int, times: in
     day's new buyers (0.5% of ``customers``: the cut dates move), then a minute on each
     time (whole-day edges do not): the runs and the watermark after."""
     at = [watermark_ms]
-    # the edges in force first, as a running shop has them (from none, it wakes by a walk)
+    # the edges in force first, as a running shop has them: published, nobody woken (a
+    # refresh from none wakes by a walk, ~15 min of this process at 10M)
     asyncio.run(move_watermark(store_of(), at[0]))
-    refresh_rfm_edges(settings)
+    keys = Keys(settings.namespace)
+    derived = worker._derived_edges(client, keys, settings)
+    if derived is not None:
+        publish_rfm_edges(client, keys, derived[0], {"as_of_ms": derived[1]})
 
     def step(by_ms: int):
         def run(_):
