@@ -84,6 +84,16 @@ class LocalDays(Days):
         return (midnight - datetime(1970, 1, 1, tzinfo=UTC)) // _MS
 
 
+def day_number(iso_date: str) -> int:
+    """The day number of a local date written in ISO (the same in every calendar: day 0
+    is 1970-01-01). Raises ``ValueError`` for text that is not one.
+
+    >>> day_number("1970-01-02"), day_number("2026-01-10")
+    (1, 20463)
+    """
+    return (date.fromisoformat(iso_date) - _EPOCH).days
+
+
 def days_in(zone: str) -> Days:
     """The day numbers of an IANA zone name; UTC's own arithmetic for UTC (the default),
     so a UTC namespace computes exactly what it did before time zones. Raises

@@ -14,11 +14,8 @@ from __future__ import annotations
 import copy
 from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import date
 
-from online_models.days import MS_PER_DAY, UTC_DAYS, days_in
-
-_EPOCH = date(1970, 1, 1)  # day number 0 of every calendar (online_models.days)
+from online_models.days import MS_PER_DAY, UTC_DAYS, day_number, days_in
 
 # The classic map. Rows: R = 5 .. 1; columns: FM = 1 .. 5.
 _GRID = {
@@ -197,7 +194,7 @@ class RFMScorer:
     def _use_cut_dates(self, cut_dates: Sequence[str]) -> None:
         """Absolute cut dates: their first instants, once (they never move with time)."""
         try:
-            numbers = [(date.fromisoformat(d) - _EPOCH).days for d in cut_dates]
+            numbers = [day_number(d) for d in cut_dates]
         except (TypeError, ValueError) as error:
             raise ValueError(f"recency cut dates are ISO dates, got {cut_dates!r}") from error
         if len(numbers) != 4 or numbers != sorted(numbers, reverse=True):

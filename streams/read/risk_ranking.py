@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from online_models.churn_risk import SPEND_CELL, ChurnScorer
+from online_models.churn_risk import ChurnScorer
 from online_models.days import Days
 from streams.read.ranking import MAX_OFFSET, BadPage
 from streams.state import due_cells
@@ -61,19 +61,13 @@ def cell_table(shard_cells: list[dict[str, int]], scorer: ChurnScorer, as_of_ms:
                days: Days) -> CellTable:  # fmt: skip
     """The cells of ``shard_cells`` (per index shard: cell -> customers; spend cells and
     empty ones left out) with their P(alive) bounds as of ``as_of_ms``."""
-    counts: dict[str, int] = {}
-    shards: dict[str, list[int]] = {}
-    for shard, cells in enumerate(shard_cells):
-        for name, n in cells.items():
-            if n > 0 and not name.startswith(SPEND_CELL):
-                counts[name] = counts.get(name, 0) + n
-                shards.setdefault(name, []).append(shard)
-    names = sorted(counts)
+    held = due_cells.held_cells(shard_cells)
+    names = sorted(held)
     x, first, last = due_cells.cell_arrays(names, days)
     lo, hi = scorer.p_alive_bounds(x, first, last, as_of_ms)
     return CellTable(names, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float),
-                     np.array([counts[n] for n in names], dtype=np.int64),
-                     [shards[n] for n in names])  # fmt: skip
+                     np.array([sum(n for _, n in held[c]) for c in names], dtype=np.int64),
+                     [[shard for shard, _ in held[c]] for c in names])  # fmt: skip
 
 
 def candidate_cells(table: CellTable, need: int, after_p: float | None = None) -> np.ndarray:

@@ -62,6 +62,21 @@ def member_range(cell: str) -> tuple[str, str]:
     return f"[{member_prefix(cell)}", f"({CELL_MEMBER}{cell};"
 
 
+def held_cells(shard_cells: list[dict[str, int]]) -> dict[str, list[tuple[int, int]]]:
+    """Each day cell with customers -> its (index shard, customers) pairs, from the cells
+    as stored per shard (spend cells and emptied cells left out).
+
+    >>> held_cells([{"1:3:7": 2, "gg:1:1e2": 1}, {"1:3:7": 1, "0:4:4": 0}])
+    {'1:3:7': [(0, 2), (1, 1)]}
+    """
+    held: dict[str, list[tuple[int, int]]] = {}
+    for shard, cells in enumerate(shard_cells):
+        for name, n in cells.items():
+            if n > 0 and not name.startswith(SPEND_CELL):
+                held.setdefault(name, []).append((shard, n))
+    return held
+
+
 def plan(shard_cells: list[dict[str, int]], old: ChurnScorer | None, new: ChurnScorer,
          levels: tuple[list[float], list[float]], as_of_ms: int,
          days: Days) -> dict[str, int]:  # fmt: skip
@@ -83,8 +98,8 @@ def plan(shard_cells: list[dict[str, int]], old: ChurnScorer | None, new: ChurnS
     days
         The namespace's calendar, the cells' days.
     """
-    names = sorted({c for shard in shard_cells for c, n in shard.items()
-                    if n > 0 and not c.startswith(SPEND_CELL)})  # fmt: skip
+    held = held_cells(shard_cells)
+    names = sorted(held)
     if not names:
         return {}
     x, first, last = cell_arrays(names, days)
@@ -97,8 +112,7 @@ def plan(shard_cells: list[dict[str, int]], old: ChurnScorer | None, new: ChurnS
                            for level in levels[1]], axis=0)  # fmt: skip
     moved = np.flatnonzero((latest_old > as_of_ms) & np.isfinite(earliest_new))
     wake = {names[i]: int(np.floor(earliest_new[i])) for i in moved}
-    return {entry(shard, c): wake[c] for shard, cells in enumerate(shard_cells)
-            for c, n in cells.items() if n > 0 and c in wake}  # fmt: skip
+    return {entry(shard, c): at for c, at in wake.items() for shard, _ in held[c]}
 
 
 def cell_arrays(names: list[str], days: Days):

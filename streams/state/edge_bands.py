@@ -18,15 +18,13 @@ or calendar.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 
-from online_models.churn_risk import SPEND_CELL
+from online_models.days import day_number
 from streams.state import due_cells
 from streams.state.facts import entry_id, money_rank, read_each_shard, read_shards
 from streams.state.keys import Keys
 
-_EPOCH = date(1970, 1, 1)
 _MONEY = "m:"  # the money entries' prefix (streams.state.facts.index_entries)
 _MICRO = Decimal("0.000001")
 
@@ -51,8 +49,8 @@ def bands(old: dict | None, new: dict, zone: str) -> Bands | None:
     >>> new = {**old, "recency_cut_dates": ["2026-01-12", "2026-01-01"],
     ...        "monetary_edges": [100.0, 240.0]}
     >>> b = bands(old, new, "UTC")
-    >>> [(_date(lo), _date(hi)) for lo, hi in b.days], [(str(lo), str(hi)) for lo, hi in b.money]
-    ([('2026-01-10', '2026-01-11')], [('239.999999', '250.500001')])
+    >>> b.days, [(str(lo), str(hi)) for lo, hi in b.money]  # 20463: 2026-01-10
+    ([(20463, 20464)], [('239.999999', '250.500001')])
     >>> bands({**old, "frequency_edges": [2, 4]}, new, "UTC") is None
     True
     """
@@ -67,7 +65,7 @@ def bands(old: dict | None, new: dict, zone: str) -> Bands | None:
         return None
     days = []
     for was, now in zip(*pairs[0], strict=True):
-        lo, hi = sorted((_day(was), _day(now)))
+        lo, hi = sorted((day_number(was), day_number(now)))
         if lo < hi:  # a last purchase dated lo .. hi - 1 is before one cut and not the other
             days.append((lo, hi - 1))
     money = []
@@ -78,30 +76,17 @@ def bands(old: dict | None, new: dict, zone: str) -> Bands | None:
     return Bands(days, money)
 
 
-def _day(iso: str) -> int:
-    return (date.fromisoformat(iso) - _EPOCH).days
-
-
-def _date(day: int) -> str:
-    from datetime import timedelta
-
-    return (_EPOCH + timedelta(days=day)).isoformat()
-
-
 def members(client, keys: Keys, found: Bands) -> list[str]:
     """The customers the bands hold (each once, sorted): the members of every day cell
     whose last purchase day is in a day band, and everyone whose money spent is in a
     money band (synchronous client)."""
     ids: set[str] = set()
     if found.days:
-        cells: dict[str, list[int]] = {}
-        for shard, held in enumerate(read_shards(client, keys, cells=True)):
-            for name, n in held.items():
-                if n > 0 and not name.startswith(SPEND_CELL):
-                    last = int(name.rsplit(":", 1)[1])
-                    if any(lo <= last <= hi for lo, hi in found.days):
-                        cells.setdefault(name, []).append(shard)
-        ids.update(due_cells.read_members(client, keys, list(cells.items())))
+        held = due_cells.held_cells(read_shards(client, keys, cells=True))
+        last_day = {name: int(name.rsplit(":", 1)[1]) for name in held}
+        moved = [(name, [shard for shard, _ in pairs]) for name, pairs in held.items()
+                 if any(lo <= last_day[name] <= hi for lo, hi in found.days)]  # fmt: skip
+        ids.update(due_cells.read_members(client, keys, moved))
     for lo, hi in found.money:
         # most spent first: the higher amount's rank is the lower bound
         lower = f"[{_MONEY}{money_rank(hi)}:".encode()
