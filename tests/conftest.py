@@ -182,6 +182,24 @@ def send_with_hostile(producer, topic: str, events: list[dict], hostile_at: int)
         producer.send(topic, key=event["customer_id"], value=event)
 
 
+def buckets_due_by(client, namespace: str, until_ms) -> int:
+    """How many due-index buckets hold someone due by ``until_ms``, from every shard's
+    summary: 0 once the ticks re-scored everyone due by then."""
+    from streams.state.keys import DUE_SHARDS, Keys
+
+    keys = Keys(namespace)
+    return sum(client.zcount(keys.due_summary(s), "-inf", until_ms) for s in range(DUE_SHARDS))
+
+
+def outbox_indexed(client, namespace: str) -> int:
+    """How many customers the outbox index holds, over all its shards: 0 once every output
+    event is acknowledged by Kafka."""
+    from streams.state.keys import DUE_SHARDS, Keys
+
+    keys = Keys(namespace)
+    return sum(client.zcard(keys.outbox_index(s)) for s in range(DUE_SHARDS))
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

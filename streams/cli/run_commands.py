@@ -49,7 +49,8 @@ def worker(loglevel: str) -> None:
     require_stack(chosen)  # before the heavy imports: a stack down answers at once
     from streams.privacy import claim_key
     from streams.state.claims import claim_segment_map, claim_whole
-    from streams.state.store import connect, durability_warning
+    from streams.state.keys import Keys
+    from streams.state.store import connect, durability_warning, reshard_indexes
     from streams.state.timezone import claim_timezone
 
     client = connect(chosen.redis_url, **chosen.redis_options())
@@ -62,6 +63,8 @@ def worker(loglevel: str) -> None:
         claim_timezone(chosen, client)
         claim_segment_map(chosen, client)
         claim_whole(client, chosen.namespace)  # whole from the first event on
+        if moved := reshard_indexes(client, Keys(chosen.namespace)):
+            log(f"moved {moved} due-index and outbox-index entries to their shards")
         if warning := durability_warning(client):
             log(f"warning: {warning}")
     finally:

@@ -1,7 +1,8 @@
 """The Faust app: one agent that reads behavior.events in batches, applies them
-to Redis and emits segment changes, churn alerts and DLQ records; two
-leader-only timers for the work that must happen once per cluster (re-scoring
-customers as event time passes, refitting the churn model). Kept thin: the
+to Redis and emits segment changes, churn alerts and DLQ records; a timer on every
+worker re-scoring its own partitions' customers as event time passes, and leader-only
+timers for the work that must happen once per cluster (sweeps, the outbox relay,
+refitting the churn model and the RFM edges). Kept thin: the
 logic is in streams.processing.pipeline, streams.processing.worker and online_models.
 """
 
@@ -42,6 +43,7 @@ from streams.processing.worker import (
     training_samples,
 )
 from streams.settings import Settings
+from streams.state import due_index
 from streams.state.keys import Keys
 from streams.state.store import StateStore
 
@@ -143,7 +145,18 @@ def create_app(settings: Settings) -> Pipeline:
         retention_ms=settings.retention_ms(),
         days=settings.days(),
     )
-    rescorer = Rescorer(processor)
+
+    def due_shards() -> list[int]:
+        """The due-index shards of the events partitions this worker holds now (none while
+        it rebalances: the next tick re-scores them)."""
+        try:
+            held = app.consumer.assignment()
+        except Exception:  # no consumer yet, or rebalancing
+            return []
+        mine = [tp.partition for tp in held if tp.topic == settings.events_topic]
+        return due_index.shards_of(mine, settings.partitions)
+
+    rescorer = Rescorer(processor, shards=due_shards)
     relay = OutboxRelay(store)
 
     outputs = {key: topics[key] for key in OUTPUTS}
@@ -253,11 +266,13 @@ def create_app(settings: Settings) -> Pipeline:
         except Exception:
             log.exception("%s failed; the next run retries", what)
 
-    @app.timer(settings.tick_s, on_leader=True)
+    @app.timer(settings.tick_s)
     async def rescore_due_customers():
-        # A tick stretches (it leaves two thirds of the loop to the agent): slow once it
-        # overruns.
-        await emit_or_log(rescorer.slices, "re-scoring tick", settings.tick_s)
+        # On every worker, for its own partitions' due customers; the leader's also takes
+        # the namespace's single passes (Rescorer.slices). A tick stretches (it leaves two
+        # thirds of the loop to the agent): slow once it overruns.
+        work = partial(rescorer.slices, app.is_leader())
+        await emit_or_log(work, "re-scoring tick", settings.tick_s)
 
     async def relay_leftovers():
         yield await relay.leftovers()

@@ -334,7 +334,8 @@ class Rescorer:
 
     def __init__(self, processor: BatchProcessor, limit: int = 1000, slice_size: int = 50,
                  share: float = 0.33, sweep_limit: int = 200,
-                 pause: Callable[[float], Awaitable] = asyncio.sleep):  # fmt: skip
+                 pause: Callable[[float], Awaitable] = asyncio.sleep,
+                 shards: Callable[[], Sequence[int] | None] = lambda: None):  # fmt: skip
         self.processor = processor
         self.store = processor.store
         self.limit = limit
@@ -349,25 +350,31 @@ class Rescorer:
         # at a half, 252-374 at a third (docs/performance.md).
         self.share = share
         self.pause = pause
+        # The due-index shards this worker re-scores (streams.state.due_index.shards_of:
+        # those of its events partitions); None: every shard.
+        self.shards = shards
 
-    async def tick(self) -> BatchOutcome:
+    async def tick(self, leader: bool = True) -> BatchOutcome:
         """One tick's work as one outcome (tests, the benchmark)."""
         total = BatchOutcome()
-        async for out in self.slices():
+        async for out in self.slices(leader):
             _merge(total, out, set())
         return total
 
-    async def slices(self) -> AsyncIterator[BatchOutcome]:
+    async def slices(self, leader: bool = True) -> AsyncIterator[BatchOutcome]:
         """The tick, one written slice at a time, for the caller to send before the next:
         a whole tick's outputs sent at its end queued the agent's sends behind ~1,800
         records (f: a 4-event batch's emit took 127 ms). A transient Redis error retries
-        the slice it hit."""
+        the slice it hit. Every worker re-scores its own shards' due customers, so the
+        tick grows with workers; the ``leader`` also wakes due cells and runs the sweeps,
+        which are one pass each for the whole namespace."""
         marks = await retry_transient(self.store.marks, "a re-scoring tick")
         watermark = marks.watermark()
-        steps = ((partial(self._wake_cells, watermark), self.limit),
-                 (partial(self._rescore_due, watermark), self.limit),
-                 (self._sweep_clusters, self.sweep_limit),
-                 (self._backfill_audiences, self.sweep_limit))  # fmt: skip
+        steps = [(partial(self._rescore_due, watermark), self.limit)]
+        if leader:
+            steps = [(partial(self._wake_cells, watermark), self.limit), *steps,
+                     (self._sweep_clusters, self.sweep_limit),
+                     (self._backfill_audiences, self.sweep_limit)]  # fmt: skip
         for step, limit in steps:
             done = 0
             while done < limit:
@@ -470,7 +477,7 @@ class Rescorer:
         """Up to ``count`` customers due by the watermark; returns how many were due."""
         if watermark is None:
             return 0
-        due = await self.store.due_customers(watermark, count)
+        due = await self.store.due_customers(watermark, count, self.shards())
         if not due:
             return 0
         states, model_versions = await self.store.load(dict.fromkeys(due, False))

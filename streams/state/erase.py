@@ -245,7 +245,7 @@ def followups(keys: Keys, customer_id: str, stored: bytes | None):
     """What is left once erase_customer.lua deleted a customer's state (and its
     contribution to the facts): the due_set.lua calls that take it out of the due index,
     and the audience indexes it is a member of (the outbox index entry is a ZREM of
-    ``keys.outbox_index``)."""
+    its shard of ``keys.outbox_index``)."""
     try:
         state = state_codec.decode(customer_id, stored) if stored else None
     except state_codec.CorruptState:  # the caller asks every defined audience as well
@@ -325,7 +325,7 @@ class Eraser:
             self.client.zrem(name, customer_id)
         for names, args in due_calls:
             self._due_set(keys=names, args=args)
-        self.client.zrem(keys.outbox_index, customer_id)
+        self.client.zrem(keys.outbox_index(due_index.customer_shard(customer_id)), customer_id)
         return Erased(customer_id, bool(stored), int(unsent))
 
     def erase_all(self, customer_ids: list[str]) -> list[Erased]:

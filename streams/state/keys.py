@@ -9,6 +9,11 @@ and ``}`` are percent-encoded inside the tag. Every other id is its own tag.
 
 from __future__ import annotations
 
+# Shards of the due index (due_summary): each its own hash tag, so the index spreads over
+# a Cluster's slots, and each worker re-scores the shards of its own partitions
+# (streams.state.due_index.shards_of). Fixed: a customer's shard is part of its keys' names.
+DUE_SHARDS = 64
+
 _TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
 
@@ -59,10 +64,18 @@ class Keys:
         (streams.processing.outbox)."""
         return f"{self.namespace}:c:{hash_tag(customer_id)}:outbox"
 
+    def outbox_index(self, shard: int) -> str:
+        """Sorted set: one shard of the outbox index, customers whose outbox may hold
+        entries, scored by the version of the write that last added some (an index, so
+        recovery needs no scan). A customer is in its due-index shard's
+        (streams.state.due_index.customer_shard); each shard has its own hash tag, so the
+        index, written at every batch that emits, spreads over DUE_SHARDS slots."""
+        return f"{self.namespace}:outbox:{{{self.namespace}:outbox:{shard}}}"
+
     @property
-    def outbox_index(self) -> str:
-        """Sorted set: customers whose outbox may hold entries, scored by the version of
-        the write that last added some (an index, so recovery needs no scan)."""
+    def unsharded_outbox_index(self) -> str:
+        """Sorted set: the outbox index as rtba kept it before it was sharded. Only read to
+        move it to the shards (streams.state.store.reshard_indexes)."""
         return f"{self.namespace}:outbox"
 
     @property
@@ -70,18 +83,25 @@ class Keys:
         """Hash: max_event_ts and explicit watermark, epoch ms."""
         return f"{self.namespace}:watermark"
 
-    @property
-    def due(self) -> str:
-        """Sorted set: the due index's summary, bucket number -> the least due time (ms) in
-        that bucket (streams.state.due_index). Every due key shares the tag ``{<ns>:due}``, so a
-        call over several stays in one Cluster slot."""
-        return f"{self.namespace}:due:{{{self.namespace}:due}}"
+    def due_summary(self, shard: int) -> str:
+        """Sorted set: one due-index shard's summary, bucket number -> the least due time
+        (ms) in that bucket (streams.state.due_index). The shard's keys share the tag
+        ``{<ns>:due:<shard>}``: a call over several of its buckets stays in one Cluster
+        slot, and the DUE_SHARDS shards spread the index over slots."""
+        return f"{self.namespace}:due:{{{self.namespace}:due:{shard}}}"
 
     def due_bucket(self, bucket: int) -> str:
         """Sorted set: one bucket of the due index, customer id -> the event time (ms) it
         is next due for re-scoring, ``+inf`` while nothing is due. The buckets list every
-        customer with state."""
-        return f"{self.namespace}:due:{{{self.namespace}:due}}:{bucket}"
+        customer with state; bucket b is in shard b % DUE_SHARDS."""
+        return f"{self.due_summary(bucket % DUE_SHARDS)}:{bucket}"
+
+    @property
+    def unsharded_due(self) -> str:
+        """Sorted set: the summary of the due index as rtba kept it before it was sharded
+        (one hash tag for the whole index); its buckets were this name + ``:<bucket>``.
+        Only read to move such an index to the shards (streams.state.due_index.reshard)."""
+        return f"{self.namespace}:due:{{{self.namespace}:due}}"
 
     @property
     def churn_model(self) -> str:
@@ -185,7 +205,8 @@ class Keys:
     def due_cells(self) -> str:
         """Sorted set: ``<shard>:<day cell>`` -> the event time (ms) the cell's members in
         that index shard are due for re-scoring under a new churn model (streams.state.
-        due_cells); in the due index's hash tag."""
+        due_cells). One key: a refit writes an entry per cell, the leader's tick takes them.
+        Its name is from before the due index was sharded."""
         return f"{self.namespace}:due:{{{self.namespace}:due}}:cells"
 
     @property

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -27,7 +28,7 @@ from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
 from streams.processing.outbox import Entry, by_customer
 from streams.state import due_cells, due_index, facts, redis_client, state_codec, sweep
-from streams.state.keys import Keys, slot_tag
+from streams.state.keys import DUE_SHARDS, Keys, slot_tag
 from streams.state.redis_client import Batch, connect_async
 
 
@@ -247,14 +248,28 @@ class StateStore:
         version, text = await self.client.hmget(self.keys.churn_model, "version", "json")
         return None if text is None else ChurnScorer.from_dict(json.loads(text), int(version))
 
-    async def due_customers(self, until_ms: int, limit: int) -> list[str]:
-        """Up to ``limit`` customers due by ``until_ms``: the summary names the buckets
-        with someone due (each at least one), one script call reads them."""
-        buckets = await self.client.zrangebyscore(self.keys.due, "-inf", until_ms, 0, limit)
-        if not buckets:
-            return []
-        names = [self.keys.due_bucket(int(b)) for b in buckets]
-        return [_text(m) for m in await self._due_until(keys=names, args=[until_ms, limit])]
+    async def due_customers(self, until_ms: int, limit: int,
+                            shards: Sequence[int] | None = None) -> list[str]:  # fmt: skip
+        """Up to ``limit`` customers due by ``until_ms`` in the given due-index shards
+        (default: all). The shards' summaries name the buckets with someone due (each at
+        least one), earliest first; one script call per shard reads them (two round
+        trips in all)."""
+        shards = range(DUE_SHARDS) if shards is None else shards
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zrangebyscore(self.keys.due_summary(shard), "-inf", until_ms, 0, limit,
+                                   withscores=True)  # fmt: skip
+            summaries = await pipe.execute()
+        earliest = sorted((least, int(bucket)) for buckets in summaries
+                          for bucket, least in buckets)[:limit]  # fmt: skip
+        by_shard: dict[int, list[str]] = {}
+        for _, bucket in earliest:
+            by_shard.setdefault(due_index.shard_of(bucket), []).append(self.keys.due_bucket(bucket))
+        batch = Batch()
+        for names in by_shard.values():
+            batch.script(self._due_until, names, [until_ms, limit])
+        found = await batch.run(self.client)
+        return [_text(m) for members in found for m in members][:limit]
 
     async def wake_due_cells(self, until_ms: int, limit: int) -> tuple[int, int]:
         """Mark due at ``until_ms`` (never later than they are: ZADD LT) the members of up
@@ -318,10 +333,14 @@ class StateStore:
         entries = by_customer(outbox)
         # Customers whose outbox gains entries are indexed before their write (see
         # outbox_unindex.lua): one ZADD ahead of every script call.
-        indexed = {cid: states[cid].version + 1 for cid in states if cid in entries}
+        indexed: dict[int, dict[str, int]] = {}
+        for cid in states:
+            if cid in entries:
+                shard = due_index.customer_shard(cid)
+                indexed.setdefault(shard, {})[cid] = states[cid].version + 1
         batch = Batch()
-        if indexed:
-            batch.command("zadd", self.keys.outbox_index, indexed, gt=True)
+        for shard, members in indexed.items():
+            batch.command("zadd", self.keys.outbox_index(shard), members, gt=True)
         groups = self._write_groups(list(states))
         fact_deltas = fact_deltas or {}
         for group in groups:
@@ -343,7 +362,7 @@ class StateStore:
             args = [v for pair in raise_marks for v in pair]
             batch.script(self._advance, [self.keys.watermark], args)
         replies = await batch.run(self.client)
-        calls = replies[1 if indexed else 0 :][: len(groups)]
+        calls = replies[len(indexed) :][: len(groups)]
         written = zip(itertools.chain(*groups), itertools.chain(*calls), strict=True)
         conflicts = [cid for cid, version in written if int(version) < 0]
         if memberships:
@@ -411,7 +430,7 @@ class StateStore:
                 cleanup.command("zrem", name, cid)
             for names, args in due_calls:
                 cleanup.script(self._due_set, names, args)
-            cleanup.command("zrem", self.keys.outbox_index, cid)
+            cleanup.command("zrem", self.keys.outbox_index(due_index.customer_shard(cid)), cid)
         if erased:
             cleanup.command("hincrby", self.keys.stats, "retention_erased", len(erased))
         await cleanup.run(self.client)
@@ -464,15 +483,22 @@ class StateStore:
             return
         batch = Batch()
         for cid, version in bounds.items():
-            batch.script(self._outbox_unindex, [self.keys.outbox_index], [cid, version])
+            index = self.keys.outbox_index(due_index.customer_shard(cid))
+            batch.script(self._outbox_unindex, [index], [cid, version])
         await batch.run(self.client)
 
     async def pending_outbox(self, limit: int) -> dict[str, Pending]:
         """Up to ``limit`` indexed customers: the index score, the state version and the
         outbox entries of each (oldest write first within a customer: its events in
         sequence order). The version is read first, so the entries read after it include
-        those of every write up to that version."""
-        indexed = await self.client.zrange(self.keys.outbox_index, 0, limit - 1, withscores=True)
+        those of every write up to that version. The index's shards take turns, so a
+        backlog in one does not hold up the others."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in range(DUE_SHARDS):
+                pipe.zrange(self.keys.outbox_index(shard), 0, limit - 1, withscores=True)
+            shards = await pipe.execute()
+        turns = itertools.chain.from_iterable(itertools.zip_longest(*shards))
+        indexed = list(itertools.islice((entry for entry in turns if entry), limit))
         if not indexed:
             return {}
         async with self.client.pipeline(transaction=False) as pipe:
@@ -601,6 +627,38 @@ def write_due(client: redis.Redis, keys: Keys, due: dict[str, int | None],
     script = client.register_script(lua("due_set"))
     for names, args in due_index.set_calls(keys, due, mode=mode):
         script(keys=names, args=args)
+
+
+def reshard_indexes(client: redis.Redis, keys: Keys) -> int:
+    """Move the due index and the outbox index kept by an rtba from before their shards
+    (Keys.unsharded_due, Keys.unsharded_outbox_index) into them, a piece at a time;
+    returns how many entries moved (0: nothing to move, two reads). A due time is added
+    only where the shards lack the customer (one written since, by this rtba, is the
+    newer); an outbox-index score is raised to the old one (ZADD GT), as writers do. Each
+    piece is dropped from the old keys once moved, so a crash part-way leaves the rest
+    for the next start. `rtba worker` runs it at start: stop every older worker first,
+    or it goes on writing the old keys."""
+    moved = 0
+    while indexed := client.zrange(keys.unsharded_outbox_index, 0, 999, withscores=True):
+        by_shard: dict[int, dict[str, float]] = {}
+        for member, score in indexed:
+            by_shard.setdefault(due_index.customer_shard(_text(member)), {})[member] = score
+        for shard, members in by_shard.items():
+            client.zadd(keys.outbox_index(shard), members, gt=True)
+        client.zrem(keys.unsharded_outbox_index, *(member for member, _ in indexed))
+        moved += len(indexed)
+    script = client.register_script(lua("due_set"))
+    while buckets := client.zrange(keys.unsharded_due, 0, 99):
+        for bucket in buckets:
+            name = f"{keys.unsharded_due}:{_text(bucket)}"
+            held = client.zrange(name, 0, -1, withscores=True)
+            due = {_text(m): None if score == float("inf") else int(score) for m, score in held}
+            for names, args in due_index.set_calls(keys, due, mode="nx"):
+                script(keys=names, args=args)
+            client.delete(name)
+            client.zrem(keys.unsharded_due, bucket)
+            moved += len(held)
+    return moved
 
 
 def read_churn_model(client: redis.Redis, keys: Keys) -> ChurnScorer | None:

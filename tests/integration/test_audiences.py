@@ -33,7 +33,7 @@ from streams.processing.schemas import iso
 from streams.processing.topics import ensure_topics
 from streams.state.keys import Keys
 from streams.state.store import publish_churn_model
-from tests.conftest import consume_all, json_lines, run_rtba
+from tests.conftest import buckets_due_by, consume_all, json_lines, run_rtba
 from tests.integration.test_erase import mentions
 from tests.reference import DAY, batch_state, epoch_ms
 from tests.reference_audiences import expected_audience_changes, members_at_end
@@ -160,12 +160,13 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
         sent += send_watermark(producer, settings.events_topic, iso(to_ms))
         taken()
         deadline = time.monotonic() + 60
-        while redis_client.zcount(keys.due, "-inf", to_ms):
+        while buckets_due_by(redis_client, settings.namespace, to_ms):
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.02)
 
     for ts, group in groupby(events, key=lambda e: epoch_ms(e["ts"])):
-        if redis_client.zcount(keys.due, "-inf", ts - 1):  # else nothing can change before ts
+        # else nothing can change before ts
+        if buckets_due_by(redis_client, settings.namespace, ts - 1):
             advance(ts - 1)
         for event in group:
             producer.send(settings.events_topic, key=event["customer_id"], value=event)

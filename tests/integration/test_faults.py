@@ -23,7 +23,13 @@ from producers.kafka import make_producer
 from streams.processing.topics import ensure_topics
 from streams.settings import Settings
 from streams.state.keys import Keys
-from tests.conftest import WorkerProcess, assert_states_match_batch, consume_all, run_rtba
+from tests.conftest import (
+    WorkerProcess,
+    assert_states_match_batch,
+    consume_all,
+    outbox_indexed,
+    run_rtba,
+)
 from tests.integration.test_end_to_end import known_events
 from tests.reference import applied_events, expected_segment_changes
 
@@ -90,16 +96,15 @@ class Supervisor:
 
 def run_until_settled(supervisor: Supervisor, settings, redis_client, total: int, timeout=300):
     """Until every record's offset is committed and the outbox is empty."""
-    outbox = Keys(settings.namespace).outbox_index
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         supervisor.poll()
-        if committed(settings) >= total and redis_client.zcard(outbox) == 0:
+        if committed(settings) >= total and not outbox_indexed(redis_client, settings.namespace):
             return
         time.sleep(0.5)
     raise AssertionError(
         f"not settled: committed {committed(settings)}/{total}, outbox "
-        f"{redis_client.zcard(outbox)}:\n{supervisor.worker.log_tail()}"
+        f"{outbox_indexed(redis_client, settings.namespace)}:\n{supervisor.worker.log_tail()}"
     )
 
 

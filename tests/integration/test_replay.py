@@ -14,7 +14,7 @@ import pytest
 
 from streams.state.keys import Keys
 from streams.state.store import connect, read_marks
-from tests.conftest import json_lines, run_rtba, wait_for_records
+from tests.conftest import buckets_due_by, json_lines, run_rtba, wait_for_records
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,8 @@ def test_replay_again_after_a_restart_changes_no_result(rtba_env, settings, work
             snapshot = redis_client.hget(keys.cluster_model, "version")
             swept = redis_client.hget(keys.cluster_sweep, "swept")
             watermark = read_marks(connect(settings.redis_url), keys).watermark()
-            if snapshot and swept == snapshot and not redis_client.zcount(keys.due, 0, watermark):
+            due = buckets_due_by(redis_client, settings.namespace, watermark)
+            if snapshot and swept == snapshot and not due:
                 break
             time.sleep(0.3)
         profiles = json_lines(run_rtba(rtba_env, "profile", "--all", "--json").stdout)

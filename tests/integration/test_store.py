@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+import zlib
 from decimal import Decimal
 
 import numpy as np
@@ -22,7 +23,7 @@ from streams.processing.pipeline import Record
 from streams.processing.schemas import Limits
 from streams.processing.worker import BatchProcessor, OutboxRelay, Rescorer
 from streams.state import state_codec
-from streams.state.due_index import bucket_of
+from streams.state.due_index import bucket_of, shards_of
 from streams.state.keys import Keys
 from streams.state.store import (
     StateStore,
@@ -30,10 +31,17 @@ from streams.state.store import (
     connect,
     read_states,
     read_stats,
+    reshard_indexes,
     write_due,
 )
+from tests.conftest import outbox_indexed
 
 pytestmark = pytest.mark.integration
+
+
+def outbox_index(keys: Keys, cid: str) -> str:
+    """The outbox-index shard of a customer: its due-index bucket's (crc32 % 16384 % 64)."""
+    return keys.outbox_index(zlib.crc32(cid.encode()) % 16_384 % 64)
 
 
 def purchase_ms(i: int) -> int:
@@ -118,11 +126,12 @@ def test_outbox_entries_live_with_the_state_until_acknowledged(settings):
         second = await processor.process([purchase(3, "c2", "o3"), purchase(4, "c2", "o4")])
         await store.outbox_done(first.outbox)
         assert client.hlen(keys.outbox("c1")) == 0
-        assert client.zscore(keys.outbox_index, "c1") is None
-        assert client.zscore(keys.outbox_index, "c2") is not None  # its newer entry waits
+        assert client.zscore(outbox_index(keys, "c1"), "c1") is None
+        assert client.zscore(outbox_index(keys, "c2"), "c2") is not None  # its newer entry waits
         assert client.hlen(keys.outbox("c2")) == len(second.outbox) > 0
         await store.outbox_done(second.outbox)
-        assert client.zcard(keys.outbox_index) == 0 and client.hlen(keys.outbox("c2")) == 0
+        assert outbox_indexed(client, settings.namespace) == 0
+        assert client.hlen(keys.outbox("c2")) == 0
         await store.client.aclose()
 
     asyncio.run(scenario())
@@ -144,11 +153,11 @@ def test_the_relay_keeps_a_customer_indexed_while_its_write_is_in_flight(setting
         relay = OutboxRelay(store, clock=lambda: now[0])
         first = await processor.process([purchase(1, "c1", "o1")])
         await store.outbox_done(first.outbox)
-        assert client.zcard(keys.outbox_index) == 0
+        assert outbox_indexed(client, settings.namespace) == 0
 
-        client.zadd(keys.outbox_index, {"c1": 2})  # a writer's first step for version 2
+        client.zadd(outbox_index(keys, "c1"), {"c1": 2})  # a writer's first step for version 2
         assert (await relay.leftovers()).outbox == []
-        assert client.zscore(keys.outbox_index, "c1") == 2  # still indexed
+        assert client.zscore(outbox_index(keys, "c1"), "c1") == 2  # still indexed
 
         # the write lands (the second purchase changes the customer's segment) and
         # the writer crashes before sending: the relay sends the entries once stale
@@ -159,10 +168,10 @@ def test_the_relay_keeps_a_customer_indexed_while_its_write_is_in_flight(setting
         assert [e.event_id for e in relayed.outbox] == [e.event_id for e in second.outbox]
 
         await store.outbox_done(relayed.outbox)
-        assert client.zcard(keys.outbox_index) == 0
-        client.zadd(keys.outbox_index, {"c1": 2})  # a writer that lost its version check
+        assert outbox_indexed(client, settings.namespace) == 0
+        client.zadd(outbox_index(keys, "c1"), {"c1": 2})  # a writer that lost its version check
         assert (await relay.leftovers()).outbox == []
-        assert client.zcard(keys.outbox_index) == 0  # settled: it leaves the index
+        assert outbox_indexed(client, settings.namespace) == 0  # settled: it leaves the index
         await store.client.aclose()
 
     asyncio.run(scenario())
@@ -362,6 +371,87 @@ def test_the_bucketed_due_index_returns_exactly_who_is_due(settings):
         assert sorted(asyncio.run(due_by(until))) == want, until
     assert len(asyncio.run(due_by(5_000, limit=10))) == 10
     assert all_customer_ids(client, keys) == sorted(expected)
+
+
+def test_two_workers_rescore_disjoint_halves_that_cover_everyone_due(settings):
+    """600 customers fall due when event time leaps a year. A worker holding the even
+    partitions of six re-scores exactly the customers whose due-index shard (crc32 of the
+    id, as the test computes it) goes with an even partition; the other worker the rest."""
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    ids = [f"h{i:03d}" for i in range(600)]
+
+    def partition_of(cid: str) -> int:
+        return zlib.crc32(cid.encode()) % 16_384 % 64 % 6
+
+    async def scenario():
+        store = StateStore.from_url(settings.redis_url, keys)
+        processor = BatchProcessor(store, RFMScorer(), Limits())
+        await processor.process([purchase(i, cid, f"o{i}") for i, cid in enumerate(ids)])
+        leap = {"event_id": "late", "customer_id": "h999", "type": "click", "action": "view",
+                "ts": purchase_ms(0) + 365 * 86_400_000}  # fmt: skip
+        await processor.process([Record(0, 600, b"h999", json.dumps(leap).encode())])
+        rescored = []
+        for mine in ([0, 2, 4], [1, 3, 5]):
+            rescorer = Rescorer(processor, shards=lambda mine=mine: shards_of(mine, 6))
+            out = await rescorer.tick(leader=False)
+            rescored.append(sorted(out.states))
+        await store.client.aclose()
+        return rescored
+
+    even, odd = asyncio.run(scenario())
+    assert even == sorted(c for c in ids if partition_of(c) % 2 == 0)
+    assert odd == sorted(c for c in ids if partition_of(c) % 2 == 1)
+    assert len(even) > 200 and len(odd) > 200
+    assert read_stats(client, keys)["rescored"] == len(ids)
+    client.close()
+
+
+def test_indexes_kept_before_the_shards_move_to_them(settings):
+    """An rtba from before the shards kept the whole due index under one hash tag, and the
+    outbox index in one key. A worker's start moves them: every customer keeps its due
+    time (+inf included), except one that this rtba wrote since, whose newer time stands;
+    every outbox-index entry keeps the higher of its scores; the old keys are gone, and a
+    second start has nothing to move."""
+    keys = Keys(settings.namespace)
+    client = connect(settings.redis_url)
+    ns = settings.namespace
+    old_summary = f"{ns}:due:{{{ns}:due}}"  # the old layout, as that rtba named it
+    rng = np.random.default_rng(9)
+    expected = {f"m{i:04d}": float(t) for i, t in enumerate(rng.integers(0, 1_000, 1_500))}
+    expected.update({f"n{i:03d}": float("inf") for i in range(200)})
+    buckets: dict[int, dict[str, float]] = {}
+    for cid, t in expected.items():
+        buckets.setdefault(zlib.crc32(cid.encode()) % 16_384, {})[cid] = t
+    for bucket, members in buckets.items():
+        client.zadd(f"{old_summary}:{bucket}", members)
+        client.zadd(old_summary, {str(bucket): min(members.values())})
+    write_due(client, keys, {"m0007": 5_000})  # written by this rtba since: newer
+    expected["m0007"] = 5_000.0
+    pending = {f"m{i:04d}": 3 + i % 5 for i in range(0, 1_500, 7)}
+    client.zadd(f"{ns}:outbox", pending)
+    client.zadd(outbox_index(keys, "m0014"), {"m0014": 50})  # indexed since by a new write
+    pending["m0014"] = 50
+
+    assert reshard_indexes(client, keys) == 1_700 + len(pending)
+    assert reshard_indexes(client, keys) == 0
+    assert not client.exists(old_summary, *(f"{old_summary}:{b}" for b in buckets))
+    assert not client.exists(f"{ns}:outbox")
+    assert all_customer_ids(client, keys) == sorted(expected)
+    for cid, score in pending.items():
+        assert client.zscore(outbox_index(keys, cid), cid) == score
+    assert outbox_indexed(client, ns) == len(pending)
+
+    async def due_by(until):
+        store = StateStore.from_url(settings.redis_url, keys)
+        try:
+            return sorted(await store.due_customers(until, 100_000))
+        finally:
+            await store.client.aclose()
+
+    for until in (0, 500, 999, 5_000):
+        assert asyncio.run(due_by(until)) == sorted(c for c, t in expected.items() if t <= until)
+    client.close()
 
 
 def test_a_retention_erase_skips_a_customer_written_since_it_was_read(settings):

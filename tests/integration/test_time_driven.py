@@ -17,7 +17,14 @@ from streams.processing.schemas import iso
 from streams.processing.topics import ensure_topics
 from streams.state.keys import Keys
 from streams.state.store import connect, read_churn_model
-from tests.conftest import consume_all, json_lines, run_rtba, wait_for_records
+from tests.conftest import (
+    WorkerProcess,
+    buckets_due_by,
+    consume_all,
+    json_lines,
+    run_rtba,
+    wait_for_records,
+)
 from tests.reference import RECENCY_EDGES, batch_state, epoch_ms, reference_segment
 
 pytestmark = pytest.mark.integration
@@ -95,7 +102,7 @@ def test_churners_alerted_after_crossing_and_champion_decays(rtba_env, settings,
     keys = Keys(settings.namespace)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the leader's tick catches up with the watermark
-        if not redis_client.zcount(keys.due, "-inf", final_watermark):
+        if not buckets_due_by(redis_client, settings.namespace, final_watermark):
             break
         time.sleep(0.3)
 
@@ -126,18 +133,8 @@ def test_churners_alerted_after_crossing_and_champion_decays(rtba_env, settings,
     champ = [json.loads(r.value) for r in changes if r.key == b"champ"]
     champ = [c for c in champ if c["kind"] == "rfm"]
     timed = [(c["from"], c["to"], epoch_ms(c["at"])) for c in champ if c["reason"] == "time"]
-    last = week_ms(9)
-    expected = []
-    current = [c for c in champ if c["reason"] == "purchase"][-1]["to"]
-    assert current == "Champions"
-    for edge in RECENCY_EDGES:
-        at = last + edge * MS_PER_DAY + 1
-        if at > final_watermark:
-            break
-        segment = reference_segment((at - last) / MS_PER_DAY, 10, 3000)
-        if segment != current:
-            expected.append((current, segment, at))
-            current = segment
+    assert [c for c in champ if c["reason"] == "purchase"][-1]["to"] == "Champions"
+    expected = decay(week_ms(9), final_watermark)
     assert timed == expected and len(expected) >= 2
 
     profile = json_lines(run_rtba(rtba_env, "profile", "champ", "--json").stdout)[0]
@@ -170,3 +167,80 @@ def first_ms_at_risk(customer: dict, params: dict, threshold: float) -> int:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if risky(mid) else (mid, hi)
     return hi
+
+
+def test_two_workers_each_rescore_the_customers_of_their_own_partitions(
+    rtba_env, settings, redis_client, tmp_path
+):
+    """The re-scoring tick runs on every worker, over the due customers of the partitions
+    it holds. With two workers sharing the partitions, 48 silent Champions in every
+    partition decay one edge at a time, each change at the exact millisecond it crosses:
+    a tick on the leader alone would leave the other worker's customers where they were."""
+    rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_RFM_ADAPTIVE="0")
+    ensure_topics(settings)
+    workers = [WorkerProcess(rtba_env, tmp_path / f"w{n}.log").start() for n in (1, 2)]
+    try:
+        deadline = time.monotonic() + 90
+        while (held := [assigned_partitions(w) for w in workers]) and not (
+            all(held) and sorted(held[0] + held[1]) == list(range(settings.partitions))
+        ):
+            assert time.monotonic() < deadline, [w.log_tail() for w in workers]
+            time.sleep(0.3)
+        producer = make_producer(settings.kafka_bootstrap)
+        last_ms, sent = {}, 0
+        for c in range(48):
+            cid = f"w{c:02d}"
+            for w in range(10):  # ten weekly orders of 300: a Champion at its last one
+                ts = BASE + timedelta(weeks=w, hours=7 * c)
+                producer.send(settings.events_topic, key=cid, value={
+                    "event_id": f"{cid}-{w}", "customer_id": cid, "type": "purchase",
+                    "order_id": f"{cid}-{w}", "amount": "300", "ts": ts.isoformat()})  # fmt: skip
+                sent += 1
+            last_ms[cid] = epoch_ms(ts.isoformat())
+        until = max(last_ms.values()) + 200 * MS_PER_DAY
+        sent += send_watermark(producer, settings.events_topic, iso(until))
+        producer.flush()
+        wait_for_records(redis_client, settings, sent, workers[0])
+        deadline = time.monotonic() + 60
+        while buckets_due_by(redis_client, settings.namespace, until):
+            assert time.monotonic() < deadline, [w.log_tail() for w in workers]
+            time.sleep(0.3)
+        held = [assigned_partitions(w) for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    assert all(held), "a rebalance left one worker without partitions"
+    expected = {cid: decay(last, until) for cid, last in last_ms.items()}
+    assert all(len(changes) >= 2 for changes in expected.values())
+    records = consume_all(settings.kafka_bootstrap, settings.segment_changes_topic, 1, timeout=10)
+    timed: dict[str, list] = {cid: [] for cid in last_ms}
+    for change in map(json.loads, (r.value for r in records)):
+        if change["kind"] == "rfm" and change["reason"] == "time":
+            timed[change["customer_id"]].append((change["from"], change["to"],
+                                                 epoch_ms(change["at"])))  # fmt: skip
+    assert timed == expected
+
+
+def decay(last_ms: int, until_ms: int) -> list[tuple[str, str, int]]:
+    """A silent Champion's segment changes (from, to, ms) as event time goes to ``until``:
+    one at the first millisecond past each recency edge that changes its segment."""
+    current, changes = "Champions", []
+    for edge in RECENCY_EDGES:
+        at = last_ms + edge * MS_PER_DAY + 1
+        if at > until_ms:
+            break
+        segment = reference_segment((at - last_ms) / MS_PER_DAY, 10, 3000)
+        if segment != current:
+            changes.append((current, segment, at))
+            current = segment
+    return changes
+
+
+def assigned_partitions(worker: WorkerProcess) -> list[int]:
+    """The events partitions the worker's log says it holds now ([] before it says)."""
+    lines = [line for line in worker.log_path.read_text(errors="replace").splitlines()
+             if ": partitions " in line]  # fmt: skip
+    if not lines:
+        return []
+    listed = lines[-1].split(": partitions ", 1)[1].rsplit(" of ", 1)[0]
+    return [int(p) for p in listed.split(", ") if p.isdigit()]

@@ -1,10 +1,10 @@
 -- due_until.lua: the customers due by a time, from the buckets the summary named.
 --
--- KEYS     bucket sorted sets of the due index (customer id -> due time, ms)
+-- KEYS     bucket sorted sets of one due-index shard (customer id -> due time, ms)
 -- ARGV     [1] the time (ms): customers due at or before it
 --          [2] the most ids to return
 -- returns  customer ids, bucket by bucket in KEYS order, at most ARGV[2]
--- Every key shares one hash tag, so one call stays in one Redis Cluster slot.
+-- Every key is one shard's and shares its hash tag, so one call stays in one Cluster slot.
 
 local until_ms, limit = ARGV[1], tonumber(ARGV[2])
 local out = {}
