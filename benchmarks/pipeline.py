@@ -55,6 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiokafka
@@ -68,7 +69,7 @@ from streams.processing.topics import ensure_topics
 from streams.settings import Settings
 from streams.state.keys import Keys
 from streams.state.redis_client import clustered, info_per_server
-from streams.state.store import StateStore, connect, customer_count
+from streams.state.store import StateStore, connect, customer_count, read_stat
 
 REPO = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
@@ -124,9 +125,9 @@ class Bench:
     def rate(self, proc: subprocess.Popen, key: str, field: str, timeout_s: float) -> float:
         """Records per second while the counter at ``key`` goes from its first count to
         ``len(events)``, polled every 10 ms."""
-        return self.window(proc, key, field, timeout_s)[0]
+        return self.window(proc, lambda: int(self.redis.hget(key, field) or 0), timeout_s)[0]
 
-    def window(self, proc: subprocess.Popen, key: str, field: str, timeout_s: float,
+    def window(self, proc: subprocess.Popen, counted: Callable[[], int], timeout_s: float,
                watch: list[subprocess.Popen] = ()) -> tuple[float, float]:  # fmt: skip
         """``rate``'s records per second, and the CPU microseconds per record the ``watch``
         processes (and their children) used over the same window: start-up and joining
@@ -134,7 +135,7 @@ class Bench:
         first = None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            seen = int(self.redis.hget(key, field) or 0)
+            seen = counted()
             now = time.perf_counter()
             if seen and first is None:
                 first = (now, seen, tree_cpu_s([p.pid for p in watch]))
@@ -147,7 +148,8 @@ class Bench:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
             time.sleep(0.01)
-        raise RuntimeError(f"{proc.args}: {field} did not reach {len(self.events)} in time")
+        raise RuntimeError(f"{proc.args}: the records counted did not reach {len(self.events)} "
+                           "in time")  # fmt: skip
 
 
 def tree_cpu_s(pids: list[int]) -> float:
@@ -243,7 +245,8 @@ def rtba_worker(bench: Bench, namespace: str | None, workers: int = 1) -> tuple[
         if fill_later:
             _wait_for_members(bench, namespace, workers)
             threading.Thread(target=bench.fill, args=(namespace,), daemon=True).start()
-        return bench.window(procs[0], Keys(namespace).stats, "records", 600, procs)
+        keys = Keys(namespace)
+        return bench.window(procs[0], lambda: read_stat(bench.redis, keys, "records"), 600, procs)
     finally:
         for proc in procs:
             stop(proc)

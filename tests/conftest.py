@@ -16,8 +16,9 @@ import pytest
 
 from launcher import stack
 from streams.settings import Settings
+from streams.state.keys import Keys
 from streams.state.redis_client import is_cluster
-from streams.state.store import connect
+from streams.state.store import connect, read_stat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,11 +125,11 @@ def worker(rtba_env, tmp_path):
 
 def wait_for_records(client, settings: Settings, expected: int, worker: WorkerProcess, timeout=120):
     """Wait until the worker has taken `expected` records off behavior.events."""
-    key = f"{settings.namespace}:stats"
+    keys = Keys(settings.namespace)
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
-        seen = int(client.hget(key, "records") or 0)
+        seen = read_stat(client, keys, "records")
         if seen >= expected:
             return seen
         if worker.proc is not None and worker.proc.poll() is not None:

@@ -35,7 +35,10 @@ def claim(client, namespace: str, key: str, mine: str, before: str) -> str:
     """
     if client.get(key) is None:
         # events applied before the fact was kept were applied under the old behaviour
-        applied = client.hget(Keys(namespace).stats, "applied") is not None
+        with client.pipeline(transaction=False) as pipe:
+            for stats in Keys(namespace).stats_keys:
+                pipe.hexists(stats, "applied")
+            applied = any(pipe.execute())
         client.set(key, before if applied else mine, nx=True)
     return stored(client, key)
 

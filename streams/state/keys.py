@@ -13,6 +13,8 @@ from __future__ import annotations
 # a Cluster's slots, and each worker re-scores the shards of its own partitions
 # (streams.state.due_index.shards_of). Fixed: a customer's shard is part of its keys' names.
 DUE_SHARDS = 64
+# Shards of the counters (stats_shard): fewer than the due index's, since a reader sums them.
+STATS_SHARDS = 16
 
 _TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
@@ -251,5 +253,18 @@ class Keys:
 
     @property
     def stats(self) -> str:
-        """Hash: counters (events applied, duplicates, dlq and dlq:<reason>)."""
+        """Hash: counters (events applied, duplicates, dlq and dlq:<reason>): the rare ones
+        (refit failures) and every count made before the counters were sharded. A counter's
+        value is its sum over :meth:`stats_keys`."""
         return f"{self.namespace}:stats"
+
+    def stats_shard(self, shard: int) -> str:
+        """Hash: one of STATS_SHARDS shards of the counters, each its own hash tag: a batch
+        or a tick adds its counts to one shard, taken in turns, so the counters written at
+        every batch spread over slots (streams.state.store.read_stats sums them)."""
+        return f"{self.namespace}:stats:{{{self.namespace}:stats:{shard}}}"
+
+    @property
+    def stats_keys(self) -> list[str]:
+        """Every hash a counter's value is summed over."""
+        return [self.stats, *(self.stats_shard(s) for s in range(STATS_SHARDS))]

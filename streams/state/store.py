@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -28,7 +29,7 @@ from online_models.days import UTC_DAYS, Days
 from streams.audiences.definitions import AudienceSet
 from streams.processing.outbox import Entry, by_customer
 from streams.state import due_cells, due_index, facts, redis_client, state_codec, sweep
-from streams.state.keys import DUE_SHARDS, Keys, slot_tag
+from streams.state.keys import DUE_SHARDS, STATS_SHARDS, Keys, slot_tag
 from streams.state.redis_client import Batch, connect_async
 
 
@@ -125,6 +126,7 @@ class StateStore:
         self._due_set = client.register_script(lua("due_set"))
         self._due_until = client.register_script(lua("due_until"))
         self._erase = client.register_script(lua("erase_customer", "add_counts", "add_members"))
+        self._stats_turn = 0
 
     @classmethod
     def from_url(cls, url: str, keys: Keys, **options) -> StateStore:
@@ -295,10 +297,16 @@ class StateStore:
         await self.client.zrem(self.keys.due_cells, *names)
         return len(names), len(ids)
 
+    def _stats_key(self) -> str:
+        """The counters' shard for the next batch or tick's counts: each in turn."""
+        self._stats_turn = (self._stats_turn + 1) % STATS_SHARDS
+        return self.keys.stats_shard(self._stats_turn)
+
     async def count(self, counters: dict[str, int]) -> None:
+        key = self._stats_key()
         async with self.client.pipeline(transaction=False) as pipe:
             for name, n in counters.items():
-                pipe.hincrby(self.keys.stats, name, n)
+                pipe.hincrby(key, name, n)
             await pipe.execute()
 
     async def marks(self) -> Marks:
@@ -352,9 +360,10 @@ class StateStore:
         # None: nothing due, but still one of the namespace's customers
         for names, args in due_index.set_calls(self.keys, due, forget or ()):
             batch.script(self._due_set, names, args)
+        stats = self._stats_key()
         for name, n in counters.items():
             if n:
-                batch.command("hincrby", self.keys.stats, name, n)
+                batch.command("hincrby", stats, name, n)
         raise_marks = [(f"p:{p}", ts) for p, ts in marks.items()]
         if max_event_ts is not None:
             raise_marks.append(("max_event_ts", max_event_ts))
@@ -432,7 +441,7 @@ class StateStore:
                 cleanup.script(self._due_set, names, args)
             cleanup.command("zrem", self.keys.outbox_index(due_index.customer_shard(cid)), cid)
         if erased:
-            cleanup.command("hincrby", self.keys.stats, "retention_erased", len(erased))
+            cleanup.command("hincrby", self._stats_key(), "retention_erased", len(erased))
         await cleanup.run(self.client)
         if erased:  # out of the stored learner; a re-drive skips them; the AOF forgets them
             await forget_in_learner_async(self.client, self.keys, erased)
@@ -773,4 +782,19 @@ def read_histograms(client: redis.Redis, keys: Keys) -> dict:
 
 
 def read_stats(client: redis.Redis, keys: Keys) -> dict[str, int]:
-    return {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
+    """Every counter, summed over its shards (Keys.stats_keys; one pipelined read)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys.stats_keys:
+            pipe.hgetall(key)
+        total: Counter = Counter()
+        for counts in pipe.execute():
+            total.update({_text(k): int(v) for k, v in counts.items()})
+    return dict(total)
+
+
+def read_stat(client: redis.Redis, keys: Keys, name: str) -> int:
+    """One counter, summed over its shards (one pipelined read: what a poll needs)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys.stats_keys:
+            pipe.hget(key, name)
+        return sum(int(v or 0) for v in pipe.execute())

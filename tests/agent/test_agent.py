@@ -12,7 +12,7 @@ import pytest
 from streams.processing.app import create_app
 from streams.settings import Settings
 from streams.state.keys import Keys
-from streams.state.store import connect, read_states
+from streams.state.store import connect, read_stat, read_states
 
 pytestmark = pytest.mark.integration  # needs Redis (no Kafka)
 
@@ -41,7 +41,7 @@ async def _drive(settings: Settings, payloads: list[bytes]) -> tuple[list, list,
                 await agent.put(key=b"k", value=raw, wait=False)
             client = connect(settings.redis_url)
             for _ in range(100):
-                if int(client.hget(keys.stats, "records") or 0) >= len(payloads):
+                if read_stat(client, keys, "records") >= len(payloads):
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.3)  # let the sends of the last batch finish

@@ -17,6 +17,8 @@ from streams.api.history import sizes_sample
 from streams.processing.schemas import iso
 from streams.read.reader import StateReader
 from streams.settings import Settings
+from streams.state.keys import Keys
+from streams.state.store import read_stat
 from tests.integration import test_cli
 from tests.reference import DAY, batch_state, epoch_ms
 
@@ -247,7 +249,7 @@ def test_an_id_with_a_slash_is_addressable_as_is_or_percent_encoded(api, shop):
     producer = make_producer(shop.settings.kafka_bootstrap)
     send_all(producer, shop.settings.events_topic, [event])
     producer.close()
-    counted = shop.client.hget(f"{shop.settings.namespace}:stats", "records")
+    counted = read_stat(shop.client, Keys(shop.settings.namespace), "records")
     wait_for_records(shop.client, shop.settings, int(counted) + 1, shop.worker)
     for path in ("/customers/a%2Fb", "/customers/a/b"):
         answer = api.get(path)

@@ -32,7 +32,7 @@ from streams.audiences.definitions import EXAMPLE
 from streams.processing.schemas import iso
 from streams.processing.topics import ensure_topics
 from streams.state.keys import Keys
-from streams.state.store import publish_churn_model
+from streams.state.store import publish_churn_model, read_stat
 from tests.conftest import buckets_due_by, consume_all, json_lines, run_rtba
 from tests.integration.test_erase import mentions
 from tests.reference import DAY, batch_state, epoch_ms
@@ -150,7 +150,7 @@ def test_members_enter_and_leave_at_the_right_event_time(rtba_env, settings, wor
     def taken() -> None:
         """Back once the worker has taken every record sent (polled often: ~70 rounds)."""
         deadline = time.monotonic() + 60
-        while int(redis_client.hget(keys.stats, "records") or 0) < sent:
+        while read_stat(redis_client, keys, "records") < sent:
             assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log_tail()
             time.sleep(0.02)
 

@@ -13,7 +13,7 @@ from online_models.quantiles import rfm_histograms
 from producers.kafka import make_producer
 from streams.state.facts import histogram_point
 from streams.state.keys import Keys
-from streams.state.store import connect, read_histograms
+from streams.state.store import connect, read_histograms, read_stats
 from tests.conftest import assert_states_match_batch, consume_all, wait_for_records
 from tests.reference import expected_segment_changes
 
@@ -139,7 +139,7 @@ def test_stream_state_equals_batch_computation(rtba_env, settings, worker, redis
     assert {n: +h.counts for n, h in got_hists.items()} == {
         n: +h.counts for n, h in want_hists.items()
     }
-    stats = {k.decode(): int(v) for k, v in redis_client.hgetall(keys.stats).items()}
+    stats = read_stats(redis_client, keys)
     assert stats["records"] == total
     assert stats["dlq"] == len(sent_bad)
 

@@ -21,7 +21,8 @@ from kafka import KafkaConsumer, TopicPartition
 from producers.kafka import make_producer, send_all, send_watermark
 from streams.api.app import create_api
 from streams.settings import Settings
-from streams.state.store import connect
+from streams.state.keys import Keys
+from streams.state.store import connect, read_stat
 from tests.conftest import (
     assert_states_match_batch,
     consume_all,
@@ -402,7 +403,7 @@ def test_retention_erases_customers_silent_that_long_in_event_time(rtba_env, set
     client = connect(settings.redis_url)
     wait_for_records(client, settings, len(events) + marks, worker)
     deadline = time.monotonic() + 60
-    while int(client.hget(f"{settings.namespace}:stats", "retention_erased") or 0) < 2:
+    while read_stat(client, Keys(settings.namespace), "retention_erased") < 2:
         assert time.monotonic() < deadline, worker.log_tail()
         time.sleep(0.3)
     ns = settings.namespace
@@ -415,5 +416,5 @@ def test_retention_erases_customers_silent_that_long_in_event_time(rtba_env, set
         assert set(marks) == set(settings.output_topics), (cid, marks)
     profile = json.loads(run_rtba(env, "profile", "keep-me", "--json").stdout)
     assert (profile["purchases"], profile["monetary"]) == (2, 55.0)
-    assert int(client.hget(f"{ns}:stats", "retention_erased")) == 2
+    assert read_stat(client, Keys(ns), "retention_erased") == 2
     client.close()

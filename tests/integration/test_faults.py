@@ -23,6 +23,7 @@ from producers.kafka import make_producer
 from streams.processing.topics import ensure_topics
 from streams.settings import Settings
 from streams.state.keys import Keys
+from streams.state.store import read_stat
 from tests.conftest import (
     WorkerProcess,
     assert_states_match_batch,
@@ -64,7 +65,7 @@ class Supervisor:
 
     def __init__(self, env: dict, log_path, client, settings):
         self.env, self.log_path = env, log_path
-        self.client, self.stats = client, Keys(settings.namespace).stats
+        self.client, self.keys = client, Keys(settings.namespace)
         self.worker: WorkerProcess | None = None
         self.crashes = 0
         self.resumed_after: list[float] = []
@@ -76,7 +77,7 @@ class Supervisor:
         self.worker = WorkerProcess(env, self.log_path).start()
 
     def records(self) -> int:
-        return int(self.client.hget(self.stats, "records") or 0)
+        return read_stat(self.client, self.keys, "records")
 
     def poll(self) -> None:
         code = self.worker.proc.poll()
@@ -206,7 +207,7 @@ def test_crash_between_redis_write_and_kafka_send(rtba_env, settings, redis_clie
 
     assert supervisor.crashes >= 5, f"only {supervisor.crashes} crashes: the test proves little"
     assert_outputs_match_reference(settings, events)
-    applied = int(redis_client.hget(Keys(settings.namespace).stats, "applied"))
+    applied = read_stat(redis_client, Keys(settings.namespace), "applied")
     assert applied == sum(len(v) for v in applied_events(events).values())  # none twice
     assert_facts_verified(rtba_env)  # each crashed write moved the facts once, or not at all
     print(f"\n{supervisor.crashes} crashes; resumed after {supervisor.resumed_after} s")
@@ -284,7 +285,7 @@ def test_recreated_topic_events_are_applied(rtba_env, settings, redis_client, wo
     wait_committed(settings, worker, len(second))
 
     assert_states_match_batch(settings, first + second)
-    applied = int(redis_client.hget(Keys(settings.namespace).stats, "applied"))
+    applied = read_stat(redis_client, Keys(settings.namespace), "applied")
     assert applied == sum(len(v) for v in applied_events(first + second).values())
     assert "the events topic was re-created" in worker.log_path.read_text(errors="replace")
 
@@ -315,7 +316,7 @@ def test_redis_killed_mid_stream_loses_nothing(rtba_env, settings, worker, tmp_p
         worker.start()
         produce(local, events[:half])
         deadline = time.monotonic() + 60
-        while int(client.hget(Keys(local.namespace).stats, "records") or 0) < half // 3:
+        while read_stat(client, Keys(local.namespace), "records") < half // 3:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)  # mid-stream: the worker is writing batches
@@ -344,23 +345,23 @@ def test_broker_restart_loses_nothing_and_logs_little(rtba_env, worker, tmp_path
     rtba_env.update({"KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "RTBA_TICK_S": "3600",
                      "RTBA_RFM_ADAPTIVE": "0", "RTBA_BATCH_SIZE": "100"})  # fmt: skip
     local = Settings.from_env(rtba_env)
-    stats = Keys(local.namespace).stats
+    keys = Keys(local.namespace)
     events = known_events(seed=16, customers=800)
     try:
         ensure_topics(local)
         worker.start()
         flow = produce_slowly(local, events, seconds=25)  # under load: the producer buffers
         deadline = time.monotonic() + 60
-        while int(redis_client.hget(stats, "records") or 0) < len(events) // 4:
+        while read_stat(redis_client, keys, "records") < len(events) // 4:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.1)
         stack.stop_pid(pid)
         stopped_at = len(worker.log_path.read_text(errors="replace").splitlines())
         time.sleep(7)
         pid = stack.start_kafka(home, port, cport, 3)
-        before = int(redis_client.hget(stats, "records") or 0)
+        before = read_stat(redis_client, keys, "records")
         deadline = time.monotonic() + 60
-        while int(redis_client.hget(stats, "records") or 0) == before:
+        while read_stat(redis_client, keys, "records") == before:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.2)
         outage = worker.log_path.read_text(errors="replace").splitlines()[stopped_at:]
@@ -396,7 +397,7 @@ def test_worker_sigkilled_five_times_while_events_flow(rtba_env, settings, redis
     rtba_env.update({"RTBA_TICK_S": "3600", "RTBA_RFM_ADAPTIVE": "0", "RTBA_BATCH_SIZE": "100"})
     events = known_events(seed=17, customers=int(1500 * SCALE))
     ensure_topics(settings)
-    stats = Keys(settings.namespace).stats
+    keys = Keys(settings.namespace)
     flow = produce_slowly(settings, events, seconds=60 if SCALE <= 1 else 100)
     worker = WorkerProcess(rtba_env, tmp_path / "worker.log").start()
     rng, resumed = random.Random(5), []
@@ -405,10 +406,10 @@ def test_worker_sigkilled_five_times_while_events_flow(rtba_env, settings, redis
             time.sleep(rng.uniform(3, 8))
             worker.proc.send_signal(signal.SIGKILL)
             worker.proc.wait()
-            before = int(redis_client.hget(stats, "records") or 0)
+            before = read_stat(redis_client, keys, "records")
             restarted = time.monotonic()
             worker.start()
-            while int(redis_client.hget(stats, "records") or 0) <= before:
+            while read_stat(redis_client, keys, "records") <= before:
                 assert time.monotonic() - restarted < 60, worker.log_tail()
                 time.sleep(0.1)
             resumed.append(round(time.monotonic() - restarted, 1))
