@@ -24,7 +24,7 @@ from streams.privacy import Pseudonyms
 from streams.processing.faults import Faults
 from streams.processing.logs import PROGRESS_S, SLOW_S, Progress, SlowStep
 from streams.processing.metrics import WorkerMetrics
-from streams.processing.offload import run_off_loop
+from streams.processing.offload import JobProcess
 from streams.processing.pipeline import BatchOutcome, Record
 from streams.processing.schemas import Limits
 from streams.processing.topics import OUTPUTS, TOPICS, TopicIds
@@ -281,11 +281,13 @@ def create_app(settings: Settings) -> Pipeline:
     async def relay_outbox_leftovers():
         await emit_or_log(relay_leftovers, "outbox relay")
 
+    jobs = JobProcess()
+
     async def in_background(job, what: str, metric: str) -> None:
         """Run a blocking leader job (population scan, optimiser) off the event loop."""
         started = time.perf_counter()
         try:
-            result = await run_off_loop(partial(job, settings))
+            result = await jobs.run(partial(job, settings))
         except RefitSkipped as exc:
             log.warning("%s did not run: %s", what, exc)
             return

@@ -82,6 +82,9 @@ def test_the_population_benchmark_times_every_population_job_and_read(real_stack
         assert len(runs) == 1 and runs[0]["s"] > 0 and runs[0]["cpu_s"] > 0
         assert runs[0]["worst_stall_ms"] >= 0
     assert not jobs["refit"]["unchanged"][0]["moved"]  # the same data: the same parameters
+    # every job in the one kept child, spawned for the first: later jobs pay no start
+    assert figures["children"] == 1 and jobs["refit"]["first"][0]["spawned"]
+    assert not any(run["spawned"] for runs in timed[1:-1] for run in runs)
     # over another model: published, and the customers woken by day cell, none read
     assert jobs["refit"]["moved"][0]["published"]
     assert jobs["refit"]["moved"][0]["result"]["rescheduled_by"] == "cells"
