@@ -335,6 +335,7 @@ def offloaded(client, job) -> dict:
         result, _, stall_ms = asyncio.run(watched(JOBS.run(job)))
     cpu_s = time.process_time() - began + JOBS.last_cpu_s
     return {**meter.figures, "cpu_s": cpu_s, "spawned": JOBS.started > started,
+            "child_peak_mb": (JOBS.last_peak_bytes or 0) / 2**20,
             "worst_stall_ms": stall_ms, "result": result}  # fmt: skip
 
 
@@ -536,8 +537,11 @@ def table(figures: dict) -> list[str]:
         lines.append(_row(name, len(runs), statistics.median(walls), walls, f"{cpu:,.2f}",
                           f"{redis_cpu:,.2f}", f"{stall:,.1f}"))  # fmt: skip
     if jobs:
+        peak = max(r["child_peak_mb"] for job in jobs.values() for runs in job.values()
+                   for r in runs)  # fmt: skip
         lines.append(f"   jobs ran in a kept child (JobProcess), {figures['children']} "
-                     "spawned: a start is not in their CPU s (its cost is above)")  # fmt: skip
+                     "spawned: a start is not in their CPU s (its cost is above); the "
+                     f"child's peak memory {peak:,.0f} MB")  # fmt: skip
     each = tick["tick_ms"]
     lines.append(f"   h each tick (ms): median {statistics.median(each):,.1f}, worst "
                  f"{max(each):,.1f}, {len(each)} ticks")  # fmt: skip

@@ -84,12 +84,14 @@ class JobProcess:
 
     ``run`` returns the job's result or raises its exception, as ``run_off_loop`` does;
     ``last_cpu_s`` is the CPU seconds the child spent on the last job (its start not
-    included) and ``started`` how many children were spawned so far.
+    included), ``last_peak_bytes`` the child's peak resident memory after it, and
+    ``started`` how many children were spawned so far.
     """
 
     def __init__(self, recycle_above_bytes: int = RECYCLE_ABOVE_BYTES):
         self.recycle_above_bytes = recycle_above_bytes
         self.last_cpu_s: float | None = None
+        self.last_peak_bytes: int | None = None
         self.started = 0
         self._child = None
         self._conn = None
@@ -105,7 +107,7 @@ class JobProcess:
             except BaseException:  # cancelled (the worker stops), or the child is gone
                 self.close()
                 raise
-            self.last_cpu_s = cpu_s
+            self.last_cpu_s, self.last_peak_bytes = cpu_s, peak_bytes
             if peak_bytes is None or peak_bytes > self.recycle_above_bytes:
                 self.close()
         if ok:
