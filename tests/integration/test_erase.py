@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -205,7 +206,8 @@ def test_erase_leaves_no_trace_and_a_later_event_starts_afresh(rtba_env, setting
     # an output event left unsent by a crashed writer, as the worker writes them
     client.hset(f"{ns}:c:{{{ESCAPED}}}:outbox", "ev-unsent", f"churn_risk|0|9|1|"
                 f'{{"customer_id": "{TARGET}"}}')  # fmt: skip
-    client.zadd(f"{ns}:outbox", {TARGET: 9})
+    shard = zlib.crc32(TARGET.encode()) % 16_384 % 64  # its due-index bucket's shard
+    client.zadd(f"{ns}:outbox:{{{ns}:outbox:{shard}}}", {TARGET: 9})
     before = histogram_totals(client, ns)
 
     erased = run_rtba(env, "erase", TARGET, "--yes", "--json")
