@@ -70,32 +70,40 @@ def set_calls(
     due: Mapping[str, int | None],
     forget: Iterable[str] = (),
     mode: str = "set",
+    across_shards: bool = False,
 ) -> list[tuple[list[str], list]]:
     """KEYS and ARGV of the due_set.lua calls that write ``due`` (None: nothing due) and
-    take the ``forget`` customers out of the index, one call per shard touched (and per
-    _PER_CALL customers); ``mode`` "lt" only moves due times earlier, "nx" only adds
-    customers the index lacks.
+    take the ``forget`` customers out of the index: one call per shard touched (and per
+    _PER_CALL customers), or with ``across_shards`` (a single server: no slot to stay
+    in) one call per _PER_CALL customers. ``mode`` "lt" only moves due times earlier,
+    "nx" only adds customers the index lacks.
 
     >>> calls = set_calls(Keys("ns"), {"c000001": 5, "c000002": None}, ["c000003"])
     >>> [(names[0], args) for names, args in calls]  # doctest: +NORMALIZE_WHITESPACE
-    [('ns:due:{ns:due:21}', ['set', 2, 'c000001', 5]),
-     ('ns:due:{ns:due:47}', ['set', 2, 'c000002', '+inf']),
-     ('ns:due:{ns:due:57}', ['set', 2, 'c000003', ''])]
+    [('ns:due:{ns:due:21}', ['set', 1, 2, 'c000001', 5]),
+     ('ns:due:{ns:due:47}', ['set', 1, 2, 'c000002', '+inf']),
+     ('ns:due:{ns:due:57}', ['set', 1, 2, 'c000003', ''])]
+    >>> [len(names) for names, _ in set_calls(Keys("ns"), {"c000001": 5, "c000002": 6},
+    ...                                       across_shards=True)]
+    [4]
     """
     by_shard: dict[int, list[tuple[str, int, object]]] = {}
     for cid, score in [*((c, NEVER if t is None else t) for c, t in due.items()),
                        *((c, "") for c in forget)]:  # fmt: skip
         bucket = bucket_of(cid)
-        by_shard.setdefault(shard_of(bucket), []).append((cid, bucket, score))
+        by_shard.setdefault(-1 if across_shards else shard_of(bucket), []).append(
+            (cid, bucket, score)
+        )
     calls = []
-    for shard in sorted(by_shard):
-        entries = by_shard[shard]
+    for group in sorted(by_shard):
+        entries = by_shard[group]
         for at in range(0, len(entries), _PER_CALL):
-            names, position, args = [keys.due_summary(shard)], {}, [mode]
+            position: dict[str, int] = {}  # key name -> its index in KEYS (Lua's, from 1)
+            args: list = [mode]
             for cid, bucket, score in entries[at : at + _PER_CALL]:
-                if bucket not in position:
-                    names.append(keys.due_bucket(bucket))
-                    position[bucket] = len(names)  # Lua's KEYS count from 1
-                args += [position[bucket], cid, score]
+                for name in (keys.due_summary(shard_of(bucket)), keys.due_bucket(bucket)):
+                    args.append(position.setdefault(name, len(position) + 1))
+                args += [cid, score]
+            names = list(position)
             calls.append((names, args))
     return calls

@@ -358,7 +358,8 @@ class StateStore:
                 args += _write_args(states[cid], entries.get(cid, []), fact_deltas.get(cid, {}))
             batch.script(self._apply, keys, args)
         # None: nothing due, but still one of the namespace's customers
-        for names, args in due_index.set_calls(self.keys, due, forget or ()):
+        across = not redis_client.clustered(self.client)  # one call on a single server
+        for names, args in due_index.set_calls(self.keys, due, forget or (), across_shards=across):
             batch.script(self._due_set, names, args)
         stats = self._stats_key()
         for name, n in counters.items():

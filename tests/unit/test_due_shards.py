@@ -1,5 +1,6 @@
-"""The due index's shards: every due_set.lua call stays in one Redis Cluster slot, each
-customer is written once, in its own bucket's shard; the workers holding every events
+"""The due index's shards: every due_set.lua call stays in one Redis Cluster slot (or, on
+a single server, one call holds them all), each customer is written once, in its own
+bucket's shard; the workers holding every events
 partition between them re-score every shard exactly once (slots by redis-py's own
 implementation of Redis's hash-tag rule)."""
 
@@ -17,23 +18,27 @@ from streams.state.keys import DUE_SHARDS, Keys
 IDS = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=300, unique=True)
 
 
-@given(IDS, st.sampled_from(["set", "lt", "nx"]))
-def test_each_call_is_one_shards_and_writes_each_customer_once(ids, mode):
+@given(IDS, st.sampled_from(["set", "lt", "nx"]), st.booleans())
+def test_each_call_is_one_shards_and_writes_each_customer_once(ids, mode, across_shards):
     keys = Keys("behavior")
     due = {cid: (i if i % 3 else None) for i, cid in enumerate(ids[::2])}
     forget = ids[1::2]
     written = {}
-    for names, args in set_calls(keys, due, forget, mode):
-        assert len({key_slot(name.encode()) for name in names}) == 1
-        assert args[0] == mode
-        for k, cid, score in zip(args[1::3], args[2::3], args[3::3], strict=True):
+    calls = set_calls(keys, due, forget, mode, across_shards)
+    for names, args in calls:
+        if not across_shards:
+            assert len({key_slot(name.encode()) for name in names}) == 1
+        assert args[0] == mode and len(names) == len(set(names))
+        for s, k, cid, score in zip(*(args[i::4] for i in range(1, 5)), strict=True):
             bucket = zlib.crc32(cid.encode()) % 16_384
             assert names[k - 1] == f"behavior:due:{{behavior:due:{bucket % 64}}}:{bucket}"
-            assert names[0] == f"behavior:due:{{behavior:due:{bucket % 64}}}"
+            assert names[s - 1] == f"behavior:due:{{behavior:due:{bucket % 64}}}"
             assert cid not in written
             written[cid] = score
     want = {cid: "+inf" if t is None else t for cid, t in due.items()}
     assert written == {**want, **dict.fromkeys(forget, "")}
+    if across_shards:  # one call per 1,000 customers, whatever the shards
+        assert len(calls) == 1
 
 
 def test_the_shards_spread_over_a_clusters_slots():
