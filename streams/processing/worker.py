@@ -353,6 +353,7 @@ class Rescorer:
         # The due-index shards this worker re-scores (streams.state.due_index.shards_of:
         # those of its events partitions); None: every shard.
         self.shards = shards
+        self._due: list[str] | None = None  # the tick's due customers not yet re-scored
 
     async def tick(self, leader: bool = True) -> BatchOutcome:
         """One tick's work as one outcome (tests, the benchmark)."""
@@ -370,6 +371,7 @@ class Rescorer:
         which are one pass each for the whole namespace."""
         marks = await retry_transient(self.store.marks, "a re-scoring tick")
         watermark = marks.watermark()
+        self._due = None  # read at the tick's first slice of due customers
         steps = [(partial(self._rescore_due, watermark), self.limit)]
         if leader:
             steps = [(partial(self._wake_cells, watermark), self.limit), *steps,
@@ -477,7 +479,11 @@ class Rescorer:
         """Up to ``count`` customers due by the watermark; returns how many were due."""
         if watermark is None:
             return 0
-        due = await self.store.due_customers(watermark, count, self.shards())
+        if self._due is None:
+            # The tick's due customers, read once: the summaries of 64 shards read at
+            # every slice of 50 cost 2.6 ms of CPU a slice (0.3 ms with one summary).
+            self._due = await self.store.due_customers(watermark, self.limit, self.shards())
+        due, self._due = self._due[:count], self._due[count:]
         if not due:
             return 0
         states, model_versions = await self.store.load(dict.fromkeys(due, False))

@@ -35,10 +35,8 @@ def claim(client, namespace: str, key: str, mine: str, before: str) -> str:
     """
     if client.get(key) is None:
         # events applied before the fact was kept were applied under the old behaviour
-        with client.pipeline(transaction=False) as pipe:
-            for stats in Keys(namespace).stats_keys:
-                pipe.hexists(stats, "applied")
-            applied = any(pipe.execute())
+        stats = Keys(namespace).stats_keys
+        applied = any(client.hget(key, "applied") is not None for key in stats)
         client.set(key, before if applied else mine, nx=True)
     return stored(client, key)
 

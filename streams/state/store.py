@@ -254,15 +254,23 @@ class StateStore:
                             shards: Sequence[int] | None = None) -> list[str]:  # fmt: skip
         """Up to ``limit`` customers due by ``until_ms`` in the given due-index shards
         (default: all). The shards' summaries name the buckets with someone due (each at
-        least one), earliest first; one script call per shard reads them (two round
-        trips in all)."""
-        shards = range(DUE_SHARDS) if shards is None else shards
-        async with self.client.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.zrangebyscore(self.keys.due_summary(shard), "-inf", until_ms, 0, limit,
-                                   withscores=True)  # fmt: skip
-            summaries = await pipe.execute()
-        earliest = sorted((least, int(bucket)) for buckets in summaries
+        least one), earliest first; one script call per shard reads them.
+
+        Each summary is asked for its share of ``limit`` buckets, and only the shards that
+        filled their share are asked again for the rest: asking each for ``limit`` read
+        64 x 50 summary entries for a slice of 50 (6.8 ms of CPU, 136 µs a customer)."""
+        shards = list(range(DUE_SHARDS) if shards is None else shards)
+        if not shards or limit <= 0:
+            return []
+        share = -(-limit // len(shards))
+        found = await self._due_buckets(until_ms, shards, 0, share)
+        full = [s for s in shards if len(found[s]) == share]
+        held = sum(len(buckets) for buckets in found.values())
+        if held < limit and full:
+            more = await self._due_buckets(until_ms, full, share, limit - held)
+            for shard in full:
+                found[shard] += more[shard]
+        earliest = sorted((least, bucket) for buckets in found.values()
                           for bucket, least in buckets)[:limit]  # fmt: skip
         by_shard: dict[int, list[str]] = {}
         for _, bucket in earliest:
@@ -270,8 +278,20 @@ class StateStore:
         batch = Batch()
         for names in by_shard.values():
             batch.script(self._due_until, names, [until_ms, limit])
-        found = await batch.run(self.client)
-        return [_text(m) for members in found for m in members][:limit]
+        replies = await batch.run(self.client)
+        return [_text(m) for members in replies for m in members][:limit]
+
+    async def _due_buckets(self, until_ms: int, shards: list[int], start: int,
+                           count: int) -> dict[int, list[tuple[int, float]]]:  # fmt: skip
+        """Per shard, its summary's (bucket, least due time) entries due by ``until_ms``,
+        ``count`` of them from the ``start``-th (one pipelined read)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zrangebyscore(self.keys.due_summary(shard), "-inf", until_ms, start, count,
+                                   withscores=True)  # fmt: skip
+            replies = await pipe.execute()
+        return {shard: [(int(b), least) for b, least in reply]
+                for shard, reply in zip(shards, replies, strict=True)}  # fmt: skip
 
     async def wake_due_cells(self, until_ms: int, limit: int) -> tuple[int, int]:
         """Mark due at ``until_ms`` (never later than they are: ZADD LT) the members of up
