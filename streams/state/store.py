@@ -597,16 +597,22 @@ def read_marks(client: redis.Redis, keys: Keys) -> Marks:
 
 
 def read_states(client: redis.Redis, keys: Keys, customer_ids: list[str]) -> list[CustomerState]:
-    """States of the given customers, in the given order (absent ones are skipped)."""
+    """States of the given customers, in the given order (absent ones are skipped): an
+    MGET a thousand on a single server (a GET each in a pipeline cost 47 ms of redis-py's
+    packing for 1,081 states), a pipelined GET each on a Cluster (an MGET must stay in
+    one slot)."""
+    one_read = not redis_client.clustered(client)
     out = []
     for start in range(0, len(customer_ids), 1000):
         chunk = customer_ids[start : start + 1000]
-        with client.pipeline(transaction=False) as pipe:
-            for cid in chunk:
-                pipe.get(keys.customer(cid))
-            for cid, raw in zip(chunk, pipe.execute(), strict=True):
-                if raw:
-                    out.append(state_codec.decode(cid, raw))
+        if one_read:
+            raws = client.mget([keys.customer(cid) for cid in chunk])
+        else:
+            with client.pipeline(transaction=False) as pipe:
+                for cid in chunk:
+                    pipe.get(keys.customer(cid))
+                raws = pipe.execute()
+        out += [state_codec.decode(cid, raw) for cid, raw in zip(chunk, raws, strict=True) if raw]
     return out
 
 
