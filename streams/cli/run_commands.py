@@ -71,9 +71,16 @@ def worker(loglevel: str) -> None:
         client.close()
     from streams.processing.app import create_app
     from streams.processing.logs import Worker, logging_config
-    from streams.processing.topics import ensure_topics
+    from streams.processing.topics import ensure_topics, events_partitions
 
     ensure_topics(chosen)
+    held = events_partitions(chosen)
+    if held and held != chosen.partitions:
+        # The due-index shards go with the topic's partitions: a count that is not the
+        # topic's own would leave some shards to nobody (or give some two workers).
+        log(f"warning: {chosen.events_topic} has {held} partitions, RTBA_PARTITIONS says "
+            f"{chosen.partitions}: going by the topic")  # fmt: skip
+        chosen = chosen.model_copy(update={"partitions": held})
     pipeline = create_app(chosen)
     shown = redacted(chosen.redis_url)
     log(f"rtba worker: {chosen.events_topic} on {chosen.kafka_bootstrap}, {shown}")

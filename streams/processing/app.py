@@ -154,7 +154,7 @@ def create_app(settings: Settings) -> Pipeline:
         except Exception:  # no consumer yet, or rebalancing
             return []
         mine = [tp.partition for tp in held if tp.topic == settings.events_topic]
-        return due_index.shards_of(mine, settings.partitions)
+        return due_index.shards_of(mine, settings.partitions)  # the topic's (`rtba worker`)
 
     rescorer = Rescorer(processor, shards=due_shards)
     relay = OutboxRelay(store)

@@ -78,6 +78,20 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         admin.close()
 
 
+def events_partitions(settings: Settings, timeout_s: float = 30.0) -> int | None:
+    """How many partitions the events topic has (None: the broker does not say). A topic
+    made under another RTBA_PARTITIONS keeps its own count, and the workers go by it
+    (streams.state.due_index.shards_of)."""
+    admin = admin_client(settings.kafka_bootstrap, timeout_s, **settings.kafka_options())
+    try:
+        for topic in admin.describe_topics([settings.events_topic]):
+            if topic.get("name") == settings.events_topic and not topic.get("error_code"):
+                return len(topic.get("partitions") or []) or None
+        return None
+    finally:
+        admin.close()
+
+
 class TopicIds:
     """Reads a topic's Kafka topic id (a UUID that changes when the topic is deleted and
     re-created, unlike its name). Blocking: call it in a thread. One admin client, made on

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -169,18 +170,23 @@ def first_ms_at_risk(customer: dict, params: dict, threshold: float) -> int:
     return hi
 
 
+@pytest.mark.parametrize("setting", [None, "6"], ids=["as-made", "topic-smaller-than-setting"])
 def test_two_workers_each_rescore_the_customers_of_their_own_partitions(
-    rtba_env, settings, redis_client, tmp_path
+    rtba_env, settings, redis_client, tmp_path, setting
 ):
     """The re-scoring tick runs on every worker, over the due customers of the partitions
     it holds. With two workers sharing the partitions, 48 silent Champions in every
     partition decay one edge at a time, each change at the exact millisecond it crosses:
-    a tick on the leader alone would leave the other worker's customers where they were."""
+    a tick on the leader alone would leave the other worker's customers where they were.
+    Also when RTBA_PARTITIONS says 6 of a topic made with 3: the shards go by the topic's
+    own count, or those of partitions 3-5 would be nobody's."""
     # Event time moves only with the explicit watermark, sent once every purchase is in: a
     # burst of ten weeks' events over two workers must not move it first (see below).
     rtba_env.update(RTBA_TICK_S="0.2", RTBA_CHURN_REFIT_S="3600", RTBA_RFM_ADAPTIVE="0",
                     RTBA_ALLOWED_LATENESS_S=str(365 * 86_400))  # fmt: skip
     ensure_topics(settings)
+    if setting:
+        rtba_env["RTBA_PARTITIONS"] = setting
     workers = [WorkerProcess(rtba_env, tmp_path / f"w{n}.log").start() for n in (1, 2)]
     try:
         deadline = time.monotonic() + 180  # a second member's join is a rebalance
@@ -249,10 +255,8 @@ def logs(workers: list[WorkerProcess]) -> str:
 
 
 def assigned_partitions(worker: WorkerProcess) -> list[int]:
-    """The events partitions the worker's log says it holds now ([] before it says)."""
-    lines = [line for line in worker.log_path.read_text(errors="replace").splitlines()
-             if ": partitions " in line]  # fmt: skip
-    if not lines:
-        return []
-    listed = lines[-1].split(": partitions ", 1)[1].rsplit(" of ", 1)[0]
-    return [int(p) for p in listed.split(", ") if p.isdigit()]
+    """The events partitions the worker's log says it holds now ([] before it says): its
+    last "ready: partitions 0, 2 of ..." or "partitions moved: partitions 1 of ..." line."""
+    text = worker.log_path.read_text(errors="replace")
+    held = re.findall(r": partitions ((?:\d+, )*\d+|none) ", text)
+    return [int(p) for p in held[-1].split(", ")] if held and held[-1] != "none" else []
